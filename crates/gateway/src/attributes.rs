@@ -1,0 +1,163 @@
+//! How SAML attributes become the user, email, display name and groups of a session.
+//!
+//! Each field has a list of candidate attribute Names, tried in order; the first one present in
+//! the assertion wins. Names are matched exactly, whatever their NameFormat. A preset fills the
+//! lists with the Names a vendor sends; explicit config replaces a field's list with one Name.
+
+use saml_sp::Assertion;
+
+/// The attribute Name that stands for the subject's NameID in `user`.
+pub const NAME_ID: &str = "name_id";
+
+/// Vendor presets for attribute Names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Common LDAP, eduPerson and claim-URI names.
+    Generic,
+    /// Okta's usual attribute statements.
+    Okta,
+    /// AD FS claim types.
+    Adfs,
+    /// Microsoft Entra ID claim URIs.
+    Entra,
+}
+
+impl Preset {
+    /// Preset names accepted in the config.
+    pub const NAMES: [&'static str; 4] = ["generic", "okta", "adfs", "entra"];
+
+    /// Parses a preset name.
+    pub fn parse(name: &str) -> Option<Preset> {
+        match name {
+            "generic" => Some(Preset::Generic),
+            "okta" => Some(Preset::Okta),
+            "adfs" => Some(Preset::Adfs),
+            "entra" => Some(Preset::Entra),
+            _ => None,
+        }
+    }
+}
+
+const CLAIM_EMAIL: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress";
+const CLAIM_DISPLAY: &str = "http://schemas.microsoft.com/identity/claims/displayname";
+const CLAIM_NAME: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name";
+const CLAIM_GROUPS: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups";
+const CLAIM_ROLE: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
+const OID_MAIL: &str = "urn:oid:0.9.2342.19200300.100.1.3";
+const OID_DISPLAY: &str = "urn:oid:2.16.840.1.113730.3.1.241";
+const OID_MEMBER_OF: &str = "urn:oid:1.3.6.1.4.1.5923.1.5.1.1";
+
+/// Candidate attribute Names per session field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeMapping {
+    /// Candidates for the user key; [`NAME_ID`] means the subject's NameID.
+    pub user: Vec<String>,
+    /// Candidates for the email.
+    pub email: Vec<String>,
+    /// Candidates for the display name.
+    pub display_name: Vec<String>,
+    /// Candidates for the groups (all values of the first present one).
+    pub groups: Vec<String>,
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+impl AttributeMapping {
+    /// The mapping of a preset.
+    pub fn preset(preset: Preset) -> AttributeMapping {
+        let user = names(&[NAME_ID]);
+        match preset {
+            Preset::Generic => AttributeMapping {
+                user,
+                email: names(&["mail", "email", "emailaddress", OID_MAIL, CLAIM_EMAIL]),
+                display_name: names(&["displayName", "name", OID_DISPLAY, CLAIM_DISPLAY]),
+                groups: names(&[
+                    "groups",
+                    "memberOf",
+                    "isMemberOf",
+                    OID_MEMBER_OF,
+                    CLAIM_GROUPS,
+                ]),
+            },
+            Preset::Okta => AttributeMapping {
+                user,
+                email: names(&["email", "mail"]),
+                display_name: names(&["displayName", "name"]),
+                groups: names(&["groups"]),
+            },
+            Preset::Adfs => AttributeMapping {
+                user,
+                email: names(&[CLAIM_EMAIL]),
+                display_name: names(&[CLAIM_NAME]),
+                groups: names(&[CLAIM_ROLE, CLAIM_GROUPS]),
+            },
+            Preset::Entra => AttributeMapping {
+                user,
+                email: names(&[CLAIM_EMAIL]),
+                display_name: names(&[CLAIM_DISPLAY, CLAIM_NAME]),
+                groups: names(&[CLAIM_GROUPS, CLAIM_ROLE]),
+            },
+        }
+    }
+
+    /// Replaces one field's candidates with a single Name (`field` is a config key).
+    pub fn set(&mut self, field: &str, name: String) {
+        let slot = match field {
+            "user" => &mut self.user,
+            "email" => &mut self.email,
+            "display_name" => &mut self.display_name,
+            _ => &mut self.groups,
+        };
+        *slot = vec![name];
+    }
+
+    /// The user key, or `None` when no candidate is present.
+    pub fn user(&self, assertion: &Assertion) -> Option<String> {
+        self.user.iter().find_map(|name| {
+            if name == NAME_ID {
+                Some(assertion.name_id.value.clone())
+            } else {
+                first_value(assertion, name)
+            }
+        })
+    }
+
+    /// The email, when present.
+    pub fn email(&self, assertion: &Assertion) -> Option<String> {
+        self.email.iter().find_map(|n| first_value(assertion, n))
+    }
+
+    /// The display name, when present.
+    pub fn display_name(&self, assertion: &Assertion) -> Option<String> {
+        self.display_name
+            .iter()
+            .find_map(|n| first_value(assertion, n))
+    }
+
+    /// The groups: the values of the first candidate present, empty values dropped.
+    pub fn groups(&self, assertion: &Assertion) -> Vec<String> {
+        self.groups
+            .iter()
+            .map(|n| assertion.attribute(n))
+            .find(|values| !values.is_empty())
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn first_value(assertion: &Assertion, name: &str) -> Option<String> {
+    assertion
+        .attribute(name)
+        .iter()
+        .map(|v| v.trim())
+        .find(|v| !v.is_empty())
+        .map(str::to_string)
+}

@@ -1,0 +1,650 @@
+//! The YAML configuration: parsed once at start-up into typed, checked values.
+//!
+//! Loading goes YAML text -> `serde_yaml::Value` -> `${ENV}` expansion in string values ->
+//! [`RawConfig`] (unknown keys refused, each error with its key path) -> [`Config`] (URLs,
+//! durations, files and the IdP metadata checked). Every failure is a [`ConfigError`] that
+//! names the file, the key and what is wrong. Relative paths are taken from the config file's
+//! folder. Nothing reads files or the environment after this.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::attributes::{AttributeMapping, Preset};
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {key}: {message}", file.display())]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The key path, such as `sessions.idle_timeout` or `routes[0].upstream`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The file as written, before checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    listen: Option<String>,
+    public_url: String,
+    sp: RawSp,
+    idp: RawIdp,
+    #[serde(default)]
+    sessions: RawSessions,
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    identity_headers: RawIdentityHeaders,
+    audit: RawAudit,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSp {
+    entity_id: Option<String>,
+    key_file: PathBuf,
+    cert_file: PathBuf,
+    #[serde(default)]
+    sign_authn_requests: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdp {
+    metadata_file: Option<PathBuf>,
+    metadata_url: Option<String>,
+    entity_id: Option<String>,
+    attributes: Option<RawAttributes>,
+    #[serde(default)]
+    allow_sha1: bool,
+    #[serde(default)]
+    allow_unsolicited: bool,
+    clock_skew: Option<String>,
+    name_id_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAttributes {
+    Preset(String),
+    Explicit(RawAttributeNames),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttributeNames {
+    preset: Option<String>,
+    user: Option<String>,
+    email: Option<String>,
+    display_name: Option<String>,
+    groups: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    store: Option<String>,
+    redis_url: Option<String>,
+    idle_timeout: Option<String>,
+    max_lifetime: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    upstream: String,
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    forward_cookies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityHeaders {
+    user: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    groups: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_saml_response_bytes: Option<usize>,
+}
+
+/// This SP's own settings.
+#[derive(Debug, Clone)]
+pub struct SpConfig {
+    /// The SP entity ID.
+    pub entity_id: String,
+    /// The SP private key (PEM); generated with the certificate when both are absent.
+    pub key_file: PathBuf,
+    /// The SP certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Sign AuthnRequests (HTTP-Redirect binding signature).
+    pub sign_authn_requests: bool,
+}
+
+/// The trusted IdP.
+#[derive(Debug, Clone)]
+pub struct IdpConfig {
+    /// The IdP's metadata as read at start-up.
+    pub metadata: saml_sp::metadata::IdpMetadata,
+    /// Where the metadata came from (for messages).
+    pub metadata_file: PathBuf,
+    /// How attributes map to user, email, name and groups.
+    pub attributes: AttributeMapping,
+    /// Accept RSA-SHA1 / SHA-1 (legacy IdPs).
+    pub allow_sha1: bool,
+    /// Accept IdP-initiated (unsolicited) responses.
+    pub allow_unsolicited: bool,
+    /// Clock skew allowed on time checks.
+    pub clock_skew: Duration,
+    /// NameIDPolicy Format to request, if any.
+    pub name_id_format: Option<String>,
+}
+
+/// Session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Absolute lifetime.
+    pub max_lifetime: Duration,
+}
+
+/// One proxied application.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix, starting with `/`.
+    pub path: String,
+    /// Upstream base URL (`http://host:port`), without a path.
+    pub upstream: hyper::Uri,
+    /// Groups allowed; empty means every signed-in user.
+    pub allow_groups: Vec<String>,
+    /// Cookie names forwarded to the upstream (a trailing `*` matches a prefix).
+    pub forward_cookies: Vec<String>,
+}
+
+/// Names of the identity headers sent upstream.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// The user key.
+    pub user: hyper::header::HeaderName,
+    /// The email.
+    pub email: hyper::header::HeaderName,
+    /// The display name.
+    pub name: hyper::header::HeaderName,
+    /// The groups, comma separated.
+    pub groups: hyper::header::HeaderName,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file this came from.
+    pub file: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The public base URL, without a trailing slash.
+    pub public_url: String,
+    /// Whether cookies carry `Secure` (an `https` public URL).
+    pub secure_cookies: bool,
+    /// SP settings.
+    pub sp: SpConfig,
+    /// IdP settings.
+    pub idp: IdpConfig,
+    /// Session settings.
+    pub sessions: SessionConfig,
+    /// Routes, longest prefix first.
+    pub routes: Vec<Route>,
+    /// Identity header names.
+    pub identity_headers: IdentityHeaders,
+    /// The audit log file.
+    pub audit_file: PathBuf,
+    /// Largest SAMLResponse form value accepted.
+    pub max_saml_response_bytes: usize,
+}
+
+impl Config {
+    /// The ACS URL.
+    pub fn acs_url(&self) -> String {
+        format!("{}/saml/acs", self.public_url)
+    }
+
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read the file: {e}")))?;
+        let mut value: serde_yaml::Value = serde_yaml::from_str(&text)
+            .map_err(|e| err("(file)", format!("not valid YAML: {e}")))?;
+        expand_env(&mut value, "", &|name| std::env::var(name).ok())
+            .map_err(|(key, message)| err(&key, message))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            err(&key, e.into_inner().to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        check(raw, path, base)
+    }
+}
+
+/// Replaces `${NAME}` in every string value; an unset variable is an error naming the key.
+fn expand_env(
+    value: &mut serde_yaml::Value,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    match value {
+        serde_yaml::Value::String(s) => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let end = after
+                    .find('}')
+                    .ok_or((key.to_string(), "unclosed ${ in value".to_string()))?;
+                let name = &after[..end];
+                let v = lookup(name).ok_or((
+                    key.to_string(),
+                    format!("environment variable {name} is not set"),
+                ))?;
+                out.push_str(&v);
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_env(item, &format!("{key}[{i}]"), lookup)?;
+            }
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let name = k.as_str().unwrap_or("?");
+                let child = if key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{key}.{name}")
+                };
+                expand_env(v, &child, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Parses `90s`, `30m`, `8h`, `1d` (or a bare number of seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(factor).map(Duration::from_secs)
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+    let err = |key: &str, message: &str| ConfigError {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message: message.to_string(),
+    };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| err("listen", "not an address such as 127.0.0.1:8080"))?;
+
+    let public = Url::parse(&raw.public_url).map_err(|_| {
+        err(
+            "public_url",
+            "not an absolute URL such as https://dash.example.com",
+        )
+    })?;
+    let secure_cookies = match public.scheme() {
+        "https" => true,
+        "http" if is_loopback_host(&public) => false,
+        "http" => return Err(err(
+            "public_url",
+            "must be https (plain http is accepted only for a loopback host, for local testing)",
+        )),
+        _ => return Err(err("public_url", "the scheme must be https")),
+    };
+    if public.path() != "/" || public.query().is_some() || public.fragment().is_some() {
+        return Err(err("public_url", "must not have a path, query or fragment"));
+    }
+    let public_url = raw.public_url.trim_end_matches('/').to_string();
+
+    let sp = SpConfig {
+        entity_id: raw
+            .sp
+            .entity_id
+            .unwrap_or_else(|| format!("{public_url}/saml/metadata")),
+        key_file: resolve(&raw.sp.key_file),
+        cert_file: resolve(&raw.sp.cert_file),
+        sign_authn_requests: raw.sp.sign_authn_requests,
+    };
+    if sp.entity_id.trim().is_empty() {
+        return Err(err("sp.entity_id", "must not be empty"));
+    }
+
+    let idp = check_idp(raw.idp, file, &resolve)?;
+
+    let store = raw.sessions.store.as_deref().unwrap_or("memory");
+    if store != "memory" {
+        return Err(err(
+            "sessions.store",
+            "only `memory` is supported by this version",
+        ));
+    }
+    if raw.sessions.redis_url.is_some() {
+        return Err(err(
+            "sessions.redis_url",
+            "is only used with sessions.store: redis, which this version does not support",
+        ));
+    }
+    let duration =
+        |key: &str, value: Option<&str>, default: u64| -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => parse_duration(v)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| err(key, "not a duration such as 90s, 30m, 8h or 1d")),
+            }
+        };
+    let sessions = SessionConfig {
+        idle_timeout: duration(
+            "sessions.idle_timeout",
+            raw.sessions.idle_timeout.as_deref(),
+            1800,
+        )?,
+        max_lifetime: duration(
+            "sessions.max_lifetime",
+            raw.sessions.max_lifetime.as_deref(),
+            8 * 3600,
+        )?,
+    };
+
+    if raw.routes.is_empty() {
+        return Err(err("routes", "at least one route is needed"));
+    }
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        routes.push(check_route(r, &|k, m| err(&format!("routes[{i}].{k}"), m))?);
+    }
+    for (i, r) in routes.iter().enumerate() {
+        if routes[..i].iter().any(|o| o.path == r.path) {
+            return Err(err(
+                &format!("routes[{i}].path"),
+                "the same path is used by an earlier route",
+            ));
+        }
+    }
+    routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+
+    let header = |key: &str, value: Option<String>, default: &str| {
+        let name = value.unwrap_or_else(|| default.to_string());
+        hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            err(
+                &format!("identity_headers.{key}"),
+                "not a valid HTTP header name",
+            )
+        })
+    };
+    let h = raw.identity_headers;
+    let identity_headers = IdentityHeaders {
+        user: header("user", h.user, "X-Auth-User")?,
+        email: header("email", h.email, "X-Auth-Email")?,
+        name: header("name", h.name, "X-Auth-Name")?,
+        groups: header("groups", h.groups, "X-Auth-Groups")?,
+    };
+
+    let max_saml_response_bytes = raw.limits.max_saml_response_bytes.unwrap_or(256 * 1024);
+    if !(1024..=16 * 1024 * 1024).contains(&max_saml_response_bytes) {
+        return Err(err(
+            "limits.max_saml_response_bytes",
+            "must be between 1024 and 16777216",
+        ));
+    }
+
+    Ok(Config {
+        file: file.to_path_buf(),
+        listen,
+        public_url,
+        secure_cookies,
+        sp,
+        idp,
+        sessions,
+        routes,
+        identity_headers,
+        audit_file: resolve(&raw.audit.file),
+        max_saml_response_bytes,
+    })
+}
+
+fn check_idp(
+    raw: RawIdp,
+    file: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<IdpConfig, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    if raw.metadata_url.is_some() {
+        return Err(err(
+            "idp.metadata_url",
+            "is not supported by this version; download the metadata and set idp.metadata_file"
+                .into(),
+        ));
+    }
+    let metadata_file = resolve(
+        &raw.metadata_file
+            .ok_or_else(|| err("idp.metadata_file", "is required".into()))?,
+    );
+    let text = std::fs::read_to_string(&metadata_file).map_err(|e| {
+        err(
+            "idp.metadata_file",
+            format!("cannot read {}: {e}", metadata_file.display()),
+        )
+    })?;
+    let metadata =
+        saml_sp::metadata::parse_idp_metadata(&text, raw.entity_id.as_deref()).map_err(|e| {
+            err(
+                "idp.metadata_file",
+                format!("{}: {e}", metadata_file.display()),
+            )
+        })?;
+
+    let attributes = match raw.attributes {
+        None => AttributeMapping::preset(Preset::Generic),
+        Some(RawAttributes::Preset(name)) => AttributeMapping::preset(
+            Preset::parse(&name).ok_or_else(|| err("idp.attributes", unknown_preset(&name)))?,
+        ),
+        Some(RawAttributes::Explicit(names)) => {
+            let preset = match names.preset.as_deref() {
+                None => Preset::Generic,
+                Some(p) => Preset::parse(p)
+                    .ok_or_else(|| err("idp.attributes.preset", unknown_preset(p)))?,
+            };
+            let mut mapping = AttributeMapping::preset(preset);
+            let overrides: BTreeMap<&str, Option<String>> = [
+                ("user", names.user),
+                ("email", names.email),
+                ("display_name", names.display_name),
+                ("groups", names.groups),
+            ]
+            .into_iter()
+            .collect();
+            for (field, value) in overrides {
+                if let Some(v) = value {
+                    if v.trim().is_empty() {
+                        return Err(err(
+                            &format!("idp.attributes.{field}"),
+                            "must not be empty".into(),
+                        ));
+                    }
+                    mapping.set(field, v);
+                }
+            }
+            mapping
+        }
+    };
+    let clock_skew = match raw.clock_skew.as_deref() {
+        None => Duration::from_secs(180),
+        Some(v) => parse_duration(v)
+            .filter(|d| d.as_secs() <= 900)
+            .ok_or_else(|| {
+                err(
+                    "idp.clock_skew",
+                    "not a duration of at most 15m, such as 3m".into(),
+                )
+            })?,
+    };
+    Ok(IdpConfig {
+        metadata,
+        metadata_file,
+        attributes,
+        allow_sha1: raw.allow_sha1,
+        allow_unsolicited: raw.allow_unsolicited,
+        clock_skew,
+        name_id_format: raw.name_id_format,
+    })
+}
+
+fn unknown_preset(name: &str) -> String {
+    format!(
+        "unknown preset `{}`; use one of {}",
+        name.escape_debug(),
+        Preset::NAMES.join(", ")
+    )
+}
+
+fn check_route(
+    raw: RawRoute,
+    err: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<Route, ConfigError> {
+    if !raw.path.starts_with('/') || raw.path.contains("//") || raw.path.contains("..") {
+        return Err(err("path", "must start with / and contain no // or .."));
+    }
+    if raw.path.starts_with("/saml/") || raw.path == "/saml" {
+        return Err(err(
+            "path",
+            "/saml is reserved for the gateway's own endpoints",
+        ));
+    }
+    let path = if raw.path.len() > 1 {
+        raw.path.trim_end_matches('/').to_string()
+    } else {
+        raw.path
+    };
+    let url = Url::parse(&raw.upstream).map_err(|_| {
+        err(
+            "upstream",
+            "not an absolute URL such as http://127.0.0.1:8501",
+        )
+    })?;
+    if url.scheme() != "http" || url.host().is_none() {
+        return Err(err("upstream", "must be an http:// URL with a host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(err(
+            "upstream",
+            "must not have a path or query; requests keep their own path",
+        ));
+    }
+    let upstream: hyper::Uri = raw
+        .upstream
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| err("upstream", "not a valid URL"))?;
+    Ok(Route {
+        path,
+        upstream,
+        allow_groups: raw.allow_groups,
+        forward_cookies: raw
+            .forward_cookies
+            .unwrap_or_else(|| vec!["_streamlit_*".to_string()]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("8h"), Some(Duration::from_secs(28800)));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("3 weeks"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn env_expansion_names_the_key() {
+        let mut v: serde_yaml::Value =
+            serde_yaml::from_str("sessions:\n  redis_url: redis://${HOST}:${PORT}/0\n").unwrap();
+        let lookup = |n: &str| (n == "HOST").then(|| "db".to_string());
+        let e = expand_env(&mut v, "", &lookup).unwrap_err();
+        assert_eq!(e.0, "sessions.redis_url");
+        assert!(e.1.contains("PORT"));
+        let lookup = |n: &str| Some(n.to_lowercase());
+        expand_env(&mut v, "", &lookup).unwrap();
+        assert_eq!(
+            v["sessions"]["redis_url"].as_str(),
+            Some("redis://host:port/0")
+        );
+    }
+}

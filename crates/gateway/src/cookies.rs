@@ -1,0 +1,191 @@
+//! The gateway's cookies and the filtering of the `Cookie` header sent upstream.
+//!
+//! Two cookies: the session cookie (opaque 256-bit ID, `HttpOnly`, `SameSite=Lax`) and the
+//! short-lived relay cookie that binds a pending login's RelayState token to this browser. With
+//! an `https` public URL both are `Secure` and use the `__Host-` prefix, and the relay cookie is
+//! `SameSite=None` so that the IdP's cross-site POST to the ACS carries it. Plain `http` is
+//! allowed only on loopback (local testing): then neither is `Secure`, and the relay cookie is
+//! `SameSite=Lax`, which still works because a loopback IdP is same-site.
+
+use axum::http::{header, HeaderMap, HeaderValue};
+
+/// Cookie names and attributes for one deployment.
+#[derive(Debug, Clone)]
+pub struct CookiePolicy {
+    /// Name of the session cookie.
+    pub session_name: &'static str,
+    /// Name of the relay cookie.
+    pub relay_name: &'static str,
+    secure: bool,
+}
+
+/// Lifetime of the relay cookie and of a pending login, in seconds.
+pub const RELAY_TTL_SECS: i64 = 600;
+
+impl CookiePolicy {
+    /// The policy for a deployment served over https (`secure`) or loopback http.
+    pub fn new(secure: bool) -> CookiePolicy {
+        if secure {
+            CookiePolicy {
+                session_name: "__Host-saml-session",
+                relay_name: "__Host-saml-relay",
+                secure,
+            }
+        } else {
+            CookiePolicy {
+                session_name: "saml-session",
+                relay_name: "saml-relay",
+                secure,
+            }
+        }
+    }
+
+    fn attributes(&self, same_site: &str, max_age: Option<i64>) -> String {
+        let mut out = String::from("; Path=/; HttpOnly");
+        if self.secure {
+            out.push_str("; Secure");
+        }
+        out.push_str("; SameSite=");
+        out.push_str(same_site);
+        if let Some(age) = max_age {
+            out.push_str(&format!("; Max-Age={age}"));
+        }
+        out
+    }
+
+    /// `Set-Cookie` for a new session (a session cookie: the server enforces the lifetime).
+    pub fn session(&self, id: &str) -> HeaderValue {
+        header_value(format!(
+            "{}={id}{}",
+            self.session_name,
+            self.attributes("Lax", None)
+        ))
+    }
+
+    /// `Set-Cookie` that clears the session cookie.
+    pub fn clear_session(&self) -> HeaderValue {
+        header_value(format!(
+            "{}={}",
+            self.session_name,
+            self.attributes("Lax", Some(0))
+        ))
+    }
+
+    /// `Set-Cookie` binding a RelayState token to this browser.
+    pub fn relay(&self, token: &str) -> HeaderValue {
+        let same_site = if self.secure { "None" } else { "Lax" };
+        header_value(format!(
+            "{}={token}{}",
+            self.relay_name,
+            self.attributes(same_site, Some(RELAY_TTL_SECS))
+        ))
+    }
+
+    /// `Set-Cookie` that clears the relay cookie.
+    pub fn clear_relay(&self) -> HeaderValue {
+        let same_site = if self.secure { "None" } else { "Lax" };
+        header_value(format!(
+            "{}={}",
+            self.relay_name,
+            self.attributes(same_site, Some(0))
+        ))
+    }
+}
+
+fn header_value(text: String) -> HeaderValue {
+    // Names and values are ours (fixed names, base64url tokens), so this cannot fail; fall back
+    // to an empty value rather than panic.
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers.
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            Some((name.trim(), value.trim()))
+        })
+}
+
+/// The value of cookie `name`; `None` when absent or sent more than once (ambiguous).
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = request_cookies(headers)
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    }
+}
+
+/// True when `name` matches one of `patterns` (exact, or a prefix ending in `*`).
+pub fn allowed(name: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == p,
+    })
+}
+
+/// Rewrites the `Cookie` headers to keep only the cookies the upstream may see.
+pub fn filter_for_upstream(headers: &mut HeaderMap, patterns: &[String]) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = request_cookies(headers)
+        .filter(|(name, _)| allowed(name, patterns))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_policy_uses_host_prefix() {
+        let p = CookiePolicy::new(true);
+        let v = p.session("abc");
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("__Host-saml-session=abc; Path=/; HttpOnly; Secure; SameSite=Lax"));
+        assert!(p.relay("t").to_str().unwrap().contains("SameSite=None"));
+        assert!(!CookiePolicy::new(false)
+            .session("a")
+            .to_str()
+            .unwrap()
+            .contains("Secure"));
+    }
+
+    #[test]
+    fn only_allowed_cookies_go_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("saml-session=s; _streamlit_xsrf=x"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("SimpleSAMLSessionID=i; PHPSESSID=p"),
+        );
+        filter_for_upstream(&mut h, &["_streamlit_*".to_string()]);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "_streamlit_xsrf=x");
+    }
+
+    #[test]
+    fn duplicate_cookies_are_ambiguous() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; a=2; b=3"));
+        assert_eq!(cookie(&h, "a"), None);
+        assert_eq!(cookie(&h, "b"), Some("3"));
+    }
+}

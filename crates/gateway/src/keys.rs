@@ -1,0 +1,164 @@
+//! The SP's key pair: loaded from PEM files, or generated on first start when both are absent.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::{X509NameBuilder, X509};
+
+/// The SP private key and its certificate.
+pub struct SpKeys {
+    /// The private key; never logged or shown.
+    pub key: PKey<Private>,
+    /// The certificate published in SP metadata.
+    pub cert: X509,
+}
+
+impl std::fmt::Debug for SpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpKeys(..)")
+    }
+}
+
+/// Makes a new RSA-2048 key and a self-signed certificate for `common_name`, valid `days`.
+pub fn generate(common_name: &str, days: u32) -> anyhow::Result<SpKeys> {
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", common_name)?;
+    let name = name.build();
+    let mut builder = X509::builder()?;
+    builder.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    builder.set_serial_number(&serial)?;
+    builder.set_subject_name(&name)?;
+    builder.set_issuer_name(&name)?;
+    builder.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+    builder.set_not_after(&*Asn1Time::days_from_now(days)?)?;
+    builder.set_pubkey(&key)?;
+    builder.sign(&key, MessageDigest::sha256())?;
+    Ok(SpKeys {
+        key,
+        cert: builder.build(),
+    })
+}
+
+/// Writes the key (mode 0600) and certificate as PEM, refusing to overwrite either.
+pub fn write(keys: &SpKeys, key_file: &Path, cert_file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for path in [key_file, cert_file] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+        }
+    }
+    let mut key_out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_file)
+        .with_context(|| format!("cannot create {}", key_file.display()))?;
+    key_out.write_all(&keys.key.private_key_to_pem_pkcs8()?)?;
+    let mut cert_out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(cert_file)
+        .with_context(|| format!("cannot create {}", cert_file.display()))?;
+    cert_out.write_all(&keys.cert.to_pem()?)?;
+    Ok(())
+}
+
+/// Loads the key pair, or generates and writes one when neither file exists.
+/// Returns the keys and whether they were generated now.
+pub fn load_or_generate(
+    key_file: &Path,
+    cert_file: &Path,
+    common_name: &str,
+) -> anyhow::Result<(SpKeys, bool)> {
+    match (key_file.exists(), cert_file.exists()) {
+        (false, false) => {
+            let keys = generate(common_name, 3650)?;
+            write(&keys, key_file, cert_file)?;
+            Ok((keys, true))
+        }
+        (true, true) => {
+            let key_pem = std::fs::read(key_file)
+                .with_context(|| format!("sp.key_file: cannot read {}", key_file.display()))?;
+            // The error deliberately omits the file content.
+            let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
+                anyhow::anyhow!(
+                    "sp.key_file: {} is not a PEM private key",
+                    key_file.display()
+                )
+            })?;
+            let cert_pem = std::fs::read(cert_file)
+                .with_context(|| format!("sp.cert_file: cannot read {}", cert_file.display()))?;
+            let cert = X509::from_pem(&cert_pem).map_err(|_| {
+                anyhow::anyhow!(
+                    "sp.cert_file: {} is not a PEM certificate",
+                    cert_file.display()
+                )
+            })?;
+            let matches = cert
+                .public_key()
+                .map(|public| public.public_eq(&key))
+                .unwrap_or(false);
+            if !matches {
+                bail!("sp.cert_file: the certificate does not belong to the key in sp.key_file");
+            }
+            Ok((SpKeys { key, cert }, false))
+        }
+        (true, false) => bail!(
+            "sp.cert_file: {} does not exist but sp.key_file does; provide both or neither",
+            cert_file.display()
+        ),
+        (false, true) => bail!(
+            "sp.key_file: {} does not exist but sp.cert_file does; provide both or neither",
+            key_file.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_then_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, c) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+        let (first, generated) = load_or_generate(&k, &c, "sp").unwrap();
+        assert!(generated);
+        let (second, generated) = load_or_generate(&k, &c, "sp").unwrap();
+        assert!(!generated);
+        assert_eq!(first.cert.to_der().unwrap(), second.cert.to_der().unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn refuses_half_a_pair_and_mismatched_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, c) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+        load_or_generate(&k, &c, "sp").unwrap();
+        std::fs::remove_file(&c).unwrap();
+        assert!(load_or_generate(&k, &c, "sp")
+            .unwrap_err()
+            .to_string()
+            .starts_with("sp.cert_file"));
+        let other = generate("other", 1).unwrap();
+        std::fs::write(&c, other.cert.to_pem().unwrap()).unwrap();
+        let e = load_or_generate(&k, &c, "sp").unwrap_err().to_string();
+        assert!(e.contains("does not belong"), "{e}");
+    }
+}

@@ -1,0 +1,133 @@
+//! `saml-gateway`: a SAML 2.0 Service Provider in front of Streamlit apps.
+//!
+//! Subcommands: `serve` runs the gateway, `metadata` prints the SP metadata, `check-config`
+//! checks a config file, `keygen` writes a new SP key pair.
+#![forbid(unsafe_code)]
+
+mod attributes;
+mod audit;
+mod config;
+mod cookies;
+mod gate;
+mod keys;
+mod pages;
+mod proxy;
+mod redirect;
+mod saml;
+mod server;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "saml-gateway",
+    version,
+    about = "SAML 2.0 SSO gateway for Streamlit apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print this SP's metadata (for the IdP admin to import).
+    Metadata {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and the files it names, then exit.
+    CheckConfig {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write a new SP private key and self-signed certificate.
+    Keygen {
+        /// Where to write the private key (PEM, mode 0600).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The certificate's common name (the SP host name, say).
+        #[arg(long, default_value = "saml-gateway")]
+        common_name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("saml-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let config = config::Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(server::serve(config))
+        }
+        Command::Metadata { config } => {
+            let config = config::Config::load(&config)?;
+            let (keys, _) = server::load_keys(&config)?;
+            print!("{}", state::sp_metadata(&config, &keys)?);
+            Ok(())
+        }
+        Command::CheckConfig { config: path } => {
+            let config = config::Config::load(&path)?;
+            server::load_keys(&config)?;
+            server::warnings(&config);
+            println!(
+                "{}: OK (IdP {} from {}, {} signing certificate(s), {} route(s))",
+                path.display(),
+                config.idp.metadata.entity_id,
+                config.idp.metadata_file.display(),
+                config.idp.metadata.signing_certificates.len(),
+                config.routes.len()
+            );
+            Ok(())
+        }
+        Command::Keygen {
+            key,
+            cert,
+            common_name,
+            days,
+        } => {
+            let keys = keys::generate(&common_name, days)?;
+            keys::write(&keys, &key, &cert)?;
+            println!("wrote {} and {}", key.display(), cert.display());
+            Ok(())
+        }
+    }
+}

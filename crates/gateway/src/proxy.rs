@@ -1,0 +1,239 @@
+//! The reverse proxy: HTTP with streamed bodies, and WebSocket upgrades as raw bytes.
+//!
+//! Before a request leaves, the hop-by-hop headers are dropped, every header that carries
+//! identity (the configured identity headers and `X-Forwarded-*`) is removed and set anew from
+//! the session, and the `Cookie` header keeps only the cookies the route forwards (never the
+//! gateway's own, never a same-host IdP's). A WebSocket upgrade keeps its `Upgrade` and
+//! `Connection` headers; when the upstream answers `101`, both upgraded connections are joined
+//! with `copy_bidirectional`, so whatever extension the two ends agree on (Streamlit's browser
+//! offers permessage-deflate) passes through untouched.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use session_store::SessionRecord;
+
+use crate::config::{IdentityHeaders, Route};
+use crate::cookies::filter_for_upstream;
+use crate::state::SharedState;
+
+/// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const FORWARDED_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Encodes a claim for a header value: visible ASCII and space as they are, `%`, `,` and every
+/// other byte (control characters, non-ASCII UTF-8) percent-encoded, so values never carry
+/// CR, LF or NUL and list separators stay unambiguous.
+pub fn header_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b == b' ' || b.is_ascii_graphic()) && b != b'%' && b != b',' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Removes client-sent identity headers, then adds the session's.
+pub fn set_identity_headers(
+    headers: &mut HeaderMap,
+    names: &IdentityHeaders,
+    session: &SessionRecord,
+) {
+    for name in [&names.user, &names.email, &names.name, &names.groups] {
+        headers.remove(name);
+    }
+    let mut put = |name: &HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name.clone(), v);
+        }
+    };
+    put(&names.user, header_text(&session.user));
+    if let Some(email) = &session.email {
+        put(&names.email, header_text(email));
+    }
+    if let Some(name) = &session.display_name {
+        put(&names.name, header_text(name));
+    }
+    let groups: Vec<String> = session.groups.iter().map(|g| header_text(g)).collect();
+    put(&names.groups, groups.join(","));
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Sends `request` to the route's upstream as `session` and returns the upstream's answer.
+pub async fn forward(
+    state: &SharedState,
+    route: &Route,
+    session: &SessionRecord,
+    peer: SocketAddr,
+    mut request: Request,
+) -> Response {
+    let upgrade = is_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(route.upstream.authority().map(|a| a.as_str()).unwrap_or(""))
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(_) => return bad_gateway(),
+    };
+    *request.uri_mut() = uri;
+    *request.version_mut() = axum::http::Version::HTTP_11;
+
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    for name in FORWARDED_HEADERS {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    filter_for_upstream(headers, &route.forward_cookies);
+    set_identity_headers(headers, &state.config.identity_headers, session);
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let proto = if state.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+
+    let mut response = match state.client.request(request).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, upstream = %route.upstream, "upstream request failed");
+            return bad_gateway();
+        }
+    };
+
+    if let Some(client_upgrade) = client_upgrade {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                }
+            });
+            return response.map(Body::new);
+        }
+    }
+    strip_hop_by_hop(response.headers_mut());
+    response.map(Body::new)
+}
+
+fn bad_gateway() -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        "the application is not reachable\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_never_carries_control_characters() {
+        assert_eq!(header_text("alice"), "alice");
+        assert_eq!(header_text("a\r\nb\0"), "a%0D%0Ab%00");
+        assert_eq!(header_text("Zoë"), "Zo%C3%AB");
+        assert_eq!(header_text("a,b%"), "a%2Cb%25");
+    }
+
+    #[test]
+    fn client_identity_headers_are_replaced() {
+        let names = IdentityHeaders {
+            user: HeaderName::from_static("x-auth-user"),
+            email: HeaderName::from_static("x-auth-email"),
+            name: HeaderName::from_static("x-auth-name"),
+            groups: HeaderName::from_static("x-auth-groups"),
+        };
+        let mut h = HeaderMap::new();
+        h.append("x-auth-user", HeaderValue::from_static("mallory"));
+        h.append("x-auth-user", HeaderValue::from_static("mallory2"));
+        h.append("x-auth-email", HeaderValue::from_static("m@evil"));
+        let session = SessionRecord {
+            version: 1,
+            sp_entity_id: String::new(),
+            idp: String::new(),
+            user: "alice".into(),
+            name_id: "alice".into(),
+            name_id_format: None,
+            session_index: None,
+            email: None,
+            display_name: None,
+            groups: vec!["a".into(), "b,c".into()],
+            csrf_token: String::new(),
+            created_at: 0,
+            expires_at: 0,
+            last_seen: 0,
+        };
+        set_identity_headers(&mut h, &names, &session);
+        assert_eq!(
+            h.get_all("x-auth-user").iter().collect::<Vec<_>>(),
+            ["alice"]
+        );
+        assert!(h.get("x-auth-email").is_none());
+        assert_eq!(h["x-auth-groups"], "a,b%2Cc");
+    }
+}

@@ -1,0 +1,61 @@
+//! Redirect targets after login: only local paths, anything else becomes `/` (invariant 12).
+
+/// Longest return path kept; longer ones become `/`.
+pub const MAX_RETURN_TO: usize = 2048;
+
+/// Returns `target` when it is a safe local path (one leading `/`, no `//`, no `\`, no scheme,
+/// no control or non-ASCII characters, no encoded slash or backslash), otherwise `/`.
+pub fn local_path(target: &str) -> String {
+    let safe = target.len() <= MAX_RETURN_TO
+        && target.starts_with('/')
+        && !target.starts_with("//")
+        && !target.contains('\\')
+        && target.bytes().all(|b| b.is_ascii_graphic())
+        && !contains_encoded_separator(target);
+    if safe {
+        target.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+/// True when the path has `%2F`, `%5C` or a `%25` that could decode into one later.
+fn contains_encoded_separator(target: &str) -> bool {
+    let lower = target.to_ascii_lowercase();
+    let path = lower.split(['?', '#']).next().unwrap_or("");
+    path.contains("%2f") || path.contains("%5c") || path.contains("%25")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_local_paths() {
+        for ok in ["/", "/app", "/app/page?x=1&y=%20", "/a/b#frag"] {
+            assert_eq!(local_path(ok), ok);
+        }
+    }
+
+    #[test]
+    fn turns_everything_else_into_root() {
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "///evil.example",
+            "https://evil.example",
+            "%2F%2Fevil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/a\r\nSet-Cookie: x",
+            "/a\tb",
+            "",
+            "evil",
+            "/ünï",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(local_path(bad), "/", "{bad:?}");
+        }
+        assert_eq!(local_path(&format!("/{}", "a".repeat(MAX_RETURN_TO))), "/");
+    }
+}

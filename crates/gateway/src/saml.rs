@@ -1,0 +1,489 @@
+//! The SAML endpoints under `/saml/`.
+//!
+//! The login flow, end to end:
+//! 1. A browser without a session navigates to a protected page. The gateway answers `303` to
+//!    `/saml/login?return_to=PATH` (other requests get `401`, see [`crate::gate`]).
+//! 2. `/saml/login` draws a request ID (160 random bits) and a RelayState token (256 bits),
+//!    stores `PendingRequest {request_id, return_to}` under the token for ten minutes, sets the
+//!    relay cookie to the token (binding the login to this browser), writes `login_start` to the
+//!    audit log and redirects to the IdP with the AuthnRequest (HTTP-Redirect, signed when
+//!    configured) and the token as RelayState.
+//! 3. The IdP POSTs `SAMLResponse` and `RelayState` to `/saml/acs`. The RelayState must equal
+//!    the relay cookie; the pending request is taken from the store (one use); the response is
+//!    validated by `saml-sp` against that request's ID; the assertion ID goes to the replay
+//!    cache. Then a new session is created (a fresh ID at every login), `login_success` is
+//!    audited, and the browser gets the session cookie and a `303` to `return_to`.
+//!    Every failure is audited as `login_failure` with its reason code before a 4xx page that
+//!    names the reason leaves; if the audit log cannot be written, the login fails closed.
+//! 4. `GET /saml/logout` shows a sign-out form; `POST /saml/logout` with the session's CSRF
+//!    token ends the session, audits `logout` and shows the signed-out page.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use saml_sp::authn_request::{new_message_id, AuthnRequest};
+use saml_sp::bindings::redirect_url;
+use saml_sp::error::{MessageError, ValidationError};
+use saml_sp::response::{ReplayCache, ReplayCacheUnavailable};
+use saml_sp::Assertion;
+use serde::Deserialize;
+use session_store::{PendingRequest, SessionRecord, Store, SESSION_VERSION};
+
+use crate::audit::{Event, Record};
+use crate::cookies::{cookie, RELAY_TTL_SECS};
+use crate::pages::{self, escape_html};
+use crate::redirect::local_path;
+use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
+
+/// Query of `/saml/login`.
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    return_to: Option<String>,
+}
+
+/// `GET /saml/login`: starts a login at the IdP.
+pub async fn login(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
+    let mut record = audit_record(peer, &headers, "/saml/login");
+    record.idp = Some(state.config.idp.metadata.entity_id.clone());
+    match start_login(&state, &return_to, record).await {
+        Ok(response) => response,
+        Err(failure) => {
+            failure
+                .into_response(&state, peer, &headers, "/saml/login")
+                .await
+        }
+    }
+}
+
+async fn start_login(
+    state: &SharedState,
+    return_to: &str,
+    mut record: Record,
+) -> Result<Response, Failure> {
+    let now = unix_now();
+    let request_id = new_message_id().map_err(|_| Failure::unavailable("random_unavailable"))?;
+    let token =
+        session_store::random_token().map_err(|_| Failure::unavailable("random_unavailable"))?;
+    let pending = PendingRequest {
+        request_id: request_id.clone(),
+        return_to: return_to.to_string(),
+        created_at: now,
+    };
+    state
+        .store
+        .put_pending(&token, pending, now + RELAY_TTL_SECS)
+        .await
+        .map_err(|_| Failure::unavailable("store_unavailable"))?;
+    let request = AuthnRequest {
+        id: request_id.clone(),
+        issue_instant: chrono::Utc::now(),
+        destination: state.config.idp.metadata.sso_redirect_url.clone(),
+        issuer: state.config.sp.entity_id.clone(),
+        acs_url: state.config.acs_url(),
+        name_id_format: state.config.idp.name_id_format.clone(),
+        force_authn: false,
+    };
+    let location = redirect_url(
+        &state.config.idp.metadata.sso_redirect_url,
+        "SAMLRequest",
+        &request.to_xml(),
+        Some(&token),
+        state.request_signing_key.as_ref(),
+    )
+    .map_err(|_| Failure::unavailable("request_signing_failed"))?;
+
+    record.event = Some(Event::LoginStart);
+    record.request_id = Some(request_id);
+    state
+        .audit
+        .record(record)
+        .await
+        .map_err(|e| Failure::audit(&e))?;
+
+    let mut response = redirect(&location);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.relay(&token));
+    Ok(response)
+}
+
+/// `POST /saml/acs`: validates the IdP's response and creates the session.
+pub async fn acs(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut record = audit_record(peer, &headers, "/saml/acs");
+    record.idp = Some(state.config.idp.metadata.entity_id.clone());
+    match finish_login(&state, &headers, body, &mut record).await {
+        Ok(response) => response,
+        Err(failure) => {
+            record.event = Some(Event::LoginFailure);
+            failure.respond(&state, record).await
+        }
+    }
+}
+
+async fn finish_login(
+    state: &SharedState,
+    headers: &HeaderMap,
+    body: Body,
+    record: &mut Record,
+) -> Result<Response, Failure> {
+    // Room for the form's other fields and percent-encoding of the base64 value.
+    let limit = state.config.max_saml_response_bytes * 3 / 2 + 4096;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Failure::from(ValidationError::Message(MessageError::TooLarge)))?;
+    let mut saml_response = None;
+    let mut relay_state = None;
+    for (name, value) in url::form_urlencoded::parse(&bytes) {
+        let slot = match name.as_ref() {
+            "SAMLResponse" => &mut saml_response,
+            "RelayState" => &mut relay_state,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(Failure::bad_request("duplicate_parameter"));
+        }
+    }
+    let saml_response = saml_response.ok_or(Failure::bad_request("saml_response_missing"))?;
+
+    // The RelayState must be the token this browser's relay cookie holds.
+    let relay_state = relay_state.ok_or(Failure::bad_request("relay_state_missing"))?;
+    if cookie(headers, state.cookies.relay_name) != Some(relay_state.as_ref()) {
+        return Err(Failure::bad_request("relay_state_not_bound"));
+    }
+    let now = unix_now();
+    let pending = state
+        .store
+        .take_pending(&relay_state, now)
+        .await
+        .map_err(|_| Failure::unavailable("store_unavailable"))?
+        .ok_or(Failure::bad_request("relay_state_unknown"))?;
+    record.request_id = Some(pending.request_id.clone());
+
+    let replay = StoreReplay {
+        store: state.store.as_ref(),
+        now,
+    };
+    let assertion = state
+        .validator
+        .validate(
+            &saml_response,
+            Some(&pending.request_id),
+            chrono::Utc::now(),
+            &replay,
+        )
+        .await
+        .map_err(Failure::from)?;
+    record.assertion_id = Some(assertion.id.clone());
+    record.user = Some(assertion.name_id.value.clone());
+
+    let session = new_session(state, &assertion)?;
+    record.user = Some(session.user.clone());
+    let id = state
+        .store
+        .create_session(session, now)
+        .await
+        .map_err(|_| Failure::unavailable("store_unavailable"))?;
+    record.session = Some(session_hash(id.expose()));
+    record.event = Some(Event::LoginSuccess);
+    if let Err(e) = state.audit.record(record.clone()).await {
+        // Fail closed: a login that is not in the audit log does not happen.
+        let _ = state.store.delete_session(&id).await;
+        record.session = None;
+        return Err(Failure::audit(&e));
+    }
+    tracing::info!(user = %record.user.as_deref().unwrap_or(""), "login");
+
+    let mut response = redirect(&pending.return_to);
+    let h = response.headers_mut();
+    h.append(header::SET_COOKIE, state.cookies.session(id.expose()));
+    h.append(header::SET_COOKIE, state.cookies.clear_relay());
+    Ok(response)
+}
+
+fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionRecord, Failure> {
+    let mapping = &state.config.idp.attributes;
+    let user = mapping
+        .user(assertion)
+        .ok_or(Failure::forbidden("user_attribute_missing"))?;
+    let csrf_token =
+        session_store::random_token().map_err(|_| Failure::unavailable("random_unavailable"))?;
+    Ok(SessionRecord {
+        version: SESSION_VERSION,
+        sp_entity_id: state.config.sp.entity_id.clone(),
+        idp: assertion.issuer.clone(),
+        user,
+        name_id: assertion.name_id.value.clone(),
+        name_id_format: assertion.name_id.format.clone(),
+        session_index: assertion.session_index.clone(),
+        email: mapping.email(assertion),
+        display_name: mapping.display_name(assertion),
+        groups: mapping.groups(assertion),
+        csrf_token,
+        created_at: 0,
+        // SessionNotOnOrAfter caps the session; the store caps it further by max_lifetime.
+        expires_at: assertion
+            .session_not_on_or_after
+            .map(|t| t.timestamp())
+            .unwrap_or(0),
+        last_seen: 0,
+    })
+}
+
+/// The replay cache over the session store.
+struct StoreReplay<'a> {
+    store: &'a dyn Store,
+    now: i64,
+}
+
+impl ReplayCache for StoreReplay<'_> {
+    async fn first_use(
+        &self,
+        assertion_id: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, ReplayCacheUnavailable> {
+        self.store
+            .first_use_of_assertion(assertion_id, until.timestamp(), self.now)
+            .await
+            .map_err(|_| ReplayCacheUnavailable)
+    }
+}
+
+/// Form of `POST /saml/logout`.
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    csrf: String,
+}
+
+/// `GET /saml/logout`: a page with the sign-out button (POST with the CSRF token).
+pub async fn logout_page(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    match crate::gate::current_session(&state, &headers).await {
+        Ok(Some((_, session))) => {
+            let body = format!(
+                "<p>Signed in as <strong>{}</strong>.</p>\
+                 <form method=\"post\" action=\"/saml/logout\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                 <button type=\"submit\">Sign out</button></form>",
+                escape_html(&session.user),
+                escape_html(&session.csrf_token),
+            );
+            pages::page(StatusCode::OK, "Sign out", &body)
+        }
+        Ok(None) => signed_out_page(),
+        Err(_) => store_unavailable_page(),
+    }
+}
+
+/// `POST /saml/logout`: ends the session when the CSRF token matches.
+pub async fn logout(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LogoutForm>,
+) -> Response {
+    let (id, session) = match crate::gate::current_session(&state, &headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return with_cleared_session(&state, signed_out_page()),
+        Err(_) => return store_unavailable_page(),
+    };
+    let token_ok = form.csrf.len() == session.csrf_token.len()
+        && openssl::memcmp::eq(form.csrf.as_bytes(), session.csrf_token.as_bytes());
+    if !token_ok {
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "csrf_token_invalid",
+            "The sign-out form was not sent by this site. Open the sign-out page and try again.",
+            &reference(),
+        );
+    }
+    if state.store.delete_session(&id).await.is_err() {
+        return store_unavailable_page();
+    }
+    let mut record = audit_record(peer, &headers, "/saml/logout");
+    record.event = Some(Event::Logout);
+    record.user = Some(session.user);
+    record.idp = Some(session.idp);
+    record.session = Some(session_hash(id.expose()));
+    if let Err(e) = state.audit.record(record).await {
+        tracing::error!(error = %e, "audit log write failed for logout");
+    }
+    with_cleared_session(&state, redirect("/saml/logged-out"))
+}
+
+/// `GET /saml/logged-out`: the signed-out page.
+pub async fn logged_out() -> Response {
+    signed_out_page()
+}
+
+/// `GET /saml/metadata`: this SP's metadata for the IdP admin.
+pub async fn metadata(State(state): State<SharedState>) -> Response {
+    let mut response = state.sp_metadata_xml.clone().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/samlmetadata+xml"),
+    );
+    response
+}
+
+fn signed_out_page() -> Response {
+    pages::page(
+        StatusCode::OK,
+        "Signed out",
+        "<p>You are signed out of this site.</p><p><a href=\"/\">Sign in again</a></p>",
+    )
+}
+
+fn store_unavailable_page() -> Response {
+    pages::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "store_unavailable",
+        "The session store cannot be reached. Try again in a moment.",
+        &reference(),
+    )
+}
+
+fn with_cleared_session(state: &SharedState, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.clear_session());
+    response
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response(),
+        Err(_) => (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, HeaderValue::from_static("/"))],
+        )
+            .into_response(),
+    }
+}
+
+/// Why a login step failed: the status, the stable reason code and a sentence for the user.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    reason: &'static str,
+    detail: String,
+    /// Extra audit detail (the IdP's status code).
+    audit_detail: Option<String>,
+}
+
+impl Failure {
+    fn bad_request(reason: &'static str) -> Failure {
+        let detail = match reason {
+            "relay_state_unknown" => {
+                "This sign-in attempt has expired or was already used. Start again."
+            }
+            "relay_state_not_bound" | "relay_state_missing" => {
+                "This sign-in response does not belong to a sign-in started in this browser."
+            }
+            _ => "The sign-in request is malformed.",
+        };
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+            detail: detail.to_string(),
+            audit_detail: None,
+        }
+    }
+
+    fn forbidden(reason: &'static str) -> Failure {
+        Failure {
+            status: StatusCode::FORBIDDEN,
+            reason,
+            detail: "The identity provider did not send the attribute that names the user."
+                .to_string(),
+            audit_detail: None,
+        }
+    }
+
+    fn unavailable(reason: &'static str) -> Failure {
+        Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            detail: "Sign-in is temporarily unavailable. Try again in a moment.".to_string(),
+            audit_detail: None,
+        }
+    }
+
+    fn audit(error: &crate::audit::AuditError) -> Failure {
+        tracing::error!(error = %error, "audit log write failed; refusing the login");
+        Failure::unavailable("audit_unavailable")
+    }
+
+    /// Audits the failure (best effort: the answer is already a refusal) and renders the page.
+    async fn respond(self, state: &SharedState, mut record: Record) -> Response {
+        let reference = reference();
+        record.reason = Some(self.reason.to_string());
+        record.reference = Some(reference.clone());
+        record.detail = self.audit_detail.clone();
+        if self.reason != "audit_unavailable" {
+            if let Err(e) = state.audit.record(record).await {
+                tracing::error!(error = %e, reason = self.reason, "audit log write failed");
+            }
+        }
+        tracing::warn!(reason = self.reason, reference = %reference, "login refused");
+        pages::error(
+            self.status,
+            "Sign-in failed",
+            self.reason,
+            &self.detail,
+            &reference,
+        )
+    }
+
+    async fn into_response(
+        self,
+        state: &SharedState,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Response {
+        let mut record = audit_record(peer, headers, path);
+        record.event = Some(Event::LoginFailure);
+        record.idp = Some(state.config.idp.metadata.entity_id.clone());
+        self.respond(state, record).await
+    }
+}
+
+impl From<ValidationError> for Failure {
+    fn from(error: ValidationError) -> Failure {
+        use ValidationError as V;
+        let status = match &error {
+            V::Message(MessageError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            V::Message(_) | V::Structure(_) => StatusCode::BAD_REQUEST,
+            V::ReplayCacheUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        };
+        let audit_detail = match &error {
+            V::Status(s) => Some(match &s.sub_code {
+                Some(sub) => format!("{} / {sub}", s.code),
+                None => s.code.clone(),
+            }),
+            _ => None,
+        };
+        Failure {
+            status,
+            reason: error.code(),
+            detail: format!("The identity provider's response was refused: {error}."),
+            audit_detail,
+        }
+    }
+}

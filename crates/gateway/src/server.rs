@@ -1,0 +1,124 @@
+//! Start-up and the URL map: load keys, open the audit log and the store, serve until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use session_store::{MemoryLimits, MemoryStore, SessionTimeouts};
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::keys::{self, SpKeys};
+use crate::state::{unix_now, AppState, SharedState};
+use crate::{gate, saml};
+
+/// Loads the SP key pair named by the config, generating it when both files are absent.
+pub fn load_keys(config: &Config) -> anyhow::Result<(SpKeys, bool)> {
+    let common_name = url::Url::parse(&config.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "saml-gateway".into());
+    keys::load_or_generate(&config.sp.key_file, &config.sp.cert_file, &common_name)
+        .with_context(|| format!("{}", config.file.display()))
+}
+
+/// Logs the settings that weaken security, so they are never silent.
+pub fn warnings(config: &Config) {
+    if !config.secure_cookies {
+        tracing::warn!(
+            public_url = %config.public_url,
+            "public_url is plain http: cookies are not Secure; use this only for local testing"
+        );
+    }
+    if config.idp.allow_sha1 {
+        tracing::warn!("idp.allow_sha1 is on: SHA-1 signatures are accepted from the IdP");
+    }
+    if config.idp.allow_unsolicited {
+        tracing::warn!("idp.allow_unsolicited is on: IdP-initiated logins are accepted");
+    }
+    if config.idp.metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
+        tracing::warn!("the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
+    }
+}
+
+/// The URL map.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/saml/metadata", get(saml::metadata))
+        .route("/saml/login", get(saml::login))
+        .route("/saml/acs", axum::routing::post(saml::acs))
+        .route("/saml/logout", get(saml::logout_page).post(saml::logout))
+        .route("/saml/logged-out", get(saml::logged_out))
+        .fallback(gate::protected)
+        .with_state(state)
+}
+
+/// Runs the gateway until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let (keys, generated) = load_keys(&config)?;
+    if generated {
+        tracing::warn!(
+            key_file = %config.sp.key_file.display(),
+            cert_file = %config.sp.cert_file.display(),
+            "generated a new SP key pair; give the IdP the new metadata"
+        );
+    }
+    warnings(&config);
+    let audit = AuditLog::open(&config.audit_file)
+        .with_context(|| format!("{}: audit.file", config.file.display()))?;
+    let store = Arc::new(MemoryStore::new(
+        SessionTimeouts {
+            idle: duration_secs(config.sessions.idle_timeout),
+            max_lifetime: duration_secs(config.sessions.max_lifetime),
+        },
+        MemoryLimits::default(),
+    ));
+    let listen = config.listen;
+    let state = Arc::new(AppState::new(config, keys, store.clone(), audit)?);
+
+    // Expired entries are dropped lazily on lookup; this bounds what is never looked up again.
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.purge_expired(unix_now()) {
+                tracing::error!(error = %e, "session purge failed");
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, public_url = %state.config.public_url, "saml-gateway listening");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("saml-gateway stopped");
+    Ok(())
+}
+
+fn duration_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

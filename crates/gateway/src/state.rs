@@ -1,0 +1,134 @@
+//! The shared state every handler sees, built once from the checked config.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use openssl::pkey::{PKey, Private};
+use saml_sp::metadata::SpMetadata;
+use saml_sp::response::{ServiceProvider, TrustedIdp, ValidationOptions};
+use saml_sp::signature::AlgorithmPolicy;
+use saml_sp::ResponseValidator;
+use session_store::Store;
+
+use crate::audit::{AuditLog, Record};
+use crate::config::Config;
+use crate::cookies::CookiePolicy;
+use crate::keys::SpKeys;
+
+/// The HTTP client used for upstream requests (pooled keep-alive connections).
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The checked configuration.
+    pub config: Config,
+    /// The response validator for this SP and IdP.
+    pub validator: ResponseValidator,
+    /// Sessions, pending requests and replay cache.
+    pub store: Arc<dyn Store>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Cookie names and attributes.
+    pub cookies: CookiePolicy,
+    /// The SP metadata document served at `/saml/metadata`.
+    pub sp_metadata_xml: String,
+    /// The key AuthnRequests are signed with, when signing is on.
+    pub request_signing_key: Option<PKey<Private>>,
+    /// The upstream HTTP client.
+    pub client: UpstreamClient,
+}
+
+/// The state as handlers receive it.
+pub type SharedState = Arc<AppState>;
+
+/// Builds the SP metadata document for `config` and `keys`.
+pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
+    Ok(SpMetadata {
+        entity_id: config.sp.entity_id.clone(),
+        acs_url: config.acs_url(),
+        slo_url: None,
+        signing_certificates: vec![keys.cert.to_der()?],
+        authn_requests_signed: config.sp.sign_authn_requests,
+        name_id_formats: config.idp.name_id_format.iter().cloned().collect(),
+    }
+    .to_xml())
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        config: Config,
+        keys: SpKeys,
+        store: Arc<dyn Store>,
+        audit: AuditLog,
+    ) -> anyhow::Result<AppState> {
+        let validator = ResponseValidator {
+            sp: ServiceProvider {
+                entity_id: config.sp.entity_id.clone(),
+                acs_url: config.acs_url(),
+            },
+            idp: TrustedIdp {
+                entity_id: config.idp.metadata.entity_id.clone(),
+                certificates: config.idp.metadata.signing_certificates.clone(),
+            },
+            options: ValidationOptions {
+                clock_skew: config.idp.clock_skew,
+                allow_unsolicited: config.idp.allow_unsolicited,
+                algorithms: AlgorithmPolicy {
+                    allow_sha1: config.idp.allow_sha1,
+                },
+                max_message_bytes: config.max_saml_response_bytes,
+                ..ValidationOptions::default()
+            },
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Ok(AppState {
+            sp_metadata_xml: sp_metadata(&config, &keys)?,
+            cookies: CookiePolicy::new(config.secure_cookies),
+            request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),
+            validator,
+            store,
+            audit,
+            client,
+            config,
+        })
+    }
+}
+
+/// A fresh audit record pre-filled with what the request says about the client.
+pub fn audit_record(peer: SocketAddr, headers: &HeaderMap, path: &str) -> Record {
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect());
+    Record {
+        client_ip: Some(peer.ip().to_string()),
+        user_agent,
+        path: Some(path.chars().take(512).collect()),
+        idp: None,
+        ..Record::default()
+    }
+}
+
+/// A short random reference for an error page and its audit record.
+pub fn reference() -> String {
+    let bytes = session_store::random_bytes::<6>().unwrap_or_default();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of a session ID for audit records: never the ID itself.
+pub fn session_hash(id: &str) -> String {
+    let digest = openssl::sha::sha256(id.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

@@ -1,0 +1,267 @@
+//! SAML metadata: reading the IdP's `EntityDescriptor` and writing this SP's.
+
+use base64::Engine;
+use openssl::x509::X509;
+use samael::crypto::CertificateDer;
+
+use crate::xml::{self, escape, Element, XmlError};
+use crate::{DS_NS, MD_NS};
+
+/// The HTTP-Redirect binding URI.
+pub const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+/// The HTTP-POST binding URI.
+pub const BINDING_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
+
+/// Why IdP metadata was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// The XML was refused by the strict parser.
+    #[error("the metadata is not acceptable XML: {0}")]
+    Xml(#[from] XmlError),
+    /// No EntityDescriptor with an IDPSSODescriptor (and the wanted entity ID) was found.
+    #[error("the metadata has no identity provider entity{}", .0.as_deref().map(|e| format!(" with entityID {e}")).unwrap_or_default())]
+    NoIdp(Option<String>),
+    /// Several IdP entities and no entity ID to choose one.
+    #[error(
+        "the metadata describes several identity providers; set the IdP entity ID to pick one"
+    )]
+    AmbiguousIdp,
+    /// A certificate in a signing KeyDescriptor does not decode.
+    #[error("a signing certificate in the metadata is not a valid X.509 certificate")]
+    BadCertificate,
+    /// The IdP publishes no signing certificate; responses could not be verified.
+    #[error("the metadata has no signing certificate for the identity provider")]
+    NoSigningCertificate,
+    /// The IdP has no SingleSignOnService for a binding this SP speaks.
+    #[error("the metadata has no SingleSignOnService with the HTTP-Redirect binding")]
+    NoSsoEndpoint,
+}
+
+/// What this SP needs to know about the IdP, from its metadata.
+#[derive(Debug, Clone)]
+pub struct IdpMetadata {
+    /// The IdP's entity ID.
+    pub entity_id: String,
+    /// Certificates that may sign responses (DER); all of them are trusted at once.
+    pub signing_certificates: Vec<CertificateDer>,
+    /// SingleSignOnService location for HTTP-Redirect.
+    pub sso_redirect_url: String,
+    /// SingleLogoutService location for HTTP-Redirect, when published.
+    pub slo_redirect_url: Option<String>,
+    /// `WantAuthnRequestsSigned` of the IDPSSODescriptor.
+    pub want_authn_requests_signed: bool,
+}
+
+/// Parses IdP metadata; `entity_id` picks one entity out of an aggregate.
+pub fn parse_idp_metadata(
+    text: &str,
+    entity_id: Option<&str>,
+) -> Result<IdpMetadata, MetadataError> {
+    let root = xml::parse(text)?;
+    let mut candidates: Vec<&Element> = root
+        .descendants()
+        .into_iter()
+        .filter(|e| e.is(MD_NS, "EntityDescriptor"))
+        .filter(|e| e.only_child(MD_NS, "IDPSSODescriptor").is_some())
+        .filter(|e| entity_id.is_none_or(|want| e.attr("entityID") == Some(want)))
+        .collect();
+    let entity = match candidates.len() {
+        0 => return Err(MetadataError::NoIdp(entity_id.map(str::to_string))),
+        1 => candidates.remove(0),
+        _ => return Err(MetadataError::AmbiguousIdp),
+    };
+    let descriptor = entity
+        .only_child(MD_NS, "IDPSSODescriptor")
+        .ok_or(MetadataError::NoIdp(None))?;
+
+    let mut signing_certificates = Vec::new();
+    for key in descriptor.children_named(MD_NS, "KeyDescriptor") {
+        if !matches!(key.attr("use"), None | Some("signing")) {
+            continue;
+        }
+        for key_info in key.children_named(DS_NS, "KeyInfo") {
+            for data in key_info.children_named(DS_NS, "X509Data") {
+                for cert in data.children_named(DS_NS, "X509Certificate") {
+                    let der = decode_certificate(&cert.text())?;
+                    if !signing_certificates.contains(&der) {
+                        signing_certificates.push(der);
+                    }
+                }
+            }
+        }
+    }
+    if signing_certificates.is_empty() {
+        return Err(MetadataError::NoSigningCertificate);
+    }
+    let endpoint = |name: &str| {
+        descriptor
+            .children_named(MD_NS, name)
+            .find(|e| e.attr("Binding") == Some(BINDING_REDIRECT))
+            .and_then(|e| e.attr("Location"))
+            .map(str::to_string)
+    };
+    Ok(IdpMetadata {
+        entity_id: entity.attr("entityID").unwrap_or_default().to_string(),
+        signing_certificates,
+        sso_redirect_url: endpoint("SingleSignOnService").ok_or(MetadataError::NoSsoEndpoint)?,
+        slo_redirect_url: endpoint("SingleLogoutService"),
+        want_authn_requests_signed: descriptor.attr("WantAuthnRequestsSigned") == Some("true"),
+    })
+}
+
+fn decode_certificate(text: &str) -> Result<CertificateDer, MetadataError> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| MetadataError::BadCertificate)?;
+    X509::from_der(&der).map_err(|_| MetadataError::BadCertificate)?;
+    Ok(CertificateDer::from(der))
+}
+
+/// This SP's metadata, as published at `/saml/metadata` for the IdP admin to import.
+#[derive(Debug, Clone)]
+pub struct SpMetadata {
+    /// The SP entity ID.
+    pub entity_id: String,
+    /// The ACS URL (HTTP-POST binding).
+    pub acs_url: String,
+    /// The SLO URL (HTTP-Redirect binding), when Single Logout is offered.
+    pub slo_url: Option<String>,
+    /// Certificates (DER) the SP signs with; two during a key rollover.
+    pub signing_certificates: Vec<Vec<u8>>,
+    /// Whether AuthnRequests are signed.
+    pub authn_requests_signed: bool,
+    /// NameID formats the SP accepts.
+    pub name_id_formats: Vec<String>,
+}
+
+impl SpMetadata {
+    /// Serializes the `EntityDescriptor`.
+    pub fn to_xml(&self) -> String {
+        let mut out = String::new();
+        out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        out.push('\n');
+        out.push_str(&format!(
+            r#"<md:EntityDescriptor xmlns:md="{MD_NS}" xmlns:ds="{DS_NS}" entityID="{}">"#,
+            escape(&self.entity_id)
+        ));
+        out.push_str(&format!(
+            "\n  <md:SPSSODescriptor AuthnRequestsSigned=\"{}\" WantAssertionsSigned=\"true\" \
+             protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">",
+            self.authn_requests_signed
+        ));
+        for der in &self.signing_certificates {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            out.push_str(&format!(
+                "\n    <md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data>\
+                 <ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
+                 </md:KeyDescriptor>"
+            ));
+        }
+        if let Some(slo) = &self.slo_url {
+            out.push_str(&format!(
+                "\n    <md:SingleLogoutService Binding=\"{BINDING_REDIRECT}\" Location=\"{}\"/>",
+                escape(slo)
+            ));
+        }
+        for format in &self.name_id_formats {
+            out.push_str(&format!(
+                "\n    <md:NameIDFormat>{}</md:NameIDFormat>",
+                escape(format)
+            ));
+        }
+        out.push_str(&format!(
+            "\n    <md:AssertionConsumerService Binding=\"{BINDING_POST}\" Location=\"{}\" \
+             index=\"0\" isDefault=\"true\"/>",
+            escape(&self.acs_url)
+        ));
+        out.push_str("\n  </md:SPSSODescriptor>\n</md:EntityDescriptor>\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_b64() -> String {
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut builder = openssl::x509::X509Builder::new().unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "idp").unwrap();
+        let name = name.build();
+        builder.set_version(2).unwrap();
+        builder.set_subject_name(&name).unwrap();
+        builder.set_issuer_name(&name).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(1)
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap();
+        builder.set_serial_number(&serial).unwrap();
+        builder
+            .set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder
+            .sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(builder.build().to_der().unwrap())
+    }
+
+    #[test]
+    fn reads_idp_metadata_with_bom_and_two_certs() {
+        let (a, b) = (cert_b64(), cert_b64());
+        let text = format!(
+            "\u{feff}<EntityDescriptor xmlns=\"{MD_NS}\" entityID=\"https://idp\"><IDPSSODescriptor \
+             WantAuthnRequestsSigned=\"true\">\
+             <KeyDescriptor use=\"signing\"><KeyInfo xmlns=\"{DS_NS}\"><X509Data><X509Certificate>{a}</X509Certificate></X509Data></KeyInfo></KeyDescriptor>\
+             <KeyDescriptor><KeyInfo xmlns=\"{DS_NS}\"><X509Data><X509Certificate>\n{b}\n</X509Certificate></X509Data></KeyInfo></KeyDescriptor>\
+             <KeyDescriptor use=\"encryption\"><KeyInfo xmlns=\"{DS_NS}\"><X509Data><X509Certificate>AAAA</X509Certificate></X509Data></KeyInfo></KeyDescriptor>\
+             <SingleSignOnService Binding=\"{BINDING_POST}\" Location=\"https://idp/post\"/>\
+             <SingleSignOnService Binding=\"{BINDING_REDIRECT}\" Location=\"https://idp/redirect\"/>\
+             </IDPSSODescriptor></EntityDescriptor>"
+        );
+        let md = parse_idp_metadata(&text, None).unwrap();
+        assert_eq!(md.entity_id, "https://idp");
+        assert_eq!(md.signing_certificates.len(), 2);
+        assert_eq!(md.sso_redirect_url, "https://idp/redirect");
+        assert!(md.want_authn_requests_signed);
+        assert_eq!(
+            parse_idp_metadata(&text, Some("https://other")).unwrap_err(),
+            MetadataError::NoIdp(Some("https://other".into()))
+        );
+    }
+
+    #[test]
+    fn refuses_metadata_without_signing_certificate() {
+        let text = format!(
+            "<EntityDescriptor xmlns=\"{MD_NS}\" entityID=\"https://idp\"><IDPSSODescriptor>\
+             <SingleSignOnService Binding=\"{BINDING_REDIRECT}\" Location=\"https://idp/r\"/>\
+             </IDPSSODescriptor></EntityDescriptor>"
+        );
+        assert_eq!(
+            parse_idp_metadata(&text, None).unwrap_err(),
+            MetadataError::NoSigningCertificate
+        );
+    }
+
+    #[test]
+    fn sp_metadata_is_parseable_and_escaped() {
+        let md = SpMetadata {
+            entity_id: "https://sp/?a=1&b=2".into(),
+            acs_url: "https://sp/saml/acs".into(),
+            slo_url: None,
+            signing_certificates: vec![vec![1, 2, 3]],
+            authn_requests_signed: true,
+            name_id_formats: vec![],
+        };
+        let root = xml::parse(&md.to_xml()).unwrap();
+        assert_eq!(root.attr("entityID"), Some("https://sp/?a=1&b=2"));
+        let sp = root.only_child(MD_NS, "SPSSODescriptor").unwrap();
+        assert_eq!(sp.attr("AuthnRequestsSigned"), Some("true"));
+    }
+}

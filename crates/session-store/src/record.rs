@@ -1,0 +1,84 @@
+//! The records kept in a store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UnixTime;
+
+/// An opaque session ID: 256 random bits, URL-safe base64.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// Wraps a cookie value; `None` when it cannot be a session ID (wrong length or alphabet),
+    /// so that junk never reaches a store lookup.
+    pub fn parse(value: &str) -> Option<SessionId> {
+        let ok = value.len() == 43
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| SessionId(value.to_string()))
+    }
+
+    /// Draws a fresh random ID.
+    pub fn generate() -> Result<SessionId, crate::StoreError> {
+        crate::random_token().map(SessionId)
+    }
+
+    /// The cookie value. Never log it: it is a bearer credential.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(..)")
+    }
+}
+
+/// What the gateway knows about a signed-in user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Format version of this record; a record of an unknown version reads as logged out.
+    pub version: u32,
+    /// The SP entity ID the session was made for (sessions never cross deployments).
+    pub sp_entity_id: String,
+    /// The IdP entity ID that authenticated the user.
+    pub idp: String,
+    /// The user key (NameID or a configured attribute).
+    pub user: String,
+    /// The NameID exactly as received.
+    pub name_id: String,
+    /// The NameID Format, when sent.
+    pub name_id_format: Option<String>,
+    /// The IdP's SessionIndex, for Single Logout.
+    pub session_index: Option<String>,
+    /// The user's email, when the IdP sent one.
+    pub email: Option<String>,
+    /// The user's display name, when the IdP sent one.
+    pub display_name: Option<String>,
+    /// The user's groups.
+    pub groups: Vec<String>,
+    /// A random token that logout forms must echo (CSRF protection).
+    pub csrf_token: String,
+    /// When the user logged in.
+    pub created_at: UnixTime,
+    /// Absolute end of the session; set by the store from the timeouts and SessionNotOnOrAfter.
+    pub expires_at: UnixTime,
+    /// Last time the session was used (idle timeout).
+    pub last_seen: UnixTime,
+}
+
+/// The current session record format.
+pub const SESSION_VERSION: u32 = 1;
+
+/// A login in progress: what `/saml/login` sent and where the user goes afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRequest {
+    /// The AuthnRequest ID, expected as InResponseTo.
+    pub request_id: String,
+    /// The local path to return to after login.
+    pub return_to: String,
+    /// When the request was made.
+    pub created_at: UnixTime,
+}
