@@ -647,4 +647,97 @@ mod tests {
             Some("redis://host:port/0")
         );
     }
+
+    const METADATA: &str = r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://idp.example"><IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><KeyDescriptor use="signing"><KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data><X509Certificate>CERT</X509Certificate></X509Data></KeyInfo></KeyDescriptor><SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example/sso"/></IDPSSODescriptor></EntityDescriptor>"#;
+
+    const GOOD: &str = "public_url: https://dash.example.com
+sp:
+  key_file: sp.key
+  cert_file: sp.crt
+idp:
+  metadata_file: idp.xml
+routes:
+  - path: /
+    upstream: http://127.0.0.1:8501
+audit:
+  file: audit.jsonl
+";
+
+    /// Writes `config` and a valid IdP metadata file into a fresh folder and loads it.
+    fn load(config: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = crate::keys::generate("idp", 1).unwrap();
+        let cert = base64::engine::general_purpose::STANDARD.encode(keys.cert.to_der().unwrap());
+        std::fs::write(dir.path().join("idp.xml"), METADATA.replace("CERT", &cert)).unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, config).unwrap();
+        let result = Config::load(&path);
+        (dir, result)
+    }
+
+    fn error_of(config: &str) -> ConfigError {
+        let (_dir, result) = load(config);
+        result.unwrap_err()
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults_and_relative_paths() {
+        let (dir, result) = load(GOOD);
+        let c = result.unwrap();
+        assert_eq!(c.sp.entity_id, "https://dash.example.com/saml/metadata");
+        assert_eq!(c.acs_url(), "https://dash.example.com/saml/acs");
+        assert_eq!(c.audit_file, dir.path().join("audit.jsonl"));
+        assert!(c.secure_cookies);
+        assert_eq!(c.idp.metadata.entity_id, "https://idp.example");
+        assert_eq!(c.sessions.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(
+            c.routes[0].forward_cookies,
+            vec!["_streamlit_*".to_string()]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = error_of(&GOOD.replace(
+            "  - path: /\n    upstream: http://127.0.0.1:8501",
+            "  - path: /\n    upstream: ftp://x",
+        ));
+        assert_eq!(e.key, "routes[0].upstream");
+        assert!(
+            e.to_string()
+                .contains("gateway.yaml: routes[0].upstream: must be an http:// URL"),
+            "{e}"
+        );
+
+        let e = error_of(&format!("{GOOD}sessions:\n  idle_timeout: soon\n"));
+        assert_eq!(e.key, "sessions.idle_timeout");
+
+        let e = error_of(&GOOD.replace("key_file", "keyfile"));
+        assert_eq!(e.key, "sp.keyfile");
+        assert!(e.message.contains("keyfile"), "{e}");
+
+        let e = error_of(&GOOD.replace("https://dash.example.com", "http://dash.example.com"));
+        assert_eq!(e.key, "public_url");
+
+        let e = error_of(&GOOD.replace("idp.xml", "missing.xml"));
+        assert_eq!(e.key, "idp.metadata_file");
+
+        let e = error_of(&format!("{GOOD}listen: nowhere\n"));
+        assert_eq!(e.key, "listen");
+
+        let e = error_of(&GOOD.replace("audit.jsonl", "${SAML_GATEWAY_TEST_UNSET_VARIABLE}"));
+        assert_eq!(e.key, "audit.file");
+        assert!(e.message.contains("SAML_GATEWAY_TEST_UNSET_VARIABLE"));
+
+        let e = error_of("public_url: [1\n");
+        assert_eq!(e.key, "(file)");
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_without_secure_cookies() {
+        let (_dir, result) =
+            load(&GOOD.replace("https://dash.example.com", "http://127.0.0.1:8080"));
+        assert!(!result.unwrap().secure_cookies);
+    }
 }
