@@ -1,0 +1,376 @@
+"""Test bed: starts the real components of an end-to-end test on 127.0.0.1.
+
+- `Idp`: a SimpleSAMLphp 1.19 IdP under `php -S`, configured from tests/testbed/idp/, with the
+  test users alice / alice-pass and bob / bob-pass (see authsources.php there).
+- `Streamlit`: a Streamlit app from the venv that scripts/setup.sh creates.
+- `Gateway`: the saml-gateway binary with a YAML config; `gateway_config()` writes the usual one.
+
+Each service runs in its own process group, logs into its work directory and is stopped
+(SIGTERM, then SIGKILL after 5 s) by `stop()` or, at the latest, when the interpreter exits.
+A service that fails to start raises `StartError` with the tail of its log.
+
+Start order: pick ports, start the IdP (it needs only the SP entity ID and ACS URL), write its
+metadata to {work}/idp-metadata.xml, start Streamlit, start the gateway. `demo` does exactly that:
+
+    python3 tests/testbed.py demo --gateway-bin target/debug/saml-gateway
+
+Standard library only, so any python3 can run it.
+"""
+
+import argparse
+import atexit
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IDP_TEMPLATES = ROOT / "tests" / "testbed" / "idp"
+SSP_WWW = Path("/usr/share/simplesamlphp/www")
+VENV_BIN = ROOT / ".venv" / "bin"
+NAMEID_UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+
+_running = set()
+
+
+class StartError(RuntimeError):
+    """A service did not come up; the message ends with the tail of its log."""
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=2.0):
+    """(status, body text) of a GET, without following redirects; (0, error) when unreachable."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except (OSError, ValueError) as e:
+        return 0, str(e)
+
+
+def log_tail(path, lines=40):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class Service:
+    """One child process in its own process group, with a log file in `work`."""
+
+    name = "service"
+
+    def __init__(self, work, port=None):
+        self.work = Path(work).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.log_path = self.work / f"{self.name}.log"
+        self.proc = None
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, argv, env=None, cwd=None):
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                cwd=cwd or self.work, start_new_session=True)
+        except OSError as e:
+            raise StartError(f"{self.name}: cannot run {argv[0]}: {e}") from e
+        finally:
+            log.close()
+        _running.add(self)
+
+    def _wait_until(self, ready, what, timeout=30.0):
+        """Polls `ready()` until true; stops the service and raises StartError otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._fail(f"exited with code {self.proc.returncode} before {what}")
+            if ready():
+                return
+            time.sleep(0.1)
+        self._fail(f"no {what} within {timeout:.0f} s")
+
+    def _fail(self, why):
+        self.stop()
+        raise StartError(f"{self.name} on port {self.port} {why}; "
+                         f"{self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self):
+        proc, self.proc = self.proc, None
+        _running.discard(self)
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+@atexit.register
+def _stop_all():
+    for service in list(_running):
+        service.stop()
+
+
+class Idp(Service):
+    """SimpleSAMLphp IdP that trusts one SP; signs Response and Assertion with RSA-SHA256.
+
+    NameID: the user's uid, format unspecified. Attributes (NameFormat basic): uid, mail,
+    displayName, groups. With `validate_authnrequest` the IdP requires AuthnRequests signed by
+    `sp_cert_pem`.
+    """
+
+    name = "idp"
+
+    def __init__(self, work, sp_entity_id, acs_url, slo_url=None, sp_cert_pem=None,
+                 validate_authnrequest=False, port=None):
+        super().__init__(work, port)
+        self.sp = {
+            "entity_id": sp_entity_id, "acs_url": acs_url, "slo_url": slo_url,
+            "cert_data": _pem_body(sp_cert_pem) if sp_cert_pem else None,
+            "validate_authnrequest": bool(validate_authnrequest),
+        }
+        self.config_dir = self.work / "idp-config"
+        self.key_path = self.work / "idp.key"
+        self.cert_path = self.work / "idp.crt"
+
+    @property
+    def entity_id(self):
+        """Also the metadata URL."""
+        return self.base_url + "/saml2/idp/metadata.php"
+
+    @property
+    def sso_url(self):
+        return self.base_url + "/saml2/idp/SSOService.php"
+
+    @property
+    def slo_url(self):
+        return self.base_url + "/saml2/idp/SingleLogoutService.php"
+
+    @property
+    def login_url(self):
+        """Signs in at the IdP alone (no SP) and shows the user's attributes."""
+        return self.base_url + "/module.php/core/authenticate.php?as=example-userpass"
+
+    @property
+    def cert_pem(self):
+        return self.cert_path.read_text()
+
+    def start(self):
+        for sub in ("data", "tmp", "php-sessions"):
+            (self.work / sub).mkdir(exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30",
+             "-subj", "/CN=saml-gateway test IdP", "-keyout", self.key_path, "-out", self.cert_path],
+            check=True, capture_output=True)
+        shutil.rmtree(self.config_dir, ignore_errors=True)
+        shutil.copytree(IDP_TEMPLATES, self.config_dir)
+        settings = {"base_url": self.base_url + "/", "entity_id": self.entity_id,
+                    "work_dir": str(self.work), "secret_salt": secrets.token_hex(16), "sp": self.sp}
+        (self.config_dir / "testbed.json").write_text(json.dumps(settings, indent=2))
+        self._spawn(["php", "-d", f"session.save_path={self.work / 'php-sessions'}",
+                     "-S", f"127.0.0.1:{self.port}", "-t", SSP_WWW],
+                    env={"SIMPLESAMLPHP_CONFIG_DIR": str(self.config_dir)})
+        self._wait_until(lambda: http_get(self.entity_id)[0] == 200, "metadata answer")
+        return self
+
+    def metadata_xml(self):
+        status, body = http_get(self.entity_id, timeout=10)
+        if status != 200:
+            raise RuntimeError(f"IdP metadata: HTTP {status}: {body[:300]}")
+        return body
+
+    def save_metadata(self, path):
+        Path(path).write_text(self.metadata_xml())
+        return Path(path)
+
+    @property
+    def php_log_path(self):
+        """SimpleSAMLphp's own log (the `idp.log` file has php -S's request lines)."""
+        return self.work / "simplesamlphp.log"
+
+
+def _pem_body(pem):
+    """The base64 body of a PEM certificate, as SimpleSAMLphp's X509Certificate wants it."""
+    return "".join(l for l in pem.strip().splitlines() if not l.startswith("-----"))
+
+
+class Streamlit(Service):
+    """`streamlit run APP` from .venv; `options` are extra `--server.*` options by short name,
+    e.g. {"baseUrlPath": "app"}; `trusted_user_headers` maps header names to st.user keys."""
+
+    name = "streamlit"
+
+    def __init__(self, work, app, options=None, trusted_user_headers=None, port=None):
+        super().__init__(work, port)
+        self.app = Path(app).resolve()
+        self.options = dict(options or {})
+        if trusted_user_headers:
+            self.options["trustedUserHeaders"] = json.dumps(trusted_user_headers)
+
+    def start(self):
+        argv = [VENV_BIN / "streamlit", "run", self.app, "--server.address", "127.0.0.1",
+                "--server.port", self.port, "--server.headless", "true",
+                "--browser.gatherUsageStats", "false"]
+        for key, value in self.options.items():
+            if isinstance(value, bool):
+                value = str(value).lower()
+            argv += [f"--server.{key}", value]
+        self._spawn(argv, env={"PYTHONUNBUFFERED": "1"})
+        path = self.options.get("baseUrlPath", "").strip("/")
+        health = f"{self.base_url}/{path + '/' if path else ''}_stcore/health"
+        self._wait_until(lambda: http_get(health) == (200, "ok"), "ok from /_stcore/health", 60)
+        return self
+
+
+def streamlit_has_option(name):
+    """Whether the installed Streamlit knows a config option such as server.trustedUserHeaders."""
+    code = "import sys, streamlit.config as c; sys.exit(sys.argv[1] not in c.get_config_options())"
+    return subprocess.run([VENV_BIN / "python", "-c", code, name]).returncode == 0
+
+
+class Gateway(Service):
+    """`saml-gateway serve --config FILE` with `config_text` written to {work}/gateway.yaml.
+    The port comes from the config's `listen:` line."""
+
+    name = "gateway"
+
+    def __init__(self, binary, config_text, work):
+        m = re.search(r"^listen:\s*[\w.\[\]:]*:(\d+)\s*$", config_text, re.M)
+        if not m:
+            raise ValueError("gateway config has no 'listen: HOST:PORT' line")
+        super().__init__(work, int(m.group(1)))
+        self.binary = Path(binary).resolve()
+        self.config_text = config_text
+        self.config_path = self.work / "gateway.yaml"
+
+    @property
+    def metadata_url(self):
+        return self.base_url + "/saml/metadata"
+
+    def start(self):
+        self.config_path.write_text(self.config_text)
+        self._spawn([self.binary, "serve", "--config", self.config_path],
+                    env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1"})
+        self._wait_until(lambda: http_get(self.metadata_url)[0] == 200, "200 from /saml/metadata")
+        return self
+
+
+def gateway_config(work, gw_port, st_port, sign_authn_requests=False, extra=""):
+    """The test bed's gateway YAML; `extra` is appended as more top-level keys."""
+    work = Path(work).resolve()
+    text = f"""\
+listen: 127.0.0.1:{gw_port}
+public_url: http://127.0.0.1:{gw_port}
+sp:
+  entity_id: http://127.0.0.1:{gw_port}/saml/metadata
+  key_file: {work}/sp.key
+  cert_file: {work}/sp.crt
+  sign_authn_requests: {str(sign_authn_requests).lower()}
+idp:
+  metadata_file: {work}/idp-metadata.xml
+  attributes:
+    email: mail
+    display_name: displayName
+    groups: groups
+sessions:
+  store: memory
+  idle_timeout: 30m
+  max_lifetime: 8h
+routes:
+  - path: /
+    upstream: http://127.0.0.1:{st_port}
+identity_headers: {{ user: X-Auth-User, email: X-Auth-Email, name: X-Auth-Name, groups: X-Auth-Groups }}
+audit:
+  file: {work}/audit.jsonl
+"""
+    return text + extra
+
+
+def gateway_urls(gw_port):
+    """(entity ID / metadata URL, ACS URL, SLO URL) of a gateway on `gw_port`."""
+    public = f"http://127.0.0.1:{gw_port}"
+    return f"{public}/saml/metadata", f"{public}/saml/acs", f"{public}/saml/slo"
+
+
+def demo(gateway_bin):
+    work = ROOT / "var" / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    gw_port, idp_port, st_port = 8080, 8081, 8501
+    entity_id, acs, slo = gateway_urls(gw_port)
+    idp = Idp(work, entity_id, acs, slo_url=slo, port=idp_port).start()
+    idp.save_metadata(work / "idp-metadata.xml")
+    st = Streamlit(work, ROOT / "tests" / "apps" / "demo_app.py", port=st_port).start()
+    gw = Gateway(gateway_bin, gateway_config(work, gw_port, st_port), work).start()
+    print(f"Open {gw.base_url}/ and sign in as alice / alice-pass or bob / bob-pass.")
+    print(f"IdP {idp.base_url}, Streamlit {st.base_url}; logs in {work}. Ctrl-C stops.")
+    try:
+        while all(s.proc and s.proc.poll() is None for s in (idp, st, gw)):
+            time.sleep(0.5)
+        print("a service exited; see the logs", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for s in (gw, st, idp):
+            s.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="IdP :8081, Streamlit :8501, gateway :8080 until Ctrl-C")
+    p.add_argument("--gateway-bin", default=str(ROOT / "target" / "debug" / "saml-gateway"))
+    args = parser.parse_args(argv)
+    # Ctrl-C, or SIGINT/SIGTERM even when started in the background, stops the services.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return demo(args.gateway_bin)
+    except StartError as e:
+        print(e, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+<?php
+/*
+ * The one SP the test IdP trusts (the gateway), described by testbed.json's "sp" object, which
+ * tests/testbed.py writes per run from the Idp constructor's arguments.
+ */
+$tb = json_decode(file_get_contents(dirname(__DIR__) . '/testbed.json'), true);
+$sp = $tb['sp'];
+
+$entry = [
+    'AssertionConsumerService' => [[
+        'Binding' => 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST',
+        'Location' => $sp['acs_url'],
+        'index' => 0,
+    ]],
+    'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified',
+    'simplesaml.nameidattribute' => 'uid',
+    'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:basic',
+    'saml20.sign.response' => true,
+    'saml20.sign.assertion' => true,
+    'validate.authnrequest' => (bool) $sp['validate_authnrequest'],
+];
+if (!empty($sp['slo_url'])) {
+    $entry['SingleLogoutService'] = [
+        ['Binding' => 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect', 'Location' => $sp['slo_url']],
+        ['Binding' => 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST', 'Location' => $sp['slo_url']],
+    ];
+}
+if (!empty($sp['cert_data'])) {
+    // The SP's signing certificate, used when validate.authnrequest is on.
+    $entry['keys'] = [[
+        'type' => 'X509Certificate', 'signing' => true, 'encryption' => false,
+        'X509Certificate' => $sp['cert_data'],
+    ]];
+}
+$metadata[$sp['entity_id']] = $entry;
