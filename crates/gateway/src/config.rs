@@ -429,7 +429,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             ));
         }
     }
-    routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
 
     let header = |key: &str, value: Option<String>, default: &str| {
         let name = value.unwrap_or_else(|| default.to_string());
