@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libclang-dev simplesamlphp php-cli php-xml php-mbstring chromium chromium-driver
-  xmlsec1 redis-server)
+packages=(pkg-config libclang-dev libxml2-dev libxmlsec1-dev xmlsec1 openssl
+  simplesamlphp php-cli php-xml php-mbstring chromium chromium-driver redis-server)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the crates' unit and integration tests (the saml-sp integration
-# tests sign responses with the xmlsec1 command-line tool).
+# The whole test suite: installs what is missing (scripts/setup.sh), runs the crates' unit and
+# integration tests, then the end-to-end tests in tests/e2e against a real SimpleSAMLphp IdP,
+# a real Streamlit app and headless Chromium. Artifacts (logs, screenshots) go to target/e2e/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-need=()
-dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
-command -v xmlsec1 >/dev/null 2>&1 || need+=(xmlsec1)
-dpkg -s libxmlsec1-dev >/dev/null 2>&1 || need+=(libxmlsec1-dev libxml2-dev pkg-config)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+scripts/setup.sh
+cargo build --locked --workspace --all-targets
 cargo test --locked --workspace
+SAML_GATEWAY_BIN="$PWD/target/debug/saml-gateway" \
+  .venv/bin/python -m pytest -p no:cacheprovider -q tests/e2e

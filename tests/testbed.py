@@ -263,6 +263,17 @@ class Streamlit(Service):
         return self
 
 
+# How the demo app's Streamlit maps the gateway's identity headers to `st.user` fields.
+TRUSTED_USER_HEADERS = {"X-Auth-User": "user", "X-Auth-Email": "email", "X-Auth-Name": "name"}
+
+
+def demo_streamlit(work, port=None):
+    """The demo app, with `st.user` filled from the identity headers where Streamlit can."""
+    trusted = TRUSTED_USER_HEADERS if streamlit_has_option("server.trustedUserHeaders") else None
+    return Streamlit(work, ROOT / "tests" / "apps" / "demo_app.py", port=port,
+                     trusted_user_headers=trusted)
+
+
 def streamlit_has_option(name):
     """Whether the installed Streamlit knows a config option such as server.trustedUserHeaders."""
     code = "import sys, streamlit.config as c; sys.exit(sys.argv[1] not in c.get_config_options())"
@@ -340,7 +351,7 @@ def demo(gateway_bin):
     entity_id, acs, slo = gateway_urls(gw_port)
     idp = Idp(work, entity_id, acs, slo_url=slo, port=idp_port).start()
     idp.save_metadata(work / "idp-metadata.xml")
-    st = Streamlit(work, ROOT / "tests" / "apps" / "demo_app.py", port=st_port).start()
+    st = demo_streamlit(work, st_port).start()
     gw = Gateway(gateway_bin, gateway_config(work, gw_port, st_port), work).start()
     print(f"Open {gw.base_url}/ and sign in as alice / alice-pass or bob / bob-pass.")
     print(f"IdP {idp.base_url}, Streamlit {st.base_url}; logs in {work}. Ctrl-C stops.")

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The demo: a SimpleSAMLphp test IdP on 127.0.0.1:8081, a Streamlit demo app on 127.0.0.1:8501
+# and saml-gateway on http://127.0.0.1:8080 in front of it (memory sessions, an SP key generated
+# on first start under var/demo/). Installs what is missing first. Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --locked --bin saml-gateway
+exec .venv/bin/python tests/testbed.py demo --gateway-bin target/debug/saml-gateway

@@ -1,0 +1,83 @@
+"""Fixtures of the end-to-end suite: one test bed per run with real components on 127.0.0.1.
+
+`bed` starts SimpleSAMLphp (the IdP), the demo Streamlit app and the saml-gateway binary
+(`SAML_GATEWAY_BIN`, default target/debug/saml-gateway), in that order, with their work files
+and logs under target/e2e/. Every test logs in with its own client, so tests do not share
+sessions; they share the gateway's audit log, which `bed.audit_since()` reads from a mark.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/testbed.py
+
+import testbed  # noqa: E402
+
+ROOT = testbed.ROOT
+ARTIFACTS = ROOT / "target" / "e2e"
+
+
+class Bed:
+    """The running IdP, Streamlit app and gateway of one test run."""
+
+    def __init__(self, work, idp, streamlit, gateway):
+        self.work = work
+        self.idp = idp
+        self.streamlit = streamlit
+        self.gateway = gateway
+
+    @property
+    def url(self):
+        """The gateway's base URL."""
+        return self.gateway.base_url
+
+    @property
+    def audit_path(self):
+        return self.work / "audit.jsonl"
+
+    def audit_mark(self):
+        """A position in the audit log; `audit_since(mark)` returns what came after it."""
+        try:
+            return self.audit_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audit_since(self, mark):
+        """The audit records written after `mark`, parsed."""
+        with open(self.audit_path, "rb") as f:
+            f.seek(mark)
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+    def gateway_alive(self):
+        return self.gateway.proc is not None and self.gateway.proc.poll() is None
+
+
+def _gateway_binary():
+    path = Path(os.environ.get("SAML_GATEWAY_BIN", ROOT / "target" / "debug" / "saml-gateway"))
+    if not path.is_file():
+        pytest.exit(f"{path} does not exist: build it with `cargo build` first", returncode=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bed():
+    work = ARTIFACTS / time.strftime("run-%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    gw_port, st_port = testbed.free_port(), testbed.free_port()
+    entity_id, acs, slo = testbed.gateway_urls(gw_port)
+    idp = testbed.Idp(work, entity_id, acs, slo_url=slo).start()
+    idp.save_metadata(work / "idp-metadata.xml")
+    st = testbed.demo_streamlit(work, st_port).start()
+    gw = testbed.Gateway(_gateway_binary(), testbed.gateway_config(work, gw_port, st_port),
+                         work).start()
+    try:
+        yield Bed(work, idp, st, gw)
+    finally:
+        for service in (gw, st, idp):
+            service.stop()
