@@ -130,13 +130,50 @@ pub fn allowed(name: &str, patterns: &[String]) -> bool {
     })
 }
 
-/// Rewrites the `Cookie` headers to keep only the cookies the upstream may see.
+/// The gateway's own cookie names in both policies: never sent upstream, whatever a route's
+/// `forward_cookies` patterns say (a session ID in the app's hands is a stolen session).
+const GATEWAY_COOKIES: [&str; 4] = [
+    "__Host-saml-session",
+    "__Host-saml-relay",
+    "saml-session",
+    "saml-relay",
+];
+
+/// True when `name` is one of the gateway's own cookies.
+pub fn is_gateway_cookie(name: &str) -> bool {
+    GATEWAY_COOKIES.contains(&name)
+}
+
+/// Removes the upstream's `Set-Cookie` headers that would set or clear one of the gateway's own
+/// cookies: an app must not be able to plant a session ID (session fixation) or log users out.
+pub fn strip_gateway_set_cookies(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    let kept: Vec<HeaderValue> = values
+        .into_iter()
+        .filter(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let name = text.split_once('=').map_or(text.as_ref(), |(n, _)| n);
+            !is_gateway_cookie(name.trim())
+        })
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Rewrites the `Cookie` headers to keep only the cookies the upstream may see: those matching
+/// `patterns`, less the gateway's own.
 pub fn filter_for_upstream(headers: &mut HeaderMap, patterns: &[String]) {
     if !headers.contains_key(header::COOKIE) {
         return;
     }
     let kept: Vec<String> = request_cookies(headers)
-        .filter(|(name, _)| allowed(name, patterns))
+        .filter(|(name, _)| allowed(name, patterns) && !is_gateway_cookie(name))
         .map(|(n, v)| format!("{n}={v}"))
         .collect();
     headers.remove(header::COOKIE);
@@ -179,6 +216,41 @@ mod tests {
         filter_for_upstream(&mut h, &["_streamlit_*".to_string()]);
         assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(h[header::COOKIE], "_streamlit_xsrf=x");
+    }
+
+    #[test]
+    fn gateway_cookies_never_go_upstream_even_when_a_pattern_matches() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("saml-session=s; __Host-saml-relay=r; app=1"),
+        );
+        filter_for_upstream(&mut h, &["*".to_string()]);
+        assert_eq!(h[header::COOKIE], "app=1");
+        for policy in [CookiePolicy::new(true), CookiePolicy::new(false)] {
+            assert!(GATEWAY_COOKIES.contains(&policy.session_name));
+            assert!(GATEWAY_COOKIES.contains(&policy.relay_name));
+        }
+    }
+
+    #[test]
+    fn upstream_cannot_set_gateway_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("saml-session=planted; Path=/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static(" __Host-saml-session=x"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("_streamlit_xsrf=t; Path=/"),
+        );
+        strip_gateway_set_cookies(&mut h);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["_streamlit_xsrf=t; Path=/"]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Before a request leaves, the hop-by-hop headers are dropped, every header that carries
 //! identity (the configured identity headers and `X-Forwarded-*`) is removed and set anew from
 //! the session, and the `Cookie` header keeps only the cookies the route forwards (never the
-//! gateway's own, never a same-host IdP's). A WebSocket upgrade keeps its `Upgrade` and
+//! gateway's own, never a same-host IdP's). On the way back, a `Set-Cookie` for one of the
+//! gateway's cookies is dropped. A WebSocket upgrade keeps its `Upgrade` and
 //! `Connection` headers; when the upstream answers `101`, both upgraded connections are joined
 //! with `copy_bidirectional`, so whatever extension the two ends agree on (Streamlit's browser
 //! offers permessage-deflate) passes through untouched.
@@ -19,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use session_store::SessionRecord;
 
 use crate::config::{IdentityHeaders, Route};
-use crate::cookies::filter_for_upstream;
+use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
 use crate::state::SharedState;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
@@ -159,6 +160,7 @@ pub async fn forward(
             return bad_gateway();
         }
     };
+    strip_gateway_set_cookies(response.headers_mut());
 
     if let Some(client_upgrade) = client_upgrade {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
