@@ -215,8 +215,11 @@ pub fn verify_and_reduce(
     } else {
         Some(&XMLSEC_ALLOWED[..])
     };
+    // Comments are not digested (exclusive c14n without comments); with them cut, the verified
+    // copy keeps text that a comment split as one whole string (invariant 5).
+    let xml = crate::xml::without_comments(xml).map_err(|_| SignatureError::Malformed)?;
     Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        xml,
+        &xml,
         trusted,
         ReduceMode::ValidateAndMarkNoAncestors,
         allowed,

@@ -305,6 +305,41 @@ fn namespace(result: ResolveResult<'_>) -> Result<Option<String>, XmlError> {
     }
 }
 
+/// The document with every comment cut out, byte for byte otherwise.
+///
+/// Exclusive c14n without comments (the only canonicalization accepted) digests a document as if
+/// it had no comments, so cutting them changes no digest; it lets the verified copy of a text
+/// node split by a comment match the original again, so that claims read from verified XML are
+/// the whole text. Returns the input unchanged when it has no comments.
+pub fn without_comments(input: &str) -> Result<std::borrow::Cow<'_, str>, XmlError> {
+    let mut reader = quick_xml::Reader::from_str(input);
+    reader.config_mut().check_comments = true;
+    let mut cuts = Vec::new();
+    loop {
+        let start = position(reader.buffer_position())?;
+        match reader.read_event().map_err(|_| XmlError::Malformed)? {
+            Event::Comment(_) => cuts.push(start..position(reader.buffer_position())?),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if cuts.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(input));
+    }
+    let mut out = String::with_capacity(input.len());
+    let mut from = 0;
+    for cut in cuts {
+        out.push_str(input.get(from..cut.start).ok_or(XmlError::Malformed)?);
+        from = cut.end;
+    }
+    out.push_str(input.get(from..).ok_or(XmlError::Malformed)?);
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+fn position(p: u64) -> Result<usize, XmlError> {
+    usize::try_from(p).map_err(|_| XmlError::TooLarge)
+}
+
 /// Escapes text for use in XML character data and attribute values.
 pub fn escape(text: &str) -> String {
     quick_xml::escape::escape(text).into_owned()
@@ -323,6 +358,25 @@ mod tests {
         assert_eq!(root.attr("ID"), Some("x"));
         let child = root.only_child("urn:d", "Child").unwrap();
         assert_eq!(child.text(), "alice@corp.example.evil.example");
+    }
+
+    #[test]
+    fn cuts_comments_and_nothing_else() {
+        let doc = "<?xml version=\"1.0\"?><!-- a --><r x=\"<!--\"><n>alice<!---->.evil</n>\
+                   <![CDATA[<!-- kept -->]]></r><!--z-->";
+        assert_eq!(
+            without_comments(doc).unwrap(),
+            "<?xml version=\"1.0\"?><r x=\"<!--\"><n>alice.evil</n>\
+             <![CDATA[<!-- kept -->]]></r>"
+        );
+        assert!(matches!(
+            without_comments("<r>plain</r>").unwrap(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            without_comments("<r><!-- -- --></r>"),
+            Err(XmlError::Malformed)
+        );
     }
 
     #[test]
