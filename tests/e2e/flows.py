@@ -79,8 +79,12 @@ def login_until_acs(client, gateway_url, user, password, path="/", login_url=Non
                     303, "protected page without a session")
         login_url = urljoin(gateway_url + path, r.headers["Location"])
     r = _expect(client.get(login_url, allow_redirects=False), 303, "/saml/login")
-    # Follow the IdP's own redirects to its login form.
+    # Follow the IdP's own redirects to its login form (or straight to its answer, when this
+    # client already has a session at the IdP).
     r = _expect(client.get(r.headers["Location"]), 200, "IdP SSO endpoint")
+    to_acs = [f for f in forms(r) if "SAMLResponse" in f.fields]
+    if to_acs:
+        return to_acs[0]
     credentials = [f for f in forms(r) if "password" in f.fields]
     if not credentials:
         raise LoginError(f"no login form at {r.url}: {r.text[:500]}")
