@@ -4,6 +4,7 @@
   test users alice / alice-pass and bob / bob-pass (see authsources.php there).
 - `Streamlit`: a Streamlit app from the venv that scripts/setup.sh creates.
 - `Gateway`: the saml-gateway binary with a YAML config; `gateway_config()` writes the usual one.
+- `Redis`: a private redis-server without persistence (for the shared-store and outage tests).
 
 Each service runs in its own process group, logs into its work directory and is stopped
 (SIGTERM, then SIGKILL after 5 s) by `stop()` or, at the latest, when the interpreter exits.
@@ -280,13 +281,37 @@ def streamlit_has_option(name):
     return subprocess.run([VENV_BIN / "python", "-c", code, name]).returncode == 0
 
 
+class Redis(Service):
+    """A private `redis-server` on 127.0.0.1 without persistence: stopping it loses every key,
+    as an outage with a fresh restart would. Start it again on the same port with a new
+    `Redis(work, port=old.port)`."""
+
+    name = "redis"
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self._spawn(["redis-server", "--bind", "127.0.0.1", "--port", self.port, "--save", "",
+                     "--appendonly", "no", "--daemonize", "no", "--dir", self.work])
+        self._wait_until(self.ping, "PONG from redis-cli ping", 10)
+        return self
+
+    def ping(self):
+        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "ping"],
+                           capture_output=True, text=True)
+        return r.stdout.strip() == "PONG"
+
+
 class Gateway(Service):
     """`saml-gateway serve --config FILE` with `config_text` written to {work}/gateway.yaml.
-    The port comes from the config's `listen:` line."""
+    The port comes from the config's `listen:` line; `env` adds environment variables (for
+    `${NAME}` in the config)."""
 
     name = "gateway"
 
-    def __init__(self, binary, config_text, work):
+    def __init__(self, binary, config_text, work, env=None):
         m = re.search(r"^listen:\s*[\w.\[\]:]*:(\d+)\s*$", config_text, re.M)
         if not m:
             raise ValueError("gateway config has no 'listen: HOST:PORT' line")
@@ -294,6 +319,7 @@ class Gateway(Service):
         self.binary = Path(binary).resolve()
         self.config_text = config_text
         self.config_path = self.work / "gateway.yaml"
+        self.env = dict(env or {})
 
     @property
     def metadata_url(self):
@@ -302,7 +328,8 @@ class Gateway(Service):
     def start(self):
         self.config_path.write_text(self.config_text)
         self._spawn([self.binary, "serve", "--config", self.config_path],
-                    env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1"})
+                    env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1",
+                         **self.env})
         self._wait_until(lambda: http_get(self.metadata_url)[0] == 200, "200 from /saml/metadata")
         return self
 

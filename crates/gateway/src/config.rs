@@ -160,9 +160,34 @@ pub struct IdpConfig {
     pub name_id_format: Option<String>,
 }
 
+/// Where sessions, pending logins and the replay cache live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In this process (one gateway instance).
+    Memory,
+    /// In the Redis at this URL, shared by every replica of the deployment.
+    Redis {
+        /// The URL as configured, credentials included: never log it.
+        url: String,
+        /// Where the server is, without credentials (for messages).
+        description: String,
+    },
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Memory => f.write_str("Memory"),
+            StoreKind::Redis { description, .. } => write!(f, "Redis({description})"),
+        }
+    }
+}
+
 /// Session settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// The store backend.
+    pub store: StoreKind,
     /// Idle timeout.
     pub idle_timeout: Duration,
     /// Absolute lifetime.
@@ -379,19 +404,32 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
 
     let idp = check_idp(raw.idp, file, &resolve)?;
 
-    let store = raw.sessions.store.as_deref().unwrap_or("memory");
-    if store != "memory" {
-        return Err(err(
-            "sessions.store",
-            "only `memory` is supported by this version",
-        ));
-    }
-    if raw.sessions.redis_url.is_some() {
-        return Err(err(
-            "sessions.redis_url",
-            "is only used with sessions.store: redis, which this version does not support",
-        ));
-    }
+    let store = match (
+        raw.sessions.store.as_deref().unwrap_or("memory"),
+        raw.sessions.redis_url,
+    ) {
+        ("memory", None) => StoreKind::Memory,
+        ("memory", Some(_)) => {
+            // Replicas each with a memory store would each accept a replayed assertion.
+            return Err(err(
+                "sessions.redis_url",
+                "is set but sessions.store is `memory`; set sessions.store: redis to use it",
+            ));
+        }
+        ("redis", None) => {
+            return Err(err(
+                "sessions.redis_url",
+                "is required with sessions.store: redis (such as redis://127.0.0.1:6379/0; \
+                 ${REDIS_URL} takes it from the environment)",
+            ))
+        }
+        ("redis", Some(url)) => {
+            let description = session_store::RedisStore::check_url(&url)
+                .map_err(|e| err("sessions.redis_url", &e.to_string()))?;
+            StoreKind::Redis { url, description }
+        }
+        _ => return Err(err("sessions.store", "must be `memory` or `redis`")),
+    };
     let duration =
         |key: &str, value: Option<&str>, default: u64| -> Result<Duration, ConfigError> {
             match value {
@@ -402,6 +440,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             }
         };
     let sessions = SessionConfig {
+        store,
         idle_timeout: duration(
             "sessions.idle_timeout",
             raw.sessions.idle_timeout.as_deref(),
@@ -732,6 +771,55 @@ audit:
 
         let e = error_of("public_url: [1\n");
         assert_eq!(e.key, "(file)");
+    }
+
+    #[test]
+    fn session_store_choice() {
+        let (_dir, result) = load(GOOD);
+        assert_eq!(result.unwrap().sessions.store, StoreKind::Memory);
+
+        let redis = format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: redis://:pw-s3cret@db.internal:6380/2\n"
+        );
+        let (_dir, result) = load(&redis);
+        let c = result.unwrap();
+        let StoreKind::Redis { url, description } = &c.sessions.store else {
+            panic!("{:?}", c.sessions.store)
+        };
+        assert_eq!(url, "redis://:pw-s3cret@db.internal:6380/2");
+        assert_eq!(description, "db.internal:6380, database 2");
+        assert!(!format!("{c:?}").contains("pw-s3cret"));
+
+        let e = error_of(&format!("{GOOD}sessions:\n  store: redis\n"));
+        assert_eq!(e.key, "sessions.redis_url");
+        assert!(e.message.contains("required"), "{e}");
+
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: http://:pw-s3cret@db/\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_url");
+        assert!(!e.to_string().contains("pw-s3cret"), "{e}");
+
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: redis://:pw-s3cret@[::1\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_url");
+        assert!(!e.to_string().contains("pw-s3cret"), "{e}");
+
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  redis_url: redis://127.0.0.1:6379\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_url");
+        assert!(e.message.contains("store is `memory`"), "{e}");
+
+        let e = error_of(&format!("{GOOD}sessions:\n  store: memcached\n"));
+        assert_eq!(e.key, "sessions.store");
+
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: ${{SAML_GATEWAY_TEST_UNSET_REDIS}}\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_url");
+        assert!(e.message.contains("SAML_GATEWAY_TEST_UNSET_REDIS"), "{e}");
     }
 
     #[test]

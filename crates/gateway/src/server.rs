@@ -1,4 +1,8 @@
 //! Start-up and the URL map: load keys, open the audit log and the store, serve until a signal.
+//!
+//! The store is opened before the listener: with `sessions.store: redis`, a bad URL or a Redis
+//! that does not answer stops start-up with a message naming the file and
+//! `sessions.redis_url` (the server's address, never its password).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,10 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
-use session_store::{MemoryLimits, MemoryStore, SessionTimeouts};
+use session_store::{MemoryLimits, MemoryStore, RedisStore, SessionTimeouts, Store};
 
 use crate::audit::AuditLog;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::keys::{self, SpKeys};
 use crate::state::{unix_now, AppState, SharedState};
 use crate::{gate, saml};
@@ -69,26 +73,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     warnings(&config);
     let audit = AuditLog::open(&config.audit_file)
         .with_context(|| format!("{}: audit.file", config.file.display()))?;
-    let store = Arc::new(MemoryStore::new(
-        SessionTimeouts {
-            idle: duration_secs(config.sessions.idle_timeout),
-            max_lifetime: duration_secs(config.sessions.max_lifetime),
-        },
-        MemoryLimits::default(),
-    ));
+    let store = open_store(&config).await?;
     let listen = config.listen;
-    let state = Arc::new(AppState::new(config, keys, store.clone(), audit)?);
-
-    // Expired entries are dropped lazily on lookup; this bounds what is never looked up again.
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            if let Err(e) = store.purge_expired(unix_now()) {
-                tracing::error!(error = %e, "session purge failed");
-            }
-        }
-    });
+    let state = Arc::new(AppState::new(config, keys, store, audit)?);
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -102,6 +89,49 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .await?;
     tracing::info!("saml-gateway stopped");
     Ok(())
+}
+
+/// Opens the configured store; the memory store gets its periodic purge.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let timeouts = SessionTimeouts {
+        idle: duration_secs(config.sessions.idle_timeout),
+        max_lifetime: duration_secs(config.sessions.max_lifetime),
+    };
+    match &config.sessions.store {
+        StoreKind::Memory => {
+            let store = Arc::new(MemoryStore::new(timeouts, MemoryLimits::default()));
+            // Expired entries are dropped lazily on lookup; this bounds what is never looked
+            // up again.
+            let purged = store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = purged.purge_expired(unix_now()) {
+                        tracing::error!(error = %e, "session purge failed");
+                    }
+                }
+            });
+            tracing::info!("session store: memory (this instance only)");
+            Ok(store)
+        }
+        StoreKind::Redis { url, description } => {
+            // Redis expires its own keys; there is nothing to purge.
+            let store = RedisStore::connect(url, &config.sp.entity_id, timeouts)
+                .await
+                .map_err(|e| ConfigError {
+                    file: config.file.clone(),
+                    key: "sessions.redis_url".to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(
+                redis = %description,
+                namespace = store.namespace(),
+                "session store: Redis (shared by every replica of this SP entity ID)"
+            );
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 fn duration_secs(d: Duration) -> i64 {

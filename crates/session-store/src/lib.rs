@@ -2,8 +2,8 @@
 //! cache of assertion IDs.
 //!
 //! The [`Store`] trait is what the gateway talks to; [`MemoryStore`] is the embedded default for a
-//! single instance. A shared backend (Redis) is a second implementation of the same trait, so
-//! that several replicas see one set of sessions and one replay cache.
+//! single instance. [`RedisStore`] is the shared backend: a second implementation of the same
+//! trait, so that several replicas see one set of sessions and one replay cache.
 //!
 //! Timestamps are Unix seconds passed in by the caller, so that tests control the clock.
 #![forbid(unsafe_code, unused_must_use)]
@@ -11,7 +11,9 @@
 
 mod memory;
 mod record;
+mod redis;
 
+pub use crate::redis::{RedisConnectError, RedisStore};
 pub use memory::{MemoryLimits, MemoryStore};
 pub use record::{PendingRequest, SessionId, SessionRecord, SESSION_VERSION};
 

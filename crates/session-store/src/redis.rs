@@ -1,0 +1,483 @@
+//! The Redis store: one set of sessions, pending requests and replay cache shared by every
+//! gateway replica that points at the same Redis.
+//!
+//! # Key layout
+//!
+//! Every key starts with a namespace derived from the SP entity ID,
+//! `saml-gw:{first 16 hex digits of sha256(entity_id)}`, so that two deployments sharing one
+//! Redis never read each other's entries (the gateway also checks the record's entity ID).
+//! Bearer values never appear in a key: sessions, pending requests and assertions are keyed by
+//! the SHA-256 (hex) of their ID, so a `KEYS`/`MONITOR` view of Redis yields nothing usable.
+//!
+//! | key | value | expiry |
+//! | --- | --- | --- |
+//! | `{ns}:session:{sha256(session id)}` | [`SessionRecord`] as JSON | min(idle deadline, absolute end) |
+//! | `{ns}:pending:{sha256(RelayState token)}` | pending request and its deadline, JSON | the deadline |
+//! | `{ns}:assertion:{sha256(assertion ID)}` | `1` | the assertion's `NotOnOrAfter` |
+//! | `{ns}:user:{sha256(NameID)}` | set of the user's session hashes | the latest absolute end |
+//!
+//! The `user` set is the index that Single Logout and revocation use to find every session of
+//! a NameID on every replica ([`RedisStore::delete_sessions_of_user`]).
+//!
+//! # Atomicity
+//!
+//! Pending requests are taken with `GETDEL` (one use even when two replicas race), assertion IDs
+//! are recorded with `SET .. NX EX` (of two concurrent calls exactly one wins), and a session is
+//! written together with its index entry in one `MULTI`.
+//!
+//! # The idle-refresh rule
+//!
+//! Sliding the idle timeout on every request would turn every read into a write. Instead, a
+//! read rewrites `last_seen` and the key's expiry only when more than the *refresh interval*
+//! has passed since the stored `last_seen`: a tenth of the idle timeout or 60 s, whichever is
+//! smaller (at least 1 s). So a busy session costs one write per interval, and a session ends at
+//! most one refresh interval earlier than a strict sliding timeout would end it. The rewrite uses
+//! `SET .. XX`, so a session deleted meanwhile (logout on another replica) is never brought back.
+//!
+//! # Time and failures
+//!
+//! Liveness is decided from the record and the caller's `now`, exactly as in the memory store;
+//! Redis expiries (relative, from the same `now`) only collect what nobody reads again. A record
+//! of an unknown version or that does not decode reads as logged out and is left in place (a
+//! newer replica may be writing it during a rolling upgrade). Every Redis error is
+//! [`StoreError::Unavailable`]; the connection manager reconnects on the next request.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::record::SESSION_VERSION;
+use crate::{
+    PendingRequest, SessionId, SessionRecord, SessionTimeouts, Store, StoreError, UnixTime,
+};
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one command may wait for its answer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connection attempts after the first one, each time a connection is needed. Kept small so
+/// that during an outage a request fails in about a second (503) instead of queueing.
+const CONNECT_RETRIES: usize = 1;
+/// Longest pause between connection attempts, in milliseconds.
+const CONNECT_RETRY_DELAY_MS: u64 = 500;
+
+/// The store could not be opened at start-up. Messages name the server (address and database)
+/// but never the password.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConnectError {
+    /// The URL is not one this build can use.
+    #[error("not a Redis URL such as redis://[:PASSWORD@]HOST[:PORT][/DB] ({0})")]
+    InvalidUrl(&'static str),
+    /// The server did not answer, refused the connection or refused the credentials.
+    #[error("cannot connect to Redis at {address}: {reason}")]
+    Unreachable {
+        /// Address and database, without credentials.
+        address: String,
+        /// Why, with any occurrence of the password removed.
+        reason: String,
+    },
+}
+
+/// Sessions, pending requests and replay cache in Redis (see the module documentation).
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    namespace: String,
+    timeouts: SessionTimeouts,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.namespace)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pending request as stored, with its deadline (the key's expiry is only a clean-up).
+#[derive(Serialize, Deserialize)]
+struct StoredPending {
+    request: PendingRequest,
+    expires_at: UnixTime,
+}
+
+impl RedisStore {
+    /// Checks that `url` is a Redis URL this build can connect to, without connecting; returns
+    /// a description of the server that is safe to log (no credentials).
+    pub fn check_url(url: &str) -> Result<String, RedisConnectError> {
+        open_client(url).map(|client| describe(&client))
+    }
+
+    /// Connects to the Redis at `url` for the deployment whose SP entity ID is `sp_entity_id`.
+    /// Fails when the URL is bad or the server does not answer a `PING`.
+    pub async fn connect(
+        url: &str,
+        sp_entity_id: &str,
+        timeouts: SessionTimeouts,
+    ) -> Result<RedisStore, RedisConnectError> {
+        let client = open_client(url)?;
+        let address = describe(&client);
+        let password = client.get_connection_info().redis.password.clone();
+        let unreachable = |e: redis::RedisError| RedisConnectError::Unreachable {
+            address: address.clone(),
+            reason: redact(&e.to_string(), password.as_deref()),
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_max_delay(CONNECT_RETRY_DELAY_MS);
+        let mut connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable)?;
+        // The handshake alone does not prove the credentials work on every server version.
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok(RedisStore {
+            connection,
+            namespace: namespace_for(sp_entity_id),
+            timeouts,
+        })
+    }
+
+    /// The key prefix of this deployment, `saml-gw:{16 hex digits}`.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The hashes (SHA-256, hex) of the live sessions of the user with this NameID.
+    pub async fn sessions_of_user(&self, name_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.connection.clone();
+        let members: Vec<String> = c
+            .smembers(self.user_key(name_id))
+            .await
+            .map_err(unavailable)?;
+        if members.is_empty() {
+            return Ok(members);
+        }
+        let mut pipe = redis::pipe();
+        for hash in &members {
+            pipe.exists(format!("{}:session:{hash}", self.namespace));
+        }
+        let exists: Vec<bool> = pipe.query_async(&mut c).await.map_err(unavailable)?;
+        Ok(members
+            .into_iter()
+            .zip(exists)
+            .filter_map(|(hash, live)| live.then_some(hash))
+            .collect())
+    }
+
+    /// Ends every session of the user with this NameID, on every replica; returns how many
+    /// sessions were live. Atomic: a session cannot be added to the user's index half-way.
+    pub async fn delete_sessions_of_user(&self, name_id: &str) -> Result<usize, StoreError> {
+        const SCRIPT: &str = "local n = 0 \
+            for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
+              n = n + redis.call('DEL', ARGV[1] .. h) \
+            end \
+            redis.call('DEL', KEYS[1]) \
+            return n";
+        let mut c = self.connection.clone();
+        let deleted: usize = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(1)
+            .arg(self.user_key(name_id))
+            .arg(format!("{}:session:", self.namespace))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted)
+    }
+
+    fn session_key(&self, hash: &str) -> String {
+        format!("{}:session:{hash}", self.namespace)
+    }
+
+    fn user_key(&self, name_id: &str) -> String {
+        format!("{}:user:{}", self.namespace, sha256_hex(name_id))
+    }
+
+    fn live(&self, record: &SessionRecord, now: UnixTime) -> bool {
+        record.version == SESSION_VERSION
+            && now < record.expires_at
+            && now < record.last_seen.saturating_add(self.timeouts.idle)
+    }
+
+    /// Seconds from `now` until the session's key may go: the earlier of the idle deadline and
+    /// the absolute end.
+    fn session_ttl(&self, record: &SessionRecord, now: UnixTime) -> i64 {
+        record
+            .expires_at
+            .min(record.last_seen.saturating_add(self.timeouts.idle))
+            .saturating_sub(now)
+    }
+
+    /// See the module documentation: a tenth of the idle timeout, at most 60 s, at least 1 s.
+    fn refresh_interval(&self) -> i64 {
+        (self.timeouts.idle / 10).clamp(1, 60)
+    }
+}
+
+fn open_client(url: &str) -> Result<redis::Client, RedisConnectError> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "redis" | "redis+unix" | "unix" => {}
+        "rediss" => {
+            return Err(RedisConnectError::InvalidUrl(
+                "TLS (rediss://) is not supported by this build",
+            ))
+        }
+        _ => return Err(RedisConnectError::InvalidUrl("the scheme must be redis://")),
+    }
+    redis::Client::open(url).map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"))
+}
+
+/// `127.0.0.1:6379, database 0`: where the store is, without credentials.
+fn describe(client: &redis::Client) -> String {
+    let info = client.get_connection_info();
+    format!("{}, database {}", info.addr, info.redis.db)
+}
+
+/// Removes the password from a message, should a library ever echo it.
+fn redact(message: &str, password: Option<&str>) -> String {
+    match password {
+        Some(p) if !p.is_empty() => message.replace(p, "***"),
+        _ => message.to_string(),
+    }
+}
+
+fn namespace_for(sp_entity_id: &str) -> String {
+    format!("saml-gw:{}", &sha256_hex(sp_entity_id)[..16])
+}
+
+fn sha256_hex(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    // The error text carries no key contents or credentials; it helps find an outage.
+    tracing::warn!(error = %error, "session store (Redis) error");
+    StoreError::Unavailable
+}
+
+/// Seconds as a Redis `EX` argument (Redis refuses 0 and negative expiries).
+fn expiry(seconds: i64) -> u64 {
+    u64::try_from(seconds.max(1)).unwrap_or(1)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|_| StoreError::Unavailable)
+}
+
+/// Decodes a stored value; anything that does not decode is treated as absent.
+fn decode<T: for<'de> Deserialize<'de>>(json: &str, what: &str) -> Option<T> {
+    match serde_json::from_str(json) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::warn!(error = %e, what, "undecodable entry in the session store; ignored");
+            None
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn create_session(
+        &self,
+        mut record: SessionRecord,
+        now: UnixTime,
+    ) -> Result<SessionId, StoreError> {
+        let id = SessionId::generate()?;
+        let cap = now.saturating_add(self.timeouts.max_lifetime);
+        record.expires_at = if record.expires_at > 0 {
+            record.expires_at.min(cap)
+        } else {
+            cap
+        };
+        record.created_at = now;
+        record.last_seen = now;
+        let ttl = self.session_ttl(&record, now);
+        if ttl <= 0 {
+            // Already past SessionNotOnOrAfter: an ID that names nothing.
+            return Ok(id);
+        }
+        let hash = sha256_hex(id.expose());
+        let user_key = self.user_key(&record.name_id);
+        let user_ttl = expiry(record.expires_at.saturating_sub(now));
+        let mut c = self.connection.clone();
+        // The index lives as long as the longest-lived session in it: `NX` sets an expiry on a
+        // new set, `GT` lengthens an existing one, and neither ever shortens it.
+        redis::pipe()
+            .atomic()
+            .set_ex(self.session_key(&hash), encode(&record)?, expiry(ttl))
+            .ignore()
+            .sadd(&user_key, &hash)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&user_key)
+            .arg(user_ttl)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&user_key)
+            .arg(user_ttl)
+            .arg("GT")
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(id)
+    }
+
+    async fn get_session(
+        &self,
+        id: &SessionId,
+        now: UnixTime,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let key = self.session_key(&sha256_hex(id.expose()));
+        let mut c = self.connection.clone();
+        let json: Option<String> = c.get(&key).await.map_err(unavailable)?;
+        let Some(mut record) = json.and_then(|j| decode::<SessionRecord>(&j, "session")) else {
+            return Ok(None);
+        };
+        if !self.live(&record, now) {
+            return Ok(None);
+        }
+        if now.saturating_sub(record.last_seen) > self.refresh_interval() {
+            record.last_seen = now;
+            let ttl = expiry(self.session_ttl(&record, now));
+            // XX: only while the key exists, so a logout in between is not undone.
+            let written: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(encode(&record)?)
+                .arg("XX")
+                .arg("EX")
+                .arg(ttl)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if written.is_none() {
+                return Ok(None);
+            }
+        }
+        record.last_seen = now;
+        Ok(Some(record))
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = sha256_hex(id.expose());
+        let mut c = self.connection.clone();
+        let json: Option<String> = c
+            .get_del(self.session_key(&hash))
+            .await
+            .map_err(unavailable)?;
+        let Some(record) = json.and_then(|j| decode::<SessionRecord>(&j, "session")) else {
+            return Ok(None);
+        };
+        let _: () = c
+            .srem(self.user_key(&record.name_id), &hash)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(record))
+    }
+
+    async fn put_pending(
+        &self,
+        token: &str,
+        request: PendingRequest,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        let ttl = expires_at.saturating_sub(request.created_at);
+        if ttl <= 0 {
+            return Ok(());
+        }
+        let value = encode(&StoredPending {
+            request,
+            expires_at,
+        })?;
+        let key = format!("{}:pending:{}", self.namespace, sha256_hex(token));
+        let mut c = self.connection.clone();
+        let _: () = c
+            .set_ex(key, value, expiry(ttl))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_pending(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<Option<PendingRequest>, StoreError> {
+        let key = format!("{}:pending:{}", self.namespace, sha256_hex(token));
+        let mut c = self.connection.clone();
+        let json: Option<String> = c.get_del(key).await.map_err(unavailable)?;
+        Ok(json
+            .and_then(|j| decode::<StoredPending>(&j, "pending request"))
+            .filter(|p| now < p.expires_at)
+            .map(|p| p.request))
+    }
+
+    async fn first_use_of_assertion(
+        &self,
+        assertion_id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let key = format!("{}:assertion:{}", self.namespace, sha256_hex(assertion_id));
+        let mut c = self.connection.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(expiry(expires_at.saturating_sub(now)))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_described_without_credentials() {
+        let d = RedisStore::check_url("redis://:s3cret@127.0.0.1:6390/2").unwrap();
+        assert_eq!(d, "127.0.0.1:6390, database 2");
+        assert!(matches!(
+            RedisStore::check_url("rediss://h:6379"),
+            Err(RedisConnectError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            RedisStore::check_url("http://h:6379"),
+            Err(RedisConnectError::InvalidUrl(_))
+        ));
+        let e = RedisStore::check_url("redis://:s3cret@[::1").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn namespace_depends_on_the_entity_id_only() {
+        assert_eq!(namespace_for("https://a/"), namespace_for("https://a/"));
+        assert_ne!(namespace_for("https://a/"), namespace_for("https://b/"));
+        assert_eq!(namespace_for("x").len(), "saml-gw:".len() + 16);
+    }
+
+    #[test]
+    fn redaction_removes_the_password() {
+        assert_eq!(redact("bad pw hunter2!", Some("hunter2")), "bad pw ***!");
+        assert_eq!(redact("no password", None), "no password");
+        assert_eq!(redact("empty", Some("")), "empty");
+    }
+}

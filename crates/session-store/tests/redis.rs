@@ -1,0 +1,392 @@
+//! `RedisStore` against a real redis-server: `REDIS_URL`, default `redis://127.0.0.1:6379`.
+//!
+//! Each test uses its own random SP entity ID, hence its own key namespace, so tests run in
+//! parallel on one server without seeing each other. An unreachable server fails every test
+//! (scripts/test.sh starts one when none is running).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use session_store::{
+    random_token, PendingRequest, RedisConnectError, RedisStore, SessionId, SessionRecord,
+    SessionTimeouts, Store, SESSION_VERSION,
+};
+use sha2::{Digest, Sha256};
+
+const TIMEOUTS: SessionTimeouts = SessionTimeouts {
+    idle: 100,
+    max_lifetime: 1000,
+};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// A store in a namespace of its own.
+async fn store() -> RedisStore {
+    store_for(&format!("https://sp.test/{}", random_token().unwrap())).await
+}
+
+async fn store_for(entity_id: &str) -> RedisStore {
+    let url = redis_url();
+    match RedisStore::connect(&url, entity_id, TIMEOUTS).await {
+        Ok(s) => s,
+        Err(e) => panic!(
+            "these tests need a running redis-server at REDIS_URL (now {url}): {e}. \
+             Start one (redis-server --port 6379 --save '') or set REDIS_URL."
+        ),
+    }
+}
+
+/// A plain connection for looking at the keys the store wrote.
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis-server at REDIS_URL")
+}
+
+fn sha256_hex(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn session_key(s: &RedisStore, id: &SessionId) -> String {
+    format!("{}:session:{}", s.namespace(), sha256_hex(id.expose()))
+}
+
+async fn keys_of(s: &RedisStore) -> Vec<String> {
+    let mut c = raw().await;
+    let mut keys: Vec<String> = c.keys(format!("{}:*", s.namespace())).await.unwrap();
+    keys.sort();
+    keys
+}
+
+fn record(name_id: &str) -> SessionRecord {
+    SessionRecord {
+        version: SESSION_VERSION,
+        sp_entity_id: "sp".into(),
+        idp: "idp".into(),
+        user: name_id.into(),
+        name_id: name_id.into(),
+        name_id_format: None,
+        session_index: None,
+        email: None,
+        display_name: None,
+        groups: vec!["analytics".into()],
+        csrf_token: "t".into(),
+        created_at: 0,
+        expires_at: 0,
+        last_seen: 0,
+    }
+}
+
+fn pending(created_at: i64) -> PendingRequest {
+    PendingRequest {
+        request_id: "_r".into(),
+        return_to: "/".into(),
+        created_at,
+    }
+}
+
+#[tokio::test]
+async fn idle_timeout_slides_and_absolute_lifetime_caps() {
+    let s = store().await;
+    let id = s.create_session(record("alice"), 0).await.unwrap();
+    // Used every 90 s: stays alive past one idle period...
+    for t in [90, 180, 270, 360, 450, 540, 630, 720, 810, 900, 990] {
+        assert!(s.get_session(&id, t).await.unwrap().is_some(), "at {t}");
+    }
+    // ...but never past max_lifetime.
+    assert!(s.get_session(&id, 1000).await.unwrap().is_none());
+
+    let idle = s.create_session(record("alice"), 0).await.unwrap();
+    assert!(s.get_session(&idle, 99).await.unwrap().is_some());
+    let idle = s.create_session(record("alice"), 0).await.unwrap();
+    assert!(s.get_session(&idle, 100).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_use_within_the_refresh_interval_is_not_written() {
+    // idle 100 s: the refresh interval is 10 s.
+    let s = store().await;
+    let id = s.create_session(record("alice"), 0).await.unwrap();
+    let before: String = raw().await.get(session_key(&s, &id)).await.unwrap();
+    let seen = s.get_session(&id, 10).await.unwrap().unwrap();
+    assert_eq!(seen.last_seen, 10, "the caller sees the use");
+    let after: String = raw().await.get(session_key(&s, &id)).await.unwrap();
+    assert_eq!(before, after, "no write within the interval");
+    // So the idle deadline still counts from the last write (0), not from 10.
+    assert!(s.get_session(&id, 100).await.unwrap().is_none());
+
+    // Past the interval the use is written and the deadline moves.
+    let id = s.create_session(record("alice"), 0).await.unwrap();
+    assert!(s.get_session(&id, 11).await.unwrap().is_some());
+    let stored: SessionRecord = serde_json::from_str(
+        &raw()
+            .await
+            .get::<_, String>(session_key(&s, &id))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored.last_seen, 11);
+    assert!(s.get_session(&id, 110).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn keys_expire_with_the_session_and_hold_no_raw_ids() {
+    let s = store().await;
+    let id = s.create_session(record("alice"), 0).await.unwrap();
+    s.put_pending("relay-token", pending(0), 600).await.unwrap();
+    assert!(s
+        .first_use_of_assertion("_assertion-1", 300, 0)
+        .await
+        .unwrap());
+
+    let keys = keys_of(&s).await;
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let mut c = raw().await;
+    for key in &keys {
+        for secret in [id.expose(), "relay-token", "_assertion-1", "alice"] {
+            assert!(!key.contains(secret), "{key} contains {secret}");
+        }
+        let ttl: i64 = c.ttl(key).await.unwrap();
+        let want = match key.split(':').nth(2) {
+            Some("session") => 100, // idle deadline before the absolute end
+            Some("pending") => 600,
+            Some("assertion") => 300,
+            Some("user") => 1000, // the absolute end of the user's longest session
+            other => panic!("unexpected key kind {other:?}"),
+        };
+        assert!((want - 5..=want).contains(&ttl), "{key}: ttl {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn record_expiry_caps_the_session() {
+    let s = store().await;
+    let mut r = record("alice");
+    r.expires_at = 50;
+    let id = s.create_session(r, 0).await.unwrap();
+    let ttl: i64 = raw().await.ttl(session_key(&s, &id)).await.unwrap();
+    assert!((45..=50).contains(&ttl), "ttl {ttl}");
+    assert!(s.get_session(&id, 49).await.unwrap().is_some());
+    assert!(s.get_session(&id, 50).await.unwrap().is_none());
+
+    // SessionNotOnOrAfter already past: no session at all.
+    let mut r = record("alice");
+    r.expires_at = 5;
+    let id = s.create_session(r, 10).await.unwrap();
+    assert!(s.get_session(&id, 10).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn unknown_version_or_bad_json_reads_as_logged_out() {
+    let s = store().await;
+    let mut r = record("alice");
+    r.version = SESSION_VERSION + 1;
+    let id = s.create_session(r, 0).await.unwrap();
+    assert!(s.get_session(&id, 1).await.unwrap().is_none());
+
+    // A newer format with fields this version does not know, and junk.
+    let id = s.create_session(record("alice"), 0).await.unwrap();
+    let key = session_key(&s, &id);
+    let mut c = raw().await;
+    for junk in [
+        "{\"version\":2,\"other\":[1,2]}",
+        "not json",
+        "",
+        "{\"version\":1}",
+    ] {
+        let _: () = c.set(&key, junk).await.unwrap();
+        assert!(s.get_session(&id, 1).await.unwrap().is_none(), "{junk:?}");
+    }
+    assert!(s.delete_session(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sessions_are_deleted_and_stay_deleted() {
+    let s = store().await;
+    let id = s.create_session(record("alice"), 0).await.unwrap();
+    let got = s.get_session(&id, 1).await.unwrap().unwrap();
+    assert_eq!(got.user, "alice");
+    assert_eq!(got.created_at, 0);
+    assert_eq!(got.expires_at, 1000);
+    let deleted = s.delete_session(&id).await.unwrap().unwrap();
+    assert_eq!(deleted.name_id, "alice");
+    assert!(s.get_session(&id, 50).await.unwrap().is_none());
+    assert!(s.delete_session(&id).await.unwrap().is_none());
+    assert!(s.sessions_of_user("alice").await.unwrap().is_empty());
+    // A new login gets a new ID.
+    let again = s.create_session(record("alice"), 2).await.unwrap();
+    assert_ne!(again, id);
+}
+
+#[tokio::test]
+async fn pending_requests_are_used_once_and_expire() {
+    let s = store().await;
+    let req = pending(0);
+    s.put_pending("tok", req.clone(), 10).await.unwrap();
+    assert_eq!(s.take_pending("tok", 5).await.unwrap(), Some(req.clone()));
+    assert_eq!(s.take_pending("tok", 5).await.unwrap(), None);
+    s.put_pending("old", req, 10).await.unwrap();
+    assert_eq!(s.take_pending("old", 10).await.unwrap(), None);
+    assert_eq!(s.take_pending("never", 0).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_takes_of_one_pending_request_succeed_once() {
+    let s = Arc::new(store().await);
+    s.put_pending("tok", pending(0), 600).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.spawn(async move { s.take_pending("tok", 1).await.unwrap().is_some() });
+    }
+    let won = tasks.join_all().await.into_iter().filter(|w| *w).count();
+    assert_eq!(won, 1);
+}
+
+#[tokio::test]
+async fn assertion_ids_are_accepted_once_until_expiry() {
+    let s = store().await;
+    assert!(s.first_use_of_assertion("a", 10, 0).await.unwrap());
+    assert!(!s.first_use_of_assertion("a", 10, 5).await.unwrap());
+    assert!(!s.first_use_of_assertion("a", 20, 9).await.unwrap());
+    assert!(s.first_use_of_assertion("b", 10, 0).await.unwrap());
+
+    // Redis expires the entry on its own clock: one second here.
+    let now = 1_000_000;
+    assert!(s
+        .first_use_of_assertion("short", now + 1, now)
+        .await
+        .unwrap());
+    assert!(!s
+        .first_use_of_assertion("short", now + 1, now)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(s
+        .first_use_of_assertion("short", now + 3, now + 2)
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_uses_of_one_assertion_id_succeed_once() {
+    // Two replicas (two connections, one namespace) and many tasks racing.
+    let entity_id = format!("https://sp.test/{}", random_token().unwrap());
+    let replicas = [
+        Arc::new(store_for(&entity_id).await),
+        Arc::new(store_for(&entity_id).await),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let s = replicas[i % 2].clone();
+        tasks.spawn(async move { s.first_use_of_assertion("_race", 600, 0).await.unwrap() });
+    }
+    let firsts = tasks.join_all().await.into_iter().filter(|f| *f).count();
+    assert_eq!(firsts, 1);
+}
+
+#[tokio::test]
+async fn replicas_of_one_deployment_share_everything() {
+    let entity_id = format!("https://sp.test/{}", random_token().unwrap());
+    let a = store_for(&entity_id).await;
+    let b = store_for(&entity_id).await;
+    assert_eq!(a.namespace(), b.namespace());
+    let id = a.create_session(record("alice"), 0).await.unwrap();
+    assert_eq!(b.get_session(&id, 1).await.unwrap().unwrap().user, "alice");
+    a.put_pending("tok", pending(0), 600).await.unwrap();
+    assert!(b.take_pending("tok", 1).await.unwrap().is_some());
+    assert!(a.take_pending("tok", 1).await.unwrap().is_none());
+    assert!(a.first_use_of_assertion("x", 600, 0).await.unwrap());
+    assert!(!b.first_use_of_assertion("x", 600, 0).await.unwrap());
+    b.delete_session(&id).await.unwrap();
+    assert!(a.get_session(&id, 2).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn two_deployments_on_one_redis_see_nothing_of_each_other() {
+    let a = store().await;
+    let b = store().await;
+    assert_ne!(a.namespace(), b.namespace());
+    let id = a.create_session(record("alice"), 0).await.unwrap();
+    assert!(b.get_session(&id, 1).await.unwrap().is_none());
+    assert!(b.delete_session(&id).await.unwrap().is_none());
+    assert!(a.get_session(&id, 1).await.unwrap().is_some());
+    assert!(b.sessions_of_user("alice").await.unwrap().is_empty());
+    assert_eq!(b.delete_sessions_of_user("alice").await.unwrap(), 0);
+    assert!(a.get_session(&id, 2).await.unwrap().is_some());
+
+    a.put_pending("tok", pending(0), 600).await.unwrap();
+    assert!(b.take_pending("tok", 1).await.unwrap().is_none());
+    assert!(a.take_pending("tok", 1).await.unwrap().is_some());
+
+    assert!(a.first_use_of_assertion("x", 600, 0).await.unwrap());
+    assert!(b.first_use_of_assertion("x", 600, 0).await.unwrap());
+}
+
+#[tokio::test]
+async fn all_sessions_of_a_user_can_be_found_and_ended() {
+    let s = store().await;
+    let a1 = s.create_session(record("alice"), 0).await.unwrap();
+    let a2 = s.create_session(record("alice"), 0).await.unwrap();
+    let b1 = s.create_session(record("bob"), 0).await.unwrap();
+    let mut found = s.sessions_of_user("alice").await.unwrap();
+    found.sort();
+    let mut want = vec![sha256_hex(a1.expose()), sha256_hex(a2.expose())];
+    want.sort();
+    assert_eq!(found, want);
+
+    // A logged-out session leaves the index.
+    s.delete_session(&a2).await.unwrap();
+    assert_eq!(
+        s.sessions_of_user("alice").await.unwrap(),
+        vec![sha256_hex(a1.expose())]
+    );
+
+    assert_eq!(s.delete_sessions_of_user("alice").await.unwrap(), 1);
+    assert!(s.get_session(&a1, 1).await.unwrap().is_none());
+    assert!(s.sessions_of_user("alice").await.unwrap().is_empty());
+    assert!(s.get_session(&b1, 1).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn connect_errors_name_the_server_and_never_the_password() {
+    // A port nothing listens on: bind one, note it, and close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://:hunter2-secret@127.0.0.1:{port}/3");
+    let e = RedisStore::connect(&url, "sp", TIMEOUTS).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, RedisConnectError::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}, database 3")),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    // A wrong password on the real server.
+    let mut bad = url::Url::parse(&redis_url()).unwrap();
+    bad.set_password(Some("hunter2-secret")).unwrap();
+    bad.set_username("nobody-here").unwrap();
+    let e = RedisStore::connect(bad.as_str(), "sp", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+
+    let e = RedisStore::connect("redis://:hunter2-secret@[::1", "sp", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RedisConnectError::InvalidUrl(_)));
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}

@@ -1,0 +1,272 @@
+"""Several gateway replicas over one Redis (`sessions.store: redis`), and Redis outages.
+
+One deployment: one SP entity ID and public URL (that of replica A), one SP key pair, one IdP
+that knows A's ACS URL. Every replica runs the same config except its `listen:` port and its
+audit file, as replicas behind a load balancer would. The IdP's answer form targets A's ACS;
+to deliver it to another replica a test swaps the host:port of the form's action.
+
+The pair A/B share the Redis at REDIS_URL (default redis://127.0.0.1:6379; scripts/test.sh
+makes sure one answers). The outage test starts a private redis-server of its own.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+import testbed
+from flows import Form, NAVIGATE, cookie_header, login, login_until_acs, new_client, post_to_acs
+from flows import run_app
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+
+
+class Replica:
+    """One running gateway of the deployment, with its own audit log."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    @property
+    def url(self):
+        return self.gateway.base_url
+
+    @property
+    def port(self):
+        return self.gateway.port
+
+    @property
+    def audit_path(self):
+        return self.gateway.work / "audit.jsonl"
+
+    def audit_mark(self):
+        try:
+            return self.audit_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audit_since(self, mark):
+        with open(self.audit_path, "rb") as f:
+            f.seek(mark)
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+    def deliver(self, form):
+        """The IdP's answer form, addressed to this replica's ACS instead of A's."""
+        action = re.sub(r"^http://127\.0\.0\.1:\d+/", f"http://127.0.0.1:{self.port}/",
+                        form.action)
+        return Form(action, form.method, dict(form.fields))
+
+
+class Deployment:
+    """The IdP and the shared config; `replica()` starts one more gateway of it."""
+
+    def __init__(self, work, binary, streamlit_port):
+        self.work = work
+        self.binary = binary
+        self.public_port = testbed.free_port()
+        entity_id, acs, slo = testbed.gateway_urls(self.public_port)
+        self.idp = testbed.Idp(work / "idp", entity_id, acs, slo_url=slo).start()
+        self.idp.save_metadata(work / "idp-metadata.xml")
+        self.base_config = testbed.gateway_config(work, self.public_port, streamlit_port)
+        self.replicas = []
+
+    def config(self, port, audit_dir, redis_url):
+        text = self.base_config.replace(
+            f"listen: 127.0.0.1:{self.public_port}\n", f"listen: 127.0.0.1:{port}\n")
+        text = text.replace(f"file: {self.work}/audit.jsonl", f"file: {audit_dir}/audit.jsonl")
+        return text.replace("  store: memory\n",
+                            f"  store: redis\n  redis_url: {redis_url}\n")
+
+    def replica(self, name, redis_url, port=None, env=None):
+        """Starts a replica (the first one takes the public port); raises StartError."""
+        port = port or (self.public_port if not self.replicas else testbed.free_port())
+        work = self.work / name
+        gateway = testbed.Gateway(self.binary, self.config(port, work, redis_url), work, env=env)
+        gateway.start()
+        replica = Replica(gateway)
+        self.replicas.append(replica)
+        return replica
+
+    def stop(self):
+        for r in self.replicas:
+            r.gateway.stop()
+        self.idp.stop()
+
+
+def _redis_answers(url):
+    r = subprocess.run(["redis-cli", "-u", url, "ping"], capture_output=True, text=True)
+    return r.stdout.strip() == "PONG"
+
+
+@pytest.fixture(scope="module")
+def deployment(bed):
+    if not _redis_answers(REDIS_URL):
+        pytest.fail(f"no Redis answers at REDIS_URL={REDIS_URL}: start redis-server or set "
+                    "REDIS_URL (scripts/test.sh does both)", pytrace=False)
+    binary = bed.gateway.binary
+    d = Deployment(bed.work / "replicas", binary, bed.streamlit.port)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(deployment):
+    """Replicas A (the public port) and B, both on the Redis at REDIS_URL."""
+    return deployment.replica("a", REDIS_URL), deployment.replica("b", REDIS_URL)
+
+
+def health(client, replica):
+    r = client.get(replica.url + "/_stcore/health", allow_redirects=False)
+    return r.status_code
+
+
+def test_a_session_made_on_one_replica_works_on_the_other(pair):
+    a, b = pair
+    client = new_client()
+    login(client, a.url, "alice", "alice-pass")
+    assert health(client, b) == 200
+    assert health(client, a) == 200
+    page = run_app(b.url, {"Cookie": cookie_header(client)})
+    assert page.headers["x-auth-user"] == ["alice"]
+    assert page.headers["x-auth-groups"] == ["analytics,staff"]
+
+
+def test_a_login_started_on_one_replica_finishes_on_the_other(pair, deployment):
+    a, b = pair
+    client = new_client()
+    form = login_until_acs(client, b.url, "bob", "bob-pass")  # pending request made by B
+    assert form.action.startswith(a.url)  # the IdP knows only the public ACS URL
+    r = post_to_acs(client, form)
+    assert (r.status_code, r.headers.get("Location")) == (303, "/")
+    assert health(client, b) == 200
+
+
+def test_a_response_used_on_one_replica_is_refused_on_the_other(pair):
+    a, b = pair
+    victim = new_client()
+    form = login_until_acs(victim, a.url, "alice", "alice-pass")
+    assert post_to_acs(victim, form).status_code == 303
+    mark = b.audit_mark()
+
+    # The same POST at B with the relay cookie put back: the pending request was used up on
+    # A, and it is in the shared store, so B no longer knows the RelayState.
+    attacker = new_client()
+    attacker.cookies.set("saml-relay", form.fields["RelayState"])
+    r = post_to_acs(attacker, b.deliver(form))
+    assert r.status_code == 400
+    assert "relay_state_unknown" in r.text
+
+    # With a fresh login of its own started on B, the attacker has a live pending request and a
+    # relay cookie; the old response answers another request, so InResponseTo does not match.
+    # (The replay cache stands behind this: it is checked last, after InResponseTo.)
+    attacker = new_client()
+    r = attacker.get(b.url + "/saml/login?return_to=/", allow_redirects=False)
+    assert r.status_code == 303
+    relay = attacker.cookies.get("saml-relay")
+    r = post_to_acs(attacker, b.deliver(form), RelayState=relay)
+    assert r.status_code == 403
+    assert "unknown_in_response_to" in r.text
+    assert attacker.cookies.get("saml-session") is None
+    assert health(attacker, b) == 401
+
+    records = b.audit_since(mark)
+    assert [(x["event"], x.get("reason")) for x in records] == [
+        ("login_failure", "relay_state_unknown"),
+        ("login_start", None),
+        ("login_failure", "unknown_in_response_to"),
+    ]
+
+
+def test_logout_on_one_replica_ends_the_session_on_the_other(pair):
+    a, b = pair
+    client = new_client()
+    login(client, a.url, "alice", "alice-pass")
+    old_cookie = client.cookies.get("saml-session")
+    assert health(client, b) == 200
+    r = client.get(a.url + "/saml/logout")
+    token = re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)
+    r = client.post(a.url + "/saml/logout", data={"csrf": token}, allow_redirects=False)
+    assert r.status_code == 303
+
+    replay = new_client()
+    replay.cookies.set("saml-session", old_cookie)
+    assert health(replay, b) == 401
+    assert health(replay, a) == 401
+    assert replay.get(b.url + "/", headers=NAVIGATE, allow_redirects=False).status_code == 303
+
+
+def _until(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def test_redis_outage_answers_503_fails_logins_closed_and_recovers(deployment):
+    redis = testbed.Redis(deployment.work / "redis-outage").start()
+    c = deployment.replica("outage", redis.url)
+    client = new_client()
+    form = login_until_acs(client, c.url, "alice", "alice-pass")
+    assert post_to_acs(client, c.deliver(form)).status_code == 303
+    assert health(client, c) == 200
+    # A login in progress when Redis goes away.
+    late = new_client()
+    late_form = login_until_acs(late, c.url, "bob", "bob-pass")
+
+    redis.stop()
+    mark = c.audit_mark()
+    started = time.monotonic()
+    r = client.get(c.url + "/_stcore/health", allow_redirects=False)
+    assert r.status_code == 503
+    assert "store_unavailable" in r.text
+    r = client.get(c.url + "/", headers=NAVIGATE, allow_redirects=False)
+    assert r.status_code == 503 and "store_unavailable" in r.text
+    # Logins fail closed, and each refusal is audited.
+    r = new_client().get(c.url + "/saml/login?return_to=/", allow_redirects=False)
+    assert r.status_code == 503 and "store_unavailable" in r.text
+    r = post_to_acs(late, c.deliver(late_form))
+    assert r.status_code == 503 and "store_unavailable" in r.text
+    assert late.cookies.get("saml-session") is None
+    assert time.monotonic() - started < 15, "requests during the outage must not hang"
+    records = c.audit_since(mark)
+    assert [(x["event"], x["reason"], x["path"]) for x in records] == [
+        ("login_failure", "store_unavailable", "/saml/login"),
+        ("login_failure", "store_unavailable", "/saml/acs"),
+    ]
+
+    # Redis back on the same port (empty: it keeps nothing on disk). The same gateway process
+    # serves again: old sessions are gone, new logins work.
+    pid = c.gateway.proc.pid
+    testbed.Redis(deployment.work / "redis-outage", port=redis.port).start()
+    _until(lambda: new_client().get(c.url + "/saml/login", allow_redirects=False)
+           .status_code == 303, 15, "no login page after Redis came back")
+    assert health(client, c) == 401
+    again = new_client()
+    form = login_until_acs(again, c.url, "bob", "bob-pass")
+    assert post_to_acs(again, c.deliver(form)).status_code == 303
+    assert health(again, c) == 200
+    assert c.gateway.proc.pid == pid and c.gateway.proc.poll() is None
+
+
+def test_start_up_stops_on_unreachable_redis_without_showing_the_password(deployment):
+    port = testbed.free_port()  # nothing listens there
+    env = {"SAML_GATEWAY_TEST_REDIS_URL": f"redis://:hunter2-pw@127.0.0.1:{port}/0"}
+    with pytest.raises(testbed.StartError) as failed:
+        deployment.replica("no-redis", "${SAML_GATEWAY_TEST_REDIS_URL}", env=env)
+    log = (deployment.work / "no-redis" / "gateway.log").read_text()
+    assert f"gateway.yaml: sessions.redis_url: cannot connect to Redis at 127.0.0.1:{port}" in log
+    assert "hunter2" not in log
+    assert "hunter2" not in str(failed.value)
+
+    with pytest.raises(testbed.StartError):
+        deployment.replica("bad-url", "http://:hunter2-pw@127.0.0.1/")
+    log = (deployment.work / "bad-url" / "gateway.log").read_text()
+    assert "gateway.yaml: sessions.redis_url: not a Redis URL" in log
+    assert "hunter2" not in log
