@@ -54,6 +54,8 @@ struct RawSp {
     cert_file: PathBuf,
     #[serde(default)]
     sign_authn_requests: bool,
+    #[serde(default)]
+    encrypted_assertions: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +69,8 @@ struct RawIdp {
     allow_sha1: bool,
     #[serde(default)]
     allow_unsolicited: bool,
+    #[serde(default)]
+    allow_cbc_encryption: bool,
     clock_skew: Option<String>,
     name_id_format: Option<String>,
 }
@@ -139,6 +143,9 @@ pub struct SpConfig {
     pub cert_file: PathBuf,
     /// Sign AuthnRequests (HTTP-Redirect binding signature).
     pub sign_authn_requests: bool,
+    /// Publish the SP certificate for encryption and decrypt `EncryptedAssertion`s with the
+    /// SP key.
+    pub encrypted_assertions: bool,
 }
 
 /// The trusted IdP.
@@ -154,6 +161,8 @@ pub struct IdpConfig {
     pub allow_sha1: bool,
     /// Accept IdP-initiated (unsolicited) responses.
     pub allow_unsolicited: bool,
+    /// Accept AES-CBC encrypted assertions (only inside a signed Response).
+    pub allow_cbc_encryption: bool,
     /// Clock skew allowed on time checks.
     pub clock_skew: Duration,
     /// NameIDPolicy Format to request, if any.
@@ -397,12 +406,27 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         key_file: resolve(&raw.sp.key_file),
         cert_file: resolve(&raw.sp.cert_file),
         sign_authn_requests: raw.sp.sign_authn_requests,
+        encrypted_assertions: raw.sp.encrypted_assertions,
     };
     if sp.entity_id.trim().is_empty() {
         return Err(err("sp.entity_id", "must not be empty"));
     }
 
     let idp = check_idp(raw.idp, file, &resolve)?;
+    if idp.allow_unsolicited {
+        // The ACS always binds a response to a pending request; IdP-initiated login needs its
+        // own RelayState rules before it can be switched on.
+        return Err(err(
+            "idp.allow_unsolicited",
+            "IdP-initiated login is not supported yet; remove the key or set it to false",
+        ));
+    }
+    if idp.allow_cbc_encryption && !sp.encrypted_assertions {
+        return Err(err(
+            "idp.allow_cbc_encryption",
+            "applies only with sp.encrypted_assertions: true",
+        ));
+    }
 
     let store = match (
         raw.sessions.store.as_deref().unwrap_or("memory"),
@@ -596,6 +620,7 @@ fn check_idp(
         attributes,
         allow_sha1: raw.allow_sha1,
         allow_unsolicited: raw.allow_unsolicited,
+        allow_cbc_encryption: raw.allow_cbc_encryption,
         clock_skew,
         name_id_format: raw.name_id_format,
     })
@@ -771,6 +796,34 @@ audit:
 
         let e = error_of("public_url: [1\n");
         assert_eq!(e.key, "(file)");
+    }
+
+    #[test]
+    fn encryption_and_unsolicited_switches() {
+        let with_sp = |extra: &str| {
+            GOOD.replace(
+                "  cert_file: sp.crt\n",
+                &format!("  cert_file: sp.crt\n{extra}"),
+            )
+        };
+        let with_idp = |sp: &str, idp: &str| {
+            with_sp(sp).replace(
+                "  metadata_file: idp.xml\n",
+                &format!("  metadata_file: idp.xml\n{idp}"),
+            )
+        };
+        let (_dir, result) = load(&with_idp(
+            "  encrypted_assertions: true\n",
+            "  allow_cbc_encryption: true\n",
+        ));
+        let c = result.unwrap();
+        assert!(c.sp.encrypted_assertions && c.idp.allow_cbc_encryption);
+
+        let e = error_of(&with_idp("", "  allow_cbc_encryption: true\n"));
+        assert_eq!(e.key, "idp.allow_cbc_encryption");
+        let e = error_of(&with_idp("", "  allow_unsolicited: true\n"));
+        assert_eq!(e.key, "idp.allow_unsolicited");
+        assert!(e.message.contains("not supported yet"), "{e}");
     }
 
     #[test]

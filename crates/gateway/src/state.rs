@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use openssl::pkey::{PKey, Private};
+use saml_sp::encryption::{ContentAlgorithm, Decryption};
 use saml_sp::metadata::SpMetadata;
 use saml_sp::response::{ServiceProvider, TrustedIdp, ValidationOptions};
 use saml_sp::signature::AlgorithmPolicy;
@@ -52,6 +53,15 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
         acs_url: config.acs_url(),
         slo_url: None,
         signing_certificates: vec![keys.cert.to_der()?],
+        encryption_certificates: if config.sp.encrypted_assertions {
+            vec![keys.cert.to_der()?]
+        } else {
+            Vec::new()
+        },
+        encryption_methods: ContentAlgorithm::uris(config.idp.allow_cbc_encryption)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         authn_requests_signed: config.sp.sign_authn_requests,
         name_id_formats: config.idp.name_id_format.iter().cloned().collect(),
     }
@@ -82,6 +92,10 @@ impl AppState {
                     allow_sha1: config.idp.allow_sha1,
                 },
                 max_message_bytes: config.max_saml_response_bytes,
+                decryption: config.sp.encrypted_assertions.then(|| Decryption {
+                    keys: vec![keys.key.clone()],
+                    allow_cbc: config.idp.allow_cbc_encryption,
+                }),
                 ..ValidationOptions::default()
             },
         };

@@ -45,8 +45,11 @@ pub enum StructureError {
     #[error("an assertion is in an unexpected place")]
     AssertionMisplaced,
     /// The Response carries an EncryptedAssertion, which this SP is not configured to decrypt.
-    #[error("the response has an encrypted assertion, which is not supported")]
+    #[error("the response has an encrypted assertion, which this service does not decrypt")]
     EncryptedAssertion,
+    /// The EncryptedAssertion cannot be decrypted (one answer for every cause: no oracle).
+    #[error("the encrypted assertion cannot be decrypted")]
+    Decryption,
     /// Two elements share one ID.
     #[error("two elements share one ID")]
     DuplicateId,
@@ -221,6 +224,7 @@ impl ValidationError {
                 StructureError::MultipleAssertions => "multiple_assertions",
                 StructureError::AssertionMisplaced => "assertion_misplaced",
                 StructureError::EncryptedAssertion => "encrypted_assertion_unsupported",
+                StructureError::Decryption => "decryption_failed",
                 StructureError::DuplicateId => "duplicate_id",
             },
             V::Signature(s) => match s {

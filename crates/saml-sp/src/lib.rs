@@ -3,6 +3,7 @@
 //! - [`metadata`]: read the IdP's metadata, write this SP's.
 //! - [`authn_request`]: the AuthnRequest that starts a login.
 //! - [`bindings`]: HTTP-Redirect encoding (DEFLATE, base64, query signature).
+//! - [`encryption`]: decryption of an `EncryptedAssertion` with the SP's keys.
 //! - [`response`]: validate a posted Response and return a verified [`response::Assertion`].
 //! - [`signature`]: the accepted XML-signature shape and the xmlsec verification.
 //! - [`xml`]: the strict XML tree every message is parsed into.
@@ -14,6 +15,7 @@
 
 pub mod authn_request;
 pub mod bindings;
+pub mod encryption;
 pub mod error;
 pub mod metadata;
 pub mod response;

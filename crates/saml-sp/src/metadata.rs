@@ -129,6 +129,11 @@ pub struct SpMetadata {
     pub slo_url: Option<String>,
     /// Certificates (DER) the SP signs with; two during a key rollover.
     pub signing_certificates: Vec<Vec<u8>>,
+    /// Certificates (DER) IdPs encrypt assertions to; empty when the SP takes no encryption.
+    pub encryption_certificates: Vec<Vec<u8>>,
+    /// Content-encryption algorithm URIs offered with each encryption certificate, preferred
+    /// first (IdPs fall back to AES-CBC when the SP lists none).
+    pub encryption_methods: Vec<String>,
     /// Whether AuthnRequests are signed.
     pub authn_requests_signed: bool,
     /// NameID formats the SP accepts.
@@ -157,6 +162,20 @@ impl SpMetadata {
                  <ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
                  </md:KeyDescriptor>"
             ));
+        }
+        for der in &self.encryption_certificates {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            out.push_str(&format!(
+                "\n    <md:KeyDescriptor use=\"encryption\"><ds:KeyInfo><ds:X509Data>\
+                 <ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>"
+            ));
+            for method in &self.encryption_methods {
+                out.push_str(&format!(
+                    "<md:EncryptionMethod Algorithm=\"{}\"/>",
+                    escape(method)
+                ));
+            }
+            out.push_str("</md:KeyDescriptor>");
         }
         if let Some(slo) = &self.slo_url {
             out.push_str(&format!(
@@ -256,6 +275,8 @@ mod tests {
             acs_url: "https://sp/saml/acs".into(),
             slo_url: None,
             signing_certificates: vec![vec![1, 2, 3]],
+            encryption_certificates: vec![vec![4, 5, 6]],
+            encryption_methods: vec!["http://www.w3.org/2009/xmlenc11#aes256-gcm".into()],
             authn_requests_signed: true,
             name_id_formats: vec![],
         };
@@ -263,5 +284,16 @@ mod tests {
         assert_eq!(root.attr("entityID"), Some("https://sp/?a=1&b=2"));
         let sp = root.only_child(MD_NS, "SPSSODescriptor").unwrap();
         assert_eq!(sp.attr("AuthnRequestsSigned"), Some("true"));
+        let uses: Vec<_> = sp
+            .children_named(MD_NS, "KeyDescriptor")
+            .map(|k| k.attr("use").unwrap())
+            .collect();
+        assert_eq!(uses, ["signing", "encryption"]);
+        let encryption = sp.children_named(MD_NS, "KeyDescriptor").nth(1).unwrap();
+        let method = encryption.only_child(MD_NS, "EncryptionMethod").unwrap();
+        assert_eq!(
+            method.attr("Algorithm"),
+            Some("http://www.w3.org/2009/xmlenc11#aes256-gcm")
+        );
     }
 }

@@ -5,18 +5,20 @@
 //! 2. The strict parser ([`crate::xml`]) refuses DOCTYPEs, other encodings, two roots, PIs, deep
 //!    nesting and unbound prefixes before anything else reads the bytes.
 //! 3. A non-Success `Status` is reported as such (it grants nothing, so it needs no signature).
-//! 4. Shape: exactly one `saml:Assertion`, directly under the Response; no
-//!    `EncryptedAssertion`; no duplicate IDs; signatures only directly under the Response or the
+//! 4. An `EncryptedAssertion` (only when decryption is configured) is decrypted into place
+//!    after the Response's own signature, if any, verified ([`crate::encryption`]); from here
+//!    on the plaintext Assertion is checked like any other, so it must carry its own signature.
+//! 5. Shape: exactly one `saml:Assertion`, directly under the Response; no duplicate IDs; signatures only directly under the Response or the
 //!    Assertion, each one SignedInfo with one Reference to its parent's ID
 //!    ([`crate::signature::check_shape`]); at least one signature covers the Assertion.
-//! 5. xmlsec verifies every signature against the configured IdP certificates only (never the
+//! 6. xmlsec verifies every signature against the configured IdP certificates only (never the
 //!    message's KeyInfo) and hands back the verified content alone.
-//! 6. Every claim is read from that verified XML: the Assertion (and, when the Response itself is
+//! 7. Every claim is read from that verified XML: the Assertion (and, when the Response itself is
 //!    signed, its Destination, Issuer and InResponseTo). Nothing is read from the original again.
-//! 7. Issuer, Audience, bearer SubjectConfirmation (Recipient, NotOnOrAfter, InResponseTo),
+//! 8. Issuer, Audience, bearer SubjectConfirmation (Recipient, NotOnOrAfter, InResponseTo),
 //!    Conditions (NotBefore, NotOnOrAfter), IssueInstant age and SessionNotOnOrAfter are checked
 //!    against the caller's clock with the configured skew.
-//! 8. Finally the assertion ID goes to the caller's [`ReplayCache`]; a second use is refused.
+//! 9. Finally the assertion ID goes to the caller's [`ReplayCache`]; a second use is refused.
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use samael::crypto::CertificateDer;
 
+use crate::encryption::{self, ContentAlgorithm, Decryption};
 use crate::error::{
     MessageError, PartyError, RequestError, SignatureError, StatusError, StructureError,
     SubjectError, TimeError, ValidationError,
@@ -67,6 +70,8 @@ pub struct ValidationOptions {
     pub algorithms: AlgorithmPolicy,
     /// Largest base64 form value accepted, in bytes.
     pub max_message_bytes: usize,
+    /// The SP's decryption keys; `None` refuses every `EncryptedAssertion`.
+    pub decryption: Option<Decryption>,
 }
 
 impl Default for ValidationOptions {
@@ -77,6 +82,7 @@ impl Default for ValidationOptions {
             allow_unsolicited: false,
             algorithms: AlgorithmPolicy::default(),
             max_message_bytes: 256 * 1024,
+            decryption: None,
         }
     }
 }
@@ -198,6 +204,15 @@ impl ResponseValidator {
             return Err(MessageError::NotAResponse.into());
         }
         check_status(&root)?;
+        // An encrypted Assertion is decrypted into place first; what follows then checks the
+        // plaintext Assertion exactly as if it had come unencrypted, its signature included.
+        let (text, root) = match self.decrypt_in_place(&text, &root)? {
+            Some(spliced) => {
+                let root = xml::parse(&spliced)?;
+                (spliced, root)
+            }
+            None => (text, root),
+        };
         let original_assertion = check_structure(&root, self.options.algorithms)?;
         // Refusal-only checks on the original: they can refuse, never grant.
         if let Some(dest) = root.attr("Destination") {
@@ -205,6 +220,8 @@ impl ResponseValidator {
                 return Err(PartyError::Destination.into());
             }
         }
+        // Signed or not, the Response must not answer another request than the pending one.
+        check_in_response_to(root.attr("InResponseTo"), expected_request)?;
         if let Some(issuer) = root.only_child(SAML_NS, "Issuer") {
             if issuer.text().trim() != self.idp.entity_id {
                 return Err(PartyError::Issuer.into());
@@ -219,6 +236,65 @@ impl ResponseValidator {
             self.check_signed_response(response, expected_request, now)?;
         }
         self.read_assertion(assertion, expected_request, now)
+    }
+
+    /// For a Response with an `EncryptedAssertion`: verifies the Response's own signature, if
+    /// any, over the ciphertext; refuses AES-CBC without it (CBC has no integrity, so decrypting
+    /// forged CBC ciphertext would make the ACS a padding oracle); decrypts; and returns the
+    /// Response with the plaintext Assertion in place and the Response signature cut. `None`
+    /// when the Response has no `EncryptedAssertion`.
+    fn decrypt_in_place(
+        &self,
+        text: &str,
+        root: &Element,
+    ) -> Result<Option<String>, ValidationError> {
+        let all = root.descendants();
+        let encrypted = all
+            .iter()
+            .filter(|e| e.is(SAML_NS, "EncryptedAssertion"))
+            .count();
+        if encrypted == 0 {
+            return Ok(None);
+        }
+        let decryption = self
+            .options
+            .decryption
+            .as_ref()
+            .ok_or(StructureError::EncryptedAssertion)?;
+        if encrypted > 1 || all.iter().any(|e| e.is(SAML_NS, "Assertion")) {
+            return Err(StructureError::MultipleAssertions.into());
+        }
+        let response_signed = signature::has_signature(root);
+        // With a Response signature, everything below reads the verified copy (invariant 1).
+        let base = if response_signed {
+            signature::check_placement(root)?;
+            let sig = root
+                .children_named(crate::DS_NS, "Signature")
+                .next()
+                .ok_or(SignatureError::Missing)?;
+            let id = root.attr("ID").ok_or(SignatureError::Reference)?;
+            signature::check_shape(sig, id, self.options.algorithms)?;
+            signature::verify_and_reduce(text, &self.idp.certificates, self.options.algorithms)?
+        } else {
+            text.to_string()
+        };
+        let base_root = xml::parse(&base).map_err(|_| SignatureError::NotCovered)?;
+        if response_signed && base_root.attr("ID") != root.attr("ID") {
+            return Err(SignatureError::NotCovered.into());
+        }
+        let element = base_root
+            .only_child(SAML_NS, "EncryptedAssertion")
+            .ok_or(StructureError::AssertionMisplaced)?;
+        let algorithm =
+            encryption::content_algorithm(element).map_err(|_| StructureError::Decryption)?;
+        if matches!(algorithm, ContentAlgorithm::Cbc(_)) && !response_signed {
+            return Err(StructureError::Decryption.into());
+        }
+        let plaintext = encryption::decrypt_assertion(element, decryption)
+            .map_err(|_| StructureError::Decryption)?;
+        let spliced =
+            encryption::splice(&base, &plaintext).map_err(|_| StructureError::Decryption)?;
+        Ok(Some(spliced))
     }
 
     fn check_signed_response(
