@@ -238,7 +238,7 @@ fn decrypt_cbc(key_len: usize, key: &[u8], content: &[u8]) -> Result<Vec<u8>, De
         32 => Cipher::aes_256_cbc(),
         _ => return Err(DecryptionError),
     };
-    if key.len() != key_len || content.len() < 2 * BLOCK || content.len() % BLOCK != 0 {
+    if key.len() != key_len || content.len() < 2 * BLOCK || !content.len().is_multiple_of(BLOCK) {
         return Err(DecryptionError);
     }
     let (iv, ciphertext) = content.split_at(BLOCK);
