@@ -134,18 +134,21 @@ class StreamlitPage:
         return self.dump["cookies"]
 
 
-def open_stream(gateway_url, headers=None, timeout=15):
-    """Opens Streamlit's WebSocket `/_stcore/stream` through the gateway, as the browser does."""
+def open_stream(gateway_url, headers=None, timeout=15, origin=None):
+    """Opens Streamlit's WebSocket `/_stcore/stream` through the gateway, as the browser does
+    (from a page of the gateway's own origin unless `origin` says otherwise)."""
     ws_url = gateway_url.replace("http://", "ws://", 1) + "/_stcore/stream"
     lines = [f"{k}: {v}" for k, v in (headers or {}).items()]
     return websocket.create_connection(
-        ws_url, header=lines, subprotocols=["streamlit"], origin=gateway_url, timeout=timeout)
+        ws_url, header=lines, subprotocols=["streamlit"], origin=origin or gateway_url,
+        timeout=timeout)
 
 
-def run_app(gateway_url, headers=None, timeout=30):
+def run_app(gateway_url, headers=None, timeout=30, origin=None):
     """Connects to the app through the gateway, asks for one script run and collects what it
-    renders. `headers` go on the WebSocket handshake (a Cookie header among them)."""
-    ws = open_stream(gateway_url, headers)
+    renders. `headers` go on the WebSocket handshake (a Cookie header among them); `origin` is
+    the page's origin, the gateway's own by default."""
+    ws = open_stream(gateway_url, headers, origin=origin)
     try:
         ws.send_binary(BackMsg(rerun_script=ClientState(query_string="")).SerializeToString())
         texts, dump = [], None

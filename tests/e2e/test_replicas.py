@@ -131,7 +131,8 @@ def test_a_session_made_on_one_replica_works_on_the_other(pair):
     login(client, a.url, "alice", "alice-pass")
     assert health(client, b) == 200
     assert health(client, a) == 200
-    page = run_app(b.url, {"Cookie": cookie_header(client)})
+    # Behind a load balancer both replicas serve one public URL: pages come from A's origin.
+    page = run_app(b.url, {"Cookie": cookie_header(client)}, origin=a.url)
     assert page.headers["x-auth-user"] == ["alice"]
     assert page.headers["x-auth-groups"] == ["analytics,staff"]
 

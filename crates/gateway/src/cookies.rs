@@ -156,8 +156,12 @@ pub fn strip_gateway_set_cookies(headers: &mut HeaderMap) {
         .into_iter()
         .filter(|v| {
             let text = String::from_utf8_lossy(v.as_bytes());
-            let name = text.split_once('=').map_or(text.as_ref(), |(n, _)| n);
-            !is_gateway_cookie(name.trim())
+            let name = text
+                .split_once('=')
+                .map_or(text.as_ref(), |(n, _)| n)
+                .trim();
+            // A nameless cookie (`=saml-session=x`) reaches the app as `saml-session=x`.
+            !name.is_empty() && !is_gateway_cookie(name)
         })
         .collect();
     headers.remove(header::SET_COOKIE);

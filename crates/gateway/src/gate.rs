@@ -70,6 +70,19 @@ pub async fn protected(
     request: Request,
 ) -> Response {
     let path = request.uri().path().to_string();
+    // Routing and group rules see the path as sent; refuse any path that the upstream could
+    // read differently (`..`, `//`, encoded separators), so that no rule can be walked around.
+    if !crate::redirect::is_canonical_path(&path) {
+        return pages::page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "<p>The address is not in canonical form.</p>",
+        );
+    }
+    // `/saml/` belongs to the gateway: a path there that no endpoint serves is not the app's.
+    if path == "/saml" || path.starts_with("/saml/") {
+        return pages::page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>");
+    }
     let Some(route) = route_for(&state.config.routes, &path) else {
         return pages::page(
             StatusCode::NOT_FOUND,
@@ -92,6 +105,17 @@ pub async fn protected(
     let Some((id, session)) = session else {
         return unauthenticated(&request);
     };
+    // A WebSocket carries the session cookie from any page that opens it; only this site's
+    // own pages may (cross-site WebSocket hijacking), whatever the upstream checks itself.
+    if request.headers().contains_key(header::UPGRADE)
+        && !origin_allowed(request.headers(), &state.config.public_url)
+    {
+        return pages::page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "<p>This connection was not opened by this site.</p>",
+        );
+    }
     if !route.allow_groups.is_empty()
         && !session
             .groups
@@ -115,6 +139,15 @@ pub async fn protected(
         return pages::page(StatusCode::FORBIDDEN, "Access denied", &body);
     }
     crate::proxy::forward(&state, route, &session, peer, request).await
+}
+
+/// True when the request has no `Origin` (not a browser) or the gateway's own.
+pub fn origin_allowed(headers: &HeaderMap, public_url: &str) -> bool {
+    headers.get(header::ORIGIN).is_none_or(|origin| {
+        origin
+            .as_bytes()
+            .eq_ignore_ascii_case(public_url.as_bytes())
+    })
 }
 
 fn unauthenticated(request: &Request) -> Response {
@@ -169,6 +202,24 @@ mod tests {
         assert_eq!(route_for(&routes, "/salesforce").unwrap().path, "/");
         let no_root = vec![route("/sales")];
         assert!(route_for(&no_root, "/ops").is_none());
+    }
+
+    #[test]
+    fn websocket_origin_must_be_ours() {
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&h, "https://dash.example.com"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://DASH.example.com"),
+        );
+        assert!(origin_allowed(&h, "https://dash.example.com"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example.com"),
+        );
+        assert!(!origin_allowed(&h, "https://dash.example.com"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!origin_allowed(&h, "https://dash.example.com"));
     }
 
     #[test]

@@ -35,13 +35,49 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-const FORWARDED_HEADERS: [&str; 5] = [
+/// Headers that tell an upstream who the client is or how it reached the proxy; a client's own
+/// are never believed (beyond `X-Forwarded-*`, which goes as a family).
+const CLIENT_CLAIM_HEADERS: [&str; 9] = [
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-scheme",
+    "x-remote-user",
 ];
+
+/// True when a client-sent header could pass for identity or routing information the gateway
+/// vouches for. Names are compared as CGI/WSGI-style servers would read them (case-folded,
+/// `_` as `-`), so `X_Auth_User` is caught too; all of `X-Auth-*` belongs to the gateway.
+fn is_claim_header(name: &HeaderName, identity: &IdentityHeaders) -> bool {
+    let folded = name.as_str().replace('_', "-");
+    folded.starts_with("x-auth-")
+        || folded.starts_with("x-forwarded-")
+        || CLIENT_CLAIM_HEADERS.contains(&folded.as_str())
+        || [
+            &identity.user,
+            &identity.email,
+            &identity.name,
+            &identity.groups,
+        ]
+        .iter()
+        .any(|n| n.as_str() == folded)
+}
+
+/// Removes every client-sent header that [`is_claim_header`] names.
+pub fn strip_client_claims(headers: &mut HeaderMap, identity: &IdentityHeaders) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_claim_header(n, identity))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
 
 /// Encodes a claim for a header value: visible ASCII and space as they are, `%`, `,` and every
 /// other byte (control characters, non-ASCII UTF-8) percent-encoded, so values never carry
@@ -134,9 +170,7 @@ pub async fn forward(
 
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
-    for name in FORWARDED_HEADERS {
-        headers.remove(name);
-    }
+    strip_client_claims(headers, &state.config.identity_headers);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -200,6 +234,34 @@ mod tests {
         assert_eq!(header_text("a\r\nb\0"), "a%0D%0Ab%00");
         assert_eq!(header_text("Zoë"), "Zo%C3%AB");
         assert_eq!(header_text("a,b%"), "a%2Cb%25");
+    }
+
+    #[test]
+    fn claims_in_any_spelling_are_stripped() {
+        let names = IdentityHeaders {
+            user: HeaderName::from_static("remote-user"),
+            email: HeaderName::from_static("x-auth-email"),
+            name: HeaderName::from_static("x-auth-name"),
+            groups: HeaderName::from_static("x-auth-groups"),
+        };
+        let mut h = HeaderMap::new();
+        for n in [
+            "x_auth_user",
+            "x-auth-anything",
+            "remote_user",
+            "x-forwarded-prefix",
+            "x_forwarded_host",
+            "true-client-ip",
+            "forwarded",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("x"),
+            );
+        }
+        h.insert("accept", HeaderValue::from_static("text/html"));
+        strip_client_claims(&mut h, &names);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use saml_sp::error::{MessageError, ValidationError};
 use saml_sp::response::{ReplayCache, ReplayCacheUnavailable};
 use saml_sp::Assertion;
 use serde::Deserialize;
-use session_store::{PendingRequest, SessionRecord, Store, SESSION_VERSION};
+use session_store::{PendingRequest, SessionId, SessionRecord, Store, SESSION_VERSION};
 
 use crate::audit::{Event, Record};
 use crate::cookies::{cookie, RELAY_TTL_SECS};
@@ -129,7 +129,12 @@ pub async fn acs(
         Ok(response) => response,
         Err(failure) => {
             record.event = Some(Event::LoginFailure);
-            failure.respond(&state, record).await
+            let mut response = failure.respond(&state, record).await;
+            // A failed attempt ends this browser's pending login too.
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, state.cookies.clear_relay());
+            response
         }
     }
 }
@@ -206,6 +211,13 @@ async fn finish_login(
         return Err(Failure::audit(&e));
     }
     tracing::info!(user = %record.user.as_deref().unwrap_or(""), "login");
+    // A session this browser had before ends: one browser, one session, and none left behind
+    // for whoever saw the old cookie.
+    if let Some(old) = cookie(headers, state.cookies.session_name).and_then(SessionId::parse) {
+        if let Err(e) = state.store.delete_session(&old).await {
+            tracing::warn!(error = %e, "could not end the previous session of this browser");
+        }
+    }
 
     let mut response = redirect(&pending.return_to);
     let h = response.headers_mut();
@@ -472,18 +484,56 @@ impl From<ValidationError> for Failure {
             V::ReplayCacheUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         };
-        let audit_detail = match &error {
-            V::Status(s) => Some(match &s.sub_code {
-                Some(sub) => format!("{} / {sub}", s.code),
-                None => s.code.clone(),
-            }),
+        // The status is unsigned text from the message: only the standard SAML status names
+        // are shown or audited, never free text an attacker chose.
+        let idp_status = match &error {
+            V::Status(s) => {
+                let names: Vec<&str> = std::iter::once(s.code.as_str())
+                    .chain(s.sub_code.as_deref())
+                    .filter_map(standard_status_name)
+                    .collect();
+                Some(if names.is_empty() {
+                    "non-standard status".to_string()
+                } else {
+                    names.join(" / ")
+                })
+            }
             _ => None,
+        };
+        let detail = match &idp_status {
+            Some(names) => format!("The identity provider did not sign you in (status {names})."),
+            None => format!("The identity provider's response was refused: {error}."),
         };
         Failure {
             status,
             reason: error.code(),
-            detail: format!("The identity provider's response was refused: {error}."),
-            audit_detail,
+            detail,
+            audit_detail: idp_status,
         }
+    }
+}
+
+/// The short name of a standard SAML 2.0 status code URI (`Responder`, `AuthnFailed`, ...).
+fn standard_status_name(uri: &str) -> Option<&str> {
+    let name = uri.strip_prefix("urn:oasis:names:tc:SAML:2.0:status:")?;
+    (!name.is_empty() && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_status_names_are_shown() {
+        assert_eq!(
+            standard_status_name("urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"),
+            Some("AuthnFailed")
+        );
+        assert_eq!(standard_status_name("<script>"), None);
+        assert_eq!(
+            standard_status_name("urn:oasis:names:tc:SAML:2.0:status:<b>"),
+            None
+        );
     }
 }

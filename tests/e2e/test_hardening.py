@@ -1,0 +1,68 @@
+"""What the gateway refuses or adds beyond the SAML checks: non-canonical paths, its own
+namespace, foreign WebSocket origins, framing; and one session per browser."""
+
+import pytest
+import websocket
+
+from flows import NAVIGATE, cookie_header, login, new_client, open_stream
+
+
+@pytest.fixture(scope="module")
+def alice(bed):
+    client = new_client()
+    login(client, bed.url, "alice", "alice-pass")
+    return client
+
+
+@pytest.mark.parametrize("path", ["/_stcore/../_stcore/health", "/a//b", "/_stcore/%2e%2e/x",
+                                  "/%2F_stcore/health", "/./_stcore/health"])
+def test_paths_an_upstream_could_read_differently_are_refused(bed, alice, path):
+    # http.client would normalise nothing, but requests does; send the raw path.
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", bed.gateway.port, timeout=5)
+    conn.request("GET", path, headers={"Cookie": cookie_header(alice)})
+    r = conn.getresponse()
+    assert r.status == 400
+    conn.close()
+
+
+def test_unknown_gateway_paths_are_not_proxied(bed, alice):
+    r = alice.get(bed.url + "/saml/slo", allow_redirects=False)
+    assert r.status_code == 404
+    assert "No such page" in r.text
+
+
+def test_websocket_from_another_origin_is_refused(bed, alice):
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        open_stream(bed.url, {"Cookie": cookie_header(alice)}, origin="https://evil.example")
+    assert refused.value.status_code == 403
+    open_stream(bed.url, {"Cookie": cookie_header(alice)}).close()
+
+
+def test_gateway_pages_cannot_be_framed(bed, alice):
+    r = alice.get(bed.url + "/saml/logout")
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_signing_in_again_ends_the_old_session(bed):
+    client = new_client()
+    login(client, bed.url, "alice", "alice-pass")
+    first = client.cookies.get("saml-session")
+    login_again = new_client()
+    login_again.cookies.update(client.cookies)  # same browser, same cookies
+    r = login_again.get(bed.url + "/saml/login?return_to=/", allow_redirects=False)
+    assert r.status_code == 303
+    # Finish the login at the IdP, which still knows alice: no password form this time.
+    from flows import forms, post_to_acs
+
+    idp_page = login_again.get(r.headers["Location"])
+    [form] = [f for f in forms(idp_page) if "SAMLResponse" in f.fields]
+    assert post_to_acs(login_again, form).status_code == 303
+    second = login_again.cookies.get("saml-session")
+    assert second and second != first
+    stale = new_client()
+    stale.cookies.set("saml-session", first)
+    assert stale.get(bed.url + "/_stcore/health").status_code == 401
+    assert stale.get(bed.url + "/", headers=NAVIGATE, allow_redirects=False).status_code == 303
