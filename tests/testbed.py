@@ -158,18 +158,21 @@ class Idp(Service):
 
     NameID: the user's uid, format unspecified. Attributes (NameFormat basic): uid, mail,
     displayName, groups. With `validate_authnrequest` the IdP requires AuthnRequests signed by
-    `sp_cert_pem`.
+    `sp_cert_pem`; with `encrypt_assertions` it encrypts assertions to that certificate.
     """
 
     name = "idp"
 
     def __init__(self, work, sp_entity_id, acs_url, slo_url=None, sp_cert_pem=None,
-                 validate_authnrequest=False, port=None):
+                 validate_authnrequest=False, encrypt_assertions=False, port=None):
         super().__init__(work, port)
+        if encrypt_assertions and not sp_cert_pem:
+            raise ValueError("encrypt_assertions needs the SP's certificate")
         self.sp = {
             "entity_id": sp_entity_id, "acs_url": acs_url, "slo_url": slo_url,
             "cert_data": _pem_body(sp_cert_pem) if sp_cert_pem else None,
             "validate_authnrequest": bool(validate_authnrequest),
+            "encrypt_assertions": bool(encrypt_assertions),
         }
         self.config_dir = self.work / "idp-config"
         self.key_path = self.work / "idp.key"

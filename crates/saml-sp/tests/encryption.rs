@@ -1,13 +1,21 @@
 //! Decryption of EncryptedAssertion elements made by an independent tool: the xmlsec1 command
-//! line (`xmlsec1 --encrypt` with the SP's certificate), never by this crate.
+//! line (`xmlsec1 --encrypt` with the SP's certificate), never by this crate. The first half
+//! tests the decryption step alone, the second whole responses through the validator.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use openssl::pkey::{PKey, Private};
-use saml_sp::encryption::{decrypt_assertion, splice, Decryption, DecryptionError};
+use saml_sp::encryption::{
+    decrypt_assertion, splice, ContentAlgorithm, Decryption, DecryptionError,
+};
 use saml_sp::xml;
+use saml_sp::ResponseValidator;
 use saml_sp::{SAMLP_NS, SAML_NS};
+
+use common::{assert_alice, assert_code, encode, validate_with, xmlsec_sign, Spec, REQUEST_ID};
 
 const RESPONSE: &str = r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="r1"><saml:Issuer>idp</saml:Issuer><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/></ds:Signature><saml:EncryptedAssertion><saml:Assertion ID="a1"><saml:Issuer>idp</saml:Issuer><saml:Subject><saml:NameID>alice@corp.example</saml:NameID></saml:Subject></saml:Assertion></saml:EncryptedAssertion></samlp:Response>"#;
 
@@ -50,9 +58,9 @@ fn key_pair(dir: &Path, name: &str) -> KeyPair {
     KeyPair { key, cert }
 }
 
-/// Encrypts the Assertion of `RESPONSE` for `to` with xmlsec1; `key_beside` moves the
-/// EncryptedKey out of KeyInfo to sit beside the EncryptedData, as Okta sends it.
-fn encrypt(dir: &Path, to: &KeyPair, content_algorithm: &str, key_beside: bool) -> String {
+/// Runs `xmlsec1 --encrypt` on the (only) `saml:Assertion` of `document` for the certificate
+/// `cert`, with RSA-OAEP key transport and `content_algorithm`; returns the output document.
+fn xmlsec_encrypt(dir: &Path, document: &str, cert: &Path, content_algorithm: &str) -> String {
     let session_key = if content_algorithm.contains("128") {
         "aes-128"
     } else {
@@ -65,10 +73,10 @@ fn encrypt(dir: &Path, to: &KeyPair, content_algorithm: &str, key_beside: bool) 
     let data_path = dir.join("response.xml");
     let out_path = dir.join("encrypted.xml");
     std::fs::write(&template_path, template).unwrap();
-    std::fs::write(&data_path, RESPONSE).unwrap();
+    std::fs::write(&data_path, document).unwrap();
     let out = Command::new("xmlsec1")
         .args(["--encrypt", "--pubkey-cert-pem"])
-        .arg(&to.cert)
+        .arg(cert)
         .args(["--session-key", session_key, "--xml-data"])
         .arg(&data_path)
         .args(["--node-xpath", "//*[local-name()='Assertion']", "--output"])
@@ -82,10 +90,15 @@ fn encrypt(dir: &Path, to: &KeyPair, content_algorithm: &str, key_beside: bool) 
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&out_path).unwrap();
-    let text = text
-        .strip_prefix("<?xml version=\"1.0\"?>\n")
+    text.strip_prefix("<?xml version=\"1.0\"?>\n")
         .unwrap_or(&text)
-        .to_string();
+        .to_string()
+}
+
+/// Encrypts the Assertion of `RESPONSE` for `to` with xmlsec1; `key_beside` moves the
+/// EncryptedKey out of KeyInfo to sit beside the EncryptedData, as Okta sends it.
+fn encrypt(dir: &Path, to: &KeyPair, content_algorithm: &str, key_beside: bool) -> String {
+    let text = xmlsec_encrypt(dir, RESPONSE, &to.cert, content_algorithm);
     if !key_beside {
         return text;
     }
@@ -222,4 +235,155 @@ fn splice_needs_exactly_one_encrypted_assertion_under_the_response() {
         "<saml:EncryptedAssertion/></samlp:Response>",
     );
     assert_eq!(splice(&two, "<a/>"), Err(DecryptionError));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole responses: the IdP signs the Assertion, encrypts it, maybe signs the Response
+// ---------------------------------------------------------------------------------------------
+
+/// A response from `spec`: Assertion signed (when the spec says so), then encrypted for `sp`
+/// with `content_algorithm`, then the Response signed (when the spec says so), as an IdP does.
+fn encrypted_response(spec: &Spec, sp: &KeyPair, content_algorithm: &str) -> String {
+    let keys = common::keys();
+    let mut xml = spec.template();
+    if spec.sign_assertion {
+        xml = xmlsec_sign(&xml, &spec.assertion_id, &keys.idp);
+    }
+    let start = xml.find("<saml:Assertion").unwrap();
+    let end = xml.find("</saml:Assertion>").unwrap() + "</saml:Assertion>".len();
+    let wrapped = format!(
+        "{}<saml:EncryptedAssertion>{}</saml:EncryptedAssertion>{}",
+        &xml[..start],
+        &xml[start..end],
+        &xml[end..]
+    );
+    // Tests run in parallel: each encryption gets its own folder.
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = work_dir(&format!("flow-{run}"));
+    let mut xml = xmlsec_encrypt(&dir, &wrapped, &sp.cert, content_algorithm);
+    assert!(!xml.contains("alice@corp.example"));
+    if spec.sign_response {
+        xml = xmlsec_sign(&xml, &spec.response_id, &keys.idp);
+    }
+    xml
+}
+
+fn validator_for(sp: &KeyPair, allow_cbc: bool) -> ResponseValidator {
+    let mut validator = common::validator();
+    validator.options.decryption = Some(decryption(vec![sp.key.clone()], allow_cbc));
+    validator
+}
+
+fn validate_encrypted(
+    validator: &ResponseValidator,
+    xml: &str,
+) -> Result<saml_sp::Assertion, saml_sp::ValidationError> {
+    validate_with(
+        validator,
+        &encode(xml),
+        Some(REQUEST_ID),
+        &Default::default(),
+    )
+}
+
+fn sp_keys(name: &str) -> KeyPair {
+    key_pair(&work_dir(name), "sp")
+}
+
+#[test]
+fn encrypted_signed_assertion_is_accepted() {
+    let sp = sp_keys("accept");
+    for spec in [Spec::assertion_signed(), Spec::both_signed()] {
+        for algorithm in [GCM256, GCM128] {
+            let xml = encrypted_response(&spec, &sp, algorithm);
+            assert_alice(&validate_encrypted(&validator_for(&sp, false), &xml).unwrap());
+        }
+    }
+}
+
+#[test]
+fn without_decryption_keys_encrypted_assertion_is_unsupported() {
+    let sp = sp_keys("nokeys");
+    let xml = encrypted_response(&Spec::assertion_signed(), &sp, GCM256);
+    assert_code(
+        validate_encrypted(&common::validator(), &xml),
+        "encrypted_assertion_unsupported",
+    );
+}
+
+#[test]
+fn encrypted_for_another_sp_is_decryption_failed() {
+    let sp = sp_keys("mine");
+    let other = sp_keys("theirs");
+    let xml = encrypted_response(&Spec::assertion_signed(), &other, GCM256);
+    assert_code(
+        validate_encrypted(&validator_for(&sp, true), &xml),
+        "decryption_failed",
+    );
+}
+
+#[test]
+fn cbc_needs_a_signed_response_and_the_switch() {
+    let sp = sp_keys("cbc-flow");
+    // Only the Assertion signed: the CBC ciphertext itself is unauthenticated, so it is never
+    // decrypted (no padding oracle), even when CBC is allowed.
+    let unsigned = encrypted_response(&Spec::assertion_signed(), &sp, CBC256);
+    assert_code(
+        validate_encrypted(&validator_for(&sp, true), &unsigned),
+        "decryption_failed",
+    );
+    let signed = encrypted_response(&Spec::both_signed(), &sp, CBC256);
+    assert_code(
+        validate_encrypted(&validator_for(&sp, false), &signed),
+        "decryption_failed",
+    );
+    assert_alice(&validate_encrypted(&validator_for(&sp, true), &signed).unwrap());
+}
+
+#[test]
+fn decrypted_assertion_must_carry_its_own_signature() {
+    let sp = sp_keys("unsigned-inner");
+    let xml = encrypted_response(&Spec::response_signed(), &sp, GCM256);
+    assert_code(
+        validate_encrypted(&validator_for(&sp, false), &xml),
+        "signature_missing",
+    );
+}
+
+#[test]
+fn ciphertext_changed_under_a_response_signature_is_signature_invalid() {
+    let sp = sp_keys("tamper-flow");
+    let xml = encrypted_response(&Spec::both_signed(), &sp, GCM256);
+    let at = xml.rfind("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len() + 20;
+    let mut bytes = xml.into_bytes();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    let xml = String::from_utf8(bytes).unwrap();
+    assert_code(
+        validate_encrypted(&validator_for(&sp, false), &xml),
+        "signature_invalid",
+    );
+}
+
+#[test]
+fn two_encrypted_assertions_are_multiple_assertions() {
+    let sp = sp_keys("two");
+    let xml = encrypted_response(&Spec::assertion_signed(), &sp, GCM256);
+    let start = xml.find("<saml:EncryptedAssertion>").unwrap();
+    let end = xml.find("</saml:EncryptedAssertion>").unwrap() + "</saml:EncryptedAssertion>".len();
+    let doubled = format!("{}{}{}", &xml[..end], &xml[start..end], &xml[end..]);
+    assert_code(
+        validate_encrypted(&validator_for(&sp, false), &doubled),
+        "multiple_assertions",
+    );
+}
+
+#[test]
+fn metadata_offers_cbc_only_when_allowed() {
+    assert!(ContentAlgorithm::uris(false)
+        .iter()
+        .all(|u| u.ends_with("-gcm")));
+    assert!(ContentAlgorithm::uris(true)
+        .iter()
+        .any(|u| u.ends_with("-cbc")));
 }

@@ -26,10 +26,14 @@ if (!empty($sp['slo_url'])) {
     ];
 }
 if (!empty($sp['cert_data'])) {
-    // The SP's signing certificate, used when validate.authnrequest is on.
+    // The SP's certificate: for AuthnRequest signatures (validate.authnrequest) and, with
+    // encrypt_assertions, for encrypting assertions (SimpleSAMLphp 1.19 then uses RSA-OAEP key
+    // transport and AES-128-CBC content encryption).
     $entry['keys'] = [[
-        'type' => 'X509Certificate', 'signing' => true, 'encryption' => false,
+        'type' => 'X509Certificate', 'signing' => true,
+        'encryption' => (bool) ($sp['encrypt_assertions'] ?? false),
         'X509Certificate' => $sp['cert_data'],
     ]];
 }
+$entry['assertion.encryption'] = (bool) ($sp['encrypt_assertions'] ?? false);
 $metadata[$sp['entity_id']] = $entry;
