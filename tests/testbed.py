@@ -285,21 +285,41 @@ def streamlit_has_option(name):
 
 
 class Redis(Service):
-    """A private `redis-server` on 127.0.0.1 without persistence: stopping it loses every key,
-    as an outage with a fresh restart would. Start it again on the same port with a new
-    `Redis(work, port=old.port)`."""
+    """A private `redis-server` on 127.0.0.1, by default without persistence: stopping it loses
+    every key, as an outage with a fresh restart would. Start it again on the same port with a
+    new `Redis(work, port=old.port)`.
+
+    `appendonly=True` keeps an append-only file in `work` (`appendfsync`: `always`, `everysec`
+    or `no`); a new `Redis` on the same `work` and port with the same options reads it back, as a
+    restarted server would. `crash()` ends the server with SIGKILL (no shutdown save)."""
 
     name = "redis"
+
+    def __init__(self, work, port=None, appendonly=False, appendfsync="everysec"):
+        super().__init__(work, port)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
 
     @property
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self):
+        persistence = ["--appendonly", "no"]
+        if self.appendonly:
+            persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         self._spawn(["redis-server", "--bind", "127.0.0.1", "--port", self.port, "--save", "",
-                     "--appendonly", "no", "--daemonize", "no", "--dir", self.work])
+                     *persistence, "--daemonize", "no", "--dir", self.work])
         self._wait_until(self.ping, "PONG from redis-cli ping", 10)
         return self
+
+    def crash(self):
+        """Kills the server at once, as a power cut or the OOM killer would."""
+        proc, self.proc = self.proc, None
+        _running.discard(self)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
     def ping(self):
         r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "ping"],

@@ -17,6 +17,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/testbed.py
 
+import deploy  # noqa: E402
 import testbed  # noqa: E402
 
 ROOT = testbed.ROOT
@@ -81,3 +82,26 @@ def bed():
     finally:
         for service in (gw, st, idp):
             service.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(bed, request):
+    """A deployment (its own IdP) for this test module; replicas are started by the tests or
+    by `pair`. Needs the Redis at REDIS_URL."""
+    if not deploy.redis_answers(deploy.REDIS_URL):
+        pytest.fail(f"no Redis answers at REDIS_URL={deploy.REDIS_URL}: start redis-server or set "
+                    "REDIS_URL (scripts/test.sh does both)", pytrace=False)
+    binary = bed.gateway.binary
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    d = deploy.Deployment(bed.work / f"deploy-{name}", binary, bed.streamlit.port)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(deployment):
+    """Replicas A (the public port) and B, both on the Redis at REDIS_URL."""
+    return (deployment.replica("a", deploy.REDIS_URL),
+            deployment.replica("b", deploy.REDIS_URL))

@@ -6,118 +6,20 @@ audit file, as replicas behind a load balancer would. The IdP's answer form targ
 to deliver it to another replica a test swaps the host:port of the form's action.
 
 The pair A/B share the Redis at REDIS_URL (default redis://127.0.0.1:6379; scripts/test.sh
-makes sure one answers). The outage test starts a private redis-server of its own.
+makes sure one answers). The outage test starts a private redis-server of its own. The
+deployment and its replicas are in deploy.py; the `deployment` and `pair` fixtures in
+conftest.py.
 """
 
-import json
-import os
 import re
-import subprocess
 import time
 
 import pytest
 
 import testbed
-from flows import Form, NAVIGATE, cookie_header, login, login_until_acs, new_client, post_to_acs
+from deploy import REDIS_URL, until as _until
+from flows import NAVIGATE, cookie_header, login, login_until_acs, new_client, post_to_acs
 from flows import run_app
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-
-
-class Replica:
-    """One running gateway of the deployment, with its own audit log."""
-
-    def __init__(self, gateway):
-        self.gateway = gateway
-
-    @property
-    def url(self):
-        return self.gateway.base_url
-
-    @property
-    def port(self):
-        return self.gateway.port
-
-    @property
-    def audit_path(self):
-        return self.gateway.work / "audit.jsonl"
-
-    def audit_mark(self):
-        try:
-            return self.audit_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def audit_since(self, mark):
-        with open(self.audit_path, "rb") as f:
-            f.seek(mark)
-            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
-
-    def deliver(self, form):
-        """The IdP's answer form, addressed to this replica's ACS instead of A's."""
-        action = re.sub(r"^http://127\.0\.0\.1:\d+/", f"http://127.0.0.1:{self.port}/",
-                        form.action)
-        return Form(action, form.method, dict(form.fields))
-
-
-class Deployment:
-    """The IdP and the shared config; `replica()` starts one more gateway of it."""
-
-    def __init__(self, work, binary, streamlit_port):
-        self.work = work
-        self.binary = binary
-        self.public_port = testbed.free_port()
-        entity_id, acs, slo = testbed.gateway_urls(self.public_port)
-        self.idp = testbed.Idp(work / "idp", entity_id, acs, slo_url=slo).start()
-        self.idp.save_metadata(work / "idp-metadata.xml")
-        self.base_config = testbed.gateway_config(work, self.public_port, streamlit_port)
-        self.replicas = []
-
-    def config(self, port, audit_dir, redis_url):
-        text = self.base_config.replace(
-            f"listen: 127.0.0.1:{self.public_port}\n", f"listen: 127.0.0.1:{port}\n")
-        text = text.replace(f"file: {self.work}/audit.jsonl", f"file: {audit_dir}/audit.jsonl")
-        return text.replace("  store: memory\n",
-                            f"  store: redis\n  redis_url: {redis_url}\n")
-
-    def replica(self, name, redis_url, port=None, env=None):
-        """Starts a replica (the first one takes the public port); raises StartError."""
-        port = port or (self.public_port if not self.replicas else testbed.free_port())
-        work = self.work / name
-        gateway = testbed.Gateway(self.binary, self.config(port, work, redis_url), work, env=env)
-        gateway.start()
-        replica = Replica(gateway)
-        self.replicas.append(replica)
-        return replica
-
-    def stop(self):
-        for r in self.replicas:
-            r.gateway.stop()
-        self.idp.stop()
-
-
-def _redis_answers(url):
-    r = subprocess.run(["redis-cli", "-u", url, "ping"], capture_output=True, text=True)
-    return r.stdout.strip() == "PONG"
-
-
-@pytest.fixture(scope="module")
-def deployment(bed):
-    if not _redis_answers(REDIS_URL):
-        pytest.fail(f"no Redis answers at REDIS_URL={REDIS_URL}: start redis-server or set "
-                    "REDIS_URL (scripts/test.sh does both)", pytrace=False)
-    binary = bed.gateway.binary
-    d = Deployment(bed.work / "replicas", binary, bed.streamlit.port)
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
-def pair(deployment):
-    """Replicas A (the public port) and B, both on the Redis at REDIS_URL."""
-    return deployment.replica("a", REDIS_URL), deployment.replica("b", REDIS_URL)
 
 
 def health(client, replica):
@@ -199,15 +101,6 @@ def test_logout_on_one_replica_ends_the_session_on_the_other(pair):
     assert health(replay, b) == 401
     assert health(replay, a) == 401
     assert replay.get(b.url + "/", headers=NAVIGATE, allow_redirects=False).status_code == 303
-
-
-def _until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout} s")
 
 
 def test_redis_outage_answers_503_fails_logins_closed_and_recovers(deployment):

@@ -27,6 +27,12 @@ pub enum Event {
     Logout,
     /// A signed-in user was refused by a route's rule.
     AccessDenied,
+    /// A session passed its idle or absolute timeout: found so by a request (once per
+    /// session), or by the watcher of an open WebSocket, which it closed.
+    SessionExpired,
+    /// A session was ended before its time (`reason`: `logout`, `admin`, ...) and an open
+    /// WebSocket of it was closed; or an administrator revoked it (`reason`: `admin`).
+    SessionRevoked,
 }
 
 /// One audit record; empty fields are left out of the JSON.

@@ -97,8 +97,26 @@ struct RawAttributeNames {
 struct RawSessions {
     store: Option<String>,
     redis_url: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     max_lifetime: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
+    redis_connect_retry: Option<String>,
+}
+
+/// A duration as written: `30m`, or a bare number of seconds (YAML reads `0` as a number).
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Number(u64),
+        Text(String),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::Number(n) => n.to_string(),
+        Text::Text(s) => s,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +219,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Absolute lifetime.
     pub max_lifetime: Duration,
+    /// How long start-up keeps trying to reach Redis; zero: give up at the first failure.
+    pub redis_connect_retry: Duration,
 }
 
 /// One proxied application.
@@ -463,7 +483,25 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
                     .ok_or_else(|| err(key, "not a duration such as 90s, 30m, 8h or 1d")),
             }
         };
+    let redis_connect_retry = match raw.sessions.redis_connect_retry.as_deref() {
+        None => Duration::ZERO,
+        Some(_) if store == StoreKind::Memory => {
+            return Err(err(
+                "sessions.redis_connect_retry",
+                "applies only with sessions.store: redis",
+            ))
+        }
+        Some(v) => parse_duration(v)
+            .filter(|d| *d <= Duration::from_secs(3600))
+            .ok_or_else(|| {
+                err(
+                    "sessions.redis_connect_retry",
+                    "not a duration of at most 1h, such as 0, 30s or 2m",
+                )
+            })?,
+    };
     let sessions = SessionConfig {
+        redis_connect_retry,
         store,
         idle_timeout: duration(
             "sessions.idle_timeout",
@@ -873,6 +911,28 @@ audit:
         ));
         assert_eq!(e.key, "sessions.redis_url");
         assert!(e.message.contains("SAML_GATEWAY_TEST_UNSET_REDIS"), "{e}");
+    }
+
+    #[test]
+    fn short_timeouts_and_redis_connect_retry() {
+        let (_dir, result) = load(&format!("{GOOD}sessions:\n  idle_timeout: 4s\n"));
+        let c = result.unwrap();
+        assert_eq!(c.sessions.idle_timeout, Duration::from_secs(4));
+        assert_eq!(c.sessions.redis_connect_retry, Duration::ZERO);
+
+        let redis = format!("{GOOD}sessions:\n  store: redis\n  redis_url: redis://db:6379\n");
+        let (_dir, result) = load(&format!("{redis}  redis_connect_retry: 30s\n"));
+        assert_eq!(
+            result.unwrap().sessions.redis_connect_retry,
+            Duration::from_secs(30)
+        );
+        let (_dir, result) = load(&format!("{redis}  redis_connect_retry: 0\n"));
+        assert_eq!(result.unwrap().sessions.redis_connect_retry, Duration::ZERO);
+        let e = error_of(&format!("{redis}  redis_connect_retry: 2h\n"));
+        assert_eq!(e.key, "sessions.redis_connect_retry");
+        let e = error_of(&format!("{GOOD}sessions:\n  redis_connect_retry: 10s\n"));
+        assert_eq!(e.key, "sessions.redis_connect_retry");
+        assert!(e.message.contains("only with sessions.store: redis"), "{e}");
     }
 
     #[test]

@@ -11,24 +11,43 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use session_store::{SessionId, SessionRecord, StoreError};
+use session_store::{SessionId, SessionRecord, SessionState, StoreError};
 
 use crate::audit::Event;
 use crate::config::Route;
 use crate::cookies::cookie;
 use crate::pages::{self, escape_html};
+use crate::session_watch::expiry_reason;
 use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
 
-/// The session named by the request's session cookie, when live and made for this SP.
+/// The session named by the request's session cookie, when live and made for this SP; the
+/// lookup counts as use. The lookup that finds the session expired writes `session_expired`
+/// (the store reports an expiry to one lookup only, so this happens once per session).
 pub async fn current_session(
     state: &SharedState,
     headers: &HeaderMap,
+    peer: SocketAddr,
+    path: &str,
 ) -> Result<Option<(SessionId, SessionRecord)>, StoreError> {
     let Some(id) = cookie(headers, state.cookies.session_name).and_then(SessionId::parse) else {
         return Ok(None);
     };
-    let Some(session) = state.store.get_session(&id, unix_now()).await? else {
-        return Ok(None);
+    let now = unix_now();
+    let session = match state.store.use_session(&id, now).await? {
+        SessionState::Live(session) => session,
+        SessionState::Expired(session) if session.sp_entity_id == state.config.sp.entity_id => {
+            let mut record = audit_record(peer, headers, path);
+            record.event = Some(Event::SessionExpired);
+            record.reason = Some(expiry_reason(&session, now).to_string());
+            record.user = Some(session.user);
+            record.idp = Some(session.idp);
+            record.session = Some(session_hash(id.expose()));
+            if let Err(e) = state.audit.record(record).await {
+                tracing::error!(error = %e, "audit log write failed for session_expired");
+            }
+            return Ok(None);
+        }
+        _ => return Ok(None),
     };
     // A session made by another deployment sharing the store is not ours (invariant 11).
     if session.sp_entity_id != state.config.sp.entity_id {
@@ -90,7 +109,7 @@ pub async fn protected(
             "<p>No application here.</p>",
         );
     };
-    let session = match current_session(&state, request.headers()).await {
+    let session = match current_session(&state, request.headers(), peer, &path).await {
         Ok(s) => s,
         Err(_) => {
             return pages::error(
@@ -138,7 +157,7 @@ pub async fn protected(
         );
         return pages::page(StatusCode::FORBIDDEN, "Access denied", &body);
     }
-    crate::proxy::forward(&state, route, &session, peer, request).await
+    crate::proxy::forward(&state, route, &id, &session, peer, request).await
 }
 
 /// True when the request has no `Origin` (not a browser) or the gateway's own.

@@ -1,7 +1,8 @@
 //! `saml-gateway`: a SAML 2.0 Service Provider in front of Streamlit apps.
 //!
 //! Subcommands: `serve` runs the gateway, `metadata` prints the SP metadata, `check-config`
-//! checks a config file, `keygen` writes a new SP key pair.
+//! checks a config file, `keygen` writes a new SP key pair, `sessions list|revoke` shows and
+//! ends sessions in the shared (Redis) store.
 #![forbid(unsafe_code)]
 
 mod attributes;
@@ -15,6 +16,8 @@ mod proxy;
 mod redirect;
 mod saml;
 mod server;
+mod session_admin;
+mod session_watch;
 mod state;
 
 use std::path::PathBuf;
@@ -54,6 +57,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// List or revoke sessions in the shared store (sessions.store: redis only).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
     /// Write a new SP private key and self-signed certificate.
     Keygen {
         /// Where to write the private key (PEM, mode 0600).
@@ -68,6 +76,26 @@ enum Command {
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List the live sessions: user, NameID, session hash (as in audit records), created,
+    /// last seen, expires. Never a session ID.
+    List {
+        /// The gateway's YAML config file (the replicas' own: it names the store).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// End every session of a user on every replica; their WebSockets close within seconds.
+    Revoke {
+        /// The gateway's YAML config file (the replicas' own: it names the store).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user's NameID, as the IdP sends it (the NAMEID column of `sessions list`).
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -117,6 +145,21 @@ fn run(command: Command) -> anyhow::Result<()> {
                 config.routes.len()
             );
             Ok(())
+        }
+        Command::Sessions { action } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match action {
+                SessionsCommand::List { config } => {
+                    let config = config::Config::load(&config)?;
+                    runtime.block_on(session_admin::list(&config))
+                }
+                SessionsCommand::Revoke { config, user } => {
+                    let config = config::Config::load(&config)?;
+                    runtime.block_on(session_admin::revoke(&config, &user))
+                }
+            }
         }
         Command::Keygen {
             key,

@@ -7,7 +7,8 @@
 //! gateway's cookies is dropped. A WebSocket upgrade keeps its `Upgrade` and
 //! `Connection` headers; when the upstream answers `101`, both upgraded connections are joined
 //! with `copy_bidirectional`, so whatever extension the two ends agree on (Streamlit's browser
-//! offers permessage-deflate) passes through untouched.
+//! offers permessage-deflate) passes through untouched. The copy runs until either side closes
+//! or the session ends ([`crate::session_watch`]), whichever comes first.
 
 use std::net::SocketAddr;
 
@@ -17,11 +18,12 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use session_store::SessionRecord;
+use session_store::{SessionId, SessionRecord};
 
 use crate::config::{IdentityHeaders, Route};
 use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
-use crate::state::SharedState;
+use crate::session_watch::SessionWatch;
+use crate::state::{audit_record, SharedState};
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -140,16 +142,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sends `request` to the route's upstream as `session` and returns the upstream's answer.
+/// Sends `request` to the route's upstream as the session `id` (found live as `session`) and
+/// returns the upstream's answer.
 pub async fn forward(
     state: &SharedState,
     route: &Route,
+    id: &SessionId,
     session: &SessionRecord,
     peer: SocketAddr,
     mut request: Request,
 ) -> Response {
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let watch = upgrade.then(|| {
+        let audit = audit_record(peer, request.headers(), request.uri().path());
+        SessionWatch::new(state.clone(), id.clone(), session.clone(), audit)
+    });
 
     let path_and_query = request
         .uri()
@@ -196,7 +204,7 @@ pub async fn forward(
     };
     strip_gateway_set_cookies(response.headers_mut());
 
-    if let Some(client_upgrade) = client_upgrade {
+    if let (Some(client_upgrade), Some(mut watch)) = (client_upgrade, watch) {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {
@@ -204,7 +212,20 @@ pub async fn forward(
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);
                         let mut upstream = TokioIo::new(upstream);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        let ending = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => None,
+                            ending = watch.until_ended() => Some(ending),
+                        };
+                        // The copy has stopped; the record is written before the close, so
+                        // that whoever sees the socket closed finds it in the audit log.
+                        if let Some(ending) = ending {
+                            watch.report(ending).await;
+                        }
+                        // Closing both connections mid-stream is the only safe cut: a close
+                        // frame could land inside a frame the copy had half passed on. The
+                        // browser sees an abnormal close, reconnects, gets 401 and reloads.
+                        drop(client);
+                        drop(upstream);
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }

@@ -30,7 +30,7 @@ use saml_sp::error::{MessageError, ValidationError};
 use saml_sp::response::{ReplayCache, ReplayCacheUnavailable};
 use saml_sp::Assertion;
 use serde::Deserialize;
-use session_store::{PendingRequest, SessionId, SessionRecord, Store, SESSION_VERSION};
+use session_store::{EndReason, PendingRequest, SessionId, SessionRecord, Store, SESSION_VERSION};
 
 use crate::audit::{Event, Record};
 use crate::cookies::{cookie, RELAY_TTL_SECS};
@@ -206,7 +206,10 @@ async fn finish_login(
     record.event = Some(Event::LoginSuccess);
     if let Err(e) = state.audit.record(record.clone()).await {
         // Fail closed: a login that is not in the audit log does not happen.
-        let _ = state.store.delete_session(&id).await;
+        let _ = state
+            .store
+            .delete_session(&id, EndReason::Aborted, now)
+            .await;
         record.session = None;
         return Err(Failure::audit(&e));
     }
@@ -214,7 +217,11 @@ async fn finish_login(
     // A session this browser had before ends: one browser, one session, and none left behind
     // for whoever saw the old cookie.
     if let Some(old) = cookie(headers, state.cookies.session_name).and_then(SessionId::parse) {
-        if let Err(e) = state.store.delete_session(&old).await {
+        if let Err(e) = state
+            .store
+            .delete_session(&old, EndReason::Relogin, now)
+            .await
+        {
             tracing::warn!(error = %e, "could not end the previous session of this browser");
         }
     }
@@ -281,8 +288,12 @@ pub struct LogoutForm {
 }
 
 /// `GET /saml/logout`: a page with the sign-out button (POST with the CSRF token).
-pub async fn logout_page(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    match crate::gate::current_session(&state, &headers).await {
+pub async fn logout_page(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match crate::gate::current_session(&state, &headers, peer, "/saml/logout").await {
         Ok(Some((_, session))) => {
             let body = format!(
                 "<p>Signed in as <strong>{}</strong>.</p>\
@@ -306,11 +317,12 @@ pub async fn logout(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LogoutForm>,
 ) -> Response {
-    let (id, session) = match crate::gate::current_session(&state, &headers).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return with_cleared_session(&state, signed_out_page()),
-        Err(_) => return store_unavailable_page(),
-    };
+    let (id, session) =
+        match crate::gate::current_session(&state, &headers, peer, "/saml/logout").await {
+            Ok(Some(found)) => found,
+            Ok(None) => return with_cleared_session(&state, signed_out_page()),
+            Err(_) => return store_unavailable_page(),
+        };
     let token_ok = form.csrf.len() == session.csrf_token.len()
         && openssl::memcmp::eq(form.csrf.as_bytes(), session.csrf_token.as_bytes());
     if !token_ok {
@@ -322,7 +334,12 @@ pub async fn logout(
             &reference(),
         );
     }
-    if state.store.delete_session(&id).await.is_err() {
+    if state
+        .store
+        .delete_session(&id, EndReason::Logout, unix_now())
+        .await
+        .is_err()
+    {
         return store_unavailable_page();
     }
     let mut record = audit_record(peer, &headers, "/saml/logout");

@@ -2,7 +2,10 @@
 //!
 //! The store is opened before the listener: with `sessions.store: redis`, a bad URL or a Redis
 //! that does not answer stops start-up with a message naming the file and
-//! `sessions.redis_url` (the server's address, never its password).
+//! `sessions.redis_url` (the server's address, never its password). With
+//! `sessions.redis_connect_retry`, an unreachable Redis is tried again, with growing pauses,
+//! until that time has passed (so that a gateway started together with its Redis waits for
+//! it); a bad URL still stops start-up at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
-use session_store::{MemoryLimits, MemoryStore, RedisStore, SessionTimeouts, Store};
+use session_store::{
+    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, SessionTimeouts, Store,
+};
 
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError, StoreKind};
@@ -42,6 +47,13 @@ pub fn warnings(config: &Config) {
     }
     if config.idp.allow_unsolicited {
         tracing::warn!("idp.allow_unsolicited is on: IdP-initiated logins are accepted");
+    }
+    if config.sessions.idle_timeout < Duration::from_secs(60) {
+        tracing::warn!(
+            idle_timeout_secs = config.sessions.idle_timeout.as_secs(),
+            "sessions.idle_timeout is below 1m: users are signed out after a few moments \
+             without a request; use this only for testing"
+        );
     }
     if config.idp.metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
         tracing::warn!("the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
@@ -91,12 +103,67 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the configured store; the memory store gets its periodic purge.
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let timeouts = SessionTimeouts {
+/// The session timeouts of the config, in the store's terms.
+pub fn store_timeouts(config: &Config) -> SessionTimeouts {
+    SessionTimeouts {
         idle: duration_secs(config.sessions.idle_timeout),
         max_lifetime: duration_secs(config.sessions.max_lifetime),
-    };
+    }
+}
+
+/// First pause between two attempts to reach Redis at start-up; it doubles up to
+/// [`MAX_CONNECT_PAUSE`].
+const FIRST_CONNECT_PAUSE: Duration = Duration::from_millis(250);
+/// Longest pause between two attempts to reach Redis at start-up.
+const MAX_CONNECT_PAUSE: Duration = Duration::from_secs(5);
+
+/// Connects to the configured Redis, trying again until `retry` has passed when it does not
+/// answer. Errors name the file and `sessions.redis_url`, never the password.
+pub async fn connect_redis(
+    config: &Config,
+    url: &str,
+    retry: Duration,
+) -> Result<RedisStore, ConfigError> {
+    let give_up = tokio::time::Instant::now() + retry;
+    let mut pause = FIRST_CONNECT_PAUSE;
+    let mut attempts = 1u32;
+    loop {
+        let error =
+            match RedisStore::connect(url, &config.sp.entity_id, store_timeouts(config)).await {
+                Ok(store) => return Ok(store),
+                Err(e) => e,
+            };
+        let now = tokio::time::Instant::now();
+        let retryable = matches!(error, RedisConnectError::Unreachable { .. });
+        if !retryable || now >= give_up {
+            let mut message = error.to_string();
+            if retryable && !retry.is_zero() {
+                message.push_str(&format!(
+                    " (gave up after {attempts} attempts in sessions.redis_connect_retry: {}s)",
+                    retry.as_secs()
+                ));
+            }
+            return Err(ConfigError {
+                file: config.file.clone(),
+                key: "sessions.redis_url".to_string(),
+                message,
+            });
+        }
+        let wait = pause.min(give_up - now);
+        tracing::warn!(
+            error = %error,
+            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "Redis is not reachable yet; trying again until sessions.redis_connect_retry has passed"
+        );
+        tokio::time::sleep(wait).await;
+        pause = (pause * 2).min(MAX_CONNECT_PAUSE);
+        attempts += 1;
+    }
+}
+
+/// Opens the configured store; the memory store gets its periodic purge.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let timeouts = store_timeouts(config);
     match &config.sessions.store {
         StoreKind::Memory => {
             let store = Arc::new(MemoryStore::new(timeouts, MemoryLimits::default()));
@@ -117,13 +184,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         }
         StoreKind::Redis { url, description } => {
             // Redis expires its own keys; there is nothing to purge.
-            let store = RedisStore::connect(url, &config.sp.entity_id, timeouts)
-                .await
-                .map_err(|e| ConfigError {
-                    file: config.file.clone(),
-                    key: "sessions.redis_url".to_string(),
-                    message: e.to_string(),
-                })?;
+            let store = connect_redis(config, url, config.sessions.redis_connect_retry).await?;
             tracing::info!(
                 redis = %description,
                 namespace = store.namespace(),

@@ -6,6 +6,17 @@
 //! trait, so that several replicas see one set of sessions and one replay cache.
 //!
 //! Timestamps are Unix seconds passed in by the caller, so that tests control the clock.
+//!
+//! # How a session ends, and how others learn of it
+//!
+//! A session ends by timeout (idle, absolute or `SessionNotOnOrAfter`) or by being ended
+//! ([`Store::delete_session`], [`RedisStore::revoke_sessions_of_user`]). Both stores tell the
+//! two apart for a while afterwards, so that whoever holds a WebSocket of the session can say
+//! why it closes ([`SessionState`]):
+//! - an expired record stays in the store for [`EXPIRED_RECORD_SECS`] after its deadline (never
+//!   live again). The first [`Store::use_session`] that finds it removes it and reports
+//!   [`SessionState::Expired`]; later lookups find nothing. So one expiry is reported once.
+//! - an ended session leaves a marker with its [`EndReason`] for [`END_MARKER_SECS`].
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
@@ -13,6 +24,7 @@ mod memory;
 mod record;
 mod redis;
 
+pub use crate::redis::StoredSession;
 pub use crate::redis::{RedisConnectError, RedisStore};
 pub use memory::{MemoryLimits, MemoryStore};
 pub use record::{PendingRequest, SessionId, SessionRecord, SESSION_VERSION};
@@ -43,6 +55,89 @@ pub struct SessionTimeouts {
     pub max_lifetime: i64,
 }
 
+impl SessionTimeouts {
+    /// When `record` stops being live unless used again: the earlier of its idle deadline and
+    /// its absolute end.
+    pub fn deadline(&self, record: &SessionRecord) -> UnixTime {
+        record
+            .expires_at
+            .min(record.last_seen.saturating_add(self.idle))
+    }
+
+    /// True when `record` is of the current format and before its deadline at `now`.
+    pub fn is_live(&self, record: &SessionRecord, now: UnixTime) -> bool {
+        record.version == SESSION_VERSION && now < self.deadline(record)
+    }
+}
+
+/// How long an expired session record is kept (never live again) so that the next lookup can
+/// report the expiry, in seconds.
+pub const EXPIRED_RECORD_SECS: i64 = 3600;
+
+/// How long the marker of an ended session (logout, revocation) is kept, in seconds. Longer
+/// than any WebSocket check interval, including a store outage's grace period.
+pub const END_MARKER_SECS: i64 = 300;
+
+/// Why a session was ended before its timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The user signed out.
+    Logout,
+    /// An administrator revoked it (`saml-gateway sessions revoke`).
+    Admin,
+    /// The same browser signed in again; its old session ended.
+    Relogin,
+    /// The login that made it could not be completed (its audit record was not written).
+    Aborted,
+}
+
+impl EndReason {
+    /// A stable code, used as the audit `reason`.
+    pub fn code(self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::Admin => "admin",
+            EndReason::Relogin => "relogin",
+            EndReason::Aborted => "login_aborted",
+        }
+    }
+
+    /// The reason with this code.
+    pub fn from_code(code: &str) -> Option<EndReason> {
+        [
+            EndReason::Logout,
+            EndReason::Admin,
+            EndReason::Relogin,
+            EndReason::Aborted,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+}
+
+/// What a look at a session ID found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    /// The session is live.
+    Live(SessionRecord),
+    /// The session passed its idle or absolute timeout.
+    Expired(SessionRecord),
+    /// The session was ended before its time, for this reason.
+    Ended(EndReason),
+    /// Nothing is known of this ID (never issued, long gone, or of an unknown record format).
+    Gone,
+}
+
+impl SessionState {
+    /// The record when live.
+    pub fn into_live(self) -> Option<SessionRecord> {
+        match self {
+            SessionState::Live(record) => Some(record),
+            _ => None,
+        }
+    }
+}
+
 /// Sessions, pending requests and the replay cache behind one interface.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -54,16 +149,37 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> Result<SessionId, StoreError>;
 
+    /// Looks a session up for a request and, when live, marks it used at `now` (sliding the
+    /// idle timeout). An expired record is removed as it is reported, so that of all lookups,
+    /// on every replica, exactly one sees [`SessionState::Expired`].
+    async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError>;
+
     /// Returns the live session with this ID and marks it used at `now`; `None` when it does not
-    /// exist or has passed its idle or absolute timeout.
+    /// exist, was ended or has passed its idle or absolute timeout.
     async fn get_session(
         &self,
         id: &SessionId,
         now: UnixTime,
-    ) -> Result<Option<SessionRecord>, StoreError>;
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.use_session(id, now).await?.into_live())
+    }
 
-    /// Ends a session; returns it when it existed.
-    async fn delete_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// Looks at a session without using it: never slides the idle timeout and never removes
+    /// anything. For watchers such as an open WebSocket; one round trip for Redis.
+    async fn session_alive(
+        &self,
+        id: &SessionId,
+        now: UnixTime,
+    ) -> Result<SessionState, StoreError>;
+
+    /// Ends a session and leaves a marker with `reason` (see [`END_MARKER_SECS`]); returns the
+    /// session when it existed.
+    async fn delete_session(
+        &self,
+        id: &SessionId,
+        reason: EndReason,
+        now: UnixTime,
+    ) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Records a pending login request under `token` until `expires_at`.
     async fn put_pending(

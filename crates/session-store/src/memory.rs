@@ -4,13 +4,16 @@
 //! never I/O. Each map has a cap so that unauthenticated visitors cannot grow memory without
 //! bound: when a map is full, expired entries are purged, and if it is still full the operation
 //! fails with [`StoreError::Full`] (the gateway answers 503) rather than evicting live logins.
+//! Expired records and end markers are kept only while there is room: a full map drops them
+//! first.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::record::SESSION_VERSION;
 use crate::{
-    PendingRequest, SessionId, SessionRecord, SessionTimeouts, Store, StoreError, UnixTime,
+    EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
+    StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
 };
 
 /// Caps on what the memory store holds.
@@ -39,6 +42,8 @@ struct Maps {
     sessions: HashMap<SessionId, SessionRecord>,
     pending: HashMap<String, (PendingRequest, UnixTime)>,
     assertions: HashMap<String, UnixTime>,
+    /// Ended sessions: why, and until when the marker is kept.
+    ended: HashMap<SessionId, (EndReason, UnixTime)>,
 }
 
 /// Sessions, pending requests and replay cache in this process's memory.
@@ -64,28 +69,52 @@ impl MemoryStore {
     }
 
     fn live(&self, record: &SessionRecord, now: UnixTime) -> bool {
-        record.version == SESSION_VERSION
-            && now < record.expires_at
-            && now < record.last_seen.saturating_add(self.timeouts.idle)
+        self.timeouts.is_live(record, now)
     }
 
-    /// Drops every expired entry; the gateway calls this periodically.
+    /// Drops every expired entry (an expired session once [`EXPIRED_RECORD_SECS`] have passed
+    /// since its deadline); the gateway calls this periodically.
     pub fn purge_expired(&self, now: UnixTime) -> Result<(), StoreError> {
         let mut maps = self.lock()?;
-        purge(&mut maps, self, now);
+        let timeouts = self.timeouts;
+        maps.sessions.retain(|_, r| {
+            r.version == SESSION_VERSION
+                && now < timeouts.deadline(r).saturating_add(EXPIRED_RECORD_SECS)
+        });
+        purge_others(&mut maps, now);
         Ok(())
     }
 
-    /// Number of live sessions (for metrics and tests).
+    /// Number of session records held: the live ones and the expired ones still kept to report
+    /// their expiry (for metrics and tests).
     pub fn session_count(&self) -> Result<usize, StoreError> {
         Ok(self.lock()?.sessions.len())
     }
 }
 
+/// Drops everything that is not live, expired session records included.
 fn purge(maps: &mut Maps, store: &MemoryStore, now: UnixTime) {
     maps.sessions.retain(|_, r| store.live(r, now));
+    purge_others(maps, now);
+}
+
+fn purge_others(maps: &mut Maps, now: UnixTime) {
     maps.pending.retain(|_, (_, exp)| now < *exp);
     maps.assertions.retain(|_, exp| now < *exp);
+    maps.ended.retain(|_, (_, exp)| now < *exp);
+}
+
+/// What `record` (or its absence) means at `now`, without changing anything.
+fn classify(maps: &Maps, store: &MemoryStore, id: &SessionId, now: UnixTime) -> SessionState {
+    match maps.sessions.get(id) {
+        Some(r) if store.live(r, now) => SessionState::Live(r.clone()),
+        Some(r) if r.version == SESSION_VERSION => SessionState::Expired(r.clone()),
+        Some(_) => SessionState::Gone,
+        None => match maps.ended.get(id) {
+            Some((reason, until)) if now < *until => SessionState::Ended(*reason),
+            _ => SessionState::Gone,
+        },
+    }
 }
 
 /// Makes room in a map that is at its cap, purging expired entries once.
@@ -133,25 +162,59 @@ impl Store for MemoryStore {
         Ok(id)
     }
 
-    async fn get_session(
+    async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError> {
+        let mut maps = self.lock()?;
+        let state = classify(&maps, self, id, now);
+        match &state {
+            SessionState::Live(_) => {
+                if let Some(record) = maps.sessions.get_mut(id) {
+                    record.last_seen = now;
+                }
+            }
+            // Reported once: the record goes as the expiry is reported.
+            SessionState::Expired(_) => {
+                maps.sessions.remove(id);
+            }
+            SessionState::Ended(_) | SessionState::Gone => {}
+        }
+        Ok(match state {
+            SessionState::Live(mut record) => {
+                record.last_seen = now;
+                SessionState::Live(record)
+            }
+            other => other,
+        })
+    }
+
+    async fn session_alive(
         &self,
         id: &SessionId,
         now: UnixTime,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        let mut maps = self.lock()?;
-        let Some(record) = maps.sessions.get_mut(id) else {
-            return Ok(None);
-        };
-        if !self.live(record, now) {
-            maps.sessions.remove(id);
-            return Ok(None);
-        }
-        record.last_seen = now;
-        Ok(Some(record.clone()))
+    ) -> Result<SessionState, StoreError> {
+        let maps = self.lock()?;
+        Ok(classify(&maps, self, id, now))
     }
 
-    async fn delete_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.lock()?.sessions.remove(id))
+    async fn delete_session(
+        &self,
+        id: &SessionId,
+        reason: EndReason,
+        now: UnixTime,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut maps = self.lock()?;
+        let removed = maps.sessions.remove(id);
+        if removed.is_some() {
+            // The marker only explains a closing WebSocket; without room it is left out rather
+            // than failing the logout.
+            if maps.ended.len() >= self.limits.max_sessions {
+                maps.ended.retain(|_, (_, until)| now < *until);
+            }
+            if maps.ended.len() < self.limits.max_sessions {
+                maps.ended
+                    .insert(id.clone(), (reason, now.saturating_add(END_MARKER_SECS)));
+            }
+        }
+        Ok(removed)
     }
 
     async fn put_pending(
@@ -311,6 +374,80 @@ mod tests {
         ));
         // Once the first session expires there is room again.
         s.create_session(record(), 2000).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_look_does_not_slide_the_idle_timeout() {
+        let s = store(MemoryLimits::default());
+        let id = s.create_session(record(), 0).await.unwrap();
+        for t in [30, 60, 90] {
+            assert!(matches!(
+                s.session_alive(&id, t).await.unwrap(),
+                SessionState::Live(_)
+            ));
+        }
+        assert!(matches!(
+            s.session_alive(&id, 100).await.unwrap(),
+            SessionState::Expired(_)
+        ));
+        // Looking never removes: the expiry is still there to report, once.
+        assert!(matches!(
+            s.session_alive(&id, 100).await.unwrap(),
+            SessionState::Expired(_)
+        ));
+        assert!(matches!(
+            s.use_session(&id, 101).await.unwrap(),
+            SessionState::Expired(r) if r.user == "alice"
+        ));
+        assert_eq!(s.use_session(&id, 102).await.unwrap(), SessionState::Gone);
+        assert_eq!(s.session_alive(&id, 102).await.unwrap(), SessionState::Gone);
+    }
+
+    #[tokio::test]
+    async fn expired_records_are_kept_for_a_while_then_purged() {
+        let s = store(MemoryLimits::default());
+        let id = s.create_session(record(), 0).await.unwrap();
+        s.purge_expired(100 + EXPIRED_RECORD_SECS - 1).unwrap();
+        assert_eq!(s.session_count().unwrap(), 1);
+        s.purge_expired(100 + EXPIRED_RECORD_SECS).unwrap();
+        assert_eq!(s.session_count().unwrap(), 0);
+        assert_eq!(s.use_session(&id, 5000).await.unwrap(), SessionState::Gone);
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_says_why_for_a_while() {
+        let s = store(MemoryLimits::default());
+        let id = s.create_session(record(), 0).await.unwrap();
+        let ended = s.delete_session(&id, EndReason::Logout, 10).await.unwrap();
+        assert_eq!(ended.unwrap().user, "alice");
+        assert_eq!(
+            s.session_alive(&id, 11).await.unwrap(),
+            SessionState::Ended(EndReason::Logout)
+        );
+        assert_eq!(s.get_session(&id, 11).await.unwrap(), None);
+        s.purge_expired(10 + END_MARKER_SECS).unwrap();
+        assert_eq!(
+            s.session_alive(&id, 10 + END_MARKER_SECS).await.unwrap(),
+            SessionState::Gone
+        );
+        assert!(s
+            .delete_session(&id, EndReason::Admin, 20)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn end_reasons_have_stable_codes() {
+        for r in [
+            EndReason::Logout,
+            EndReason::Admin,
+            EndReason::Relogin,
+            EndReason::Aborted,
+        ] {
+            assert_eq!(EndReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(EndReason::from_code("nope"), None);
     }
 
     #[test]

@@ -11,13 +11,16 @@
 //!
 //! | key | value | expiry |
 //! | --- | --- | --- |
-//! | `{ns}:session:{sha256(session id)}` | [`SessionRecord`] as JSON | min(idle deadline, absolute end) |
+//! | `{ns}:session:{sha256(session id)}` | [`SessionRecord`] as JSON | min(idle deadline, absolute end) + [`EXPIRED_RECORD_SECS`] |
+//! | `{ns}:ended:{sha256(session id)}` | the [`EndReason`] code of an ended session | [`END_MARKER_SECS`] |
 //! | `{ns}:pending:{sha256(RelayState token)}` | pending request and its deadline, JSON | the deadline |
 //! | `{ns}:assertion:{sha256(assertion ID)}` | `1` | the assertion's `NotOnOrAfter` |
-//! | `{ns}:user:{sha256(NameID)}` | set of the user's session hashes | the latest absolute end |
+//! | `{ns}:user:{sha256(NameID)}` | set of the user's session hashes | the latest absolute end + [`EXPIRED_RECORD_SECS`] |
 //!
 //! The `user` set is the index that Single Logout and revocation use to find every session of
-//! a NameID on every replica ([`RedisStore::delete_sessions_of_user`]).
+//! a NameID on every replica ([`RedisStore::revoke_sessions_of_user`]). A session record
+//! outlives its deadline by [`EXPIRED_RECORD_SECS`] so that the expiry can be reported (once:
+//! the lookup that reports it deletes it, and only the one whose `DEL` removed the key reports).
 //!
 //! # Atomicity
 //!
@@ -51,7 +54,8 @@ use sha2::{Digest, Sha256};
 
 use crate::record::SESSION_VERSION;
 use crate::{
-    PendingRequest, SessionId, SessionRecord, SessionTimeouts, Store, StoreError, UnixTime,
+    EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
+    StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
 };
 
 /// How long one connection attempt may take.
@@ -96,6 +100,16 @@ impl std::fmt::Debug for RedisStore {
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
+}
+
+/// A session as listed or revoked by an administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// SHA-256 (hex) of the session ID: the key's suffix. Audit records show its first 24 hex
+    /// digits. Never the ID itself.
+    pub hash: String,
+    /// The session.
+    pub record: SessionRecord,
 }
 
 /// A pending request as stored, with its deadline (the key's expiry is only a clean-up).
@@ -151,51 +165,173 @@ impl RedisStore {
         &self.namespace
     }
 
-    /// The hashes (SHA-256, hex) of the live sessions of the user with this NameID.
-    pub async fn sessions_of_user(&self, name_id: &str) -> Result<Vec<String>, StoreError> {
+    /// The hashes (SHA-256, hex) of the sessions of the user with this NameID that are live at
+    /// `now`.
+    pub async fn sessions_of_user(
+        &self,
+        name_id: &str,
+        now: UnixTime,
+    ) -> Result<Vec<String>, StoreError> {
         let mut c = self.connection.clone();
         let members: Vec<String> = c
             .smembers(self.user_key(name_id))
             .await
             .map_err(unavailable)?;
-        if members.is_empty() {
-            return Ok(members);
-        }
-        let mut pipe = redis::pipe();
-        for hash in &members {
-            pipe.exists(format!("{}:session:{hash}", self.namespace));
-        }
-        let exists: Vec<bool> = pipe.query_async(&mut c).await.map_err(unavailable)?;
-        Ok(members
-            .into_iter()
-            .zip(exists)
-            .filter_map(|(hash, live)| live.then_some(hash))
-            .collect())
+        let sessions = self.load_sessions(members, now).await?;
+        Ok(sessions.into_iter().map(|s| s.hash).collect())
     }
 
-    /// Ends every session of the user with this NameID, on every replica; returns how many
-    /// sessions were live. Atomic: a session cannot be added to the user's index half-way.
-    pub async fn delete_sessions_of_user(&self, name_id: &str) -> Result<usize, StoreError> {
-        const SCRIPT: &str = "local n = 0 \
+    /// Every session of this deployment that is live at `now`, by user and then login time.
+    /// Walks the namespace with `SCAN` (never `KEYS`), so a large store is not blocked.
+    pub async fn list_sessions(&self, now: UnixTime) -> Result<Vec<StoredSession>, StoreError> {
+        let prefix = format!("{}:session:", self.namespace);
+        let mut c = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let mut hashes = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            hashes.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .map(str::to_string),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key twice.
+        hashes.sort();
+        hashes.dedup();
+        let mut sessions = self.load_sessions(hashes, now).await?;
+        sessions.sort_by(|a, b| {
+            (&a.record.user, a.record.created_at).cmp(&(&b.record.user, b.record.created_at))
+        });
+        Ok(sessions)
+    }
+
+    /// Ends every session of the user with this NameID, on every replica, leaving an end marker
+    /// with `reason` for each; returns the sessions that were live at `now`. Atomic: a session
+    /// cannot be added to the user's index half-way.
+    pub async fn revoke_sessions_of_user(
+        &self,
+        name_id: &str,
+        reason: EndReason,
+        now: UnixTime,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        const SCRIPT: &str = "local out = {} \
             for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
-              n = n + redis.call('DEL', ARGV[1] .. h) \
+              local v = redis.call('GETDEL', ARGV[1] .. h) \
+              if v then \
+                redis.call('SET', ARGV[2] .. h, ARGV[3], 'EX', ARGV[4]) \
+                table.insert(out, h) \
+                table.insert(out, v) \
+              end \
             end \
             redis.call('DEL', KEYS[1]) \
-            return n";
+            return out";
         let mut c = self.connection.clone();
-        let deleted: usize = redis::cmd("EVAL")
+        let flat: Vec<String> = redis::cmd("EVAL")
             .arg(SCRIPT)
             .arg(1)
             .arg(self.user_key(name_id))
             .arg(format!("{}:session:", self.namespace))
+            .arg(format!("{}:ended:", self.namespace))
+            .arg(reason.code())
+            .arg(END_MARKER_SECS)
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        Ok(deleted)
+        Ok(flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let record = decode::<SessionRecord>(&pair[1], "session")?;
+                self.timeouts.is_live(&record, now).then(|| StoredSession {
+                    hash: pair[0].clone(),
+                    record,
+                })
+            })
+            .collect())
+    }
+
+    /// Ends every session of the user with this NameID (an administrator's revocation) and
+    /// returns how many were live at `now`.
+    pub async fn delete_sessions_of_user(
+        &self,
+        name_id: &str,
+        now: UnixTime,
+    ) -> Result<usize, StoreError> {
+        Ok(self
+            .revoke_sessions_of_user(name_id, EndReason::Admin, now)
+            .await?
+            .len())
+    }
+
+    /// The sessions under these hashes that are live at `now`, read in one round trip.
+    async fn load_sessions(
+        &self,
+        hashes: Vec<String>,
+        now: UnixTime,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        let mut out = Vec::new();
+        let mut c = self.connection.clone();
+        for batch in hashes.chunks(500) {
+            let keys: Vec<String> = batch.iter().map(|h| self.session_key(h)).collect();
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            for (hash, value) in batch.iter().zip(values) {
+                let Some(record) = value.and_then(|j| decode::<SessionRecord>(&j, "session"))
+                else {
+                    continue;
+                };
+                if self.timeouts.is_live(&record, now) {
+                    out.push(StoredSession {
+                        hash: hash.clone(),
+                        record,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a session record and its end marker in one round trip.
+    async fn look(
+        &self,
+        hash: &str,
+    ) -> Result<(Option<SessionRecord>, bool, Option<EndReason>), StoreError> {
+        let mut c = self.connection.clone();
+        let (record, ended): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(self.session_key(hash))
+            .arg(self.ended_key(hash))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let present = record.is_some();
+        Ok((
+            record.and_then(|j| decode::<SessionRecord>(&j, "session")),
+            present,
+            ended.as_deref().and_then(EndReason::from_code),
+        ))
     }
 
     fn session_key(&self, hash: &str) -> String {
         format!("{}:session:{hash}", self.namespace)
+    }
+
+    fn ended_key(&self, hash: &str) -> String {
+        format!("{}:ended:{hash}", self.namespace)
     }
 
     fn user_key(&self, name_id: &str) -> String {
@@ -203,18 +339,29 @@ impl RedisStore {
     }
 
     fn live(&self, record: &SessionRecord, now: UnixTime) -> bool {
-        record.version == SESSION_VERSION
-            && now < record.expires_at
-            && now < record.last_seen.saturating_add(self.timeouts.idle)
+        self.timeouts.is_live(record, now)
     }
 
-    /// Seconds from `now` until the session's key may go: the earlier of the idle deadline and
-    /// the absolute end.
+    /// Seconds from `now` until the session stops being live: the earlier of the idle deadline
+    /// and the absolute end. Its key is kept [`EXPIRED_RECORD_SECS`] longer.
     fn session_ttl(&self, record: &SessionRecord, now: UnixTime) -> i64 {
-        record
-            .expires_at
-            .min(record.last_seen.saturating_add(self.timeouts.idle))
-            .saturating_sub(now)
+        self.timeouts.deadline(record).saturating_sub(now)
+    }
+
+    /// What a record and end marker read by [`RedisStore::look`] mean at `now`.
+    fn classify(
+        &self,
+        (record, present, ended): (Option<SessionRecord>, bool, Option<EndReason>),
+        now: UnixTime,
+    ) -> SessionState {
+        match record {
+            Some(record) if self.live(&record, now) => SessionState::Live(record),
+            Some(record) if record.version == SESSION_VERSION => SessionState::Expired(record),
+            // Another format (a newer replica) or undecodable: logged out, left in place.
+            Some(_) => SessionState::Gone,
+            None if present => SessionState::Gone,
+            None => ended.map_or(SessionState::Gone, SessionState::Ended),
+        }
     }
 
     /// See the module documentation: a tenth of the idle timeout, at most 60 s, at least 1 s.
@@ -311,13 +458,22 @@ impl Store for RedisStore {
         }
         let hash = sha256_hex(id.expose());
         let user_key = self.user_key(&record.name_id);
-        let user_ttl = expiry(record.expires_at.saturating_sub(now));
+        let user_ttl = expiry(
+            record
+                .expires_at
+                .saturating_sub(now)
+                .saturating_add(EXPIRED_RECORD_SECS),
+        );
         let mut c = self.connection.clone();
         // The index lives as long as the longest-lived session in it: `NX` sets an expiry on a
         // new set, `GT` lengthens an existing one, and neither ever shortens it.
         redis::pipe()
             .atomic()
-            .set_ex(self.session_key(&hash), encode(&record)?, expiry(ttl))
+            .set_ex(
+                self.session_key(&hash),
+                encode(&record)?,
+                expiry(ttl.saturating_add(EXPIRED_RECORD_SECS)),
+            )
             .ignore()
             .sadd(&user_key, &hash)
             .ignore()
@@ -337,24 +493,37 @@ impl Store for RedisStore {
         Ok(id)
     }
 
-    async fn get_session(
-        &self,
-        id: &SessionId,
-        now: UnixTime,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        let key = self.session_key(&sha256_hex(id.expose()));
-        let mut c = self.connection.clone();
-        let json: Option<String> = c.get(&key).await.map_err(unavailable)?;
-        let Some(mut record) = json.and_then(|j| decode::<SessionRecord>(&j, "session")) else {
-            return Ok(None);
+    async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError> {
+        let hash = sha256_hex(id.expose());
+        let key = self.session_key(&hash);
+        let mut record = match self.classify(self.look(&hash).await?, now) {
+            SessionState::Live(record) => record,
+            SessionState::Expired(record) => {
+                // Of every lookup on every replica, only the one whose DEL removes the key
+                // reports the expiry.
+                let mut c = self.connection.clone();
+                let (deleted, ()): (u32, ()) = redis::pipe()
+                    .del(&key)
+                    .srem(self.user_key(&record.name_id), &hash)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                return Ok(if deleted > 0 {
+                    SessionState::Expired(record)
+                } else {
+                    SessionState::Gone
+                });
+            }
+            other => return Ok(other),
         };
-        if !self.live(&record, now) {
-            return Ok(None);
-        }
         if now.saturating_sub(record.last_seen) > self.refresh_interval() {
             record.last_seen = now;
-            let ttl = expiry(self.session_ttl(&record, now));
+            let ttl = expiry(
+                self.session_ttl(&record, now)
+                    .saturating_add(EXPIRED_RECORD_SECS),
+            );
             // XX: only while the key exists, so a logout in between is not undone.
+            let mut c = self.connection.clone();
             let written: Option<String> = redis::cmd("SET")
                 .arg(&key)
                 .arg(encode(&record)?)
@@ -365,21 +534,47 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
             if written.is_none() {
-                return Ok(None);
+                return Ok(SessionState::Gone);
             }
         }
         record.last_seen = now;
-        Ok(Some(record))
+        Ok(SessionState::Live(record))
     }
 
-    async fn delete_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+    async fn session_alive(
+        &self,
+        id: &SessionId,
+        now: UnixTime,
+    ) -> Result<SessionState, StoreError> {
+        let hash = sha256_hex(id.expose());
+        Ok(self.classify(self.look(&hash).await?, now))
+    }
+
+    async fn delete_session(
+        &self,
+        id: &SessionId,
+        reason: EndReason,
+        _now: UnixTime,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let hash = sha256_hex(id.expose());
         let mut c = self.connection.clone();
         let json: Option<String> = c
             .get_del(self.session_key(&hash))
             .await
             .map_err(unavailable)?;
-        let Some(record) = json.and_then(|j| decode::<SessionRecord>(&j, "session")) else {
+        let Some(json) = json else {
+            return Ok(None);
+        };
+        // The marker goes first: a watcher that no longer finds the record finds the reason.
+        let _: () = c
+            .set_ex(
+                self.ended_key(&hash),
+                reason.code(),
+                expiry(END_MARKER_SECS),
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(record) = decode::<SessionRecord>(&json, "session") else {
             return Ok(None);
         };
         let _: () = c

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use session_store::{
-    random_token, PendingRequest, RedisConnectError, RedisStore, SessionId, SessionRecord,
-    SessionTimeouts, Store, SESSION_VERSION,
+    random_token, EndReason, PendingRequest, RedisConnectError, RedisStore, SessionId,
+    SessionRecord, SessionState, SessionTimeouts, Store, EXPIRED_RECORD_SECS, SESSION_VERSION,
 };
 use sha2::{Digest, Sha256};
 
@@ -157,10 +157,12 @@ async fn keys_expire_with_the_session_and_hold_no_raw_ids() {
         }
         let ttl: i64 = c.ttl(key).await.unwrap();
         let want = match key.split(':').nth(2) {
-            Some("session") => 100, // idle deadline before the absolute end
+            // The idle deadline (before the absolute end), kept a while to report the expiry.
+            Some("session") => 100 + EXPIRED_RECORD_SECS,
             Some("pending") => 600,
             Some("assertion") => 300,
-            Some("user") => 1000, // the absolute end of the user's longest session
+            // The absolute end of the user's longest session, and as long again.
+            Some("user") => 1000 + EXPIRED_RECORD_SECS,
             other => panic!("unexpected key kind {other:?}"),
         };
         assert!((want - 5..=want).contains(&ttl), "{key}: ttl {ttl}");
@@ -174,7 +176,8 @@ async fn record_expiry_caps_the_session() {
     r.expires_at = 50;
     let id = s.create_session(r, 0).await.unwrap();
     let ttl: i64 = raw().await.ttl(session_key(&s, &id)).await.unwrap();
-    assert!((45..=50).contains(&ttl), "ttl {ttl}");
+    let want = 50 + EXPIRED_RECORD_SECS;
+    assert!((want - 5..=want).contains(&ttl), "ttl {ttl}");
     assert!(s.get_session(&id, 49).await.unwrap().is_some());
     assert!(s.get_session(&id, 50).await.unwrap().is_none());
 
@@ -206,7 +209,11 @@ async fn unknown_version_or_bad_json_reads_as_logged_out() {
         let _: () = c.set(&key, junk).await.unwrap();
         assert!(s.get_session(&id, 1).await.unwrap().is_none(), "{junk:?}");
     }
-    assert!(s.delete_session(&id).await.unwrap().is_none());
+    assert!(s
+        .delete_session(&id, EndReason::Logout, 1)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -217,11 +224,19 @@ async fn sessions_are_deleted_and_stay_deleted() {
     assert_eq!(got.user, "alice");
     assert_eq!(got.created_at, 0);
     assert_eq!(got.expires_at, 1000);
-    let deleted = s.delete_session(&id).await.unwrap().unwrap();
+    let deleted = s
+        .delete_session(&id, EndReason::Logout, 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(deleted.name_id, "alice");
     assert!(s.get_session(&id, 50).await.unwrap().is_none());
-    assert!(s.delete_session(&id).await.unwrap().is_none());
-    assert!(s.sessions_of_user("alice").await.unwrap().is_empty());
+    assert!(s
+        .delete_session(&id, EndReason::Logout, 1)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.sessions_of_user("alice", 1).await.unwrap().is_empty());
     // A new login gets a new ID.
     let again = s.create_session(record("alice"), 2).await.unwrap();
     assert_ne!(again, id);
@@ -307,7 +322,7 @@ async fn replicas_of_one_deployment_share_everything() {
     assert!(a.take_pending("tok", 1).await.unwrap().is_none());
     assert!(a.first_use_of_assertion("x", 600, 0).await.unwrap());
     assert!(!b.first_use_of_assertion("x", 600, 0).await.unwrap());
-    b.delete_session(&id).await.unwrap();
+    b.delete_session(&id, EndReason::Logout, 1).await.unwrap();
     assert!(a.get_session(&id, 2).await.unwrap().is_none());
 }
 
@@ -318,10 +333,14 @@ async fn two_deployments_on_one_redis_see_nothing_of_each_other() {
     assert_ne!(a.namespace(), b.namespace());
     let id = a.create_session(record("alice"), 0).await.unwrap();
     assert!(b.get_session(&id, 1).await.unwrap().is_none());
-    assert!(b.delete_session(&id).await.unwrap().is_none());
+    assert!(b
+        .delete_session(&id, EndReason::Logout, 1)
+        .await
+        .unwrap()
+        .is_none());
     assert!(a.get_session(&id, 1).await.unwrap().is_some());
-    assert!(b.sessions_of_user("alice").await.unwrap().is_empty());
-    assert_eq!(b.delete_sessions_of_user("alice").await.unwrap(), 0);
+    assert!(b.sessions_of_user("alice", 1).await.unwrap().is_empty());
+    assert_eq!(b.delete_sessions_of_user("alice", 1).await.unwrap(), 0);
     assert!(a.get_session(&id, 2).await.unwrap().is_some());
 
     a.put_pending("tok", pending(0), 600).await.unwrap();
@@ -338,23 +357,127 @@ async fn all_sessions_of_a_user_can_be_found_and_ended() {
     let a1 = s.create_session(record("alice"), 0).await.unwrap();
     let a2 = s.create_session(record("alice"), 0).await.unwrap();
     let b1 = s.create_session(record("bob"), 0).await.unwrap();
-    let mut found = s.sessions_of_user("alice").await.unwrap();
+    let mut found = s.sessions_of_user("alice", 1).await.unwrap();
     found.sort();
     let mut want = vec![sha256_hex(a1.expose()), sha256_hex(a2.expose())];
     want.sort();
     assert_eq!(found, want);
 
     // A logged-out session leaves the index.
-    s.delete_session(&a2).await.unwrap();
+    s.delete_session(&a2, EndReason::Logout, 1).await.unwrap();
     assert_eq!(
-        s.sessions_of_user("alice").await.unwrap(),
+        s.sessions_of_user("alice", 1).await.unwrap(),
         vec![sha256_hex(a1.expose())]
     );
 
-    assert_eq!(s.delete_sessions_of_user("alice").await.unwrap(), 1);
+    assert_eq!(s.delete_sessions_of_user("alice", 1).await.unwrap(), 1);
     assert!(s.get_session(&a1, 1).await.unwrap().is_none());
-    assert!(s.sessions_of_user("alice").await.unwrap().is_empty());
+    assert!(s.sessions_of_user("alice", 1).await.unwrap().is_empty());
     assert!(s.get_session(&b1, 1).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_look_does_not_slide_the_idle_timeout_and_an_expiry_is_reported_once() {
+    let entity_id = format!("https://sp.test/{}", random_token().unwrap());
+    let a = store_for(&entity_id).await;
+    let b = store_for(&entity_id).await;
+    let id = a.create_session(record("alice"), 0).await.unwrap();
+    let before: String = raw().await.get(session_key(&a, &id)).await.unwrap();
+    for t in [30, 60, 99] {
+        assert!(matches!(
+            b.session_alive(&id, t).await.unwrap(),
+            SessionState::Live(_)
+        ));
+    }
+    let after: String = raw().await.get(session_key(&a, &id)).await.unwrap();
+    assert_eq!(before, after, "a look writes nothing");
+    // Past the idle deadline the record is still there to report, to looks as often as asked...
+    for _ in 0..2 {
+        assert!(matches!(
+            b.session_alive(&id, 100).await.unwrap(),
+            SessionState::Expired(_)
+        ));
+    }
+    // ...and to one use, on whichever replica comes first.
+    assert!(matches!(
+        a.use_session(&id, 101).await.unwrap(),
+        SessionState::Expired(r) if r.user == "alice"
+    ));
+    assert_eq!(b.use_session(&id, 101).await.unwrap(), SessionState::Gone);
+    assert_eq!(a.session_alive(&id, 101).await.unwrap(), SessionState::Gone);
+    assert!(a.sessions_of_user("alice", 101).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_ended_session_says_why_on_every_replica() {
+    let entity_id = format!("https://sp.test/{}", random_token().unwrap());
+    let a = store_for(&entity_id).await;
+    let b = store_for(&entity_id).await;
+    let id = a.create_session(record("alice"), 0).await.unwrap();
+    a.delete_session(&id, EndReason::Logout, 1).await.unwrap();
+    assert_eq!(
+        b.session_alive(&id, 2).await.unwrap(),
+        SessionState::Ended(EndReason::Logout)
+    );
+    let other = SessionId::generate().unwrap();
+    assert_eq!(
+        b.session_alive(&other, 2).await.unwrap(),
+        SessionState::Gone
+    );
+
+    let one = a.create_session(record("bob"), 0).await.unwrap();
+    let two = a.create_session(record("bob"), 5).await.unwrap();
+    let revoked = b
+        .revoke_sessions_of_user("bob", EndReason::Admin, 10)
+        .await
+        .unwrap();
+    let mut hashes: Vec<String> = revoked.iter().map(|s| s.hash.clone()).collect();
+    hashes.sort();
+    let mut want = vec![sha256_hex(one.expose()), sha256_hex(two.expose())];
+    want.sort();
+    assert_eq!(hashes, want);
+    assert!(revoked.iter().all(|s| s.record.user == "bob"));
+    for id in [&one, &two] {
+        assert_eq!(
+            a.session_alive(id, 11).await.unwrap(),
+            SessionState::Ended(EndReason::Admin)
+        );
+    }
+}
+
+#[tokio::test]
+async fn live_sessions_are_listed_without_their_ids() {
+    let s = store().await;
+    let b1 = s.create_session(record("bob"), 10).await.unwrap();
+    let a1 = s.create_session(record("alice"), 20).await.unwrap();
+    let a0 = s.create_session(record("alice"), 0).await.unwrap();
+    let gone = s.create_session(record("carol"), 0).await.unwrap();
+    s.delete_session(&gone, EndReason::Logout, 1).await.unwrap();
+    let listed = s.list_sessions(50).await.unwrap();
+    let got: Vec<(String, String, i64)> = listed
+        .iter()
+        .map(|x| (x.record.user.clone(), x.hash.clone(), x.record.created_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), sha256_hex(a0.expose()), 0),
+            ("alice".into(), sha256_hex(a1.expose()), 20),
+            ("bob".into(), sha256_hex(b1.expose()), 10),
+        ]
+    );
+    // At 105 the sessions made at 0 have passed their idle deadline.
+    let later: Vec<String> = s
+        .list_sessions(105)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.hash)
+        .collect();
+    assert_eq!(
+        later,
+        vec![sha256_hex(a1.expose()), sha256_hex(b1.expose())]
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,173 @@
+//! Closes the WebSockets of sessions that end.
+//!
+//! A WebSocket is authorized once, at its upgrade; after that, bytes flow both ways without the
+//! gateway seeing a request. So [`crate::proxy`] gives every proxied socket a [`SessionWatch`]
+//! and races it against the byte copy. The watch looks at the session every two seconds or so,
+//! jittered so that sockets opened together do not query the store in step, with
+//! [`session_store::Store::session_alive`]: a look that never counts as use, so an open tab
+//! does not keep an idle session alive. When the session has expired or was ended (logout,
+//! revocation), on this replica or any other sharing the store, the copy stops, both
+//! connections close, and `session_expired` or `session_revoked` goes to the audit log.
+//!
+//! When the store does not answer, the socket stays open for [`STORE_ERROR_GRACE`] (a Redis
+//! restart should not drop every socket), then closes: a session that cannot be checked is
+//! not trusted for longer.
+
+use std::time::{Duration, Instant};
+
+use session_store::{SessionId, SessionRecord, SessionState, UnixTime};
+
+use crate::audit::{Event, Record};
+use crate::state::{session_hash, unix_now, SharedState};
+
+/// Mean pause between two looks at a session; each pause is this ± a quarter.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a socket stays open while its session cannot be checked.
+pub const STORE_ERROR_GRACE: Duration = Duration::from_secs(30);
+
+/// Why a watched socket closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The session passed a timeout; the code says which (`idle_timeout`, `lifetime_ended`).
+    Expired(&'static str),
+    /// The session was ended; the code says why (`logout`, `admin`, ...).
+    Ended(&'static str),
+    /// The store has not answered for [`STORE_ERROR_GRACE`].
+    StoreUnavailable,
+}
+
+/// The watch over one WebSocket's session.
+pub struct SessionWatch {
+    state: SharedState,
+    id: SessionId,
+    session: SessionRecord,
+    /// When the session stops being live unless used, as last seen.
+    deadline: UnixTime,
+    /// The upgrade request's audit fields (client, path).
+    audit: Record,
+}
+
+impl SessionWatch {
+    /// A watch over the session `id`, found live as `session` when the socket was opened.
+    pub fn new(
+        state: SharedState,
+        id: SessionId,
+        session: SessionRecord,
+        audit: Record,
+    ) -> SessionWatch {
+        let deadline = deadline(&state, &session);
+        SessionWatch {
+            state,
+            id,
+            session,
+            deadline,
+            audit,
+        }
+    }
+
+    /// Waits until the session ends (or cannot be checked for too long) and says why.
+    pub async fn until_ended(&mut self) -> Ending {
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(jittered(CHECK_INTERVAL)).await;
+            let now = unix_now();
+            match self.state.store.session_alive(&self.id, now).await {
+                Ok(SessionState::Live(record)) => {
+                    failing_since = None;
+                    self.deadline = deadline(&self.state, &record);
+                    self.session = record;
+                }
+                Ok(SessionState::Expired(record)) => {
+                    // Claim the expiry, so that no later request reports it a second time.
+                    if let Err(e) = self.state.store.use_session(&self.id, now).await {
+                        tracing::debug!(error = %e, "could not remove an expired session");
+                    }
+                    return Ending::Expired(expiry_reason(&record, now));
+                }
+                Ok(SessionState::Ended(reason)) => return Ending::Ended(reason.code()),
+                // Removed without a marker: by whoever reported its expiry first, or it is
+                // otherwise unknown now (store emptied, record of another format).
+                Ok(SessionState::Gone) if now >= self.deadline => {
+                    return Ending::Expired(expiry_reason(&self.session, now));
+                }
+                Ok(SessionState::Gone) => return Ending::Ended("session_gone"),
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= STORE_ERROR_GRACE {
+                        return Ending::StoreUnavailable;
+                    }
+                    tracing::warn!(error = %e, "cannot check the session of an open WebSocket");
+                }
+            }
+        }
+    }
+
+    /// Writes what ended the socket: to the audit log for a session that ended, to the
+    /// service log for a store that did not answer.
+    pub async fn report(self, ending: Ending) {
+        let mut record = self.audit;
+        record.user = Some(self.session.user);
+        record.idp = Some(self.session.idp);
+        record.session = Some(session_hash(self.id.expose()));
+        let (event, reason) = match ending {
+            Ending::Expired(reason) => (Event::SessionExpired, reason),
+            Ending::Ended(reason) => (Event::SessionRevoked, reason),
+            Ending::StoreUnavailable => {
+                tracing::warn!(
+                    session = record.session.as_deref().unwrap_or(""),
+                    grace_secs = STORE_ERROR_GRACE.as_secs(),
+                    "closed a WebSocket: its session could not be checked (session store \
+                     unavailable)"
+                );
+                return;
+            }
+        };
+        tracing::info!(
+            session = record.session.as_deref().unwrap_or(""),
+            reason,
+            "closed a WebSocket: its session ended"
+        );
+        record.event = Some(event);
+        record.reason = Some(reason.to_string());
+        if let Err(e) = self.state.audit.record(record).await {
+            tracing::error!(error = %e, "audit log write failed for a closed WebSocket");
+        }
+    }
+}
+
+/// `idle_timeout` or `lifetime_ended` (max_lifetime or the IdP's `SessionNotOnOrAfter`).
+pub fn expiry_reason(record: &SessionRecord, now: UnixTime) -> &'static str {
+    if now >= record.expires_at {
+        "lifetime_ended"
+    } else {
+        "idle_timeout"
+    }
+}
+
+fn deadline(state: &SharedState, record: &SessionRecord) -> UnixTime {
+    let idle = i64::try_from(state.config.sessions.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+    record.expires_at.min(record.last_seen.saturating_add(idle))
+}
+
+/// `mean` ± 25 %, from the system random generator (the mean when it fails).
+fn jittered(mean: Duration) -> Duration {
+    let spread = session_store::random_bytes::<2>()
+        .map(u16::from_le_bytes)
+        .unwrap_or(u16::MAX / 2);
+    // 0.75 .. 1.25 of the mean.
+    let factor = 0.75 + f64::from(spread) / f64::from(u16::MAX) / 2.0;
+    mean.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_are_spread_around_two_seconds() {
+        for _ in 0..100 {
+            let d = jittered(CHECK_INTERVAL);
+            assert!(d >= Duration::from_millis(1500) && d <= Duration::from_millis(2500));
+        }
+    }
+}

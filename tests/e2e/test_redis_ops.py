@@ -1,0 +1,157 @@
+"""Operating the shared store: the revocation command, Redis restarts, start-up before Redis.
+
+- `saml-gateway sessions list|revoke --config FILE` works on the Redis the replicas share: a
+  revoked session ends on every replica and its open WebSockets close; with the memory store
+  the commands refuse, since no other process can reach a gateway's memory.
+- With `appendonly yes` and `appendfsync always`, a Redis killed and started again on the same
+  directory keeps every session: users stay signed in.
+- With `sessions.redis_connect_retry`, a gateway started before its Redis waits for it.
+"""
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+import testbed
+from deploy import seconds_until_closed, until
+from flows import cookie_header, login, login_until_acs, new_client, open_stream, post_to_acs
+from flows import run_app
+
+
+def sessions_command(binary, config_path, *args):
+    return subprocess.run([str(binary), "sessions", *args, "--config", str(config_path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def health(client, replica):
+    return client.get(replica.url + "/_stcore/health", allow_redirects=False).status_code
+
+
+def _login_hashes(replica, mark, user):
+    """The session hashes of `user`'s logins after `mark`, oldest first."""
+    return [r["session"] for r in replica.audit_since(mark)
+            if r["event"] == "login_success" and r["user"] == user]
+
+
+def test_an_admin_lists_and_revokes_a_users_sessions_on_every_replica(pair, deployment):
+    a, b = pair
+    binary = deployment.binary
+    alice, alice2, bob = new_client(), new_client(), new_client()
+    mark = a.audit_mark()
+    login(alice, a.url, "alice", "alice-pass")
+    login(alice2, a.url, "alice", "alice-pass")
+    login(bob, a.url, "bob", "bob-pass")
+    alice_hash, alice2_hash = _login_hashes(a, mark, "alice")
+    [bob_hash] = _login_hashes(a, mark, "bob")
+
+    r = sessions_command(binary, a.gateway.config_path, "list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["USER", "NAMEID", "SESSION", "CREATED", "LAST", "SEEN",
+                                "EXPIRES"]
+    rows = {line.split()[2]: line.split() for line in lines[1:-1]}
+    assert rows[alice_hash][:2] == ["alice", "alice"]
+    assert rows[bob_hash][:2] == ["bob", "bob"]
+    assert rows[alice2_hash][:2] == ["alice", "alice"]
+    for client in (alice, alice2, bob):
+        assert client.cookies.get("saml-session") not in r.stdout
+
+    ws = open_stream(b.url, {"Cookie": cookie_header(alice)}, origin=a.url)
+    mark_a, mark_b = a.audit_mark(), b.audit_mark()
+    try:
+        r = sessions_command(binary, b.gateway.config_path, "revoke", "--user", "alice")
+        assert r.returncode == 0, r.stderr
+        assert "revoked on every replica" in r.stdout
+        took = seconds_until_closed(ws, 5)
+    finally:
+        ws.close()
+    for client in (alice, alice2):
+        assert health(client, a) == 401 and health(client, b) == 401
+    assert health(bob, b) == 200
+
+    # The command audits each revocation in the audit file of the config it was given (B's),
+    # and B audits the socket it closed.
+    revoked = [r for r in b.audit_since(mark_b) if r["event"] == "session_revoked"]
+    by_command = [r for r in revoked if r.get("path") is None]
+    by_socket = [r for r in revoked if r.get("path") == "/_stcore/stream"]
+    assert {(r["reason"], r["user"]) for r in revoked} == {("admin", "alice")}
+    assert {alice_hash, alice2_hash} <= {r["session"] for r in by_command}
+    assert [r["session"] for r in by_socket] == [alice_hash]
+    assert a.audit_since(mark_a) == []
+
+    r = sessions_command(binary, a.gateway.config_path, "list")
+    assert r.returncode == 0, r.stderr
+    listed = [line.split() for line in r.stdout.splitlines()[1:-1]]
+    assert "alice" not in [row[0] for row in listed]
+    assert bob_hash in [row[2] for row in listed]
+    print(f"socket closed {took:.1f} s after the revocation")
+
+
+def test_the_commands_refuse_the_memory_store(bed):
+    for args in (["list"], ["revoke", "--user", "alice"]):
+        r = sessions_command(bed.gateway.binary, bed.gateway.config_path, *args)
+        assert r.returncode != 0
+        assert "sessions.store: is `memory`" in r.stderr
+        assert "no other process can list or end them" in r.stderr
+
+
+def test_sessions_survive_a_redis_crash_with_appendonly_always(deployment):
+    work = deployment.work / "redis-aof"
+    redis = testbed.Redis(work, appendonly=True, appendfsync="always").start()
+    again = None
+    try:
+        c = deployment.replica("aof", redis.url)
+        client = new_client()
+        form = login_until_acs(client, c.url, "alice", "alice-pass")
+        assert post_to_acs(client, c.deliver(form)).status_code == 303
+        assert health(client, c) == 200
+
+        redis.crash()
+        assert health(client, c) == 503
+        again = testbed.Redis(work, port=redis.port, appendonly=True,
+                              appendfsync="always").start()
+        seen = []
+        until(lambda: seen.append(health(client, c)) or seen[-1] == 200, 15,
+              "no 200 after Redis came back")
+        assert 401 not in seen, f"the session was lost: {seen}"
+        page = run_app(c.url, {"Cookie": cookie_header(client)}, origin=deployment.public_url)
+        assert page.headers["x-auth-user"] == ["alice"]
+    finally:
+        for server in (redis, again):
+            if server is not None:
+                server.stop()
+
+
+def test_start_up_waits_for_redis_within_redis_connect_retry(deployment):
+    redis = testbed.Redis(deployment.work / "redis-late")
+    gateway = deployment.gateway("late", redis.url, sessions="  redis_connect_retry: 10s\n")
+    timer = threading.Timer(2.0, redis.start)
+    started = time.monotonic()
+    timer.start()
+    try:
+        replica = deployment.started(gateway)
+        waited = time.monotonic() - started
+        assert waited >= 2
+        assert "Redis is not reachable yet" in gateway.log_path.read_text()
+        client = new_client()
+        form = login_until_acs(client, replica.url, "bob", "bob-pass")
+        assert post_to_acs(client, replica.deliver(form)).status_code == 303
+        assert health(client, replica) == 200
+    finally:
+        timer.join()
+        redis.stop()
+
+
+def test_start_up_gives_up_when_redis_connect_retry_has_passed(deployment):
+    port = testbed.free_port()  # nothing listens there
+    gateway = deployment.gateway("never", f"redis://127.0.0.1:{port}/0",
+                                 sessions="  redis_connect_retry: 2s\n")
+    started = time.monotonic()
+    with pytest.raises(testbed.StartError):
+        deployment.started(gateway)
+    assert 2 <= time.monotonic() - started < 20
+    log = gateway.log_path.read_text()
+    assert f"sessions.redis_url: cannot connect to Redis at 127.0.0.1:{port}" in log
+    assert "redis_connect_retry: 2s" in log
