@@ -69,6 +69,21 @@ pub struct SessionRecord {
     pub last_seen: UnixTime,
 }
 
+impl SessionRecord {
+    /// Stamps a new session made at `now`: its creation and last use, and its end, the earlier
+    /// of `now + max_lifetime` and the `expires_at` it came with (SessionNotOnOrAfter) if set.
+    pub fn start(&mut self, now: UnixTime, timeouts: &crate::SessionTimeouts) {
+        let cap = now.saturating_add(timeouts.max_lifetime);
+        self.expires_at = if self.expires_at > 0 {
+            self.expires_at.min(cap)
+        } else {
+            cap
+        };
+        self.created_at = now;
+        self.last_seen = now;
+    }
+}
+
 /// The current session record format.
 pub const SESSION_VERSION: u32 = 1;
 

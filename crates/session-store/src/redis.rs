@@ -443,14 +443,7 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<SessionId, StoreError> {
         let id = SessionId::generate()?;
-        let cap = now.saturating_add(self.timeouts.max_lifetime);
-        record.expires_at = if record.expires_at > 0 {
-            record.expires_at.min(cap)
-        } else {
-            cap
-        };
-        record.created_at = now;
-        record.last_seen = now;
+        record.start(now, &self.timeouts);
         let ttl = self.session_ttl(&record, now);
         if ttl <= 0 {
             // Already past SessionNotOnOrAfter: an ID that names nothing.
