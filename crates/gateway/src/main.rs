@@ -128,13 +128,30 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Metadata { config } => {
             let config = config::Config::load(&config)?;
+            // Only `serve` creates a key pair: a command run by hand, perhaps as another user,
+            // must not leave key files behind.
+            if key_pair_absent(&config) {
+                anyhow::bail!(
+                    "{}: sp.key_file: {} does not exist yet; run `saml-gateway keygen` or start \
+                     `serve` once, which generates the key pair",
+                    config.file.display(),
+                    config.sp.key_file.display()
+                );
+            }
             let (keys, _) = server::load_keys(&config)?;
             print!("{}", state::sp_metadata(&config, &keys)?);
             Ok(())
         }
         Command::CheckConfig { config: path } => {
             let config = config::Config::load(&path)?;
-            server::load_keys(&config)?;
+            if key_pair_absent(&config) {
+                println!(
+                    "{}: sp.key_file and sp.cert_file do not exist yet; `serve` will generate them",
+                    path.display()
+                );
+            } else {
+                server::load_keys(&config)?;
+            }
             server::warnings(&config);
             println!(
                 "{}: OK (IdP {} from {}, {} signing certificate(s), {} route(s))",
@@ -173,4 +190,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// True when neither SP key file exists (the state in which `serve` generates the pair).
+fn key_pair_absent(config: &config::Config) -> bool {
+    !config.sp.key_file.exists() && !config.sp.cert_file.exists()
 }
