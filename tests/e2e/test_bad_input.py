@@ -99,3 +99,17 @@ def test_return_to_outside_the_site_lands_on_root(bed, return_to):
     r = post_to_acs(client, form)
     assert r.status_code == 303
     assert r.headers["Location"] == "/"
+
+
+def test_trickled_acs_body_times_out_and_is_audited(bed):
+    import socket
+
+    mark = bed.audit_mark()
+    with socket.create_connection(("127.0.0.1", bed.gateway.port), timeout=30) as s:
+        s.sendall(b"POST /saml/acs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/x-www-form-urlencoded\r\n"
+                  b"Content-Length: 1000\r\n\r\nSAMLResponse=")
+        answer = s.recv(4096).decode(errors="replace")  # waits for the gateway's 15 s limit
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    [record] = bed.audit_since(mark)
+    assert (record["event"], record["reason"]) == ("login_failure", "request_timeout")

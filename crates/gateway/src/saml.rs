@@ -38,6 +38,9 @@ use crate::pages::{self, escape_html};
 use crate::redirect::local_path;
 use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
 
+/// Longest time the ACS waits for the whole form body.
+const ACS_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Query of `/saml/login`.
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -147,8 +150,11 @@ async fn finish_login(
 ) -> Result<Response, Failure> {
     // Room for the form's other fields and percent-encoding of the base64 value.
     let limit = state.config.max_saml_response_bytes * 3 / 2 + 4096;
-    let bytes = axum::body::to_bytes(body, limit)
+    // A browser posts the form at once; a client that trickles it holds a connection and a
+    // buffer for nothing.
+    let bytes = tokio::time::timeout(ACS_BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| Failure::timeout())?
         .map_err(|_| Failure::from(ValidationError::Message(MessageError::TooLarge)))?;
     let mut saml_response = None;
     let mut relay_state = None;
@@ -429,6 +435,15 @@ impl Failure {
             status: StatusCode::BAD_REQUEST,
             reason,
             detail: detail.to_string(),
+            audit_detail: None,
+        }
+    }
+
+    fn timeout() -> Failure {
+        Failure {
+            status: StatusCode::REQUEST_TIMEOUT,
+            reason: "request_timeout",
+            detail: "The sign-in response arrived too slowly. Start again.".to_string(),
             audit_detail: None,
         }
     }
