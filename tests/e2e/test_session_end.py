@@ -1,25 +1,29 @@
 """A WebSocket lives no longer than its session.
 
 The gateway checks the session of every open WebSocket every two seconds or so (a look that
-does not count as use) and closes the socket within 5 s of the session's end: a logout, an
+counts as use only when the user sent a message over the socket since the last one; pongs do
+not count) and closes the socket within 5 s of the session's end: a logout, an
 administrator's revocation (test_redis_ops.py) or a timeout, on any replica sharing the store.
 Each closed socket is audited as `session_revoked` (reason `logout`, `admin`, ...) or
 `session_expired` (reason `idle_timeout`, `lifetime_ended`); a plain request that finds its
 session expired writes one `session_expired` too, and only the first such request does.
 
-The idle-timeout tests run a deployment of their own with `idle_timeout: 4s` and two gateways:
+The idle-timeout tests run a deployment of their own with `idle_timeout: 6s` and two gateways:
 one with the memory store, one with the Redis at REDIS_URL.
 """
 
 import time
 
 import pytest
+import websocket
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ClientState_pb2 import ClientState
 
 import deploy
 from deploy import logout, seconds_until_closed
 from flows import cookie_header, login, login_until_acs, new_client, open_stream, post_to_acs
 
-IDLE = 4
+IDLE = 6
 # The longest a socket may stay open after its session ended.
 CUT_OFF = 5
 
@@ -63,7 +67,7 @@ def test_logout_closes_the_sockets_of_that_session_only(bed):
 
 @pytest.fixture(scope="module")
 def short_idle(bed):
-    """Gateways with idle_timeout 4s: "memory" (memory store) and "redis" (REDIS_URL)."""
+    """Gateways with idle_timeout 6s: "memory" (memory store) and "redis" (REDIS_URL)."""
     if not deploy.redis_answers(deploy.REDIS_URL):
         pytest.fail(f"no Redis answers at REDIS_URL={deploy.REDIS_URL}", pytrace=False)
     d = deploy.Deployment(bed.work / "short-idle", bed.gateway.binary, bed.streamlit.port,
@@ -132,6 +136,48 @@ def test_a_used_session_stays_open_past_the_idle_timeout(short_idle):
     for _ in range(4):
         time.sleep(IDLE / 2)
         assert _health(client, gw) == 200
+
+
+def _drain(ws):
+    ws.settimeout(0.2)
+    try:
+        while True:
+            ws.recv_data(control_frame=True)
+    except websocket.WebSocketTimeoutException:
+        pass
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_messages_over_the_socket_count_as_use_and_pongs_do_not(short_idle, store):
+    d, replicas = short_idle
+    gw = replicas[store]
+    client = new_client()
+    _login(client, gw)
+    ws = open_stream(gw.url, {"Cookie": cookie_header(client)}, origin=d.public_url)
+    rerun = BackMsg(rerun_script=ClientState(query_string="")).SerializeToString()
+    try:
+        # A user working in the page: a message every second, for twice the idle timeout.
+        started = time.monotonic()
+        while time.monotonic() - started < 2 * IDLE:
+            ws.send_binary(rerun)
+            _drain(ws)
+            time.sleep(1)
+        assert _health(client, gw) == 200
+        # An open tab that only answers pings: pongs keep nothing alive.
+        mark = gw.audit_mark()
+        started = time.monotonic()
+        while time.monotonic() - started < IDLE + CUT_OFF:
+            try:
+                ws.pong(b"keep")
+                _drain(ws)
+            except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("a socket that only sent pongs outlived the idle timeout")
+    finally:
+        ws.close()
+    assert [r["event"] for r in gw.audit_since(mark)] == ["session_expired"]
 
 
 def test_logout_on_one_replica_closes_the_socket_on_the_other(pair):

@@ -19,6 +19,7 @@ mod server;
 mod session_admin;
 mod session_watch;
 mod state;
+mod ws_activity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

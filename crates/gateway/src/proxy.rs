@@ -11,6 +11,8 @@
 //! or the session ends ([`crate::session_watch`]), whichever comes first.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -24,6 +26,7 @@ use crate::config::{IdentityHeaders, Route};
 use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
 use crate::session_watch::SessionWatch;
 use crate::state::{audit_record, SharedState};
+use crate::ws_activity::TrackedClient;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -154,9 +157,16 @@ pub async fn forward(
 ) -> Response {
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let active = Arc::new(AtomicBool::new(false));
     let watch = upgrade.then(|| {
         let audit = audit_record(peer, request.headers(), request.uri().path());
-        SessionWatch::new(state.clone(), id.clone(), session.clone(), audit)
+        SessionWatch::new(
+            state.clone(),
+            id.clone(),
+            session.clone(),
+            audit,
+            active.clone(),
+        )
     });
 
     let path_and_query = request
@@ -210,7 +220,7 @@ pub async fn forward(
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
+                        let mut client = TrackedClient::new(TokioIo::new(client), active);
                         let mut upstream = TokioIo::new(upstream);
                         let ending = tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => None,

@@ -3,8 +3,10 @@
 //! A WebSocket is authorized once, at its upgrade; after that, bytes flow both ways without the
 //! gateway seeing a request. So [`crate::proxy`] gives every proxied socket a [`SessionWatch`]
 //! and races it against the byte copy. The watch looks at the session every two seconds or so,
-//! jittered so that sockets opened together do not query the store in step, with
-//! [`session_store::Store::session_alive`]: a look that never counts as use, so an open tab
+//! jittered so that sockets opened together do not query the store in step. When the user sent
+//! a message over the socket since the last look ([`crate::ws_activity`]), the look is a use of
+//! the session ([`session_store::Store::use_session`]) and slides its idle timeout; otherwise it
+//! is [`session_store::Store::session_alive`], which never counts as use, so an open tab alone
 //! does not keep an idle session alive. When the session has expired or was ended (logout,
 //! revocation), on this replica or any other sharing the store, the copy stops, both
 //! connections close, and `session_expired` or `session_revoked` goes to the audit log.
@@ -13,6 +15,8 @@
 //! restart should not drop every socket), then closes: a session that cannot be checked is
 //! not trusted for longer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_store::{SessionId, SessionRecord, SessionState, UnixTime};
@@ -30,7 +34,10 @@ pub const STORE_ERROR_GRACE: Duration = Duration::from_secs(30);
 pub enum Ending {
     /// The session passed a timeout; the code says which (`idle_timeout`, `lifetime_ended`).
     Expired(&'static str),
-    /// The session was ended; the code says why (`logout`, `admin`, ...).
+    /// As `Expired`, but a request or another socket reported the expiry already.
+    ExpiryReported(&'static str),
+    /// The session was ended; the code says why (`logout`, `admin`, ..., or `session_gone`
+    /// when it vanished without a marker).
     Ended(&'static str),
     /// The store has not answered for [`STORE_ERROR_GRACE`].
     StoreUnavailable,
@@ -45,6 +52,8 @@ pub struct SessionWatch {
     deadline: UnixTime,
     /// The upgrade request's audit fields (client, path).
     audit: Record,
+    /// Raised by the proxy when the client sent a data frame; lowered at each look.
+    active: Arc<AtomicBool>,
 }
 
 impl SessionWatch {
@@ -54,6 +63,7 @@ impl SessionWatch {
         id: SessionId,
         session: SessionRecord,
         audit: Record,
+        active: Arc<AtomicBool>,
     ) -> SessionWatch {
         let deadline = deadline(&state, &session);
         SessionWatch {
@@ -62,6 +72,7 @@ impl SessionWatch {
             session,
             deadline,
             audit,
+            active,
         }
     }
 
@@ -71,18 +82,25 @@ impl SessionWatch {
         loop {
             tokio::time::sleep(jittered(CHECK_INTERVAL)).await;
             let now = unix_now();
-            match self.state.store.session_alive(&self.id, now).await {
+            let store = &self.state.store;
+            let looked = if self.active.swap(false, Ordering::Relaxed) {
+                store.use_session(&self.id, now).await
+            } else {
+                store.session_alive(&self.id, now).await
+            };
+            match looked {
                 Ok(SessionState::Live(record)) => {
                     failing_since = None;
                     self.deadline = deadline(&self.state, &record);
                     self.session = record;
                 }
                 Ok(SessionState::Expired(record)) => {
-                    // Claim the expiry, so that no later request reports it a second time.
-                    if let Err(e) = self.state.store.use_session(&self.id, now).await {
-                        tracing::debug!(error = %e, "could not remove an expired session");
-                    }
-                    return Ending::Expired(expiry_reason(&record, now));
+                    // Claim the expiry: whoever removes the record reports it, once.
+                    let reason = expiry_reason(&record, now);
+                    return match store.use_session(&self.id, now).await {
+                        Ok(SessionState::Expired(_)) => Ending::Expired(reason),
+                        _ => Ending::ExpiryReported(reason),
+                    };
                 }
                 Ok(SessionState::Ended(reason)) => return Ending::Ended(reason.code()),
                 // Removed without a marker: by whoever reported its expiry first, or it is
@@ -92,11 +110,18 @@ impl SessionWatch {
                 }
                 Ok(SessionState::Gone) => return Ending::Ended("session_gone"),
                 Err(e) => {
+                    // What is known already still counts: a session past its time is over.
+                    if now >= self.deadline {
+                        return Ending::Expired(expiry_reason(&self.session, now));
+                    }
+                    if failing_since.is_none() {
+                        // Once per socket: an outage must not flood the log.
+                        tracing::warn!(error = %e, "cannot check the session of an open WebSocket");
+                    }
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= STORE_ERROR_GRACE {
                         return Ending::StoreUnavailable;
                     }
-                    tracing::warn!(error = %e, "cannot check the session of an open WebSocket");
                 }
             }
         }
@@ -112,6 +137,14 @@ impl SessionWatch {
         let (event, reason) = match ending {
             Ending::Expired(reason) => (Event::SessionExpired, reason),
             Ending::Ended(reason) => (Event::SessionRevoked, reason),
+            Ending::ExpiryReported(reason) => {
+                tracing::info!(
+                    session = record.session.as_deref().unwrap_or(""),
+                    reason,
+                    "closed a WebSocket: its session expired (already in the audit log)"
+                );
+                return;
+            }
             Ending::StoreUnavailable => {
                 tracing::warn!(
                     session = record.session.as_deref().unwrap_or(""),

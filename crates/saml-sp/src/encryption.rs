@@ -126,12 +126,14 @@ pub fn decrypt_assertion(
         .or_else(|| encrypted.only_child(XENC_NS, "EncryptedKey"))
         .ok_or(DecryptionError)?;
     let wrapped = cipher_value(encrypted_key)?;
+    // Everything that can fail on its own is checked before the RSA step, so that the work
+    // after it is the same whatever the key transport's padding held.
+    let content = cipher_value(data)?;
     let key = decryption
         .keys
         .iter()
         .find_map(|k| unwrap_key(encrypted_key, &wrapped, k).ok())
         .ok_or(DecryptionError)?;
-    let content = cipher_value(data)?;
     let plain = match algorithm {
         ContentAlgorithm::Gcm(len) => decrypt_gcm(len, &key, &content)?,
         ContentAlgorithm::Cbc(len) => decrypt_cbc(len, &key, &content)?,

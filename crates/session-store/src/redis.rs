@@ -57,6 +57,17 @@ use crate::{
     EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
     StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
 };
+/// Lua for ending one session inside a script: removes the record and, when there was one,
+/// leaves the end marker with the reason, atomically. Shared by logout and revocation.
+macro_rules! end_session_lua {
+    () => {
+        "local function end_session(session_key, marker_key, reason, secs) \
+           local v = redis.call('GETDEL', session_key) \
+           if v then redis.call('SET', marker_key, reason, 'EX', secs) end \
+           return v \
+         end "
+    };
+}
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -227,19 +238,23 @@ impl RedisStore {
         reason: EndReason,
         now: UnixTime,
     ) -> Result<Vec<StoredSession>, StoreError> {
-        const SCRIPT: &str = "local out = {} \
+        const SCRIPT: &str = concat!(
+            end_session_lua!(),
+            "local out = {} \
             for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
-              local v = redis.call('GETDEL', ARGV[1] .. h) \
+              local v = end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \
               if v then \
-                redis.call('SET', ARGV[2] .. h, ARGV[3], 'EX', ARGV[4]) \
                 table.insert(out, h) \
                 table.insert(out, v) \
               end \
             end \
             redis.call('DEL', KEYS[1]) \
-            return out";
+            return out"
+        );
         let mut c = self.connection.clone();
-        let flat: Vec<String> = redis::cmd("EVAL")
+        // Bytes, not strings: one undecodable value must not hide the revocations that the
+        // script has already carried out.
+        let flat: Vec<Vec<u8>> = redis::cmd("EVAL")
             .arg(SCRIPT)
             .arg(1)
             .arg(self.user_key(name_id))
@@ -253,9 +268,10 @@ impl RedisStore {
         Ok(flat
             .chunks_exact(2)
             .filter_map(|pair| {
-                let record = decode::<SessionRecord>(&pair[1], "session")?;
+                let record =
+                    decode::<SessionRecord>(&String::from_utf8_lossy(&pair[1]), "session")?;
                 self.timeouts.is_live(&record, now).then(|| StoredSession {
-                    hash: pair[0].clone(),
+                    hash: String::from_utf8_lossy(&pair[0]).into_owned(),
                     record,
                 })
             })
@@ -549,25 +565,29 @@ impl Store for RedisStore {
         reason: EndReason,
         _now: UnixTime,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        const SCRIPT: &str = concat!(
+            end_session_lua!(),
+            "return end_session(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+        );
         let hash = sha256_hex(id.expose());
         let mut c = self.connection.clone();
-        let json: Option<String> = c
-            .get_del(self.session_key(&hash))
+        // One script: a watcher that no longer finds the record finds the reason, and no
+        // failure can leave a removed session without its marker.
+        let json: Option<Vec<u8>> = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(2)
+            .arg(self.session_key(&hash))
+            .arg(self.ended_key(&hash))
+            .arg(reason.code())
+            .arg(END_MARKER_SECS)
+            .query_async(&mut c)
             .await
             .map_err(unavailable)?;
         let Some(json) = json else {
             return Ok(None);
         };
-        // The marker goes first: a watcher that no longer finds the record finds the reason.
-        let _: () = c
-            .set_ex(
-                self.ended_key(&hash),
-                reason.code(),
-                expiry(END_MARKER_SECS),
-            )
-            .await
-            .map_err(unavailable)?;
-        let Some(record) = decode::<SessionRecord>(&json, "session") else {
+        let Some(record) = decode::<SessionRecord>(&String::from_utf8_lossy(&json), "session")
+        else {
             return Ok(None);
         };
         let _: () = c
