@@ -312,7 +312,13 @@ fn namespace(result: ResolveResult<'_>) -> Result<Option<String>, XmlError> {
 /// node split by a comment match the original again, so that claims read from verified XML are
 /// the whole text. Returns the input unchanged when it has no comments.
 pub fn without_comments(input: &str) -> Result<std::borrow::Cow<'_, str>, XmlError> {
-    let mut reader = quick_xml::Reader::from_str(input);
+    // quick-xml skips a leading byte order mark without counting it in `buffer_position`, so
+    // the cuts are found in the text after it and the mark is put back in front.
+    let body = input.strip_prefix('\u{feff}').unwrap_or(input);
+    let bom = input
+        .get(..input.len() - body.len())
+        .ok_or(XmlError::Malformed)?;
+    let mut reader = quick_xml::Reader::from_str(body);
     reader.config_mut().check_comments = true;
     let mut cuts = Vec::new();
     loop {
@@ -327,12 +333,13 @@ pub fn without_comments(input: &str) -> Result<std::borrow::Cow<'_, str>, XmlErr
         return Ok(std::borrow::Cow::Borrowed(input));
     }
     let mut out = String::with_capacity(input.len());
+    out.push_str(bom);
     let mut from = 0;
     for cut in cuts {
-        out.push_str(input.get(from..cut.start).ok_or(XmlError::Malformed)?);
+        out.push_str(body.get(from..cut.start).ok_or(XmlError::Malformed)?);
         from = cut.end;
     }
-    out.push_str(input.get(from..).ok_or(XmlError::Malformed)?);
+    out.push_str(body.get(from..).ok_or(XmlError::Malformed)?);
     Ok(std::borrow::Cow::Owned(out))
 }
 
