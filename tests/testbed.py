@@ -79,6 +79,23 @@ def log_tail(path, lines=40):
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+class AuditReader:
+    """Reads a gateway's audit log (JSON Lines at `self.audit_path`) from a mark on."""
+
+    def audit_mark(self):
+        """A position in the audit log; `audit_since(mark)` returns what came after it."""
+        try:
+            return self.audit_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audit_since(self, mark):
+        """The audit records written after `mark`, parsed."""
+        with open(self.audit_path, "rb") as f:
+            f.seek(mark)
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+
 class Service:
     """One child process in its own process group, with a log file in `work`."""
 

@@ -6,7 +6,6 @@ and logs under target/e2e/. Every test logs in with its own client, so tests do 
 sessions; they share the gateway's audit log, which `bed.audit_since()` reads from a mark.
 """
 
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ ROOT = testbed.ROOT
 ARTIFACTS = ROOT / "target" / "e2e"
 
 
-class Bed:
+class Bed(testbed.AuditReader):
     """The running IdP, Streamlit app and gateway of one test run."""
 
     def __init__(self, work, idp, streamlit, gateway):
@@ -41,19 +40,6 @@ class Bed:
     @property
     def audit_path(self):
         return self.work / "audit.jsonl"
-
-    def audit_mark(self):
-        """A position in the audit log; `audit_since(mark)` returns what came after it."""
-        try:
-            return self.audit_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def audit_since(self, mark):
-        """The audit records written after `mark`, parsed."""
-        with open(self.audit_path, "rb") as f:
-            f.seek(mark)
-            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
     def gateway_alive(self):
         return self.gateway.proc is not None and self.gateway.proc.poll() is None

@@ -8,7 +8,6 @@ targets A's ACS; to deliver it to another replica a test swaps the host:port of 
 action (`Replica.deliver`).
 """
 
-import json
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ from flows import Form, forms
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 
 
-class Replica:
+class Replica(testbed.AuditReader):
     """One running gateway of the deployment, with its own audit log."""
 
     def __init__(self, gateway):
@@ -39,17 +38,6 @@ class Replica:
     @property
     def audit_path(self):
         return self.gateway.work / "audit.jsonl"
-
-    def audit_mark(self):
-        try:
-            return self.audit_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def audit_since(self, mark):
-        with open(self.audit_path, "rb") as f:
-            f.seek(mark)
-            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
     def deliver(self, form):
         """The IdP's answer form, addressed to this replica's ACS instead of A's."""

@@ -178,8 +178,7 @@ pub fn expiry_reason(record: &SessionRecord, now: UnixTime) -> &'static str {
 }
 
 fn deadline(state: &SharedState, record: &SessionRecord) -> UnixTime {
-    let idle = i64::try_from(state.config.sessions.idle_timeout.as_secs()).unwrap_or(i64::MAX);
-    record.expires_at.min(record.last_seen.saturating_add(idle))
+    crate::server::store_timeouts(&state.config).deadline(record)
 }
 
 /// `mean` ± 25 %, from the system random generator (the mean when it fails).

@@ -138,8 +138,7 @@ pub fn reference() -> String {
 
 /// Hash of a session ID for audit records: never the ID itself.
 pub fn session_hash(id: &str) -> String {
-    let digest = openssl::sha::sha256(id.as_bytes());
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    session_store::session_hash(id)
 }
 
 /// Current Unix time in seconds.

@@ -206,6 +206,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 }
 
+/// The name of a session in audit records, logs and listings: the first 96 bits of the SHA-256
+/// of its ID, in hex. Never the ID, which is a bearer credential.
+pub fn session_hash(id: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_bytes())[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Draws `N` random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     let mut bytes = [0u8; N];
