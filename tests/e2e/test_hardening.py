@@ -1,4 +1,4 @@
-"""What the gateway refuses or adds beyond the SAML checks: non-canonical paths, its own
+"""What the gateway refuses or adds beyond the SAML checks: path normalisation, its own
 namespace, foreign WebSocket origins, framing; and one session per browser."""
 
 import pytest
@@ -14,17 +14,33 @@ def alice(bed):
     return client
 
 
-@pytest.mark.parametrize("path", ["/_stcore/../_stcore/health", "/a//b", "/_stcore/%2e%2e/x",
-                                  "/%2F_stcore/health", "/./_stcore/health"])
-def test_paths_an_upstream_could_read_differently_are_refused(bed, alice, path):
-    # http.client would normalise nothing, but requests does; send the raw path.
+def raw_get(bed, path, cookie):
+    """(status, body) of a GET with `path` sent exactly as given (requests would normalise it)."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", bed.gateway.port, timeout=5)
-    conn.request("GET", path, headers={"Cookie": cookie_header(alice)})
-    r = conn.getresponse()
-    assert r.status == 400
-    conn.close()
+    try:
+        conn.request("GET", path, headers={"Cookie": cookie})
+        r = conn.getresponse()
+        return r.status, r.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/_stcore/../_stcore/health", "//_stcore//health",
+                                  "/x/%2e%2e/_stcore/health", "/%2F_stcore/health",
+                                  "/./_stcore/health", "/_stcore/health;x=1", "/%5Fstcore/health",
+                                  "/x\\..\\_stcore\\health"])
+def test_paths_are_normalised_and_the_upstream_gets_the_normal_form(bed, alice, path):
+    # Streamlit answers `ok` only at /_stcore/health: it received the normalised path.
+    assert raw_get(bed, path, cookie_header(alice)) == (200, "ok")
+
+
+@pytest.mark.parametrize("path", ["/a%zz", "/a%", "/a%00b", "/a%0d%0aX-Injected:%201"])
+def test_malformed_paths_are_refused(bed, alice, path):
+    status, body = raw_get(bed, path, cookie_header(alice))
+    assert status == 400
+    assert "X-Injected" not in body
 
 
 def test_unknown_gateway_paths_are_not_proxied(bed, alice):

@@ -4,7 +4,16 @@
 //! the assertion wins. Names are matched exactly, whatever their NameFormat. A preset fills the
 //! lists with the Names a vendor sends; explicit config replaces a field's list with one Name.
 
+use std::collections::BTreeMap;
+
 use saml_sp::Assertion;
+
+/// Most attribute Names kept in a session besides the mapped fields.
+pub const MAX_KEPT_ATTRIBUTES: usize = 64;
+/// Most values kept per attribute.
+pub const MAX_KEPT_VALUES: usize = 100;
+/// Longest value kept.
+pub const MAX_KEPT_VALUE_BYTES: usize = 1024;
 
 /// The attribute Name that stands for the subject's NameID in `user`.
 pub const NAME_ID: &str = "name_id";
@@ -136,12 +145,18 @@ impl AttributeMapping {
             .find_map(|n| first_value(assertion, n))
     }
 
-    /// The groups: the values of the first candidate present, empty values dropped.
-    pub fn groups(&self, assertion: &Assertion) -> Vec<String> {
+    /// The Name of the attribute the groups are read from: the first candidate present.
+    fn groups_attribute<'m>(&'m self, assertion: &Assertion) -> Option<&'m str> {
         self.groups
             .iter()
+            .find(|n| !assertion.attribute(n).is_empty())
+            .map(String::as_str)
+    }
+
+    /// The groups: the values of the first candidate present, empty values dropped.
+    pub fn groups(&self, assertion: &Assertion) -> Vec<String> {
+        self.groups_attribute(assertion)
             .map(|n| assertion.attribute(n))
-            .find(|values| !values.is_empty())
             .map(|values| {
                 values
                     .iter()
@@ -150,6 +165,30 @@ impl AttributeMapping {
                     .collect()
             })
             .unwrap_or_default()
+    }
+    /// The assertion's attributes other than the groups one, for rules on `attributes`:
+    /// at most [`MAX_KEPT_ATTRIBUTES`] Names with [`MAX_KEPT_VALUES`] non-empty values each
+    /// (the session is kept for hours; an IdP's whole directory entry is not).
+    pub fn other_attributes(&self, assertion: &Assertion) -> BTreeMap<String, Vec<String>> {
+        let groups = self.groups_attribute(assertion);
+        let mut out = BTreeMap::new();
+        for attribute in &assertion.attributes {
+            if Some(attribute.name.as_str()) == groups || out.len() >= MAX_KEPT_ATTRIBUTES {
+                continue;
+            }
+            let values: &mut Vec<String> = out.entry(attribute.name.clone()).or_default();
+            for v in &attribute.values {
+                let v = v.trim();
+                if !v.is_empty()
+                    && values.len() < MAX_KEPT_VALUES
+                    && v.len() <= MAX_KEPT_VALUE_BYTES
+                {
+                    values.push(v.to_string());
+                }
+            }
+        }
+        out.retain(|_, v| !v.is_empty());
+        out
     }
 }
 

@@ -66,6 +66,9 @@ pub struct Record {
     /// The request path (without query).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The route (app) name, for access decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// The AuthnRequest ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,

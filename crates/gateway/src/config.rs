@@ -15,6 +15,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::attributes::{AttributeMapping, Preset};
+use crate::identity_token::IdentityTokenConfig;
+use crate::routing::{check_routes, RawPaths, RawRoute, RouteTable};
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,11 @@ pub struct RawConfig {
     sessions: RawSessions,
     routes: Vec<RawRoute>,
     #[serde(default)]
+    paths: RawPaths,
+    #[serde(default)]
     identity_headers: RawIdentityHeaders,
+    #[serde(default)]
+    identity_token: RawIdentityToken,
     audit: RawAudit,
     #[serde(default)]
     limits: RawLimits,
@@ -119,16 +125,6 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    path: String,
-    upstream: String,
-    #[serde(default)]
-    allow_groups: Vec<String>,
-    forward_cookies: Option<Vec<String>>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIdentityHeaders {
@@ -136,6 +132,17 @@ struct RawIdentityHeaders {
     email: Option<String>,
     name: Option<String>,
     groups: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityToken {
+    enabled: Option<bool>,
+    header: Option<String>,
+    key_file: Option<PathBuf>,
+    next_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration_text")]
+    lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,19 +230,6 @@ pub struct SessionConfig {
     pub redis_connect_retry: Duration,
 }
 
-/// One proxied application.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Path prefix, starting with `/`.
-    pub path: String,
-    /// Upstream base URL (`http://host:port`), without a path.
-    pub upstream: hyper::Uri,
-    /// Groups allowed; empty means every signed-in user.
-    pub allow_groups: Vec<String>,
-    /// Cookie names forwarded to the upstream (a trailing `*` matches a prefix).
-    pub forward_cookies: Vec<String>,
-}
-
 /// Names of the identity headers sent upstream.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -266,10 +260,12 @@ pub struct Config {
     pub idp: IdpConfig,
     /// Session settings.
     pub sessions: SessionConfig,
-    /// Routes, longest prefix first.
-    pub routes: Vec<Route>,
+    /// Routes in lookup order.
+    pub routes: RouteTable,
     /// Identity header names.
     pub identity_headers: IdentityHeaders,
+    /// The signed identity token, unless switched off.
+    pub identity_token: Option<IdentityTokenConfig>,
     /// The audit log file.
     pub audit_file: PathBuf,
     /// Largest SAMLResponse form value accepted.
@@ -515,22 +511,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         )?,
     };
 
-    if raw.routes.is_empty() {
-        return Err(err("routes", "at least one route is needed"));
-    }
-    let mut routes = Vec::new();
-    for (i, r) in raw.routes.into_iter().enumerate() {
-        routes.push(check_route(r, &|k, m| err(&format!("routes[{i}].{k}"), m))?);
-    }
-    for (i, r) in routes.iter().enumerate() {
-        if routes[..i].iter().any(|o| o.path == r.path) {
-            return Err(err(
-                &format!("routes[{i}].path"),
-                "the same path is used by an earlier route",
-            ));
-        }
-    }
-    routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+    let routes = check_routes(raw.routes, raw.paths, &|k, m| err(k, m))?;
 
     let header = |key: &str, value: Option<String>, default: &str| {
         let name = value.unwrap_or_else(|| default.to_string());
@@ -548,6 +529,8 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         name: header("name", h.name, "X-Auth-Name")?,
         groups: header("groups", h.groups, "X-Auth-Groups")?,
     };
+
+    let identity_token = check_identity_token(raw.identity_token, &sp, &resolve, &err)?;
 
     let max_saml_response_bytes = raw.limits.max_saml_response_bytes.unwrap_or(256 * 1024);
     if !(1024..=16 * 1024 * 1024).contains(&max_saml_response_bytes) {
@@ -567,6 +550,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         sessions,
         routes,
         identity_headers,
+        identity_token,
         audit_file: resolve(&raw.audit.file),
         max_saml_response_bytes,
     })
@@ -672,52 +656,50 @@ fn unknown_preset(name: &str) -> String {
     )
 }
 
-fn check_route(
-    raw: RawRoute,
+fn check_identity_token(
+    raw: RawIdentityToken,
+    sp: &SpConfig,
+    resolve: &dyn Fn(&Path) -> PathBuf,
     err: &dyn Fn(&str, &str) -> ConfigError,
-) -> Result<Route, ConfigError> {
-    if !raw.path.starts_with('/') || raw.path.contains("//") || raw.path.contains("..") {
-        return Err(err("path", "must start with / and contain no // or .."));
+) -> Result<Option<IdentityTokenConfig>, ConfigError> {
+    if raw.enabled == Some(false) {
+        return Ok(None);
     }
-    if raw.path.starts_with("/saml/") || raw.path == "/saml" {
-        return Err(err(
-            "path",
-            "/saml is reserved for the gateway's own endpoints",
-        ));
-    }
-    let path = if raw.path.len() > 1 {
-        raw.path.trim_end_matches('/').to_string()
-    } else {
-        raw.path
+    let header = raw.header.unwrap_or_else(|| "X-Auth-Jwt".into());
+    let header = hyper::header::HeaderName::from_bytes(header.as_bytes())
+        .map_err(|_| err("identity_token.header", "not a valid HTTP header name"))?;
+    let key_file = match raw.key_file {
+        Some(p) => resolve(&p),
+        None => sp
+            .key_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("jwt.key"),
     };
-    let url = Url::parse(&raw.upstream).map_err(|_| {
-        err(
-            "upstream",
-            "not an absolute URL such as http://127.0.0.1:8501",
-        )
-    })?;
-    if url.scheme() != "http" || url.host().is_none() {
-        return Err(err("upstream", "must be an http:// URL with a host"));
-    }
-    if url.path() != "/" || url.query().is_some() {
+    let next_key_file = raw.next_key_file.map(|p| resolve(&p));
+    if next_key_file.as_ref() == Some(&key_file) {
         return Err(err(
-            "upstream",
-            "must not have a path or query; requests keep their own path",
+            "identity_token.next_key_file",
+            "must be another file than identity_token.key_file",
         ));
     }
-    let upstream: hyper::Uri = raw
-        .upstream
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| err("upstream", "not a valid URL"))?;
-    Ok(Route {
-        path,
-        upstream,
-        allow_groups: raw.allow_groups,
-        forward_cookies: raw
-            .forward_cookies
-            .unwrap_or_else(|| vec!["_streamlit_*".to_string()]),
-    })
+    let lifetime = match raw.lifetime.as_deref() {
+        None => Duration::from_secs(300),
+        Some(v) => parse_duration(v)
+            .filter(|d| (10..=3600).contains(&d.as_secs()))
+            .ok_or_else(|| {
+                err(
+                    "identity_token.lifetime",
+                    "not a duration between 10s and 1h, such as 5m",
+                )
+            })?,
+    };
+    Ok(Some(IdentityTokenConfig {
+        header,
+        key_file,
+        next_key_file,
+        lifetime,
+    }))
 }
 
 #[cfg(test)]
@@ -794,7 +776,7 @@ audit:
         assert_eq!(c.idp.metadata.entity_id, "https://idp.example");
         assert_eq!(c.sessions.idle_timeout, Duration::from_secs(1800));
         assert_eq!(
-            c.routes[0].forward_cookies,
+            c.routes.routes()[0].forward_cookies,
             vec!["_streamlit_*".to_string()]
         );
     }
@@ -940,5 +922,61 @@ audit:
         let (_dir, result) =
             load(&GOOD.replace("https://dash.example.com", "http://127.0.0.1:8080"));
         assert!(!result.unwrap().secure_cookies);
+    }
+
+    #[test]
+    fn routes_rules_and_token_settings() {
+        let routes = |block: &str| {
+            GOOD.replace(
+                "routes:\n  - path: /\n    upstream: http://127.0.0.1:8501\n",
+                &format!("routes:\n{block}"),
+            )
+        };
+        let two = routes(
+            "  - path: /sales\n    upstream: http://127.0.0.1:8502\n    allow:\n      groups: [analytics]\n      email_domains: [example.test]\n    groups_header: rule\n  - path: /ops/\n    name: operations\n    upstream: http://127.0.0.1:8503\n    allow_groups: [ops]\n  - path: /status\n    upstream: http://127.0.0.1:8503\n    public: true\n",
+        );
+        let (dir, result) = load(&two);
+        let c = result.unwrap();
+        let names: Vec<&str> = c.routes.routes().iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["status", "sales", "operations"]);
+        assert_eq!(c.routes.routes()[2].path, "/ops");
+        let token = c.identity_token.unwrap();
+        assert_eq!(token.key_file, dir.path().join("jwt.key"));
+        assert_eq!(token.lifetime, Duration::from_secs(300));
+        assert_eq!(token.header.as_str(), "x-auth-jwt");
+
+        for (block, key, words) in [
+            ("  - path: /a/../b\n    upstream: http://h:1\n", "routes[0].path", "normal form"),
+            ("  - path: /a;x\n    upstream: http://h:1\n", "routes[0].path", "normal form"),
+            ("  - path: /saml\n    upstream: http://h:1\n", "routes[0].path", "reserved"),
+            ("  - path: /a\n    upstream: http://h:1\n    allow: {}\n", "routes[0].allow", "no entries"),
+            ("  - path: /a\n    upstream: http://h:1\n    allow: {groups: [x]}\n    allow_groups: [y]\n", "routes[0].allow_groups", "not both"),
+            ("  - path: /a\n    upstream: http://h:1\n    allow: {group: [x]}\n", "routes[0].allow.group", "unknown field"),
+            ("  - path: /a\n    upstream: http://h:1\n    public: true\n    allow_groups: [y]\n", "routes[0].public", "cannot have"),
+            ("  - path: /a\n    upstream: http://h:1\n    groups_header: rule\n", "routes[0].groups_header", "names no groups"),
+            ("  - path: /a\n    upstream: http://h:1\n    groups_header: some\n", "routes[0].groups_header", "prefix:"),
+            ("  - path: /a\n    upstream: http://h:1\n    name: a b\n", "routes[0].name", "letters"),
+            ("  - path: /a\n    upstream: http://h:1\n  - path: /b\n    name: a\n    upstream: http://h:1\n", "routes[1].name", "unique"),
+            ("  - path: /a\n    upstream: http://h:1\n    host: Dash.example.com:443\n", "routes[0].host", "without port"),
+            ("  - path: /a\n    upstream: http://h:1\n  - path: /a/\n    name: b\n    upstream: http://h:1\n", "routes[1].path", "earlier route"),
+        ] {
+            let e = error_of(&routes(block));
+            assert_eq!(e.key, key, "{block}: {e}");
+            assert!(e.message.contains(words), "{block}: {e}");
+        }
+        let e = error_of(&format!(
+            "{}paths:\n  case_sensitive: false\n",
+            routes("  - path: /a\n    upstream: http://h:1\n  - path: /A\n    name: b\n    upstream: http://h:1\n")
+        ));
+        assert_eq!(e.key, "routes[1].path");
+
+        let (_dir, result) = load(&format!("{GOOD}identity_token:\n  enabled: false\n"));
+        assert!(result.unwrap().identity_token.is_none());
+        let e = error_of(&format!("{GOOD}identity_token:\n  lifetime: 2h\n"));
+        assert_eq!(e.key, "identity_token.lifetime");
+        let e = error_of(&format!(
+            "{GOOD}identity_token:\n  key_file: a.key\n  next_key_file: a.key\n"
+        ));
+        assert_eq!(e.key, "identity_token.next_key_file");
     }
 }

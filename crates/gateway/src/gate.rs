@@ -4,19 +4,21 @@
 //! page: `Sec-Fetch-Mode: navigate`, or `Accept: text/html` when that header is absent) is sent
 //! to `/saml/login`; every other request (XHR, `/_stcore/*`, the WebSocket upgrade) gets `401`,
 //! so that Streamlit's front end reloads the page instead of following a redirect into a socket.
-//! With a session, the route's group rule is checked, and the request goes to [`crate::proxy`].
+//! Before anything, the path is normalized ([`crate::paths`]) and the route found
+//! ([`crate::routing`]). With a session, the route's rule is checked ([`crate::authz`]), and the
+//! request goes to [`crate::proxy`] with the normalized path. Public routes skip the session.
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use session_store::{SessionId, SessionRecord, SessionState, StoreError};
 
 use crate::audit::Event;
-use crate::config::Route;
 use crate::cookies::cookie;
 use crate::pages::{self, escape_html};
+use crate::routing::{host_key, Route, RouteMatch, RouteTable};
 use crate::session_watch::expiry_reason;
 use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
 
@@ -56,15 +58,6 @@ pub async fn current_session(
     Ok(Some((id, session)))
 }
 
-/// The route whose prefix matches `path` (routes are sorted longest first).
-pub fn route_for<'c>(routes: &'c [Route], path: &str) -> Option<&'c Route> {
-    routes.iter().find(|r| {
-        r.path == "/"
-            || path == r.path
-            || (path.starts_with(&r.path) && path.as_bytes().get(r.path.len()) == Some(&b'/'))
-    })
-}
-
 /// True when the request is a browser's top-level page load.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     if method != Method::GET && method != Method::HEAD {
@@ -86,43 +79,57 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
 pub async fn protected(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
 ) -> Response {
-    let path = request.uri().path().to_string();
-    // Routing and group rules see the path as sent; refuse any path that the upstream could
-    // read differently (`..`, `//`, encoded separators), so that no rule can be walked around.
-    if !crate::redirect::is_canonical_path(&path) {
+    // Routing, rules and the upstream all see one normal form of the path (crate::paths).
+    let path = match crate::paths::normalize(request.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            let body = format!(
+                "<p>The address is not valid: {}.</p>",
+                escape_html(&e.to_string())
+            );
+            return pages::page(StatusCode::BAD_REQUEST, "Bad request", &body);
+        }
+    };
+    // `/saml/` belongs to the gateway: a path there that no endpoint serves is not the app's.
+    if path == "/saml" || path.starts_with("/saml/") {
+        return not_found("No such page.");
+    }
+    let Some(host) = request_host(&request) else {
         return pages::page(
             StatusCode::BAD_REQUEST,
             "Bad request",
-            "<p>The address is not in canonical form.</p>",
-        );
-    }
-    // `/saml/` belongs to the gateway: a path there that no endpoint serves is not the app's.
-    if path == "/saml" || path.starts_with("/saml/") {
-        return pages::page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>");
-    }
-    let Some(route) = route_for(&state.config.routes, &path) else {
-        return pages::page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "<p>No application here.</p>",
+            "<p>The request names two different hosts.</p>",
         );
     };
-    let session = match current_session(&state, request.headers(), peer, &path).await {
-        Ok(s) => s,
-        Err(_) => {
-            return pages::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Temporarily unavailable",
-                "store_unavailable",
-                "The session store cannot be reached. Try again in a moment.",
-                &reference(),
-            )
+    let routes = state.routes.load_full();
+    let (route, forwarded) = match routes.find(host.as_deref(), &path) {
+        RouteMatch::Found(route, forwarded) => (route, forwarded),
+        RouteMatch::None if path == "/" && !routes.has_catch_all() => {
+            return match signed_in(&state, request.headers(), peer, &path).await {
+                Ok(Some((_, session))) => index(&routes, &session),
+                Ok(None) => unauthenticated(&request),
+                Err(answer) => *answer,
+            };
         }
+        RouteMatch::None | RouteMatch::CaseMismatch => return not_found("No application here."),
     };
-    let Some((id, session)) = session else {
-        return unauthenticated(&request);
+    let target = match request.uri().query() {
+        Some(q) => format!("{forwarded}?{q}"),
+        None => forwarded,
+    };
+    match target.parse::<Uri>() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return not_found("No application here."),
+    }
+    if route.public {
+        return crate::proxy::forward(&state, route, None, peer, request).await;
+    }
+    let (id, session) = match signed_in(&state, request.headers(), peer, &path).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return unauthenticated(&request),
+        Err(answer) => return *answer,
     };
     // A WebSocket carries the session cookie from any page that opens it; only this site's
     // own pages may (cross-site WebSocket hijacking), whatever the upstream checks itself.
@@ -135,29 +142,118 @@ pub async fn protected(
             "<p>This connection was not opened by this site.</p>",
         );
     }
-    if !route.allow_groups.is_empty()
-        && !session
-            .groups
-            .iter()
-            .any(|g| route.allow_groups.contains(g))
-    {
-        let mut record = audit_record(peer, request.headers(), &path);
-        record.event = Some(Event::AccessDenied);
-        record.reason = Some("group_not_allowed".into());
-        record.user = Some(session.user.clone());
-        record.idp = Some(session.idp.clone());
-        record.session = Some(session_hash(id.expose()));
-        if let Err(e) = state.audit.record(record).await {
-            tracing::error!(error = %e, "audit log write failed for access_denied");
-        }
-        let body = format!(
-            "<p>You are signed in as <strong>{}</strong>, but this application is open only to \
-             members of certain groups.</p><p><a href=\"/saml/logout\">Sign out</a></p>",
-            escape_html(&session.user)
-        );
-        return pages::page(StatusCode::FORBIDDEN, "Access denied", &body);
+    if !route.compiled.allows(&session) {
+        return denied(&state, route, &id, &session, peer, request.headers(), &path).await;
     }
-    crate::proxy::forward(&state, route, &id, &session, peer, request).await
+    crate::proxy::forward(&state, route, Some((&id, &session)), peer, request).await
+}
+
+/// The live session of the request (`None`: signed out), or the answer to give when the store
+/// cannot tell (503).
+async fn signed_in(
+    state: &SharedState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    path: &str,
+) -> Result<Option<(SessionId, SessionRecord)>, Box<Response>> {
+    current_session(state, headers, peer, path)
+        .await
+        .map_err(|_| {
+            Box::new(pages::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "store_unavailable",
+                "The session store cannot be reached. Try again in a moment.",
+                &reference(),
+            ))
+        })
+}
+
+fn not_found(text: &str) -> Response {
+    pages::page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &format!("<p>{}</p>", escape_html(text)),
+    )
+}
+
+/// The host the request is for, as routes compare it; `Some(None)` when it names none, `None`
+/// when an absolute-form target and the `Host` header disagree.
+fn request_host(request: &Request) -> Option<Option<String>> {
+    let from_header = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(host_key);
+    let from_target = request.uri().authority().map(|a| host_key(a.as_str()));
+    match (from_target, from_header) {
+        (Some(t), Some(h)) if t != h => None,
+        (Some(t), _) => Some(Some(t)),
+        (None, h) => Some(h),
+    }
+}
+
+/// 403 for a signed-in user the route's rule does not let in, with its audit record.
+async fn denied(
+    state: &SharedState,
+    route: &Route,
+    id: &SessionId,
+    session: &SessionRecord,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    path: &str,
+) -> Response {
+    let mut record = audit_record(peer, headers, path);
+    record.event = Some(Event::AccessDenied);
+    record.reason = Some(
+        if route.rule.groups.is_empty() {
+            "user_not_allowed"
+        } else {
+            "group_not_allowed"
+        }
+        .into(),
+    );
+    record.route = Some(route.name.clone());
+    record.user = Some(session.user.clone());
+    record.idp = Some(session.idp.clone());
+    record.session = Some(session_hash(id.expose()));
+    if let Err(e) = state.audit.record(record).await {
+        tracing::error!(error = %e, "audit log write failed for access_denied");
+    }
+    let body = format!(
+        "<p>You are signed in as <strong>{}</strong>, but <strong>{}</strong> is open only to \
+         certain users or groups. Ask its owner for access, or sign in as someone else.</p>\
+         <p><a href=\"/saml/logout\">Sign out</a></p>",
+        escape_html(&session.user),
+        escape_html(&route.name),
+    );
+    pages::page(StatusCode::FORBIDDEN, "Access denied", &body)
+}
+
+/// `/` without a catch-all route: the apps this user may open.
+fn index(routes: &RouteTable, session: &SessionRecord) -> Response {
+    let links: String = routes
+        .routes()
+        .iter()
+        .filter(|r| r.host.is_none() && (r.public || r.compiled.allows(session)))
+        .map(|r| {
+            format!(
+                "<li><a href=\"{}/\">{}</a></li>",
+                escape_html(&r.path),
+                escape_html(&r.name)
+            )
+        })
+        .collect();
+    let body = if links.is_empty() {
+        "<p>No application here is open to you.</p>".to_string()
+    } else {
+        format!("<ul>{links}</ul>")
+    };
+    let body = format!(
+        "<p>Signed in as <strong>{}</strong>.</p>{body}<p><a href=\"/saml/logout\">Sign out</a></p>",
+        escape_html(&session.user)
+    );
+    pages::page(StatusCode::OK, "Applications", &body)
 }
 
 /// True when the request has no `Origin` (not a browser) or the gateway's own.
@@ -203,25 +299,6 @@ fn unauthenticated(request: &Request) -> Response {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    fn route(path: &str) -> Route {
-        Route {
-            path: path.into(),
-            upstream: "http://127.0.0.1:1".parse().unwrap(),
-            allow_groups: vec![],
-            forward_cookies: vec![],
-        }
-    }
-
-    #[test]
-    fn longest_prefix_on_segment_boundaries() {
-        let routes = vec![route("/sales"), route("/")];
-        assert_eq!(route_for(&routes, "/sales/x").unwrap().path, "/sales");
-        assert_eq!(route_for(&routes, "/sales").unwrap().path, "/sales");
-        assert_eq!(route_for(&routes, "/salesforce").unwrap().path, "/");
-        let no_root = vec![route("/sales")];
-        assert!(route_for(&no_root, "/ops").is_none());
-    }
 
     #[test]
     fn websocket_origin_must_be_ours() {

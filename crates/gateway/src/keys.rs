@@ -49,30 +49,32 @@ pub fn generate(common_name: &str, days: u32) -> anyhow::Result<SpKeys> {
     })
 }
 
+/// Creates `path` (and its folder) with `mode` and writes `bytes`, refusing to overwrite.
+fn create_file(path: &Path, mode: u32, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    out.write_all(bytes)?;
+    Ok(())
+}
+
+/// Writes a private key (PEM) readable by its owner only, refusing to overwrite.
+pub fn write_private(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
+    create_file(path, 0o600, pem)
+}
+
 /// Writes the key (mode 0600) and certificate as PEM, refusing to overwrite either.
 pub fn write(keys: &SpKeys, key_file: &Path, cert_file: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for path in [key_file, cert_file] {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-        }
-    }
-    let mut key_out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(key_file)
-        .with_context(|| format!("cannot create {}", key_file.display()))?;
-    key_out.write_all(&keys.key.private_key_to_pem_pkcs8()?)?;
-    let mut cert_out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(cert_file)
-        .with_context(|| format!("cannot create {}", cert_file.display()))?;
-    cert_out.write_all(&keys.cert.to_pem()?)?;
-    Ok(())
+    write_private(key_file, &keys.key.private_key_to_pem_pkcs8()?)?;
+    create_file(cert_file, 0o644, &keys.cert.to_pem()?)
 }
 
 /// Loads the key pair, or generates and writes one when neither file exists.

@@ -5,26 +5,12 @@
 //! ends sessions in the shared (Redis) store.
 #![forbid(unsafe_code)]
 
-mod attributes;
-mod audit;
-mod config;
-mod cookies;
-mod gate;
-mod keys;
-mod pages;
-mod proxy;
-mod redirect;
-mod saml;
-mod server;
-mod session_admin;
-mod session_watch;
-mod state;
-mod ws_activity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gateway::{config, keys, server, session_admin, state};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -160,7 +146,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 config.idp.metadata.entity_id,
                 config.idp.metadata_file.display(),
                 config.idp.metadata.signing_certificates.len(),
-                config.routes.len()
+                config.routes.routes().len()
             );
             Ok(())
         }

@@ -22,10 +22,12 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use session_store::{SessionId, SessionRecord};
 
-use crate::config::{IdentityHeaders, Route};
+use crate::config::IdentityHeaders;
 use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
+use crate::identity_token::TokenIssuer;
+use crate::routing::Route;
 use crate::session_watch::SessionWatch;
-use crate::state::{audit_record, SharedState};
+use crate::state::{audit_record, unix_now, SharedState};
 use crate::ws_activity::TrackedClient;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
@@ -99,11 +101,13 @@ pub fn header_text(value: &str) -> String {
     out
 }
 
-/// Removes client-sent identity headers, then adds the session's.
+/// Removes client-sent identity headers, then adds the session's, with `groups` (the route's
+/// selection of the session's groups) in the groups header.
 pub fn set_identity_headers(
     headers: &mut HeaderMap,
     names: &IdentityHeaders,
     session: &SessionRecord,
+    groups: &[&str],
 ) {
     for name in [&names.user, &names.email, &names.name, &names.groups] {
         headers.remove(name);
@@ -120,8 +124,33 @@ pub fn set_identity_headers(
     if let Some(name) = &session.display_name {
         put(&names.name, header_text(name));
     }
-    let groups: Vec<String> = session.groups.iter().map(|g| header_text(g)).collect();
+    let groups: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
     put(&names.groups, groups.join(","));
+}
+
+/// Sets the signed identity token header for `route`; without a token (signing failed) the
+/// header is left out, and the failure logged.
+fn set_identity_token(
+    headers: &mut HeaderMap,
+    tokens: &TokenIssuer,
+    state: &SharedState,
+    route: &Route,
+    id: &SessionId,
+    session: &SessionRecord,
+    groups: &[&str],
+) {
+    let Some(config) = &state.config.identity_token else {
+        return;
+    };
+    headers.remove(&config.header);
+    match tokens.token(id.expose(), session, &route.name, groups, unix_now()) {
+        Ok(token) => {
+            if let Ok(value) = HeaderValue::from_str(&token) {
+                headers.insert(config.header.clone(), value);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "identity token signing failed"),
+    }
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -145,29 +174,32 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sends `request` to the route's upstream as the session `id` (found live as `session`) and
-/// returns the upstream's answer.
+/// Sends `request` to the route's upstream, as the session `signed_in` (its ID and its live
+/// record) or, on a public route, without identity; returns the upstream's answer.
 pub async fn forward(
     state: &SharedState,
     route: &Route,
-    id: &SessionId,
-    session: &SessionRecord,
+    signed_in: Option<(&SessionId, &SessionRecord)>,
     peer: SocketAddr,
     mut request: Request,
 ) -> Response {
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let active = Arc::new(AtomicBool::new(false));
-    let watch = upgrade.then(|| {
-        let audit = audit_record(peer, request.headers(), request.uri().path());
-        SessionWatch::new(
-            state.clone(),
-            id.clone(),
-            session.clone(),
-            audit,
-            active.clone(),
-        )
-    });
+    // A socket of a session is closed when the session ends; a public route's has no session.
+    let watch = match (upgrade, signed_in) {
+        (true, Some((id, session))) => {
+            let audit = audit_record(peer, request.headers(), request.uri().path());
+            Some(SessionWatch::new(
+                state.clone(),
+                id.clone(),
+                session.clone(),
+                audit,
+                active.clone(),
+            ))
+        }
+        _ => None,
+    };
 
     let path_and_query = request
         .uri()
@@ -194,7 +226,15 @@ pub async fn forward(
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     filter_for_upstream(headers, &route.forward_cookies);
-    set_identity_headers(headers, &state.config.identity_headers, session);
+    if let Some((id, session)) = signed_in {
+        let groups = route.groups_filter.apply(&session.groups, &route.compiled);
+        set_identity_headers(headers, &state.config.identity_headers, session, &groups);
+        if let Some(tokens) = &state.tokens {
+            set_identity_token(headers, tokens, state, route, id, session, &groups);
+        }
+    } else if let Some(token) = &state.config.identity_token {
+        headers.remove(&token.header);
+    }
     if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
         headers.insert("x-forwarded-for", v);
     }
@@ -214,7 +254,7 @@ pub async fn forward(
     };
     strip_gateway_set_cookies(response.headers_mut());
 
-    if let (Some(client_upgrade), Some(mut watch)) = (client_upgrade, watch) {
+    if let Some(client_upgrade) = client_upgrade {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {
@@ -222,13 +262,20 @@ pub async fn forward(
                     Ok((client, upstream)) => {
                         let mut client = TrackedClient::new(TokioIo::new(client), active);
                         let mut upstream = TokioIo::new(upstream);
+                        let mut watch = watch;
+                        let ended = async {
+                            match watch.as_mut() {
+                                Some(w) => w.until_ended().await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         let ending = tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => None,
-                            ending = watch.until_ended() => Some(ending),
+                            ending = ended => Some(ending),
                         };
                         // The copy has stopped; the record is written before the close, so
                         // that whoever sees the socket closed finds it in the audit log.
-                        if let Some(ending) = ending {
+                        if let (Some(ending), Some(watch)) = (ending, watch) {
                             watch.report(ending).await;
                         }
                         // Closing both connections mid-stream is the only safe cut: a close
@@ -318,12 +365,13 @@ mod tests {
             email: None,
             display_name: None,
             groups: vec!["a".into(), "b,c".into()],
+            attributes: Default::default(),
             csrf_token: String::new(),
             created_at: 0,
             expires_at: 0,
             last_seen: 0,
         };
-        set_identity_headers(&mut h, &names, &session);
+        set_identity_headers(&mut h, &names, &session, &["a", "b,c"]);
         assert_eq!(
             h.get_all("x-auth-user").iter().collect::<Vec<_>>(),
             ["alice"]

@@ -257,6 +257,7 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
         email: mapping.email(assertion),
         display_name: mapping.display_name(assertion),
         groups: mapping.groups(assertion),
+        attributes: mapping.other_attributes(assertion),
         csrf_token,
         created_at: 0,
         // SessionNotOnOrAfter caps the session; the store caps it further by max_lifetime.

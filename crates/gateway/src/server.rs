@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use session_store::{
@@ -68,8 +71,56 @@ pub fn router(state: SharedState) -> Router {
         .route("/saml/acs", axum::routing::post(saml::acs))
         .route("/saml/logout", get(saml::logout_page).post(saml::logout))
         .route("/saml/logged-out", get(saml::logged_out))
+        .route("/.well-known/jwks.json", get(jwks))
         .fallback(gate::protected)
         .with_state(state)
+}
+
+/// The identity token's public keys (JWKS); 404 when tokens are switched off.
+async fn jwks(State(state): State<SharedState>) -> Response {
+    let Some(tokens) = &state.tokens else {
+        return (StatusCode::NOT_FOUND, "identity tokens are switched off\n").into_response();
+    };
+    let mut response = tokens.jwks().to_string().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Verifiers may cache the keys briefly; a rotation publishes the next key well ahead.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+/// On SIGHUP, reads the config file again and puts its routes (rules, paths, headers filters)
+/// in force for every request from then on, open sessions included. A file that fails its
+/// checks changes nothing; other settings need a restart.
+async fn reload_on_hangup(state: SharedState) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; reloading routes needs a restart");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match Config::load(&state.config.file) {
+            Ok(new) => {
+                let count = new.routes.routes().len();
+                state.routes.store(Arc::new(new.routes));
+                if let Some(tokens) = &state.tokens {
+                    tokens.clear_cache();
+                }
+                tracing::info!(
+                    routes = count,
+                    "reloaded routes and paths from the config file; other settings take effect \
+                     at the next restart"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reload refused; the routes in force stay"),
+        }
+    }
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -88,6 +139,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let listen = config.listen;
     let state = Arc::new(AppState::new(config, keys, store, audit)?);
+
+    tokio::spawn(reload_on_hangup(state.clone()));
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -167,6 +167,7 @@ mod tests {
             email: None,
             display_name: None,
             groups: vec![],
+            attributes: Default::default(),
             csrf_token: "csrf-secret".into(),
             created_at: 0,
             expires_at: 28800,

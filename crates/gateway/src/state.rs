@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::HeaderMap;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,7 +20,9 @@ use session_store::Store;
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::cookies::CookiePolicy;
+use crate::identity_token::TokenIssuer;
 use crate::keys::SpKeys;
+use crate::routing::RouteTable;
 
 /// The HTTP client used for upstream requests (pooled keep-alive connections).
 pub type UpstreamClient = Client<HttpConnector, Body>;
@@ -41,6 +45,10 @@ pub struct AppState {
     pub request_signing_key: Option<PKey<Private>>,
     /// The upstream HTTP client.
     pub client: UpstreamClient,
+    /// The routes in force: those of the config, or of the last successful reload.
+    pub routes: ArcSwap<RouteTable>,
+    /// Signs identity tokens, unless they are switched off.
+    pub tokens: Option<TokenIssuer>,
 }
 
 /// The state as handlers receive it.
@@ -102,7 +110,16 @@ impl AppState {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let tokens = match &config.identity_token {
+            Some(t) => Some(
+                TokenIssuer::load(t, &config.public_url)
+                    .with_context(|| format!("{}: identity_token", config.file.display()))?,
+            ),
+            None => None,
+        };
         Ok(AppState {
+            routes: ArcSwap::from_pointee(config.routes.clone()),
+            tokens,
             sp_metadata_xml: sp_metadata(&config, &keys)?,
             cookies: CookiePolicy::new(config.secure_cookies),
             request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),

@@ -35,6 +35,7 @@ fn record() -> SessionRecord {
         groups: (0..50)
             .map(|i| format!("corp-analytics-team-{i:03}"))
             .collect(),
+        attributes: Default::default(),
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),
         created_at: 0,
         expires_at: 0,

@@ -33,6 +33,7 @@ fn record(i: usize) -> SessionRecord {
         groups: (0..50)
             .map(|g| format!("corp-analytics-team-{g:03}"))
             .collect(),
+        attributes: Default::default(),
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),
         created_at: 0,
         expires_at: 0,

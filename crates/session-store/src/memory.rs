@@ -289,6 +289,7 @@ mod tests {
             email: None,
             display_name: None,
             groups: vec!["analytics".into()],
+            attributes: Default::default(),
             csrf_token: "t".into(),
             created_at: 0,
             expires_at: 0,

@@ -1,5 +1,7 @@
 //! The records kept in a store.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;
@@ -59,6 +61,9 @@ pub struct SessionRecord {
     pub display_name: Option<String>,
     /// The user's groups.
     pub groups: Vec<String>,
+    /// The assertion's other attributes by Name (those not read as groups), for access rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, Vec<String>>,
     /// A random token that logout forms must echo (CSRF protection).
     pub csrf_token: String,
     /// When the user logged in.

@@ -78,6 +78,7 @@ fn record(name_id: &str) -> SessionRecord {
         email: None,
         display_name: None,
         groups: vec!["analytics".into()],
+        attributes: Default::default(),
         csrf_token: "t".into(),
         created_at: 0,
         expires_at: 0,

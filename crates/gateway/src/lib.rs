@@ -1,0 +1,23 @@
+//! The saml-gateway library: everything the `saml-gateway` binary is made of, so that
+//! benchmarks and tests can reach the parts. The binary (`main.rs`) only parses the command line.
+#![forbid(unsafe_code)]
+
+pub mod attributes;
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod cookies;
+pub mod gate;
+pub mod identity_token;
+pub mod keys;
+pub mod pages;
+pub mod paths;
+pub mod proxy;
+pub mod redirect;
+pub mod routing;
+pub mod saml;
+pub mod server;
+pub mod session_admin;
+pub mod session_watch;
+pub mod state;
+pub mod ws_activity;
