@@ -1,9 +1,12 @@
 """Test bed: starts the real components of an end-to-end test on 127.0.0.1.
 
 - `Idp`: a SimpleSAMLphp 1.19 IdP under `php -S`, configured from tests/testbed/idp/, with the
-  test users alice / alice-pass and bob / bob-pass (see authsources.php there).
+  test users of `USERS` (see authsources.php there).
 - `Streamlit`: a Streamlit app from the venv that scripts/setup.sh creates.
-- `Gateway`: the saml-gateway binary with a YAML config; `gateway_config()` writes the usual one.
+- `Gateway`: the saml-gateway binary with a YAML config; `gateway_config()` writes the usual one
+  (one catch-all route), `app_routes()` the routes of the two-app setup.
+- `TwoApps`: an IdP, the multipage app twice (under /sales and /ops, each only for some groups)
+  and a gateway in front of both; optionally demo_app.py under /status as a public route.
 - `Redis`: a private redis-server without persistence (for the shared-store and outage tests).
 
 Each service runs in its own process group, logs into its work directory and is stopped
@@ -11,7 +14,8 @@ Each service runs in its own process group, logs into its work directory and is 
 A service that fails to start raises `StartError` with the tail of its log.
 
 Start order: pick ports, start the IdP (it needs only the SP entity ID and ACS URL), write its
-metadata to {work}/idp-metadata.xml, start Streamlit, start the gateway. `demo` does exactly that:
+metadata to {work}/idp-metadata.xml, start Streamlit, start the gateway. `demo` does that for
+the two-app setup (`TwoApps`):
 
     python3 tests/testbed.py demo --gateway-bin target/debug/saml-gateway
 
@@ -39,6 +43,15 @@ IDP_TEMPLATES = ROOT / "tests" / "testbed" / "idp"
 SSP_WWW = Path("/usr/share/simplesamlphp/www")
 VENV_BIN = ROOT / ".venv" / "bin"
 NAMEID_UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+
+# The IdP's test users (tests/testbed/idp/authsources.php): (user, password, groups); zoe also
+# has g-000 .. g-499 and a display name outside ASCII.
+USERS = [
+    ("alice", "alice-pass", ["analytics", "staff"]),
+    ("bob", "bob-pass", ["ops"]),
+    ("carol", "carol-pass", ["admin", "analytics", "ops"]),
+    ("zoe", "zoe-pass", ["analytics"] + [f"g-{i:03d}" for i in range(500)]),
+]
 
 _running = set()
 
@@ -258,16 +271,24 @@ def _pem_body(pem):
 
 class Streamlit(Service):
     """`streamlit run APP` from .venv; `options` are extra `--server.*` options by short name,
-    e.g. {"baseUrlPath": "app"}; `trusted_user_headers` maps header names to st.user keys."""
+    e.g. {"baseUrlPath": "app"}; `trusted_user_headers` maps header names to st.user keys;
+    `env` adds environment variables for the app."""
 
     name = "streamlit"
 
-    def __init__(self, work, app, options=None, trusted_user_headers=None, port=None):
+    def __init__(self, work, app, options=None, trusted_user_headers=None, port=None, env=None):
         super().__init__(work, port)
         self.app = Path(app).resolve()
         self.options = dict(options or {})
+        self.env = dict(env or {})
         if trusted_user_headers:
             self.options["trustedUserHeaders"] = json.dumps(trusted_user_headers)
+
+    @property
+    def base_path(self):
+        """The app's URL prefix ("/sales"), "" without `baseUrlPath`."""
+        path = self.options.get("baseUrlPath", "").strip("/")
+        return "/" + path if path else ""
 
     def start(self):
         argv = [VENV_BIN / "streamlit", "run", self.app, "--server.address", "127.0.0.1",
@@ -277,9 +298,8 @@ class Streamlit(Service):
             if isinstance(value, bool):
                 value = str(value).lower()
             argv += [f"--server.{key}", value]
-        self._spawn(argv, env={"PYTHONUNBUFFERED": "1"})
-        path = self.options.get("baseUrlPath", "").strip("/")
-        health = f"{self.base_url}/{path + '/' if path else ''}_stcore/health"
+        self._spawn(argv, env={"PYTHONUNBUFFERED": "1", **self.env})
+        health = f"{self.base_url}{self.base_path}/_stcore/health"
         self._wait_until(lambda: http_get(health) == (200, "ok"), "ok from /_stcore/health", 60)
         return self
 
@@ -292,6 +312,24 @@ def demo_streamlit(work, port=None):
     """The demo app, with `st.user` filled from the identity headers where Streamlit can."""
     trusted = TRUSTED_USER_HEADERS if streamlit_has_option("server.trustedUserHeaders") else None
     return Streamlit(work, ROOT / "tests" / "apps" / "demo_app.py", port=port,
+                     trusted_user_headers=trusted)
+
+
+def multipage_streamlit(work, base_path, gateway_url, port=None):
+    """The multipage app under `base_path` ("sales"), verifying identity tokens issued by the
+    gateway at `gateway_url` for the route of the same name."""
+    return _routed_streamlit(work, ROOT / "tests" / "apps" / "multipage_app.py", base_path,
+                             port, {"GATEWAY_URL": gateway_url, "APP_ROUTE": base_path})
+
+
+def routed_demo_streamlit(work, base_path, port=None):
+    """demo_app.py under `base_path`, for a route of that name."""
+    return _routed_streamlit(work, ROOT / "tests" / "apps" / "demo_app.py", base_path, port)
+
+
+def _routed_streamlit(work, app, base_path, port, env=None):
+    trusted = TRUSTED_USER_HEADERS if streamlit_has_option("server.trustedUserHeaders") else None
+    return Streamlit(work, app, options={"baseUrlPath": base_path}, port=port, env=env,
                      trusted_user_headers=trusted)
 
 
@@ -374,9 +412,13 @@ class Gateway(Service):
         return self
 
 
-def gateway_config(work, gw_port, st_port, sign_authn_requests=False, extra=""):
-    """The test bed's gateway YAML; `extra` is appended as more top-level keys."""
+def gateway_config(work, gw_port, st_port, sign_authn_requests=False, extra="", routes=None):
+    """The test bed's gateway YAML; `extra` is appended as more top-level keys. `routes`, the
+    items of the `routes:` list as YAML text (see `app_routes`), replaces the one catch-all
+    route to Streamlit on `st_port`."""
     work = Path(work).resolve()
+    if routes is None:
+        routes = f"  - path: /\n    upstream: http://127.0.0.1:{st_port}\n"
     text = f"""\
 listen: 127.0.0.1:{gw_port}
 public_url: http://127.0.0.1:{gw_port}
@@ -396,13 +438,46 @@ sessions:
   idle_timeout: 30m
   max_lifetime: 8h
 routes:
-  - path: /
-    upstream: http://127.0.0.1:{st_port}
+{routes.rstrip()}
 identity_headers: {{ user: X-Auth-User, email: X-Auth-Email, name: X-Auth-Name, groups: X-Auth-Groups }}
 audit:
   file: {work}/audit.jsonl
 """
     return text + extra
+
+
+def app_routes(sales_port, ops_port, ops_groups=("ops", "admin"), status_port=None,
+               public_health=False):
+    """The `routes:` items of the two-app setup: /sales for groups analytics and admin (the
+    groups header and token carry only those), /ops for `ops_groups`; with `status_port` a
+    public /status, with `public_health` the sales app's /sales/_stcore/health public too.
+    No catch-all: `/` lists a user's apps."""
+    text = f"""\
+  - name: sales
+    path: /sales
+    upstream: http://127.0.0.1:{sales_port}
+    allow: {{ groups: [analytics, admin] }}
+    groups_header: rule
+  - name: ops
+    path: /ops
+    upstream: http://127.0.0.1:{ops_port}
+    allow: {{ groups: [{", ".join(ops_groups)}] }}
+"""
+    if status_port:
+        text += f"""\
+  - name: status
+    path: /status
+    upstream: http://127.0.0.1:{status_port}
+    public: true
+"""
+    if public_health:
+        text += f"""\
+  - name: sales-health
+    path: /sales/_stcore/health
+    upstream: http://127.0.0.1:{sales_port}
+    public: true
+"""
+    return text
 
 
 def gateway_urls(gw_port):
@@ -411,33 +486,107 @@ def gateway_urls(gw_port):
     return f"{public}/saml/metadata", f"{public}/saml/acs", f"{public}/saml/slo"
 
 
+class TwoApps(AuditReader):
+    """Two apps behind one gateway, as a company would run them: an IdP, the multipage app as
+    "sales" (/sales, groups analytics and admin) and as "ops" (/ops, groups ops and admin), and
+    the gateway, all with work files under `work`. With `status_app`, demo_app.py also runs
+    under /status as a public route, and /sales/_stcore/health is public.
+
+    Ports are picked at construction; `upstream_ports` (route name -> port) says where the
+    gateway sends each route and may be changed before `start()`, e.g. to put a recording relay
+    in front of an app. Identity tokens live `token_lifetime`."""
+
+    def __init__(self, work, gateway_bin, gw_port=None, idp_port=None, app_ports=(None, None),
+                 status_app=False, token_lifetime="2m"):
+        self.work = Path(work).resolve()
+        self.gateway_bin = gateway_bin
+        self.gw_port = gw_port or free_port()
+        self.token_lifetime = token_lifetime
+        entity_id, acs, slo = gateway_urls(self.gw_port)
+        self.idp = Idp(self.work / "idp", entity_id, acs, slo_url=slo, port=idp_port)
+        self.sales = multipage_streamlit(self.work / "sales", "sales", self.url, app_ports[0])
+        self.ops = multipage_streamlit(self.work / "ops", "ops", self.url, app_ports[1])
+        self.status = routed_demo_streamlit(self.work / "status", "status") if status_app else None
+        self.upstream_ports = {"sales": self.sales.port, "ops": self.ops.port}
+        if self.status:
+            self.upstream_ports["status"] = self.status.port
+        self.gateway = None
+
+    @property
+    def url(self):
+        """The gateway's public URL."""
+        return f"http://127.0.0.1:{self.gw_port}"
+
+    @property
+    def audit_path(self):
+        return self.work / "audit.jsonl"
+
+    @property
+    def apps(self):
+        """The Streamlit services that run."""
+        return [s for s in (self.sales, self.ops, self.status) if s]
+
+    def config_text(self, ops_groups=("ops", "admin")):
+        """The gateway's YAML; `ops_groups` are the groups /ops lets in."""
+        ports = self.upstream_ports
+        routes = app_routes(ports["sales"], ports["ops"], ops_groups, ports.get("status"),
+                            public_health=self.status is not None)
+        token = f"identity_token:\n  lifetime: {self.token_lifetime}\n"
+        return gateway_config(self.work, self.gw_port, None, extra=token, routes=routes)
+
+    def start(self):
+        """Starts the IdP, the apps, then the gateway; raises StartError (and stops all)."""
+        try:
+            self.idp.start()
+            self.idp.save_metadata(self.work / "idp-metadata.xml")
+            for app in self.apps:
+                app.start()
+            self.gateway = Gateway(self.gateway_bin, self.config_text(), self.work).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self):
+        """True while every service still runs."""
+        services = [self.idp, *self.apps, self.gateway]
+        return all(s and s.proc and s.proc.poll() is None for s in services)
+
+    def stop(self):
+        for service in (self.gateway, *self.apps, self.idp):
+            if service:
+                service.stop()
+
+
 def demo(gateway_bin):
+    """The two-app setup on fixed ports until Ctrl-C: IdP :8081, apps :8501 (/sales) and :8502
+    (/ops), gateway :8080."""
     work = ROOT / "var" / "demo"
-    work.mkdir(parents=True, exist_ok=True)
-    gw_port, idp_port, st_port = 8080, 8081, 8501
-    entity_id, acs, slo = gateway_urls(gw_port)
-    idp = Idp(work, entity_id, acs, slo_url=slo, port=idp_port).start()
-    idp.save_metadata(work / "idp-metadata.xml")
-    st = demo_streamlit(work, st_port).start()
-    gw = Gateway(gateway_bin, gateway_config(work, gw_port, st_port), work).start()
-    print(f"Open {gw.base_url}/ and sign in as alice / alice-pass or bob / bob-pass.")
-    print(f"IdP {idp.base_url}, Streamlit {st.base_url}; logs in {work}. Ctrl-C stops.")
+    bed = TwoApps(work, gateway_bin, gw_port=8080, idp_port=8081, app_ports=(8501, 8502))
+    bed.start()
+    print(f"Open {bed.url}/ (the apps you may use), {bed.url}/sales/ or {bed.url}/ops/.")
+    print("Sign in as one of (user / password: groups):")
+    for user, password, groups in USERS:
+        shown = ", ".join(groups[:3]) + (f" and {len(groups) - 3} more" if len(groups) > 3 else "")
+        print(f"  {user} / {password}: {shown}")
+    print("/sales is for analytics and admin, /ops for ops and admin; carol (admin) also sees the")
+    print(f"apps' Admin page. IdP {bed.idp.base_url}; logs in {work}. Ctrl-C stops.")
     try:
-        while all(s.proc and s.proc.poll() is None for s in (idp, st, gw)):
+        while bed.alive():
             time.sleep(0.5)
         print("a service exited; see the logs", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        for s in (gw, st, idp):
-            s.stop()
+        bed.stop()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="IdP :8081, Streamlit :8501, gateway :8080 until Ctrl-C")
+    p = sub.add_parser("demo", help="IdP :8081, apps :8501 (/sales) and :8502 (/ops), "
+                                    "gateway :8080 until Ctrl-C")
     p.add_argument("--gateway-bin", default=str(ROOT / "target" / "debug" / "saml-gateway"))
     args = parser.parse_args(argv)
     # Ctrl-C, or SIGINT/SIGTERM even when started in the background, stops the services.

@@ -53,6 +53,12 @@ def _gateway_binary():
 
 
 @pytest.fixture(scope="session")
+def gateway_binary():
+    """The saml-gateway binary under test."""
+    return _gateway_binary()
+
+
+@pytest.fixture(scope="session")
 def bed():
     work = ARTIFACTS / time.strftime("run-%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)

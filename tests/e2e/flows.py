@@ -117,11 +117,15 @@ def cookie_header(client):
 
 
 class StreamlitPage:
-    """What one run of the demo app showed: its texts and the JSON dump in its code block."""
+    """What one run of the demo app showed: its texts and the JSON dump in its code block;
+    for a multipage app also the URL paths of the pages its navigation listed (the default
+    page's is "") and whether the page asked for was not found."""
 
-    def __init__(self, texts, dump):
+    def __init__(self, texts, dump, pages=None, page_not_found=False):
         self.texts = texts
         self.dump = dump
+        self.pages = pages or []
+        self.page_not_found = page_not_found
 
     @property
     def headers(self):
@@ -134,24 +138,28 @@ class StreamlitPage:
         return self.dump["cookies"]
 
 
-def open_stream(gateway_url, headers=None, timeout=15, origin=None):
+def open_stream(gateway_url, headers=None, timeout=15, origin=None, base_path=""):
     """Opens Streamlit's WebSocket `/_stcore/stream` through the gateway, as the browser does
-    (from a page of the gateway's own origin unless `origin` says otherwise)."""
-    ws_url = gateway_url.replace("http://", "ws://", 1) + "/_stcore/stream"
+    (from a page of the gateway's own origin unless `origin` says otherwise). `base_path` is
+    the app's `server.baseUrlPath` as the gateway routes it, such as "/sales"."""
+    prefix = "/" + base_path.strip("/") if base_path.strip("/") else ""
+    ws_url = gateway_url.replace("http://", "ws://", 1) + prefix + "/_stcore/stream"
     lines = [f"{k}: {v}" for k, v in (headers or {}).items()]
     return websocket.create_connection(
         ws_url, header=lines, subprotocols=["streamlit"], origin=origin or gateway_url,
         timeout=timeout)
 
 
-def run_app(gateway_url, headers=None, timeout=30, origin=None):
+def run_app(gateway_url, headers=None, timeout=30, origin=None, base_path="", page_name=""):
     """Connects to the app through the gateway, asks for one script run and collects what it
     renders. `headers` go on the WebSocket handshake (a Cookie header among them); `origin` is
-    the page's origin, the gateway's own by default."""
-    ws = open_stream(gateway_url, headers, origin=origin)
+    the page's origin, the gateway's own by default; `base_path` as for `open_stream`;
+    `page_name` asks a multipage app for one page by its URL path (its default page when "")."""
+    ws = open_stream(gateway_url, headers, origin=origin, base_path=base_path)
     try:
-        ws.send_binary(BackMsg(rerun_script=ClientState(query_string="")).SerializeToString())
-        texts, dump = [], None
+        state = ClientState(query_string="", page_name=page_name)
+        ws.send_binary(BackMsg(rerun_script=state).SerializeToString())
+        texts, dump, pages, page_not_found = [], None, [], False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             frame = ws.recv()
@@ -162,6 +170,10 @@ def run_app(gateway_url, headers=None, timeout=30, origin=None):
             kind = msg.WhichOneof("type")
             if kind == "script_finished":
                 break
+            if kind == "navigation":
+                pages = [p.url_pathname for p in msg.navigation.app_pages]
+            elif kind == "page_not_found":
+                page_not_found = True
             if kind != "delta" or msg.delta.WhichOneof("type") != "new_element":
                 continue
             element = msg.delta.new_element
@@ -178,7 +190,7 @@ def run_app(gateway_url, headers=None, timeout=30, origin=None):
         ws.close()
     if dump is None:
         raise AssertionError(f"the app showed no header dump; texts: {texts}")
-    return StreamlitPage(texts, dump)
+    return StreamlitPage(texts, dump, pages, page_not_found)
 
 
 def new_client():

@@ -47,7 +47,7 @@ impl Rule {
         };
         CompiledRule {
             open: self.is_open(),
-            groups: self.groups.iter().map(fold).collect(),
+            groups: NameSet::new(self.groups.iter().map(fold).collect()),
             groups_case_insensitive: self.groups_case_insensitive,
             users: self.users.iter().cloned().collect(),
             emails: self.emails.iter().map(|e| e.to_ascii_lowercase()).collect(),
@@ -65,11 +65,60 @@ impl Rule {
     }
 }
 
-/// A [`Rule`] in the form evaluated per request: hash sets, case folded once.
+/// Up to this many names are compared one by one; more go into a hash set. A user's groups are
+/// many (hundreds) and a rule's few, so per request the rule is probed once per user group:
+/// a short list compares lengths first and costs a few nanoseconds per probe, where hashing a
+/// long group name costs tens.
+const SMALL_SET: usize = 16;
+
+/// A set of names, shaped for many probes.
+#[derive(Debug, Clone)]
+enum NameSet {
+    /// A short list, with a bit per name length (modulo 64): most probes are rejected by one
+    /// bit test, without touching the strings.
+    Small {
+        names: Vec<String>,
+        lengths: u64,
+    },
+    Large(HashSet<String>),
+}
+
+fn length_bit(name: &str) -> u64 {
+    1u64 << (name.len() % 64)
+}
+
+impl NameSet {
+    fn new(names: Vec<String>) -> NameSet {
+        if names.len() <= SMALL_SET {
+            let lengths = names.iter().fold(0, |bits, n| bits | length_bit(n));
+            NameSet::Small { names, lengths }
+        } else {
+            NameSet::Large(names.into_iter().collect())
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            NameSet::Small { names, .. } => names.is_empty(),
+            NameSet::Large(s) => s.is_empty(),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            NameSet::Small { names, lengths } => {
+                lengths & length_bit(name) != 0 && names.iter().any(|n| n == name)
+            }
+            NameSet::Large(s) => s.contains(name),
+        }
+    }
+}
+
+/// A [`Rule`] in the form evaluated per request: sets ready for probing, case folded once.
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     open: bool,
-    groups: HashSet<String>,
+    groups: NameSet,
     groups_case_insensitive: bool,
     users: HashSet<String>,
     emails: HashSet<String>,
@@ -226,6 +275,22 @@ mod tests {
         }
         .compile();
         assert!(!rule.allows(&session("a", None, &[])));
+    }
+
+    #[test]
+    fn long_rules_use_a_hash_set_with_the_same_answers() {
+        for count in [1, SMALL_SET, SMALL_SET + 1, 200] {
+            let rule = Rule {
+                groups: (0..count).map(|i| format!("team-{i}")).collect(),
+                ..Rule::default()
+            }
+            .compile();
+            let last = format!("team-{}", count - 1);
+            assert!(rule.allows(&session("a", None, &["x", &last])), "{count}");
+            // Same length as a listed name, different text.
+            assert!(!rule.allows(&session("a", None, &["team-x"])), "{count}");
+            assert!(!rule.allows(&session("a", None, &[&format!("team-{count}")])), "{count}");
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! ends sessions in the shared (Redis) store.
 #![forbid(unsafe_code)]
 
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
