@@ -91,11 +91,22 @@ def admin(user, name, groups):
     st.write(f"Welcome, {name}. Only members of `{ADMIN_GROUP}` see this page.")
 
 
+def verified_once(raw_token):
+    """The verdict on this connection's token, checked at its first run and kept: the token
+    comes with the WebSocket handshake and stays the same while the page is open, so checking
+    it again after it expires would sign the user out of a page they are using. A new
+    connection (a reload) brings a fresh token, which is checked anew."""
+    cached = st.session_state.get("identity_token")
+    if cached is None or cached[0] != raw_token:
+        cached = (raw_token, verify_token(raw_token) if raw_token else None)
+        st.session_state["identity_token"] = cached
+    return cached[1]
+
+
 def main():
     headers = received_headers()
     first = {name.lower(): values[0] for name, values in headers.items()}
-    raw_token = first.get("x-auth-jwt")
-    token = verify_token(raw_token) if raw_token else None
+    token = verified_once(first.get("x-auth-jwt"))
     user, name, groups = identity(headers, token)
     pages = [st.Page(lambda: home(user, name, groups), title="Home", url_path="home",
                      default=True)]

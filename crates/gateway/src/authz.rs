@@ -289,7 +289,10 @@ mod tests {
             assert!(rule.allows(&session("a", None, &["x", &last])), "{count}");
             // Same length as a listed name, different text.
             assert!(!rule.allows(&session("a", None, &["team-x"])), "{count}");
-            assert!(!rule.allows(&session("a", None, &[&format!("team-{count}")])), "{count}");
+            assert!(
+                !rule.allows(&session("a", None, &[&format!("team-{count}")])),
+                "{count}"
+            );
         }
     }
 

@@ -50,6 +50,14 @@ pub struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +278,9 @@ pub struct Config {
     pub audit_file: PathBuf,
     /// Largest SAMLResponse form value accepted.
     pub max_saml_response_bytes: usize,
+    /// Threads serving requests; `None`: one per CPU the process may use. One thread runs
+    /// everything on the main thread (the cheapest per request when pinned to one core).
+    pub worker_threads: Option<usize>,
 }
 
 impl Config {
@@ -540,7 +551,16 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
 
+    if raw
+        .server
+        .worker_threads
+        .is_some_and(|n| !(1..=256).contains(&n))
+    {
+        return Err(err("server.worker_threads", "must be between 1 and 256"));
+    }
+
     Ok(Config {
+        worker_threads: raw.server.worker_threads,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -969,6 +989,11 @@ audit:
             routes("  - path: /a\n    upstream: http://h:1\n  - path: /A\n    name: b\n    upstream: http://h:1\n")
         ));
         assert_eq!(e.key, "routes[1].path");
+
+        let (_dir, result) = load(&format!("{GOOD}server:\n  worker_threads: 1\n"));
+        assert_eq!(result.unwrap().worker_threads, Some(1));
+        let e = error_of(&format!("{GOOD}server:\n  worker_threads: 0\n"));
+        assert_eq!(e.key, "server.worker_threads");
 
         let (_dir, result) = load(&format!("{GOOD}identity_token:\n  enabled: false\n"));
         assert!(result.unwrap().identity_token.is_none());

@@ -142,10 +142,18 @@ pub async fn protected(
             "<p>This connection was not opened by this site.</p>",
         );
     }
-    if !route.compiled.allows(&session) {
+    let identity = state.identity(&id, &session, route, routes.generation(), unix_now());
+    if !identity.allowed {
         return denied(&state, route, &id, &session, peer, request.headers(), &path).await;
     }
-    crate::proxy::forward(&state, route, Some((&id, &session)), peer, request).await
+    crate::proxy::forward(
+        &state,
+        route,
+        Some((&id, &session, &identity)),
+        peer,
+        request,
+    )
+    .await
 }
 
 /// The live session of the request (`None`: signed out), or the answer to give when the store

@@ -7,13 +7,10 @@
 //! `groups` (filtered like the groups header), `idp`, `iat`, `exp`, `jti`.
 //!
 //! Keys: `identity_token.key_file` signs; `next_key_file`, when set, is published in the JWKS
-//! before it is used, so that verifiers have fetched it by the time it is promoted. A token is
-//! built once per session and route and reused until half its lifetime has passed, so that a
-//! busy page does not pay an ECDSA signature per request.
+//! before it is used, so that verifiers have fetched it by the time it is promoted. Tokens are
+//! signed once per session and route and reused ([`crate::identity`]).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -64,17 +61,12 @@ struct Claims<'a> {
     jti: String,
 }
 
-/// Most cached tokens; the cache is emptied when it is full (a token costs one signature).
-const CACHE_LIMIT: usize = 50_000;
-
 /// Signs identity tokens and publishes their keys.
 pub struct TokenIssuer {
     signing: SigningKey,
     jwks: String,
     issuer: String,
     lifetime: i64,
-    /// (session ID, route name) -> (token, reuse until).
-    cache: Mutex<HashMap<(String, String), (String, i64)>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -136,7 +128,6 @@ impl TokenIssuer {
             signing,
             issuer: issuer.to_string(),
             lifetime: i64::try_from(config.lifetime.as_secs()).unwrap_or(300),
-            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -145,39 +136,9 @@ impl TokenIssuer {
         &self.jwks
     }
 
-    /// A token for `session` (cookie ID `session_id`) at the route `audience`, carrying
-    /// `groups`; reused from the cache while fresh.
-    pub fn token(
-        &self,
-        session_id: &str,
-        session: &SessionRecord,
-        audience: &str,
-        groups: &[&str],
-        now: i64,
-    ) -> Result<String, openssl::error::ErrorStack> {
-        let key = (session_id.to_string(), audience.to_string());
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((token, until)) = cache.get(&key) {
-                if now < *until {
-                    return Ok(token.clone());
-                }
-            }
-        }
-        let token = self.sign(session, audience, groups, now)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(key, (token.clone(), now + self.lifetime / 2));
-        }
-        Ok(token)
-    }
-
-    /// Forgets every cached token (after a reload changed what tokens carry).
-    pub fn clear_cache(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
+    /// `exp - iat` of the tokens, in seconds.
+    pub fn lifetime_secs(&self) -> i64 {
+        self.lifetime
     }
 
     /// Signs a fresh token.
@@ -302,16 +263,5 @@ mod tests {
         let jwks: serde_json::Value = serde_json::from_str(rotating.jwks()).unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
         assert_eq!(jwks["keys"][0]["kid"], first.signing.kid.as_str());
-    }
-
-    #[test]
-    fn tokens_are_reused_until_half_their_lifetime() {
-        let dir = tempfile::tempdir().unwrap();
-        let issuer = issuer(dir.path(), false);
-        let s = session();
-        let a = issuer.token("id1", &s, "sales", &[], 1000).unwrap();
-        assert_eq!(issuer.token("id1", &s, "sales", &[], 1149).unwrap(), a);
-        assert_ne!(issuer.token("id1", &s, "ops", &[], 1149).unwrap(), a);
-        assert_ne!(issuer.token("id1", &s, "sales", &[], 1150).unwrap(), a);
     }
 }

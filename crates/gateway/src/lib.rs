@@ -8,6 +8,7 @@ pub mod authz;
 pub mod config;
 pub mod cookies;
 pub mod gate;
+pub mod identity;
 pub mod identity_token;
 pub mod keys;
 pub mod pages;

@@ -24,10 +24,10 @@ use session_store::{SessionId, SessionRecord};
 
 use crate::config::IdentityHeaders;
 use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
-use crate::identity_token::TokenIssuer;
+use crate::identity::Identity;
 use crate::routing::Route;
 use crate::session_watch::SessionWatch;
-use crate::state::{audit_record, unix_now, SharedState};
+use crate::state::{audit_record, SharedState};
 use crate::ws_activity::TrackedClient;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
@@ -101,55 +101,13 @@ pub fn header_text(value: &str) -> String {
     out
 }
 
-/// Removes client-sent identity headers, then adds the session's, with `groups` (the route's
-/// selection of the session's groups) in the groups header.
-pub fn set_identity_headers(
-    headers: &mut HeaderMap,
-    names: &IdentityHeaders,
-    session: &SessionRecord,
-    groups: &[&str],
-) {
+/// Removes client-sent identity headers, then adds those of `identity`.
+pub fn set_identity_headers(headers: &mut HeaderMap, names: &IdentityHeaders, identity: &Identity) {
     for name in [&names.user, &names.email, &names.name, &names.groups] {
         headers.remove(name);
     }
-    let mut put = |name: &HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name.clone(), v);
-        }
-    };
-    put(&names.user, header_text(&session.user));
-    if let Some(email) = &session.email {
-        put(&names.email, header_text(email));
-    }
-    if let Some(name) = &session.display_name {
-        put(&names.name, header_text(name));
-    }
-    let groups: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
-    put(&names.groups, groups.join(","));
-}
-
-/// Sets the signed identity token header for `route`; without a token (signing failed) the
-/// header is left out, and the failure logged.
-fn set_identity_token(
-    headers: &mut HeaderMap,
-    tokens: &TokenIssuer,
-    state: &SharedState,
-    route: &Route,
-    id: &SessionId,
-    session: &SessionRecord,
-    groups: &[&str],
-) {
-    let Some(config) = &state.config.identity_token else {
-        return;
-    };
-    headers.remove(&config.header);
-    match tokens.token(id.expose(), session, &route.name, groups, unix_now()) {
-        Ok(token) => {
-            if let Ok(value) = HeaderValue::from_str(&token) {
-                headers.insert(config.header.clone(), value);
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "identity token signing failed"),
+    for (name, value) in &identity.headers {
+        headers.insert(name.clone(), value.clone());
     }
 }
 
@@ -179,7 +137,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub async fn forward(
     state: &SharedState,
     route: &Route,
-    signed_in: Option<(&SessionId, &SessionRecord)>,
+    signed_in: Option<(&SessionId, &SessionRecord, &Identity)>,
     peer: SocketAddr,
     mut request: Request,
 ) -> Response {
@@ -188,7 +146,7 @@ pub async fn forward(
     let active = Arc::new(AtomicBool::new(false));
     // A socket of a session is closed when the session ends; a public route's has no session.
     let watch = match (upgrade, signed_in) {
-        (true, Some((id, session))) => {
+        (true, Some((id, session, _))) => {
             let audit = audit_record(peer, request.headers(), request.uri().path());
             Some(SessionWatch::new(
                 state.clone(),
@@ -226,14 +184,11 @@ pub async fn forward(
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     filter_for_upstream(headers, &route.forward_cookies);
-    if let Some((id, session)) = signed_in {
-        let groups = route.groups_filter.apply(&session.groups, &route.compiled);
-        set_identity_headers(headers, &state.config.identity_headers, session, &groups);
-        if let Some(tokens) = &state.tokens {
-            set_identity_token(headers, tokens, state, route, id, session, &groups);
-        }
-    } else if let Some(token) = &state.config.identity_token {
+    if let Some(token) = &state.config.identity_token {
         headers.remove(&token.header);
+    }
+    if let Some((_, _, identity)) = signed_in {
+        set_identity_headers(headers, &state.config.identity_headers, identity);
     }
     if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
         headers.insert("x-forwarded-for", v);
@@ -340,43 +295,5 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("text/html"));
         strip_client_claims(&mut h, &names);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
-    }
-
-    #[test]
-    fn client_identity_headers_are_replaced() {
-        let names = IdentityHeaders {
-            user: HeaderName::from_static("x-auth-user"),
-            email: HeaderName::from_static("x-auth-email"),
-            name: HeaderName::from_static("x-auth-name"),
-            groups: HeaderName::from_static("x-auth-groups"),
-        };
-        let mut h = HeaderMap::new();
-        h.append("x-auth-user", HeaderValue::from_static("mallory"));
-        h.append("x-auth-user", HeaderValue::from_static("mallory2"));
-        h.append("x-auth-email", HeaderValue::from_static("m@evil"));
-        let session = SessionRecord {
-            version: 1,
-            sp_entity_id: String::new(),
-            idp: String::new(),
-            user: "alice".into(),
-            name_id: "alice".into(),
-            name_id_format: None,
-            session_index: None,
-            email: None,
-            display_name: None,
-            groups: vec!["a".into(), "b,c".into()],
-            attributes: Default::default(),
-            csrf_token: String::new(),
-            created_at: 0,
-            expires_at: 0,
-            last_seen: 0,
-        };
-        set_identity_headers(&mut h, &names, &session, &["a", "b,c"]);
-        assert_eq!(
-            h.get_all("x-auth-user").iter().collect::<Vec<_>>(),
-            ["alice"]
-        );
-        assert!(h.get("x-auth-email").is_none());
-        assert_eq!(h["x-auth-groups"], "a,b%2Cc");
     }
 }

@@ -96,7 +96,11 @@ pub enum RouteMatch<'t> {
 pub struct RouteTable {
     routes: Vec<Route>,
     case_sensitive: bool,
+    generation: u64,
 }
+
+/// Numbers route tables, so that what was derived from one table is never used with another.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn prefix_matches(prefix: &str, path: &str, ignore_case: bool) -> bool {
     if prefix == "/" {
@@ -131,7 +135,13 @@ impl RouteTable {
         RouteTable {
             routes,
             case_sensitive,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// This table's number, different for every table built.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The routes in lookup order.

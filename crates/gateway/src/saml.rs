@@ -349,6 +349,7 @@ pub async fn logout(
     {
         return store_unavailable_page();
     }
+    state.identities.forget(&id);
     let mut record = audit_record(peer, &headers, "/saml/logout");
     record.event = Some(Event::Logout);
     record.user = Some(session.user);

@@ -108,10 +108,10 @@ async fn reload_on_hangup(state: SharedState) {
         match Config::load(&state.config.file) {
             Ok(new) => {
                 let count = new.routes.routes().len();
+                // Identities cached for the old table are never used with the new one (each
+                // entry names its table); clearing only frees their memory.
                 state.routes.store(Arc::new(new.routes));
-                if let Some(tokens) = &state.tokens {
-                    tokens.clear_cache();
-                }
+                state.identities.clear();
                 tracing::info!(
                     routes = count,
                     "reloaded routes and paths from the config file; other settings take effect \

@@ -20,6 +20,7 @@ use session_store::Store;
 use crate::audit::{AuditLog, Record};
 use crate::config::Config;
 use crate::cookies::CookiePolicy;
+use crate::identity::{self, Identity, IdentityCache, IdentitySources};
 use crate::identity_token::TokenIssuer;
 use crate::keys::SpKeys;
 use crate::routing::RouteTable;
@@ -49,10 +50,40 @@ pub struct AppState {
     pub routes: ArcSwap<RouteTable>,
     /// Signs identity tokens, unless they are switched off.
     pub tokens: Option<TokenIssuer>,
+    /// Access decisions and identity headers per session and route.
+    pub identities: IdentityCache,
 }
 
 /// The state as handlers receive it.
 pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// The decision and identity headers for session `id` at `route` of the table numbered
+    /// `generation`: from the cache, or built now and cached.
+    pub fn identity(
+        &self,
+        id: &session_store::SessionId,
+        session: &session_store::SessionRecord,
+        route: &crate::routing::Route,
+        generation: u64,
+        now: i64,
+    ) -> Arc<Identity> {
+        if let Some(found) = self.identities.get(id, &route.name, generation, now) {
+            return found;
+        }
+        let sources = IdentitySources {
+            names: &self.config.identity_headers,
+            tokens: self
+                .config
+                .identity_token
+                .as_ref()
+                .zip(self.tokens.as_ref()),
+        };
+        let built = Arc::new(identity::build(&sources, session, route, generation, now));
+        self.identities.put(id, built.clone(), now);
+        built
+    }
+}
 
 /// Builds the SP metadata document for `config` and `keys`.
 pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
@@ -120,6 +151,7 @@ impl AppState {
         Ok(AppState {
             routes: ArcSwap::from_pointee(config.routes.clone()),
             tokens,
+            identities: IdentityCache::default(),
             sp_metadata_xml: sp_metadata(&config, &keys)?,
             cookies: CookiePolicy::new(config.secure_cookies),
             request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),

@@ -1,0 +1,286 @@
+//! What the gateway decides and tells an app about a user, built once per session and route.
+//!
+//! A session's claims never change after login, and a route's rule changes only by a reload,
+//! so the access decision, the identity header values and the identity token of a (session,
+//! route) pair are the same for every request until the token is due for renewal. They are
+//! built on the first request and reused: the per-request cost of a user in 500 groups, and of
+//! an ECDSA signature, is paid once. An entry is valid only for the route table it was made
+//! with (a reload makes every entry stale) and only until half the token's lifetime has
+//! passed. The session itself is still looked up on every request, so a logout or a
+//! revocation takes effect at once; stale entries are swept when the cache is full.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::http::header::{HeaderName, HeaderValue};
+use session_store::{SessionId, SessionRecord};
+
+use crate::config::IdentityHeaders;
+use crate::identity_token::{IdentityTokenConfig, TokenIssuer};
+use crate::proxy::header_text;
+use crate::routing::Route;
+
+/// Most sessions with cached identities; beyond it, stale entries are swept, then all.
+const CACHE_SESSIONS: usize = 20_000;
+
+/// The decision and the headers for one session at one route.
+#[derive(Debug)]
+pub struct Identity {
+    /// The route's rule lets this session in.
+    pub allowed: bool,
+    /// The identity headers (and token) to set on requests to the app, in order.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    route: String,
+    generation: u64,
+    until: i64,
+}
+
+/// Identities by session ID (kept only in this map, never logged), then route.
+#[derive(Default)]
+pub struct IdentityCache {
+    entries: Mutex<HashMap<String, Vec<Arc<Identity>>>>,
+}
+
+/// What building an identity needs besides the session and the route.
+pub struct IdentitySources<'a> {
+    /// Identity header names.
+    pub names: &'a IdentityHeaders,
+    /// The token settings and issuer, when tokens are on.
+    pub tokens: Option<(&'a IdentityTokenConfig, &'a TokenIssuer)>,
+}
+
+/// Builds the identity of `session` for `route` at `now` (`generation`: the route table's).
+pub fn build(
+    sources: &IdentitySources<'_>,
+    session: &SessionRecord,
+    route: &Route,
+    generation: u64,
+    now: i64,
+) -> Identity {
+    let allowed = route.compiled.allows(session);
+    let mut headers = Vec::new();
+    let mut until = i64::MAX;
+    if allowed {
+        let groups = route.groups_filter.apply(&session.groups, &route.compiled);
+        let names = sources.names;
+        let mut put = |name: &HeaderName, text: String| {
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                headers.push((name.clone(), v));
+            }
+        };
+        put(&names.user, header_text(&session.user));
+        if let Some(email) = &session.email {
+            put(&names.email, header_text(email));
+        }
+        if let Some(name) = &session.display_name {
+            put(&names.name, header_text(name));
+        }
+        let listed: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
+        put(&names.groups, listed.join(","));
+        if let Some((config, issuer)) = sources.tokens {
+            match issuer.sign(session, &route.name, &groups, now) {
+                Ok(token) => put(&config.header, token),
+                Err(e) => tracing::error!(error = %e, "identity token signing failed"),
+            }
+            // Renewed at half its lifetime, so that an app never receives a nearly expired one.
+            until = now + issuer.lifetime_secs() / 2;
+        }
+    }
+    Identity {
+        allowed,
+        headers,
+        route: route.name.clone(),
+        generation,
+        until,
+    }
+}
+
+impl IdentityCache {
+    /// The cached identity of session `id` for `route`, when made with route table
+    /// `generation` and still fresh at `now`.
+    pub fn get(
+        &self,
+        id: &SessionId,
+        route: &str,
+        generation: u64,
+        now: i64,
+    ) -> Option<Arc<Identity>> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(id.expose())?
+            .iter()
+            .find(|i| i.route == route && i.generation == generation && now < i.until)
+            .cloned()
+    }
+
+    /// Keeps `identity` for session `id`, replacing that route's older entry.
+    pub fn put(&self, id: &SessionId, identity: Arc<Identity>, now: i64) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= CACHE_SESSIONS && !entries.contains_key(id.expose()) {
+            entries.retain(|_, list| list.iter().any(|i| now < i.until));
+            if entries.len() >= CACHE_SESSIONS {
+                entries.clear();
+            }
+        }
+        let list = entries.entry(id.expose().to_string()).or_default();
+        list.retain(|i| i.route != identity.route);
+        list.push(identity);
+    }
+
+    /// Forgets the identities of one session (at logout).
+    pub fn forget(&self, id: &SessionId) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(id.expose());
+        }
+    }
+
+    /// Forgets every identity.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::{GroupsFilter, Rule};
+    use axum::http::HeaderMap;
+
+    fn names() -> IdentityHeaders {
+        IdentityHeaders {
+            user: HeaderName::from_static("x-auth-user"),
+            email: HeaderName::from_static("x-auth-email"),
+            name: HeaderName::from_static("x-auth-name"),
+            groups: HeaderName::from_static("x-auth-groups"),
+        }
+    }
+
+    fn route(name: &str, groups: &[&str], filter: GroupsFilter) -> Route {
+        let rule = Rule {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Rule::default()
+        };
+        Route {
+            name: name.into(),
+            path: format!("/{name}"),
+            host: None,
+            upstream: "http://127.0.0.1:1".parse().unwrap(),
+            public: false,
+            compiled: rule.compile(),
+            rule,
+            groups_filter: filter,
+            forward_cookies: vec![],
+        }
+    }
+
+    fn session() -> SessionRecord {
+        SessionRecord {
+            version: 1,
+            sp_entity_id: String::new(),
+            idp: String::new(),
+            user: "alice".into(),
+            name_id: "alice".into(),
+            name_id_format: None,
+            session_index: None,
+            email: None,
+            display_name: Some("Zoë\r\nX-Evil: 1".into()),
+            groups: vec!["a".into(), "b,c".into()],
+            attributes: Default::default(),
+            csrf_token: String::new(),
+            created_at: 0,
+            expires_at: 0,
+            last_seen: 0,
+        }
+    }
+
+    #[test]
+    fn client_identity_headers_are_replaced() {
+        let names = names();
+        let sources = IdentitySources {
+            names: &names,
+            tokens: None,
+        };
+        let identity = build(
+            &sources,
+            &session(),
+            &route("app", &[], GroupsFilter::All),
+            1,
+            0,
+        );
+        assert!(identity.allowed);
+        let mut h = HeaderMap::new();
+        h.append("x-auth-user", HeaderValue::from_static("mallory"));
+        h.append("x-auth-user", HeaderValue::from_static("mallory2"));
+        h.append("x-auth-email", HeaderValue::from_static("m@evil"));
+        crate::proxy::set_identity_headers(&mut h, &names, &identity);
+        assert_eq!(
+            h.get_all("x-auth-user").iter().collect::<Vec<_>>(),
+            ["alice"]
+        );
+        assert!(h.get("x-auth-email").is_none());
+        assert_eq!(h["x-auth-groups"], "a,b%2Cc");
+        assert_eq!(h["x-auth-name"], "Zo%C3%AB%0D%0AX-Evil: 1");
+    }
+
+    #[test]
+    fn denied_identities_carry_no_headers_and_filters_apply() {
+        let names = names();
+        let sources = IdentitySources {
+            names: &names,
+            tokens: None,
+        };
+        let denied = build(
+            &sources,
+            &session(),
+            &route("ops", &["ops"], GroupsFilter::All),
+            1,
+            0,
+        );
+        assert!(!denied.allowed && denied.headers.is_empty());
+        let only = build(
+            &sources,
+            &session(),
+            &route("a", &["a"], GroupsFilter::Rule),
+            1,
+            0,
+        );
+        let groups: Vec<_> = only
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "x-auth-groups")
+            .collect();
+        assert_eq!(groups[0].1, "a");
+    }
+
+    #[test]
+    fn cache_entries_belong_to_one_session_route_and_table() {
+        let names = names();
+        let sources = IdentitySources {
+            names: &names,
+            tokens: None,
+        };
+        let cache = IdentityCache::default();
+        let id = SessionId::generate().unwrap();
+        let other = SessionId::generate().unwrap();
+        let mut identity = build(
+            &sources,
+            &session(),
+            &route("app", &[], GroupsFilter::All),
+            7,
+            0,
+        );
+        identity.until = 100;
+        cache.put(&id, Arc::new(identity), 0);
+        assert!(cache.get(&id, "app", 7, 99).is_some());
+        assert!(cache.get(&id, "app", 7, 100).is_none(), "due for renewal");
+        assert!(cache.get(&id, "app", 8, 0).is_none(), "another route table");
+        assert!(cache.get(&id, "ops", 7, 0).is_none(), "another route");
+        assert!(cache.get(&other, "app", 7, 0).is_none(), "another session");
+        cache.forget(&id);
+        assert!(cache.get(&id, "app", 7, 0).is_none());
+    }
+}
