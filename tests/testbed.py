@@ -451,14 +451,16 @@ def app_routes(sales_port, ops_port, ops_groups=("ops", "admin"), status_port=No
     """The `routes:` items of the two-app setup: /sales for groups analytics and admin (the
     groups header and token carry only those), /ops for `ops_groups`; with `status_port` a
     public /status, with `public_health` the sales app's /sales/_stcore/health public too.
-    No catch-all: `/` lists a user's apps."""
+    No catch-all: `/` lists a user's apps. A public path of the sales app shares its upstream,
+    which both routes must then say (`shared_upstream`)."""
+    shared = "    shared_upstream: true\n" if public_health else ""
     text = f"""\
   - name: sales
     path: /sales
     upstream: http://127.0.0.1:{sales_port}
     allow: {{ groups: [analytics, admin] }}
     groups_header: rule
-  - name: ops
+{shared}  - name: ops
     path: /ops
     upstream: http://127.0.0.1:{ops_port}
     allow: {{ groups: [{", ".join(ops_groups)}] }}
@@ -476,7 +478,7 @@ def app_routes(sales_port, ops_port, ops_groups=("ops", "admin"), status_port=No
     path: /sales/_stcore/health
     upstream: http://127.0.0.1:{sales_port}
     public: true
-"""
+{shared}"""
     return text
 
 

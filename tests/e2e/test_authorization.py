@@ -18,15 +18,15 @@ import socket
 import threading
 import time
 from http.client import HTTPResponse
-from pathlib import Path
 from urllib.parse import unquote
 
 import jwt
 import pytest
+import websocket
 
 import testbed
-from deploy import until
-from flows import NAVIGATE, cookie_header, login, new_client, run_app
+from deploy import seconds_until_closed, until
+from flows import NAVIGATE, cookie_header, login, new_client, open_stream, run_app
 
 ARTIFACTS = testbed.ROOT / "target" / "e2e"
 PASSWORDS = {user: password for user, password, _ in testbed.USERS}
@@ -455,10 +455,37 @@ def test_rule_change_applies_to_open_sessions_on_sighup(authz):
     assert _status(authz, client, "/ops/") == 403
 
 
+def test_reload_that_takes_access_away_closes_open_websockets(authz):
+    client = signed_in(authz, "alice", "/sales/")
+    original = authz.bed.config_text()
+    try:
+        _reload(authz, authz.bed.config_text(ops_groups=("ops", "admin", "analytics")), RELOADED)
+        ops = open_stream(authz.url, {"Cookie": cookie_header(client)}, base_path="/ops")
+        sales = open_stream(authz.url, {"Cookie": cookie_header(client)}, base_path="/sales")
+        mark = authz.bed.audit_mark()
+        _reload(authz, original, RELOADED)
+        # The watch looks every 2 s (+-25 %): the ops socket closes within a few seconds.
+        seconds_until_closed(ops, 10)
+        [record] = denied_records(authz.bed.audit_since(mark), "alice", "ops")
+        assert record["reason"] == "access_revoked"
+        reloads = [r for r in authz.bed.audit_since(mark) if r["event"] == "routes_reloaded"]
+        assert reloads and "reason" not in reloads[0]
+        # The sales socket, still allowed, stays open.
+        sales.settimeout(3)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            sales.recv()
+        sales.close()
+    finally:
+        authz.bed.gateway.config_path.write_text(original)
+
+
 def test_reload_of_a_bad_config_keeps_the_rules_in_force(authz, alice):
     original = authz.bed.config_text()
     try:
+        mark = authz.bed.audit_mark()
         _reload(authz, authz.bed.config_text(ops_groups=()), REFUSED)
+        [refused] = [r for r in authz.bed.audit_since(mark) if r["event"] == "routes_reloaded"]
+        assert refused["reason"] == "config_invalid" and "routes[1].allow" in refused["detail"]
         assert _status(authz, alice, "/ops/") == 403
         assert _status(authz, alice, "/sales/") == 200
     finally:

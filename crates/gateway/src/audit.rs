@@ -33,6 +33,9 @@ pub enum Event {
     /// A session was ended before its time (`reason`: `logout`, `admin`, ...) and an open
     /// WebSocket of it was closed; or an administrator revoked it (`reason`: `admin`).
     SessionRevoked,
+    /// SIGHUP: the routes were reloaded, or the reload was refused (`reason`:
+    /// `config_invalid`, `detail`: the config error).
+    RoutesReloaded,
 }
 
 /// One audit record; empty fields are left out of the JSON.

@@ -16,7 +16,8 @@ use url::Url;
 
 use crate::attributes::{AttributeMapping, Preset};
 use crate::identity_token::IdentityTokenConfig;
-use crate::routing::{check_routes, RawPaths, RawRoute, RouteTable};
+use crate::route_config::{check_routes, RawPaths, RawRoute};
+use crate::routing::RouteTable;
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -526,12 +527,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
 
     let header = |key: &str, value: Option<String>, default: &str| {
         let name = value.unwrap_or_else(|| default.to_string());
-        hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            err(
-                &format!("identity_headers.{key}"),
-                "not a valid HTTP header name",
-            )
-        })
+        identity_header_name(&name).map_err(|m| err(&format!("identity_headers.{key}"), m))
     };
     let h = raw.identity_headers;
     let identity_headers = IdentityHeaders {
@@ -542,6 +538,20 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     };
 
     let identity_token = check_identity_token(raw.identity_token, &sp, &resolve, &err)?;
+    let mut taken = vec![
+        ("identity_headers.user", &identity_headers.user),
+        ("identity_headers.email", &identity_headers.email),
+        ("identity_headers.name", &identity_headers.name),
+        ("identity_headers.groups", &identity_headers.groups),
+    ];
+    if let Some(t) = &identity_token {
+        taken.push(("identity_token.header", &t.header));
+    }
+    for (i, (key, name)) in taken.iter().enumerate() {
+        if taken[..i].iter().any(|(_, other)| other == name) {
+            return Err(err(key, "is the same header as another identity header"));
+        }
+    }
 
     let max_saml_response_bytes = raw.limits.max_saml_response_bytes.unwrap_or(256 * 1024);
     if !(1024..=16 * 1024 * 1024).contains(&max_saml_response_bytes) {
@@ -676,6 +686,41 @@ fn unknown_preset(name: &str) -> String {
     )
 }
 
+/// Headers that carry HTTP framing, routing or credentials: an identity value there would
+/// change what the request means to the upstream.
+const RESERVED_HEADERS: [&str; 16] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-real-ip",
+    "origin",
+    "expect",
+];
+
+/// A header name for identity: valid, not reserved, not of the `X-Forwarded-*` family.
+fn identity_header_name(name: &str) -> Result<hyper::header::HeaderName, &'static str> {
+    let name = hyper::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| "not a valid HTTP header name")?;
+    let folded = name.as_str().replace('_', "-");
+    if RESERVED_HEADERS.contains(&folded.as_str())
+        || folded.starts_with("x-forwarded-")
+        || folded.starts_with("sec-")
+    {
+        return Err("is a header with its own meaning in HTTP; choose another name");
+    }
+    Ok(name)
+}
+
 fn check_identity_token(
     raw: RawIdentityToken,
     sp: &SpConfig,
@@ -686,8 +731,7 @@ fn check_identity_token(
         return Ok(None);
     }
     let header = raw.header.unwrap_or_else(|| "X-Auth-Jwt".into());
-    let header = hyper::header::HeaderName::from_bytes(header.as_bytes())
-        .map_err(|_| err("identity_token.header", "not a valid HTTP header name"))?;
+    let header = identity_header_name(&header).map_err(|m| err("identity_token.header", m))?;
     let key_file = match raw.key_file {
         Some(p) => resolve(&p),
         None => sp
@@ -953,7 +997,7 @@ audit:
             )
         };
         let two = routes(
-            "  - path: /sales\n    upstream: http://127.0.0.1:8502\n    allow:\n      groups: [analytics]\n      email_domains: [example.test]\n    groups_header: rule\n  - path: /ops/\n    name: operations\n    upstream: http://127.0.0.1:8503\n    allow_groups: [ops]\n  - path: /status\n    upstream: http://127.0.0.1:8503\n    public: true\n",
+            "  - path: /sales\n    upstream: http://127.0.0.1:8502\n    allow:\n      groups: [analytics]\n      email_domains: [example.test]\n    groups_header: rule\n  - path: /ops/\n    name: operations\n    upstream: http://127.0.0.1:8503\n    allow_groups: [ops]\n  - path: /status\n    upstream: http://127.0.0.1:8504\n    public: true\n",
         );
         let (dir, result) = load(&two);
         let c = result.unwrap();
@@ -978,7 +1022,12 @@ audit:
             ("  - path: /a\n    upstream: http://h:1\n    name: a b\n", "routes[0].name", "letters"),
             ("  - path: /a\n    upstream: http://h:1\n  - path: /b\n    name: a\n    upstream: http://h:1\n", "routes[1].name", "unique"),
             ("  - path: /a\n    upstream: http://h:1\n    host: Dash.example.com:443\n", "routes[0].host", "without port"),
-            ("  - path: /a\n    upstream: http://h:1\n  - path: /a/\n    name: b\n    upstream: http://h:1\n", "routes[1].path", "earlier route"),
+            ("  - path: /a\n    upstream: http://h:1\n  - path: /a/\n    name: b\n    upstream: http://h:2\n", "routes[1].path", "earlier route"),
+            ("  - path: /a\n    upstream: http://h:1\n  - path: /A\n    name: b\n    upstream: http://h:2\n", "routes[1].path", "only in case"),
+            ("  - path: //\n    upstream: http://h:1\n", "routes[0].path", "normal form"),
+            ("  - path: /a\n    upstream: http://h:1\n    allow_groups: []\n", "routes[0].allow_groups", "is empty"),
+            ("  - path: /\n    upstream: http://h:1\n    allow_groups: [a]\n  - path: /admin\n    upstream: http://h:1\n    allow_groups: [admins]\n", "routes[1].upstream", "protects an upstream"),
+            ("  - path: /a\n    upstream: http://h:1\n  - path: /a/health\n    upstream: http://h:1\n    public: true\n    shared_upstream: true\n", "routes[1].upstream", "shared_upstream: true on both"),
         ] {
             let e = error_of(&routes(block));
             assert_eq!(e.key, key, "{block}: {e}");
@@ -989,6 +1038,37 @@ audit:
             routes("  - path: /a\n    upstream: http://h:1\n  - path: /A\n    name: b\n    upstream: http://h:1\n")
         ));
         assert_eq!(e.key, "routes[1].path");
+
+        // Both routes opt in: the app checks access itself.
+        let (_dir, result) = load(&routes(
+            "  - path: /a\n    upstream: http://h:1\n    shared_upstream: true\n  - path: /a/health\n    upstream: http://h:1\n    public: true\n    shared_upstream: true\n",
+        ));
+        assert_eq!(result.unwrap().routes.routes().len(), 2);
+        for (block, key) in [
+            (
+                "identity_headers:\n  user: Content-Length\n",
+                "identity_headers.user",
+            ),
+            (
+                "identity_headers:\n  groups: X-Forwarded-User\n",
+                "identity_headers.groups",
+            ),
+            (
+                "identity_token:\n  header: Authorization\n",
+                "identity_token.header",
+            ),
+            (
+                "identity_token:\n  header: X-Auth-User\n",
+                "identity_token.header",
+            ),
+            (
+                "identity_headers:\n  email: X-Auth-User\n",
+                "identity_headers.email",
+            ),
+        ] {
+            let e = error_of(&format!("{GOOD}{block}"));
+            assert_eq!(e.key, key, "{block}: {e}");
+        }
 
         let (_dir, result) = load(&format!("{GOOD}server:\n  worker_threads: 1\n"));
         assert_eq!(result.unwrap().worker_threads, Some(1));

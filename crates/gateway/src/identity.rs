@@ -95,6 +95,13 @@ pub fn build(
     }
 }
 
+impl Identity {
+    /// The route table this identity was decided with.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 impl IdentityCache {
     /// The cached identity of session `id` for `route`, when made with route table
     /// `generation` and still fresh at `now`.

@@ -162,7 +162,8 @@ impl TokenIssuer {
             groups,
             idp: &session.idp,
             iat: now,
-            exp: now + self.lifetime,
+            // No token outlives its session.
+            exp: (now + self.lifetime).min(session.expires_at.max(now + 1)),
             jti,
         };
         // Serializing these plain structs cannot fail; an empty payload would fail verification.
@@ -196,7 +197,7 @@ mod tests {
             attributes: Default::default(),
             csrf_token: String::new(),
             created_at: 0,
-            expires_at: 0,
+            expires_at: i64::MAX,
             last_seen: 0,
         }
     }
@@ -226,6 +227,13 @@ mod tests {
         assert_eq!(claims["aud"], "sales");
         assert_eq!(claims["exp"], 1300);
         assert_eq!(claims["groups"], serde_json::json!(["analytics"]));
+        let mut ending = session();
+        ending.expires_at = 1100;
+        let capped = issuer.sign(&ending, "sales", &[], 1000).unwrap();
+        let payload = capped.split('.').nth(1).unwrap();
+        let capped: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(capped["exp"], 1100, "a token never outlives its session");
 
         // Verify with the JWKS coordinates alone, as an app would.
         let jwks: serde_json::Value = serde_json::from_str(issuer.jwks()).unwrap();

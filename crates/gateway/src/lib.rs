@@ -15,6 +15,7 @@ pub mod pages;
 pub mod paths;
 pub mod proxy;
 pub mod redirect;
+pub mod route_config;
 pub mod routing;
 pub mod saml;
 pub mod server;

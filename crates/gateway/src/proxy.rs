@@ -26,7 +26,7 @@ use crate::config::IdentityHeaders;
 use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
 use crate::identity::Identity;
 use crate::routing::Route;
-use crate::session_watch::SessionWatch;
+use crate::session_watch::{SessionWatch, WatchedRoute};
 use crate::state::{audit_record, SharedState};
 use crate::ws_activity::TrackedClient;
 
@@ -59,11 +59,25 @@ const CLIENT_CLAIM_HEADERS: [&str; 9] = [
 /// True when a client-sent header could pass for identity or routing information the gateway
 /// vouches for. Names are compared as CGI/WSGI-style servers would read them (case-folded,
 /// `_` as `-`), so `X_Auth_User` is caught too; all of `X-Auth-*` belongs to the gateway.
+/// True when `a` reads as `b` once `_` is taken for `-`.
+fn same_folded(a: &HeaderName, b: &HeaderName) -> bool {
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
+}
+
 fn is_claim_header(name: &HeaderName, identity: &IdentityHeaders) -> bool {
-    let folded = name.as_str().replace('_', "-");
-    folded.starts_with("x-auth-")
-        || folded.starts_with("x-forwarded-")
-        || CLIENT_CLAIM_HEADERS.contains(&folded.as_str())
+    // Header names arrive lower-cased; only `_` needs folding, compared byte by byte so that
+    // the common case (no claim header) allocates nothing.
+    let name = name.as_str().as_bytes();
+    let fold = |b: u8| if b == b'_' { b'-' } else { b };
+    let starts = |prefix: &[u8]| {
+        name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, b)| fold(*a) == *b)
+    };
+    let equals = |other: &[u8]| name.len() == other.len() && starts(other);
+    starts(b"x-auth-")
+        || starts(b"x-forwarded-")
+        || CLIENT_CLAIM_HEADERS.iter().any(|h| equals(h.as_bytes()))
         || [
             &identity.user,
             &identity.email,
@@ -71,14 +85,19 @@ fn is_claim_header(name: &HeaderName, identity: &IdentityHeaders) -> bool {
             &identity.groups,
         ]
         .iter()
-        .any(|n| n.as_str() == folded)
+        .any(|n| equals(n.as_str().as_bytes()))
 }
 
-/// Removes every client-sent header that [`is_claim_header`] names.
-pub fn strip_client_claims(headers: &mut HeaderMap, identity: &IdentityHeaders) {
+/// Removes every client-sent header that [`is_claim_header`] names, and the identity token
+/// header `token` in any spelling.
+pub fn strip_client_claims(
+    headers: &mut HeaderMap,
+    identity: &IdentityHeaders,
+    token: Option<&HeaderName>,
+) {
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_claim_header(n, identity))
+        .filter(|n| is_claim_header(n, identity) || token.is_some_and(|t| same_folded(n, t)))
         .cloned()
         .collect();
     for name in doomed {
@@ -146,14 +165,20 @@ pub async fn forward(
     let active = Arc::new(AtomicBool::new(false));
     // A socket of a session is closed when the session ends; a public route's has no session.
     let watch = match (upgrade, signed_in) {
-        (true, Some((id, session, _))) => {
+        (true, Some((id, session, identity))) => {
             let audit = audit_record(peer, request.headers(), request.uri().path());
+            let route = WatchedRoute {
+                name: route.name.clone(),
+                upstream: route.upstream.clone(),
+                generation: identity.generation(),
+            };
             Some(SessionWatch::new(
                 state.clone(),
                 id.clone(),
                 session.clone(),
                 audit,
                 active.clone(),
+                route,
             ))
         }
         _ => None,
@@ -178,15 +203,13 @@ pub async fn forward(
 
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
-    strip_client_claims(headers, &state.config.identity_headers);
+    let token_header = state.config.identity_token.as_ref().map(|t| &t.header);
+    strip_client_claims(headers, &state.config.identity_headers, token_header);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     filter_for_upstream(headers, &route.forward_cookies);
-    if let Some(token) = &state.config.identity_token {
-        headers.remove(&token.header);
-    }
     if let Some((_, _, identity)) = signed_in {
         set_identity_headers(headers, &state.config.identity_headers, identity);
     }
@@ -293,7 +316,12 @@ mod tests {
             );
         }
         h.insert("accept", HeaderValue::from_static("text/html"));
-        strip_client_claims(&mut h, &names);
+        h.insert("x_identity_token", HeaderValue::from_static("x"));
+        strip_client_claims(
+            &mut h,
+            &names,
+            Some(&HeaderName::from_static("x-identity-token")),
+        );
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }
 }

@@ -8,54 +8,7 @@
 //! were ignored (`/OPS` next to a route `/ops`) matches none, so that a catch-all with a
 //! weaker rule never serves what an upstream may read as the stricter route's path.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-use url::Url;
-
 use crate::authz::{CompiledRule, GroupsFilter, Rule};
-use crate::config::ConfigError;
-
-/// One route as written in the config.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRoute {
-    name: Option<String>,
-    path: String,
-    host: Option<String>,
-    upstream: String,
-    #[serde(default)]
-    public: bool,
-    allow: Option<RawRule>,
-    allow_groups: Option<Vec<String>>,
-    forward_cookies: Option<Vec<String>>,
-    groups_header: Option<String>,
-}
-
-/// A route's `allow` section as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    users: Vec<String>,
-    #[serde(default)]
-    emails: Vec<String>,
-    #[serde(default)]
-    email_domains: Vec<String>,
-    #[serde(default)]
-    attributes: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    groups_case_insensitive: bool,
-}
-
-/// The `paths` section as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPaths {
-    case_sensitive: Option<bool>,
-}
 
 /// One proxied application.
 #[derive(Debug, Clone)]
@@ -139,6 +92,11 @@ impl RouteTable {
         }
     }
 
+    /// The route named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
     /// This table's number, different for every table built.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -183,212 +141,13 @@ impl RouteTable {
     }
 }
 
-/// Checks the `routes` and `paths` sections; `err(key, message)` makes the error.
-pub fn check_routes(
-    raw: Vec<RawRoute>,
-    paths: RawPaths,
-    err: &dyn Fn(&str, &str) -> ConfigError,
-) -> Result<RouteTable, ConfigError> {
-    if raw.is_empty() {
-        return Err(err("routes", "at least one route is needed"));
-    }
-    let case_sensitive = paths.case_sensitive.unwrap_or(true);
-    let mut routes: Vec<Route> = Vec::new();
-    for (i, r) in raw.into_iter().enumerate() {
-        let key = |k: &str| format!("routes[{i}].{k}");
-        let route = check_route(r, &|k, m| err(&key(k), m))?;
-        let same_path = |o: &Route| {
-            o.host == route.host
-                && if case_sensitive {
-                    o.path == route.path
-                } else {
-                    o.path.eq_ignore_ascii_case(&route.path)
-                }
-        };
-        if routes.iter().any(same_path) {
-            return Err(err(
-                &key("path"),
-                "the same path (and host) is used by an earlier route",
-            ));
-        }
-        if routes.iter().any(|o| o.name == route.name) {
-            return Err(err(
-                &key("name"),
-                "the same name is used by an earlier route; names must be unique",
-            ));
-        }
-        routes.push(route);
-    }
-    Ok(RouteTable::new(routes, case_sensitive))
-}
-
-fn default_name(path: &str) -> String {
-    let name = path.trim_matches('/').replace('/', "-");
-    if name.is_empty() {
-        "root".into()
-    } else {
-        name
-    }
-}
-
-fn check_rule(raw: Option<RawRule>, allow_groups: Option<Vec<String>>) -> Result<Rule, String> {
-    let rule = match (raw, allow_groups) {
-        (Some(_), Some(_)) => {
-            return Err("use either allow or allow_groups, not both".into());
-        }
-        (None, groups) => Rule {
-            groups: groups.unwrap_or_default(),
-            ..Rule::default()
-        },
-        (Some(r), None) => {
-            let rule = Rule {
-                groups: r.groups,
-                users: r.users,
-                emails: r.emails,
-                email_domains: r.email_domains,
-                attributes: r.attributes,
-                groups_case_insensitive: r.groups_case_insensitive,
-            };
-            if rule.is_open() {
-                return Err("has no entries; remove it to let every signed-in user in".into());
-            }
-            rule
-        }
-    };
-    let blank = |v: &Vec<String>| v.iter().any(|s| s.trim().is_empty());
-    if blank(&rule.groups)
-        || blank(&rule.users)
-        || blank(&rule.emails)
-        || blank(&rule.email_domains)
-        || rule
-            .attributes
-            .iter()
-            .any(|(k, v)| k.is_empty() || blank(v))
-    {
-        return Err("has an empty value".into());
-    }
-    if rule.attributes.values().any(Vec::is_empty) {
-        return Err("an attribute lists no values".into());
-    }
-    Ok(rule)
-}
-
-fn check_route(
-    raw: RawRoute,
-    err: &dyn Fn(&str, &str) -> ConfigError,
-) -> Result<Route, ConfigError> {
-    let normal = crate::paths::normalize(&raw.path).ok();
-    if normal.as_deref() != Some(raw.path.as_str())
-        && normal.as_deref().map(|n| format!("{n}/")) != Some(raw.path.clone())
-        || raw.path.contains(';')
-        || raw.path.contains('%')
-    {
-        return Err(err(
-            "path",
-            "must start with / and be in normal form (no //, . or .. segments, ; or %)",
-        ));
-    }
-    if raw.path.starts_with("/saml/") || raw.path == "/saml" {
-        return Err(err(
-            "path",
-            "/saml is reserved for the gateway's own endpoints",
-        ));
-    }
-    let path = if raw.path.len() > 1 {
-        raw.path.trim_end_matches('/').to_string()
-    } else {
-        raw.path
-    };
-    let name = raw.name.unwrap_or_else(|| default_name(&path));
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(err(
-            "name",
-            "must be 1 to 64 letters, digits, '-', '_' or '.'",
-        ));
-    }
-    let host = match raw.host {
-        None => None,
-        Some(h) => {
-            let key = host_key(&h);
-            if key.is_empty() || url::Host::parse(&key).is_err() || key != h.to_ascii_lowercase() {
-                return Err(err(
-                    "host",
-                    "must be a host name such as dash.example.com, without port",
-                ));
-            }
-            Some(key)
-        }
-    };
-    let url = Url::parse(&raw.upstream).map_err(|_| {
-        err(
-            "upstream",
-            "not an absolute URL such as http://127.0.0.1:8501",
-        )
-    })?;
-    if url.scheme() != "http" || url.host().is_none() {
-        return Err(err("upstream", "must be an http:// URL with a host"));
-    }
-    if url.path() != "/" || url.query().is_some() {
-        return Err(err(
-            "upstream",
-            "must not have a path or query; requests keep their own path",
-        ));
-    }
-    let upstream: hyper::Uri = raw
-        .upstream
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| err("upstream", "not a valid URL"))?;
-    if raw.public && (raw.allow.is_some() || raw.allow_groups.is_some()) {
-        return Err(err(
-            "public",
-            "a public route has no login, so it cannot have allow or allow_groups",
-        ));
-    }
-    let key = if raw.allow_groups.is_some() {
-        "allow_groups"
-    } else {
-        "allow"
-    };
-    let rule = check_rule(raw.allow, raw.allow_groups).map_err(|m| err(key, &m))?;
-    let groups_filter = match raw.groups_header.as_deref() {
-        None => GroupsFilter::All,
-        Some(text) => GroupsFilter::parse(text)
-            .ok_or_else(|| err("groups_header", "must be all, rule, none or prefix:TEXT"))?,
-    };
-    if groups_filter == GroupsFilter::Rule && rule.groups.is_empty() {
-        return Err(err(
-            "groups_header",
-            "is `rule` but the route's rule names no groups",
-        ));
-    }
-    Ok(Route {
-        name,
-        path,
-        host,
-        upstream,
-        public: raw.public,
-        compiled: rule.compile(),
-        rule,
-        groups_filter,
-        forward_cookies: raw
-            .forward_cookies
-            .unwrap_or_else(|| vec!["_streamlit_*".to_string()]),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn route(path: &str, host: Option<&str>) -> Route {
         Route {
-            name: default_name(path),
+            name: crate::route_config::default_name(path),
             path: path.into(),
             host: host.map(str::to_string),
             upstream: "http://127.0.0.1:1".parse().unwrap(),

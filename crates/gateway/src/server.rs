@@ -58,8 +58,33 @@ pub fn warnings(config: &Config) {
              without a request; use this only for testing"
         );
     }
+    if let Some(token) = &config.identity_token {
+        identity_key_warnings(config, token);
+    }
     if config.idp.metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
         tracing::warn!("the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
+    }
+}
+
+/// Warnings about the identity token's keys: one generated per replica, or readable by others.
+fn identity_key_warnings(config: &Config, token: &crate::identity_token::IdentityTokenConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let files = std::iter::once(&token.key_file).chain(token.next_key_file.as_ref());
+    for file in files {
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
+                key_file = %file.display(),
+                "the identity-token key is readable by other users; chmod 600 it"
+            ),
+            Ok(_) => {}
+            Err(_) if matches!(config.sessions.store, StoreKind::Redis { .. }) => tracing::warn!(
+                key_file = %file.display(),
+                "the identity-token key does not exist and will be generated; with several \
+                 replicas, generate it once and give every replica the same file, or each \
+                 publishes its own keys"
+            ),
+            Err(_) => {}
+        }
     }
 }
 
@@ -105,6 +130,10 @@ async fn reload_on_hangup(state: SharedState) {
         return;
     };
     while hangup.recv().await.is_some() {
+        let mut record = crate::audit::Record {
+            event: Some(crate::audit::Event::RoutesReloaded),
+            ..crate::audit::Record::default()
+        };
         match Config::load(&state.config.file) {
             Ok(new) => {
                 let count = new.routes.routes().len();
@@ -117,8 +146,16 @@ async fn reload_on_hangup(state: SharedState) {
                     "reloaded routes and paths from the config file; other settings take effect \
                      at the next restart"
                 );
+                record.detail = Some(format!("{count} routes"));
             }
-            Err(e) => tracing::error!(error = %e, "reload refused; the routes in force stay"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the routes in force stay");
+                record.reason = Some("config_invalid".into());
+                record.detail = Some(e.to_string());
+            }
+        }
+        if let Err(e) = state.audit.record(record).await {
+            tracing::error!(error = %e, "audit log write failed for a reload");
         }
     }
 }

@@ -11,6 +11,10 @@
 //! revocation), on this replica or any other sharing the store, the copy stops, both
 //! connections close, and `session_expired` or `session_revoked` goes to the audit log.
 //!
+//! After a reload of the routes, the watch checks the socket's route again: when it is gone,
+//! points elsewhere, or its rule no longer lets the session in, the socket closes and
+//! `access_denied` (`access_revoked`) goes to the audit log.
+//!
 //! When the store does not answer, the socket stays open for [`STORE_ERROR_GRACE`] (a Redis
 //! restart should not drop every socket), then closes: a session that cannot be checked is
 //! not trusted for longer.
@@ -41,6 +45,18 @@ pub enum Ending {
     Ended(&'static str),
     /// The store has not answered for [`STORE_ERROR_GRACE`].
     StoreUnavailable,
+    /// A reload changed the socket's route so that this session may no longer use it.
+    AccessRevoked,
+}
+
+/// The route a watched socket was authorized for.
+pub struct WatchedRoute {
+    /// The route's name.
+    pub name: String,
+    /// Its upstream, which must stay the same.
+    pub upstream: hyper::Uri,
+    /// The route table the socket was authorized with.
+    pub generation: u64,
 }
 
 /// The watch over one WebSocket's session.
@@ -54,6 +70,8 @@ pub struct SessionWatch {
     audit: Record,
     /// Raised by the proxy when the client sent a data frame; lowered at each look.
     active: Arc<AtomicBool>,
+    /// The route, checked again after every reload.
+    route: WatchedRoute,
 }
 
 impl SessionWatch {
@@ -64,6 +82,7 @@ impl SessionWatch {
         session: SessionRecord,
         audit: Record,
         active: Arc<AtomicBool>,
+        route: WatchedRoute,
     ) -> SessionWatch {
         let deadline = deadline(&state, &session);
         SessionWatch {
@@ -73,7 +92,22 @@ impl SessionWatch {
             deadline,
             audit,
             active,
+            route,
         }
+    }
+
+    /// After a reload: true while the route still exists, with the same upstream, and its
+    /// rule still lets this session in.
+    fn still_allowed(&mut self) -> bool {
+        let routes = self.state.routes.load();
+        if routes.generation() == self.route.generation {
+            return true;
+        }
+        let allowed = routes.by_name(&self.route.name).is_some_and(|r| {
+            r.upstream == self.route.upstream && !r.public && r.compiled.allows(&self.session)
+        });
+        self.route.generation = routes.generation();
+        allowed
     }
 
     /// Waits until the session ends (or cannot be checked for too long) and says why.
@@ -93,6 +127,9 @@ impl SessionWatch {
                     failing_since = None;
                     self.deadline = deadline(&self.state, &record);
                     self.session = record;
+                    if !self.still_allowed() {
+                        return Ending::AccessRevoked;
+                    }
                 }
                 Ok(SessionState::Expired(record)) => {
                     // Claim the expiry: whoever removes the record reports it, once.
@@ -137,6 +174,10 @@ impl SessionWatch {
         let (event, reason) = match ending {
             Ending::Expired(reason) => (Event::SessionExpired, reason),
             Ending::Ended(reason) => (Event::SessionRevoked, reason),
+            Ending::AccessRevoked => {
+                record.route = Some(self.route.name.clone());
+                (Event::AccessDenied, "access_revoked")
+            }
             Ending::ExpiryReported(reason) => {
                 tracing::info!(
                     session = record.session.as_deref().unwrap_or(""),
