@@ -22,6 +22,8 @@ use crate::routing::Route;
 
 /// Most sessions with cached identities; beyond it, stale entries are swept, then all.
 const CACHE_SESSIONS: usize = 20_000;
+/// Most bytes of cached header values (a token for a user in 500 groups is tens of KB).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The decision and the headers for one session at one route.
 #[derive(Debug)]
@@ -38,7 +40,26 @@ pub struct Identity {
 /// Identities by session ID (kept only in this map, never logged), then route.
 #[derive(Default)]
 pub struct IdentityCache {
-    entries: Mutex<HashMap<String, Vec<Arc<Identity>>>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_session: HashMap<String, Vec<Arc<Identity>>>,
+    /// Header bytes held, for [`CACHE_BYTES`].
+    bytes: usize,
+}
+
+impl Identity {
+    fn bytes(&self) -> usize {
+        self.headers.iter().map(|(_, v)| v.len() + 32).sum()
+    }
+}
+
+impl Entries {
+    fn recount(&mut self) {
+        self.bytes = self.by_session.values().flatten().map(|i| i.bytes()).sum();
+    }
 }
 
 /// What building an identity needs besides the session and the route.
@@ -114,6 +135,7 @@ impl IdentityCache {
     ) -> Option<Arc<Identity>> {
         let entries = self.entries.lock().ok()?;
         entries
+            .by_session
             .get(id.expose())?
             .iter()
             .find(|i| i.route == route && i.generation == generation && now < i.until)
@@ -125,28 +147,53 @@ impl IdentityCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() >= CACHE_SESSIONS && !entries.contains_key(id.expose()) {
-            entries.retain(|_, list| list.iter().any(|i| now < i.until));
-            if entries.len() >= CACHE_SESSIONS {
-                entries.clear();
+        let full = entries.bytes + identity.bytes() > CACHE_BYTES
+            || (entries.by_session.len() >= CACHE_SESSIONS
+                && !entries.by_session.contains_key(id.expose()));
+        if full {
+            entries
+                .by_session
+                .retain(|_, list| list.iter().any(|i| now < i.until));
+            entries.recount();
+            if entries.bytes + identity.bytes() > CACHE_BYTES / 2
+                || entries.by_session.len() >= CACHE_SESSIONS
+            {
+                entries.by_session.clear();
+                entries.bytes = 0;
             }
         }
-        let list = entries.entry(id.expose().to_string()).or_default();
-        list.retain(|i| i.route != identity.route);
+        entries.bytes += identity.bytes();
+        let list = entries
+            .by_session
+            .entry(id.expose().to_string())
+            .or_default();
+        let mut freed = 0;
+        list.retain(|i| {
+            let keep = i.route != identity.route;
+            if !keep {
+                freed += i.bytes();
+            }
+            keep
+        });
         list.push(identity);
+        entries.bytes = entries.bytes.saturating_sub(freed);
     }
 
     /// Forgets the identities of one session (at logout).
     pub fn forget(&self, id: &SessionId) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(id.expose());
+            if let Some(list) = entries.by_session.remove(id.expose()) {
+                let freed: usize = list.iter().map(|i| i.bytes()).sum();
+                entries.bytes = entries.bytes.saturating_sub(freed);
+            }
         }
     }
 
     /// Forgets every identity.
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
+            entries.by_session.clear();
+            entries.bytes = 0;
         }
     }
 }
