@@ -28,10 +28,11 @@ fn session() -> SessionRecord {
         email: Some("alice@example.com".into()),
         display_name: Some("Alice Analyst".into()),
         // The one group that matters comes last, the worst case for a scan.
-        groups: (0..499)
-            .map(|i| format!("CN=group-{i:03},OU=Groups,DC=example,DC=com"))
-            .chain(["app-24".to_string()])
-            .collect(),
+        groups: session_store::groups(
+            (0..499)
+                .map(|i| format!("CN=group-{i:03},OU=Groups,DC=example,DC=com"))
+                .chain(["app-24".to_string()]),
+        ),
         attributes: Default::default(),
         csrf_token: "t".into(),
         created_at: 0,

@@ -5,6 +5,7 @@
 //! next request. It allows the request when any one of its entries matches.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use session_store::SessionRecord;
 
@@ -193,14 +194,14 @@ impl GroupsFilter {
     }
 
     /// The groups of `groups` this filter keeps, in their order.
-    pub fn apply<'g>(&self, groups: &'g [String], rule: &CompiledRule) -> Vec<&'g str> {
-        let keep = |g: &&String| match self {
+    pub fn apply<'g>(&self, groups: &'g [Arc<str>], rule: &CompiledRule) -> Vec<&'g str> {
+        let keep = |g: &&Arc<str>| match self {
             GroupsFilter::All => true,
             GroupsFilter::Rule => rule.has_group(g),
             GroupsFilter::Prefix(p) => g.starts_with(p.as_str()),
             GroupsFilter::None => false,
         };
-        groups.iter().filter(keep).map(String::as_str).collect()
+        groups.iter().filter(keep).map(|g| &**g).collect()
     }
 }
 
@@ -219,7 +220,7 @@ mod tests {
             session_index: None,
             email: email.map(str::to_string),
             display_name: None,
-            groups: groups.iter().map(|g| g.to_string()).collect(),
+            groups: session_store::groups(groups),
             attributes: BTreeMap::from([("department".to_string(), vec!["sales".to_string()])]),
             csrf_token: String::new(),
             created_at: 0,
@@ -303,10 +304,7 @@ mod tests {
             ..Rule::default()
         }
         .compile();
-        let groups: Vec<String> = ["staff", "sales-eu", "sales-us"]
-            .iter()
-            .map(|g| g.to_string())
-            .collect();
+        let groups = session_store::groups(["staff", "sales-eu", "sales-us"]);
         assert_eq!(GroupsFilter::All.apply(&groups, &rule).len(), 3);
         assert_eq!(GroupsFilter::Rule.apply(&groups, &rule), ["sales-eu"]);
         assert_eq!(

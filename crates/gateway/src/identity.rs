@@ -242,7 +242,7 @@ mod tests {
             session_index: None,
             email: None,
             display_name: Some("Zoë\r\nX-Evil: 1".into()),
-            groups: vec!["a".into(), "b,c".into()],
+            groups: session_store::groups(["a", "b,c"]),
             attributes: Default::default(),
             csrf_token: String::new(),
             created_at: 0,

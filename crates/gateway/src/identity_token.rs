@@ -193,7 +193,7 @@ mod tests {
             session_index: None,
             email: Some("zoe@example.test".into()),
             display_name: Some("Zoë Ångström".into()),
-            groups: vec!["analytics".into()],
+            groups: session_store::groups(["analytics"]),
             attributes: Default::default(),
             csrf_token: String::new(),
             created_at: 0,

@@ -256,7 +256,7 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
         session_index: assertion.session_index.clone(),
         email: mapping.email(assertion),
         display_name: mapping.display_name(assertion),
-        groups: mapping.groups(assertion),
+        groups: session_store::groups(mapping.groups(assertion)),
         attributes: mapping.other_attributes(assertion),
         csrf_token,
         created_at: 0,

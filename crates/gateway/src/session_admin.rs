@@ -166,7 +166,7 @@ mod tests {
             session_index: None,
             email: None,
             display_name: None,
-            groups: vec![],
+            groups: session_store::groups::<&str>([]),
             attributes: Default::default(),
             csrf_token: "csrf-secret".into(),
             created_at: 0,

@@ -32,9 +32,7 @@ fn record() -> SessionRecord {
         session_index: Some("_be9967abd904ddcae3c0eb4189adbe3f71e327cf93".into()),
         email: Some("alice.analyst@corp.example".into()),
         display_name: Some("Alice Analyst".into()),
-        groups: (0..50)
-            .map(|i| format!("corp-analytics-team-{i:03}"))
-            .collect(),
+        groups: session_store::groups((0..50).map(|i| format!("corp-analytics-team-{i:03}"))),
         attributes: Default::default(),
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),
         created_at: 0,

@@ -30,9 +30,7 @@ fn record(i: usize) -> SessionRecord {
         session_index: Some(format!("_be9967abd904ddcae3c0eb4189adbe3f{i:010}")),
         email: Some(format!("user{i:06}@corp.example")),
         display_name: Some(format!("User {i}")),
-        groups: (0..50)
-            .map(|g| format!("corp-analytics-team-{g:03}"))
-            .collect(),
+        groups: session_store::groups((0..50).map(|g| format!("corp-analytics-team-{g:03}"))),
         attributes: Default::default(),
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),
         created_at: 0,

@@ -27,7 +27,7 @@ mod redis;
 pub use crate::redis::StoredSession;
 pub use crate::redis::{RedisConnectError, RedisStore};
 pub use memory::{MemoryLimits, MemoryStore};
-pub use record::{PendingRequest, SessionId, SessionRecord, SESSION_VERSION};
+pub use record::{groups, Groups, PendingRequest, SessionId, SessionRecord, SESSION_VERSION};
 
 /// Unix time in seconds.
 pub type UnixTime = i64;

@@ -7,13 +7,13 @@
 //! Expired records and end markers are kept only while there is room: a full map drops them
 //! first.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::record::SESSION_VERSION;
 use crate::{
-    EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
-    StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
+    EndReason, Groups, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts,
+    Store, StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
 };
 
 /// Caps on what the memory store holds.
@@ -37,8 +37,41 @@ impl Default for MemoryLimits {
     }
 }
 
+/// Most distinct group names kept for sharing; names beyond it are stored per session.
+const MAX_SHARED_NAMES: usize = 200_000;
+
+/// Group names shared by every session that has them: most users of a deployment are in the
+/// same few hundred groups, so a session then holds pointers instead of copies. Names no live
+/// session uses any more are dropped by the periodic purge.
+#[derive(Default)]
+struct SharedNames {
+    names: HashSet<Arc<str>>,
+}
+
+impl SharedNames {
+    fn intern_all(&mut self, groups: &Groups) -> Groups {
+        groups.iter().map(|g| self.intern(g)).collect()
+    }
+
+    fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        if self.names.len() < MAX_SHARED_NAMES {
+            self.names.insert(name.clone());
+        }
+        name.clone()
+    }
+
+    /// Drops the names only this table still holds.
+    fn purge(&mut self) {
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+    }
+}
+
 #[derive(Default)]
 struct Maps {
+    names: SharedNames,
     sessions: HashMap<SessionId, SessionRecord>,
     pending: HashMap<String, (PendingRequest, UnixTime)>,
     assertions: HashMap<String, UnixTime>,
@@ -99,6 +132,7 @@ fn purge(maps: &mut Maps, store: &MemoryStore, now: UnixTime) {
 }
 
 fn purge_others(maps: &mut Maps, now: UnixTime) {
+    maps.names.purge();
     maps.pending.retain(|_, (_, exp)| now < *exp);
     maps.assertions.retain(|_, exp| now < *exp);
     maps.ended.retain(|_, (_, exp)| now < *exp);
@@ -151,6 +185,7 @@ impl Store for MemoryStore {
             |m| m.sessions.len(),
             self.limits.max_sessions,
         )?;
+        record.groups = maps.names.intern_all(&record.groups);
         maps.sessions.insert(id.clone(), record);
         Ok(id)
     }
@@ -288,7 +323,7 @@ mod tests {
             session_index: None,
             email: None,
             display_name: None,
-            groups: vec!["analytics".into()],
+            groups: crate::groups(["analytics"]),
             attributes: Default::default(),
             csrf_token: "t".into(),
             created_at: 0,
@@ -451,5 +486,32 @@ mod tests {
         assert!(SessionId::parse("short").is_none());
         assert!(SessionId::parse(&"a".repeat(42).replace('a', "*")).is_none());
         assert_eq!(format!("{id:?}"), "SessionId(..)");
+    }
+
+    #[tokio::test]
+    async fn sessions_share_group_names() {
+        let store = store(MemoryLimits::default());
+        let (mut a, mut b) = (record(), record());
+        a.groups = crate::groups(["analytics", "staff"]);
+        b.groups = crate::groups(["staff"]);
+        let a = store.create_session(a, 1000).await.unwrap();
+        let b = store.create_session(b, 1000).await.unwrap();
+        let a = store
+            .use_session(&a, 1001)
+            .await
+            .unwrap()
+            .into_live()
+            .unwrap();
+        let b = store
+            .use_session(&b, 1001)
+            .await
+            .unwrap()
+            .into_live()
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&a.groups[1], &b.groups[0]),
+            "one copy of `staff`"
+        );
+        assert_eq!(&*b.groups[0], "staff");
     }
 }

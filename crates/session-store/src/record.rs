@@ -1,10 +1,19 @@
 //! The records kept in a store.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;
+
+/// A user's groups: shared names in a shared list.
+pub type Groups = Arc<[Arc<str>]>;
+
+/// Makes [`Groups`] from names.
+pub fn groups<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Groups {
+    names.into_iter().map(|n| Arc::from(n.as_ref())).collect()
+}
 
 /// An opaque session ID: 256 random bits, URL-safe base64.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -59,8 +68,9 @@ pub struct SessionRecord {
     pub email: Option<String>,
     /// The user's display name, when the IdP sent one.
     pub display_name: Option<String>,
-    /// The user's groups.
-    pub groups: Vec<String>,
+    /// The user's groups; shared, so that copies of a record (one per request) and sessions
+    /// of the same groups cost no copies of the names.
+    pub groups: Groups,
     /// The assertion's other attributes by Name (those not read as groups), for access rules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, Vec<String>>,

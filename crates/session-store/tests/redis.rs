@@ -77,7 +77,7 @@ fn record(name_id: &str) -> SessionRecord {
         session_index: None,
         email: None,
         display_name: None,
-        groups: vec!["analytics".into()],
+        groups: session_store::groups(["analytics"]),
         attributes: Default::default(),
         csrf_token: "t".into(),
         created_at: 0,
