@@ -548,7 +548,11 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         taken.push(("identity_token.header", &t.header));
     }
     for (i, (key, name)) in taken.iter().enumerate() {
-        if taken[..i].iter().any(|(_, other)| other == name) {
+        let folded = |n: &hyper::header::HeaderName| n.as_str().replace('_', "-");
+        if taken[..i]
+            .iter()
+            .any(|(_, other)| folded(other) == folded(name))
+        {
             return Err(err(key, "is the same header as another identity header"));
         }
     }
@@ -1028,6 +1032,7 @@ audit:
             ("  - path: /a\n    upstream: http://h:1\n    allow_groups: []\n", "routes[0].allow_groups", "is empty"),
             ("  - path: /\n    upstream: http://h:1\n    allow_groups: [a]\n  - path: /admin\n    upstream: http://h:1\n    allow_groups: [admins]\n", "routes[1].upstream", "protects an upstream"),
             ("  - path: /a\n    upstream: http://h:1\n  - path: /a/health\n    upstream: http://h:1\n    public: true\n    shared_upstream: true\n", "routes[1].upstream", "shared_upstream: true on both"),
+            ("  - path: /a\n    upstream: http://h\n  - path: /b\n    upstream: http://H:80\n    public: true\n", "routes[1].upstream", "other access"),
         ] {
             let e = error_of(&routes(block));
             assert_eq!(e.key, key, "{block}: {e}");

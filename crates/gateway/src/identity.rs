@@ -100,11 +100,18 @@ pub fn build(
         put(&names.groups, listed.join(","));
         if let Some((config, issuer)) = sources.tokens {
             match issuer.sign(session, &route.name, &groups, now) {
-                Ok(token) => put(&config.header, token),
-                Err(e) => tracing::error!(error = %e, "identity token signing failed"),
+                Ok(token) => {
+                    put(&config.header, token);
+                    // Renewed at half its lifetime, so that an app never receives a nearly
+                    // expired one.
+                    until = now + issuer.lifetime_secs() / 2;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "identity token signing failed");
+                    // Not kept: the next request tries again.
+                    until = now;
+                }
             }
-            // Renewed at half its lifetime, so that an app never receives a nearly expired one.
-            until = now + issuer.lifetime_secs() / 2;
         }
     }
     Identity {
@@ -151,16 +158,31 @@ impl IdentityCache {
             || (entries.by_session.len() >= CACHE_SESSIONS
                 && !entries.by_session.contains_key(id.expose()));
         if full {
+            // Stale entries first; then, if still over, down to three quarters of the caps, so
+            // that the next inserts do not sweep again at once.
             entries
                 .by_session
                 .retain(|_, list| list.iter().any(|i| now < i.until));
+            let (max_sessions, max_bytes) = (CACHE_SESSIONS * 3 / 4, CACHE_BYTES * 3 / 4);
+            let mut bytes: usize = entries
+                .by_session
+                .values()
+                .flatten()
+                .map(|i| i.bytes())
+                .sum();
+            let mut sessions = entries.by_session.len();
+            entries.by_session.retain(|_, list| {
+                if sessions <= max_sessions && bytes <= max_bytes {
+                    return true;
+                }
+                sessions -= 1;
+                bytes = bytes.saturating_sub(list.iter().map(|i| i.bytes()).sum());
+                false
+            });
             entries.recount();
-            if entries.bytes + identity.bytes() > CACHE_BYTES / 2
-                || entries.by_session.len() >= CACHE_SESSIONS
-            {
-                entries.by_session.clear();
-                entries.bytes = 0;
-            }
+        }
+        if now >= identity.until {
+            return;
         }
         entries.bytes += identity.bytes();
         let list = entries
@@ -336,5 +358,25 @@ mod tests {
         assert!(cache.get(&other, "app", 7, 0).is_none(), "another session");
         cache.forget(&id);
         assert!(cache.get(&id, "app", 7, 0).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_sheds_a_quarter_and_keeps_the_newest() {
+        let names = names();
+        let sources = IdentitySources {
+            names: &names,
+            tokens: None,
+        };
+        let cache = IdentityCache::default();
+        let route = route("app", &[], GroupsFilter::All);
+        let mut last = None;
+        for _ in 0..=CACHE_SESSIONS {
+            let id = SessionId::generate().unwrap();
+            cache.put(&id, Arc::new(build(&sources, &session(), &route, 1, 0)), 0);
+            last = Some(id);
+        }
+        let held = cache.entries.lock().unwrap().by_session.len();
+        assert!(held <= CACHE_SESSIONS * 3 / 4 + 1, "{held}");
+        assert!(cache.get(&last.unwrap(), "app", 1, 0).is_some());
     }
 }

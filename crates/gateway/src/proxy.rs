@@ -75,6 +75,7 @@ fn is_claim_header(name: &HeaderName, identity: &IdentityHeaders) -> bool {
         name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, b)| fold(*a) == *b)
     };
     let equals = |other: &[u8]| name.len() == other.len() && starts(other);
+    // Configured names may be spelled with `_` themselves (`Remote_User`): fold both sides.
     starts(b"x-auth-")
         || starts(b"x-forwarded-")
         || CLIENT_CLAIM_HEADERS.iter().any(|h| equals(h.as_bytes()))
@@ -85,7 +86,10 @@ fn is_claim_header(name: &HeaderName, identity: &IdentityHeaders) -> bool {
             &identity.groups,
         ]
         .iter()
-        .any(|n| equals(n.as_str().as_bytes()))
+        .any(|n| {
+            let n = n.as_str().as_bytes();
+            name.len() == n.len() && name.iter().zip(n).all(|(a, b)| fold(*a) == fold(*b))
+        })
 }
 
 /// Removes every client-sent header that [`is_claim_header`] names, and the identity token
@@ -295,7 +299,7 @@ mod tests {
     #[test]
     fn claims_in_any_spelling_are_stripped() {
         let names = IdentityHeaders {
-            user: HeaderName::from_static("remote-user"),
+            user: HeaderName::from_static("remote_user"),
             email: HeaderName::from_static("x-auth-email"),
             name: HeaderName::from_static("x-auth-name"),
             groups: HeaderName::from_static("x-auth-groups"),
@@ -304,6 +308,7 @@ mod tests {
         for n in [
             "x_auth_user",
             "x-auth-anything",
+            "remote-user",
             "remote_user",
             "x-forwarded-prefix",
             "x_forwarded_host",

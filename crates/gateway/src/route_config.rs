@@ -87,7 +87,7 @@ pub fn check_routes(
             ));
         }
         let weaker = routes.iter().find(|(o, shared)| {
-            o.upstream == route.upstream
+            same_server(&o.upstream, &route.upstream)
                 && !(*shared && shares)
                 && (o.public != route.public || o.rule != route.rule || o.host != route.host)
         });
@@ -115,6 +115,18 @@ pub fn check_routes(
         routes.into_iter().map(|(r, _)| r).collect(),
         case_sensitive,
     ))
+}
+
+/// True when two upstream URLs name the same server: host compared ignoring case, the
+/// default port filled in (`h` and `h:80` are one server).
+fn same_server(a: &hyper::Uri, b: &hyper::Uri) -> bool {
+    let key = |u: &hyper::Uri| {
+        (
+            u.host().map(|h| h.to_ascii_lowercase()),
+            u.port_u16().unwrap_or(80),
+        )
+    };
+    key(a) == key(b)
 }
 
 /// A route's name when the config gives none: its path without slashes, `root` for `/`.
