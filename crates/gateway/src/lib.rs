@@ -7,6 +7,7 @@ pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod cookies;
+pub mod decode;
 pub mod gate;
 pub mod identity;
 pub mod identity_token;

@@ -1,15 +1,16 @@
 //! `saml-gateway`: a SAML 2.0 Service Provider in front of Streamlit apps.
 //!
 //! Subcommands: `serve` runs the gateway, `metadata` prints the SP metadata, `check-config`
-//! checks a config file, `keygen` writes a new SP key pair, `sessions list|revoke` shows and
-//! ends sessions in the shared (Redis) store.
+//! checks a config file, `decode` shows a SAMLResponse and the verdict this config gives it,
+//! `keygen` writes a new SP key pair, `sessions list|revoke` shows and ends sessions in the
+//! shared (Redis) store.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gateway::{config, keys, server, session_admin, state};
+use gateway::{config, decode, keys, server, session_admin, state};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -47,6 +48,19 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         action: SessionsCommand,
+    },
+    /// Decode a SAMLResponse (a value, a form body or a browser's HAR file) and print the
+    /// verdict this config would give, without creating a session.
+    Decode {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The file with the response; `-` reads standard input.
+        #[arg(long, default_value = "-")]
+        response: PathBuf,
+        /// The clock for the time checks (RFC 3339); default: now.
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Write a new SP private key and self-signed certificate.
     Keygen {
@@ -123,14 +137,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = config::Config::load(&config)?;
             // Only `serve` creates a key pair: a command run by hand, perhaps as another user,
             // must not leave key files behind.
-            if key_pair_absent(&config) {
-                anyhow::bail!(
-                    "{}: sp.key_file: {} does not exist yet; run `saml-gateway keygen` or start \
-                     `serve` once, which generates the key pair",
-                    config.file.display(),
-                    config.sp.key_file.display()
-                );
-            }
+            refuse_missing_keys(&config)?;
             let (keys, _) = server::load_keys(&config)?;
             print!("{}", state::sp_metadata(&config, &keys)?);
             Ok(())
@@ -171,6 +178,19 @@ fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Decode {
+            config,
+            response,
+            at,
+        } => {
+            let config = config::Config::load(&config)?;
+            refuse_missing_keys(&config)?;
+            if decode::run(&config, &response, at.as_deref())? {
+                Ok(())
+            } else {
+                anyhow::bail!("refused (see the verdict above)")
+            }
+        }
         Command::Keygen {
             key,
             cert,
@@ -186,6 +206,20 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// True when neither SP key file exists (the state in which `serve` generates the pair).
+/// Commands run by hand (perhaps as another user) must not leave key files behind: only
+/// `serve` generates the key pair.
+fn refuse_missing_keys(config: &config::Config) -> anyhow::Result<()> {
+    if key_pair_absent(config) {
+        anyhow::bail!(
+            "{}: sp.key_file: {} does not exist yet; run `saml-gateway keygen` or start \
+             `serve` once, which generates the key pair",
+            config.file.display(),
+            config.sp.key_file.display()
+        );
+    }
+    Ok(())
+}
+
 fn key_pair_absent(config: &config::Config) -> bool {
     !config.sp.key_file.exists() && !config.sp.cert_file.exists()
 }

@@ -107,6 +107,33 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
     .to_xml())
 }
 
+/// The response validator for this SP and IdP, as `/saml/acs` uses it.
+pub fn validator(config: &Config, keys: &SpKeys) -> ResponseValidator {
+    ResponseValidator {
+        sp: ServiceProvider {
+            entity_id: config.sp.entity_id.clone(),
+            acs_url: config.acs_url(),
+        },
+        idp: TrustedIdp {
+            entity_id: config.idp.metadata.entity_id.clone(),
+            certificates: config.idp.metadata.signing_certificates.clone(),
+        },
+        options: ValidationOptions {
+            clock_skew: config.idp.clock_skew,
+            allow_unsolicited: config.idp.allow_unsolicited,
+            algorithms: AlgorithmPolicy {
+                allow_sha1: config.idp.allow_sha1,
+            },
+            max_message_bytes: config.max_saml_response_bytes,
+            decryption: config.sp.encrypted_assertions.then(|| Decryption {
+                keys: vec![keys.key.clone()],
+                allow_cbc: config.idp.allow_cbc_encryption,
+            }),
+            ..ValidationOptions::default()
+        },
+    }
+}
+
 impl AppState {
     /// Assembles the state.
     pub fn new(
@@ -115,29 +142,7 @@ impl AppState {
         store: Arc<dyn Store>,
         audit: AuditLog,
     ) -> anyhow::Result<AppState> {
-        let validator = ResponseValidator {
-            sp: ServiceProvider {
-                entity_id: config.sp.entity_id.clone(),
-                acs_url: config.acs_url(),
-            },
-            idp: TrustedIdp {
-                entity_id: config.idp.metadata.entity_id.clone(),
-                certificates: config.idp.metadata.signing_certificates.clone(),
-            },
-            options: ValidationOptions {
-                clock_skew: config.idp.clock_skew,
-                allow_unsolicited: config.idp.allow_unsolicited,
-                algorithms: AlgorithmPolicy {
-                    allow_sha1: config.idp.allow_sha1,
-                },
-                max_message_bytes: config.max_saml_response_bytes,
-                decryption: config.sp.encrypted_assertions.then(|| Decryption {
-                    keys: vec![keys.key.clone()],
-                    allow_cbc: config.idp.allow_cbc_encryption,
-                }),
-                ..ValidationOptions::default()
-            },
-        };
+        let validator = validator(&config, &keys);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);

@@ -1,0 +1,189 @@
+//! `saml-gateway decode`: what a SAMLResponse says, and the verdict this gateway would give.
+//!
+//! For the admin whose login fails: paste the `SAMLResponse` value (from the browser's network
+//! tab), or give the HAR file the browser exports, and see the decoded XML and the check that
+//! fails, with its stable reason code, as `/saml/acs` would decide with this config. Nothing
+//! is stored: no session, no replay-cache entry, no audit record. Two checks need what only a
+//! live login has, and are handled as follows:
+//! - InResponseTo: the pending request is not known here, so the ID the Response names is
+//!   taken as the expected one, and the output says so;
+//! - time: responses are short-lived, so `--at` sets the clock to when the response was
+//!   received (RFC 3339), otherwise it is now.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+
+/// Longest input read (a HAR file of a long session can be large).
+const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The `SAMLResponse` values in `text`: a HAR file (every POST carrying one, in order), a form
+/// body (`SAMLResponse=...&RelayState=...`), or the value itself (base64, URL-encoded or not).
+pub fn responses_in(text: &str) -> Vec<String> {
+    let text = text.trim();
+    if let Ok(har) = serde_json::from_str::<serde_json::Value>(text) {
+        return from_har(&har);
+    }
+    if text.contains("SAMLResponse=") {
+        return form_values(text);
+    }
+    vec![form_decode(text)]
+}
+
+fn form_decode(value: &str) -> String {
+    if value.contains('%') {
+        url::form_urlencoded::parse(format!("v={value}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        value.to_string()
+    }
+}
+
+fn form_values(body: &str) -> Vec<String> {
+    url::form_urlencoded::parse(body.as_bytes())
+        .filter(|(k, _)| k == "SAMLResponse")
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+fn from_har(har: &serde_json::Value) -> Vec<String> {
+    let entries = har["log"]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in entries {
+        let post = &entry["request"]["postData"];
+        let params: Vec<String> = post["params"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["name"] == "SAMLResponse")
+                    .filter_map(|p| p["value"].as_str().map(form_decode))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !params.is_empty() {
+            found.extend(params);
+        } else if let Some(body) = post["text"].as_str() {
+            found.extend(form_values(body));
+        }
+    }
+    found
+}
+
+/// Decodes each response in the input file (`-`: standard input), prints its XML and the
+/// verdict; true when every one would be accepted.
+pub fn run(config: &Config, input: &Path, at: Option<&str>) -> anyhow::Result<bool> {
+    let text = read_input(input)?;
+    let now: DateTime<Utc> = match at {
+        None => Utc::now(),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .with_context(|| {
+                format!("--at {t}: not an RFC 3339 time such as 2026-12-03T10:00:00Z")
+            })?
+            .with_timezone(&Utc),
+    };
+    let responses = responses_in(&text);
+    if responses.is_empty() {
+        bail!("{}: no SAMLResponse found", input.display());
+    }
+    let keys = crate::server::load_keys(config)?.0;
+    let validator = crate::state::validator(config, &keys);
+    let mut all_accepted = true;
+    for (i, value) in responses.iter().enumerate() {
+        println!("== SAMLResponse {} of {}", i + 1, responses.len());
+        all_accepted &= show(config, &validator, value, now);
+    }
+    Ok(all_accepted)
+}
+
+fn read_input(input: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if input == Path::new("-") {
+        std::io::stdin()
+            .take(MAX_INPUT_BYTES)
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+    } else {
+        std::fs::File::open(input)
+            .and_then(|f| f.take(MAX_INPUT_BYTES).read_to_string(&mut text))
+            .with_context(|| format!("cannot read {}", input.display()))?;
+    }
+    Ok(text)
+}
+
+/// Prints one response and its verdict; true when accepted.
+fn show(
+    config: &Config,
+    validator: &saml_sp::ResponseValidator,
+    value: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    let xml = match saml_sp::response::decode_post_value(value, config.max_saml_response_bytes) {
+        Ok(xml) => xml,
+        Err(e) => {
+            let e = saml_sp::ValidationError::from(e);
+            println!("verdict: refused: {}: {e}", e.code());
+            return false;
+        }
+    };
+    println!("{xml}");
+    // The pending request is unknown here; take the one the Response names, from the
+    // unverified document (for this printout only, never for a session).
+    let named = saml_sp::xml::parse(&xml)
+        .ok()
+        .and_then(|root| root.attr("InResponseTo").map(str::to_string));
+    match &named {
+        Some(id) => println!("InResponseTo: {id} (taken as the pending request; not checked here)"),
+        None => println!("InResponseTo: none (an IdP-initiated response)"),
+    }
+    match validator.validate_without_replay(value, named.as_deref(), now) {
+        Ok(assertion) => {
+            let mapping = &config.idp.attributes;
+            println!("verdict: accepted");
+            println!("  user: {}", mapping.user(&assertion).unwrap_or_default());
+            println!("  email: {}", mapping.email(&assertion).unwrap_or_default());
+            println!(
+                "  display name: {}",
+                mapping.display_name(&assertion).unwrap_or_default()
+            );
+            println!("  groups: {}", mapping.groups(&assertion).join(", "));
+            println!("  assertion ID: {}", assertion.id);
+            true
+        }
+        Err(e) => {
+            println!("verdict: refused: {}: {e}", e.code());
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_responses_in_values_forms_and_har_files() {
+        assert_eq!(responses_in(" PHNhbWw+ \n"), ["PHNhbWw+"]);
+        assert_eq!(responses_in("PHNhbWw%2B"), ["PHNhbWw+"]);
+        assert_eq!(
+            responses_in("RelayState=x&SAMLResponse=PHNhbWw%2B"),
+            ["PHNhbWw+"]
+        );
+        let har = r#"{"log":{"entries":[
+            {"request":{"method":"GET","url":"https://idp/"}},
+            {"request":{"method":"POST","postData":{"params":[
+                {"name":"SAMLResponse","value":"QUFB"},{"name":"RelayState","value":"r"}]}}},
+            {"request":{"method":"POST","postData":{"text":"SAMLResponse=QkJC%3D&RelayState=r"}}}
+        ]}}"#;
+        assert_eq!(responses_in(har), ["QUFB", "QkJC="]);
+        assert!(responses_in(r#"{"log":{"entries":[]}}"#).is_empty());
+    }
+}
