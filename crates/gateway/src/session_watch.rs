@@ -115,6 +115,11 @@ impl SessionWatch {
         let mut failing_since: Option<Instant> = None;
         loop {
             tokio::time::sleep(jittered(CHECK_INTERVAL)).await;
+            // The route is checked against the session as last seen, so a reload that takes
+            // access away closes the socket even while the store cannot be reached.
+            if !self.still_allowed() {
+                return Ending::AccessRevoked;
+            }
             let now = unix_now();
             let store = &self.state.store;
             let looked = if self.active.swap(false, Ordering::Relaxed) {
@@ -127,9 +132,6 @@ impl SessionWatch {
                     failing_since = None;
                     self.deadline = deadline(&self.state, &record);
                     self.session = record;
-                    if !self.still_allowed() {
-                        return Ending::AccessRevoked;
-                    }
                 }
                 Ok(SessionState::Expired(record)) => {
                     // Claim the expiry: whoever removes the record reports it, once.
