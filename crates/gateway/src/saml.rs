@@ -534,9 +534,23 @@ impl From<ValidationError> for Failure {
             }
             _ => None,
         };
-        let detail = match &idp_status {
-            Some(names) => format!("The identity provider did not sign you in (status {names})."),
-            None => format!("The identity provider's response was refused: {error}."),
+        let hint = match &error {
+            V::Status(s) => s
+                .sub_code
+                .as_deref()
+                .and_then(standard_status_name)
+                .and_then(status_hint)
+                .or_else(|| standard_status_name(&s.code).and_then(status_hint)),
+            _ => None,
+        };
+        let detail = match (&idp_status, hint) {
+            (Some(names), Some(hint)) => format!(
+                "The identity provider did not sign you in (status {names}). Likely cause: {hint}"
+            ),
+            (Some(names), None) => {
+                format!("The identity provider did not sign you in (status {names}).")
+            }
+            (None, _) => format!("The identity provider's response was refused: {error}."),
         };
         Failure {
             status,
@@ -545,6 +559,51 @@ impl From<ValidationError> for Failure {
             audit_detail: idp_status,
         }
     }
+}
+
+/// What a standard SAML status most often means, and what to change: for the user and for the
+/// admin the page sends them to. Vendors' own codes (AADSTS..., MSIS...) travel only in the
+/// status message, which is never shown, so the hints name them where they map.
+fn status_hint(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "AuthnFailed" => {
+            "the sign-in at the identity provider did not succeed (a wrong password, \
+            or a second factor not completed). Try again."
+        }
+        "RequestDenied" => {
+            "the identity provider does not let this user into this application; \
+            its administrator must assign the user (or one of their groups) to it."
+        }
+        "InvalidNameIDPolicy" => {
+            "the identity provider cannot send the NameID format this gateway \
+            asks for (AD FS: MSIS7070); remove idp.name_id_format, or set the IdP's NameID for \
+            this application."
+        }
+        "NoAuthnContext" => {
+            "the identity provider cannot sign in the way the request asks \
+            (Entra ID: AADSTS75011); remove the requested authentication context."
+        }
+        "UnknownPrincipal" => "the identity provider does not know this user.",
+        "NoPassive" => {
+            "the identity provider needed to ask the user something and was not \
+            allowed to. Try again."
+        }
+        "RequestUnsupported" | "VersionMismatch" | "UnsupportedBinding" => {
+            "the identity \
+            provider does not accept this kind of request; check its settings for this \
+            application."
+        }
+        "Requester" => {
+            "the identity provider found the request wrong: check that it knows this \
+            gateway's Entity ID and ACS URL exactly as /saml/metadata publishes them (Entra ID: \
+            AADSTS700016, AADSTS50011)."
+        }
+        "Responder" => {
+            "the identity provider failed on its side; its administrator finds the \
+            reason in its logs for this application."
+        }
+        _ => return None,
+    })
 }
 
 /// The short name of a standard SAML 2.0 status code URI (`Responder`, `AuthnFailed`, ...).
@@ -557,6 +616,16 @@ fn standard_status_name(uri: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_statuses_name_a_likely_fix() {
+        let nameid = status_hint("InvalidNameIDPolicy").unwrap();
+        assert!(nameid.contains("idp.name_id_format") && nameid.contains("MSIS7070"));
+        assert!(status_hint("Requester").unwrap().contains("/saml/metadata"));
+        assert!(status_hint("RequestDenied").unwrap().contains("assign"));
+        assert_eq!(status_hint("Success"), None);
+        assert_eq!(status_hint("SomethingElse"), None);
+    }
 
     #[test]
     fn only_standard_status_names_are_shown() {
