@@ -106,14 +106,14 @@ pub async fn protected(
     let routes = state.routes.load_full();
     let (route, forwarded) = match routes.find(host.as_deref(), &path) {
         RouteMatch::Found(route, forwarded) => (route, forwarded),
-        RouteMatch::None if path == "/" && !routes.has_catch_all() => {
+        RouteMatch::NoRoute if path == "/" && !routes.has_catch_all() => {
             return match signed_in(&state, request.headers(), peer, &path).await {
                 Ok(Some((_, session))) => index(&routes, &session),
                 Ok(None) => unauthenticated(&request),
                 Err(answer) => *answer,
             };
         }
-        RouteMatch::None | RouteMatch::CaseMismatch => return not_found("No application here."),
+        RouteMatch::NoRoute | RouteMatch::CaseMismatch => return not_found("No application here."),
     };
     let target = match request.uri().query() {
         Some(q) => format!("{forwarded}?{q}"),

@@ -154,6 +154,9 @@ impl IdentityCache {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
+        if now >= identity.until {
+            return;
+        }
         let full = entries.bytes + identity.bytes() > CACHE_BYTES
             || (entries.by_session.len() >= CACHE_SESSIONS
                 && !entries.by_session.contains_key(id.expose()));
@@ -163,14 +166,9 @@ impl IdentityCache {
             entries
                 .by_session
                 .retain(|_, list| list.iter().any(|i| now < i.until));
+            entries.recount();
             let (max_sessions, max_bytes) = (CACHE_SESSIONS * 3 / 4, CACHE_BYTES * 3 / 4);
-            let mut bytes: usize = entries
-                .by_session
-                .values()
-                .flatten()
-                .map(|i| i.bytes())
-                .sum();
-            let mut sessions = entries.by_session.len();
+            let (mut sessions, mut bytes) = (entries.by_session.len(), entries.bytes);
             entries.by_session.retain(|_, list| {
                 if sessions <= max_sessions && bytes <= max_bytes {
                     return true;
@@ -180,9 +178,6 @@ impl IdentityCache {
                 false
             });
             entries.recount();
-        }
-        if now >= identity.until {
-            return;
         }
         entries.bytes += identity.bytes();
         let list = entries

@@ -56,44 +56,54 @@ const CLIENT_CLAIM_HEADERS: [&str; 9] = [
     "x-remote-user",
 ];
 
-/// True when a client-sent header could pass for identity or routing information the gateway
-/// vouches for. Names are compared as CGI/WSGI-style servers would read them (case-folded,
-/// `_` as `-`), so `X_Auth_User` is caught too; all of `X-Auth-*` belongs to the gateway.
-/// True when `a` reads as `b` once `_` is taken for `-`.
+/// `_` read as `-`, as CGI/WSGI-style servers read header names.
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b
+    }
+}
+
+/// True when `a` reads as `b` once `_` is taken for `-` on both sides (header names arrive
+/// lower-cased; configured names may be spelled with `_`, such as `Remote_User`).
 fn same_folded(a: &HeaderName, b: &HeaderName) -> bool {
     let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
-    let fold = |c: u8| if c == b'_' { b'-' } else { c };
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
-fn is_claim_header(name: &HeaderName, identity: &IdentityHeaders) -> bool {
-    // Header names arrive lower-cased; only `_` needs folding, compared byte by byte so that
-    // the common case (no claim header) allocates nothing.
-    let name = name.as_str().as_bytes();
-    let fold = |b: u8| if b == b'_' { b'-' } else { b };
+/// True when a client-sent header could pass for identity or routing information the gateway
+/// vouches for: all of `X-Auth-*` and `X-Forwarded-*`, the [`CLIENT_CLAIM_HEADERS`], the
+/// configured identity headers and the token header, each also in its `_` spelling (so
+/// `X_Auth_User` is caught too). Compared byte by byte, so that the common case (no claim
+/// header) allocates nothing.
+fn is_claim_header(
+    name: &HeaderName,
+    identity: &IdentityHeaders,
+    token: Option<&HeaderName>,
+) -> bool {
+    let bytes = name.as_str().as_bytes();
     let starts = |prefix: &[u8]| {
-        name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, b)| fold(*a) == *b)
+        bytes.len() >= prefix.len() && bytes.iter().zip(prefix).all(|(a, b)| fold(*a) == *b)
     };
-    let equals = |other: &[u8]| name.len() == other.len() && starts(other);
-    // Configured names may be spelled with `_` themselves (`Remote_User`): fold both sides.
     starts(b"x-auth-")
         || starts(b"x-forwarded-")
-        || CLIENT_CLAIM_HEADERS.iter().any(|h| equals(h.as_bytes()))
+        || CLIENT_CLAIM_HEADERS
+            .iter()
+            .any(|h| h.len() == bytes.len() && starts(h.as_bytes()))
         || [
             &identity.user,
             &identity.email,
             &identity.name,
             &identity.groups,
         ]
-        .iter()
-        .any(|n| {
-            let n = n.as_str().as_bytes();
-            name.len() == n.len() && name.iter().zip(n).all(|(a, b)| fold(*a) == fold(*b))
-        })
+        .into_iter()
+        .chain(token)
+        .any(|n| same_folded(name, n))
 }
 
-/// Removes every client-sent header that [`is_claim_header`] names, and the identity token
-/// header `token` in any spelling.
+/// Removes every client-sent header that [`is_claim_header`] names (`token`: the identity
+/// token header, when tokens are on).
 pub fn strip_client_claims(
     headers: &mut HeaderMap,
     identity: &IdentityHeaders,
@@ -101,7 +111,7 @@ pub fn strip_client_claims(
 ) {
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_claim_header(n, identity) || token.is_some_and(|t| same_folded(n, t)))
+        .filter(|n| is_claim_header(n, identity, token))
         .cloned()
         .collect();
     for name in doomed {

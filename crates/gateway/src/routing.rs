@@ -41,7 +41,7 @@ pub enum RouteMatch<'t> {
     /// Only a different spelling of the path's case would match (with case-sensitive paths).
     CaseMismatch,
     /// No route.
-    None,
+    NoRoute,
 }
 
 /// Every route, in lookup order.
@@ -123,12 +123,16 @@ impl RouteTable {
 
     /// The route for a request to `host` (see [`host_key`]) and a normalized `path`.
     pub fn find(&self, host: Option<&str>, path: &str) -> RouteMatch<'_> {
-        let exact = self.find_with(host, path, false);
-        let folded = self.find_with(host, path, true);
-        let Some(route) = (if self.case_sensitive { exact } else { folded }) else {
-            return RouteMatch::None;
+        let Some(route) = self.find_with(host, path, !self.case_sensitive) else {
+            return RouteMatch::NoRoute;
         };
-        if self.case_sensitive && folded.is_some_and(|f| !std::ptr::eq(f, route)) {
+        // With exact case, another route matching when case is ignored means `/OPS` next to
+        // `/ops`: it must not fall through to a weaker route.
+        if self.case_sensitive
+            && self
+                .find_with(host, path, true)
+                .is_some_and(|f| !std::ptr::eq(f, route))
+        {
             return RouteMatch::CaseMismatch;
         }
         // The prefix as configured, so that the upstream sees one spelling.
@@ -173,7 +177,7 @@ mod tests {
         assert_eq!(found(&t, None, "/sales").unwrap().0, "sales");
         assert_eq!(found(&t, None, "/salesforce").unwrap().0, "root");
         let no_root = RouteTable::new(vec![route("/sales", None)], true);
-        assert!(matches!(no_root.find(None, "/ops"), RouteMatch::None));
+        assert!(matches!(no_root.find(None, "/ops"), RouteMatch::NoRoute));
         assert!(!no_root.has_catch_all() && t.has_catch_all());
     }
 
@@ -209,7 +213,7 @@ mod tests {
         );
         assert!(matches!(
             t.find(Some("dash.example.com"), "/x"),
-            RouteMatch::None
+            RouteMatch::NoRoute
         ));
         assert_eq!(host_key("Ops.Example.com:8443"), "ops.example.com");
         assert_eq!(host_key("[::1]:8080"), "[::1]");

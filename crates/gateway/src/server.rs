@@ -151,8 +151,10 @@ async fn reload_on_hangup(state: SharedState) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the routes in force stay");
+                // The message can quote a value of the file, and a value may come from
+                // `${ENV}` (a secret): the durable record names only where the problem is.
                 record.reason = Some("config_invalid".into());
-                record.detail = Some(e.to_string());
+                record.detail = Some(format!("{}: {}", e.file.display(), e.key));
             }
         }
         if let Err(e) = state.audit.record(record).await {
