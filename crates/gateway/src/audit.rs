@@ -36,6 +36,9 @@ pub enum Event {
     /// SIGHUP: the routes were reloaded, or the reload was refused (`reason`:
     /// `config_invalid`, `detail`: the config error).
     RoutesReloaded,
+    /// The IdP's trusted certificates or endpoints changed: a metadata refresh or a SIGHUP
+    /// brought a different document (`detail`: what was added and removed).
+    IdpTrustChanged,
 }
 
 /// One audit record; empty fields are left out of the JSON.
@@ -97,7 +100,12 @@ pub struct AuditError {
 pub struct AuditLog {
     path: PathBuf,
     file: Arc<Mutex<File>>,
+    /// Records written, by event and reason (the metrics' counters).
+    counts: Arc<Mutex<EventCounts>>,
 }
+
+/// Records written per (event, reason); reasons are the stable codes, so the set stays small.
+pub type EventCounts = std::collections::BTreeMap<(String, String), u64>;
 
 impl AuditLog {
     /// Opens (creating, mode 0640) the audit file for appending.
@@ -119,7 +127,16 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_path_buf(),
             file: Arc::new(Mutex::new(file)),
+            counts: Arc::default(),
         })
+    }
+
+    /// How many records of each event and reason were written since start-up.
+    pub fn counts(&self) -> EventCounts {
+        self.counts
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
     /// Writes one record durably.
@@ -130,6 +147,14 @@ impl AuditLog {
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
+        let key = (
+            record
+                .event
+                .and_then(|e| serde_json::to_value(e).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            record.reason.clone().unwrap_or_default(),
+        );
         let file = self.file.clone();
         let path = self.path.clone();
         let io_error = |source| AuditError {
@@ -146,7 +171,13 @@ impl AuditLog {
         })
         .await
         .map_err(|e| io_error(std::io::Error::other(e)))?
-        .map_err(io_error)
+        .map_err(io_error)?;
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts.entry(key).or_default() += 1;
+        Ok(())
     }
 }
 

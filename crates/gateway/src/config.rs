@@ -59,6 +59,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     worker_threads: Option<usize>,
+    admin_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +79,9 @@ struct RawSp {
 struct RawIdp {
     metadata_file: Option<PathBuf>,
     metadata_url: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
+    refresh_interval: Option<String>,
+    metadata_signing_cert: Option<PathBuf>,
     entity_id: Option<String>,
     attributes: Option<RawAttributes>,
     #[serde(default)]
@@ -182,13 +186,36 @@ pub struct SpConfig {
     pub encrypted_assertions: bool,
 }
 
+/// Where the IdP's metadata comes from.
+#[derive(Debug, Clone)]
+pub enum MetadataSource {
+    /// A local file, read when the config is loaded (at start-up and at each SIGHUP).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its metadata, checked.
+        metadata: saml_sp::metadata::IdpMetadata,
+    },
+    /// A URL fetched at start-up and in the background.
+    Url {
+        /// The URL (https, or http on loopback or with a metadata signing certificate).
+        url: url::Url,
+        /// Time between two fetches (shortened by the document's `cacheDuration`).
+        refresh_interval: Duration,
+        /// Keeps the last good copy, so that start-up works while the URL does not answer.
+        backing_file: PathBuf,
+    },
+}
+
 /// The trusted IdP.
 #[derive(Debug, Clone)]
 pub struct IdpConfig {
-    /// The IdP's metadata as read at start-up.
-    pub metadata: saml_sp::metadata::IdpMetadata,
-    /// Where the metadata came from (for messages).
-    pub metadata_file: PathBuf,
+    /// Where the metadata comes from.
+    pub source: MetadataSource,
+    /// The IdP entity ID to pick out of the metadata (required for aggregates).
+    pub entity_id: Option<String>,
+    /// Certificates (DER) that must sign the metadata; empty: metadata is not signature-checked.
+    pub metadata_signing_certs: Vec<saml_sp::CertificateDer>,
     /// How attributes map to user, email, name and groups.
     pub attributes: AttributeMapping,
     /// Accept RSA-SHA1 / SHA-1 (legacy IdPs).
@@ -279,6 +306,9 @@ pub struct Config {
     pub audit_file: PathBuf,
     /// Largest SAMLResponse form value accepted.
     pub max_saml_response_bytes: usize,
+    /// Where `/health` and `/metrics` are served, apart from the public listener; `None`: not
+    /// served.
+    pub admin_listen: Option<SocketAddr>,
     /// Threads serving requests; `None`: one per CPU the process may use. One thread runs
     /// everything on the main thread (the cheapest per request when pinned to one core).
     pub worker_threads: Option<usize>,
@@ -573,7 +603,24 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         return Err(err("server.worker_threads", "must be between 1 and 256"));
     }
 
+    let admin_listen = match &raw.server.admin_listen {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            err(
+                "server.admin_listen",
+                &format!("not an IP address and port, such as 127.0.0.1:9090: {text}"),
+            )
+        })?),
+    };
+    if admin_listen.is_some() && admin_listen == Some(listen) {
+        return Err(err(
+            "server.admin_listen",
+            "must differ from listen: the admin endpoints are not for the public",
+        ));
+    }
+
     Ok(Config {
+        admin_listen,
         worker_threads: raw.server.worker_threads,
         file: file.to_path_buf(),
         listen,
@@ -600,30 +647,68 @@ fn check_idp(
         key: key.to_string(),
         message,
     };
-    if raw.metadata_url.is_some() {
-        return Err(err(
-            "idp.metadata_url",
-            "is not supported by this version; download the metadata and set idp.metadata_file"
-                .into(),
-        ));
-    }
-    let metadata_file = resolve(
-        &raw.metadata_file
-            .ok_or_else(|| err("idp.metadata_file", "is required".into()))?,
-    );
-    let text = std::fs::read_to_string(&metadata_file).map_err(|e| {
-        err(
-            "idp.metadata_file",
-            format!("cannot read {}: {e}", metadata_file.display()),
-        )
-    })?;
-    let metadata =
-        saml_sp::metadata::parse_idp_metadata(&text, raw.entity_id.as_deref()).map_err(|e| {
-            err(
+    let metadata_signing_certs = match &raw.metadata_signing_cert {
+        None => Vec::new(),
+        Some(path) => {
+            let path = resolve(path);
+            read_certificates(&path).map_err(|m| {
+                err(
+                    "idp.metadata_signing_cert",
+                    format!("{}: {m}", path.display()),
+                )
+            })?
+        }
+    };
+    let source =
+        match (&raw.metadata_url, &raw.metadata_file) {
+            (None, None) => {
+                return Err(err(
+                    "idp.metadata_file",
+                    "is required (or idp.metadata_url with idp.metadata_file as its backing copy)"
+                        .into(),
+                ))
+            }
+            (None, Some(file)) => {
+                if raw.refresh_interval.is_some() {
+                    return Err(err(
+                    "idp.refresh_interval",
+                    "applies only with idp.metadata_url; a metadata_file is read again at SIGHUP"
+                        .into(),
+                ));
+                }
+                let path = resolve(file);
+                let metadata =
+                    read_metadata_file(&path, raw.entity_id.as_deref(), &metadata_signing_certs)
+                        .map_err(|m| err("idp.metadata_file", m))?;
+                MetadataSource::File { path, metadata }
+            }
+            (Some(_), None) => return Err(err(
                 "idp.metadata_file",
-                format!("{}: {e}", metadata_file.display()),
-            )
-        })?;
+                "is required with idp.metadata_url: it keeps the last good copy of the metadata, \
+                 so that the gateway starts while the URL does not answer"
+                    .into(),
+            )),
+            (Some(text), Some(file)) => {
+                let url = check_metadata_url(text, !metadata_signing_certs.is_empty())
+                    .map_err(|m| err("idp.metadata_url", m))?;
+                let refresh_interval = match raw.refresh_interval.as_deref() {
+                    None => Duration::from_secs(3600),
+                    Some(v) => parse_duration(v)
+                        .filter(|d| (1..=7 * 86_400).contains(&d.as_secs()))
+                        .ok_or_else(|| {
+                            err(
+                                "idp.refresh_interval",
+                                "not a duration between 1s and 7d, such as 1h".into(),
+                            )
+                        })?,
+                };
+                MetadataSource::Url {
+                    url,
+                    refresh_interval,
+                    backing_file: resolve(file),
+                }
+            }
+        };
 
     let attributes = match raw.attributes {
         None => AttributeMapping::preset(Preset::Generic),
@@ -671,8 +756,9 @@ fn check_idp(
             })?,
     };
     Ok(IdpConfig {
-        metadata,
-        metadata_file,
+        source,
+        entity_id: raw.entity_id,
+        metadata_signing_certs,
         attributes,
         allow_sha1: raw.allow_sha1,
         allow_unsolicited: raw.allow_unsolicited,
@@ -680,6 +766,80 @@ fn check_idp(
         clock_skew,
         name_id_format: raw.name_id_format,
     })
+}
+
+/// Reads, parses and (with `signers`) signature-checks a metadata file; the message names the
+/// file.
+pub fn read_metadata_file(
+    path: &Path,
+    entity_id: Option<&str>,
+    signers: &[saml_sp::CertificateDer],
+) -> Result<saml_sp::metadata::IdpMetadata, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_metadata(&text, entity_id, signers, None).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses metadata text, signature-checked against `signers` when there are any, and refused
+/// past its `validUntil` when `now` is given.
+pub fn parse_metadata(
+    text: &str,
+    entity_id: Option<&str>,
+    signers: &[saml_sp::CertificateDer],
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<saml_sp::metadata::IdpMetadata, saml_sp::metadata::MetadataError> {
+    use saml_sp::metadata as md;
+    match (signers.is_empty(), now) {
+        (true, None) => md::parse_idp_metadata(text, entity_id),
+        (true, Some(now)) => md::parse_current_idp_metadata(text, entity_id, now),
+        // A signed document is checked against validUntil at `now`, or only read when the
+        // caller keeps an older copy on purpose (start-up from the backing file).
+        (false, now) => {
+            let at = now.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+            md::parse_signed_idp_metadata(text, entity_id, signers, at)
+        }
+    }
+}
+
+/// The PEM certificates in `path`, as DER; at least one.
+fn read_certificates(path: &Path) -> Result<Vec<saml_sp::CertificateDer>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem)
+        .map_err(|_| "is not a PEM certificate".to_string())?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    certs
+        .iter()
+        .map(|c| {
+            c.to_der()
+                .map(saml_sp::CertificateDer::from)
+                .map_err(|_| "holds a certificate that cannot be encoded".to_string())
+        })
+        .collect()
+}
+
+/// Checks a metadata URL: https, or plain http only where nobody on the network can change
+/// the answer unseen (a loopback host) or where the document's signature is checked.
+fn check_metadata_url(text: &str, signature_checked: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback || signature_checked => Ok(url),
+        "http" => Err(
+            "is plain http: anyone on the network path could swap the IdP's certificates; \
+             use https, or set idp.metadata_signing_cert so that the document's signature is \
+             checked"
+                .into(),
+        ),
+        other => Err(format!("must be an https:// URL, not {other}:")),
+    }
 }
 
 fn unknown_preset(name: &str) -> String {
@@ -841,7 +1001,13 @@ audit:
         assert_eq!(c.acs_url(), "https://dash.example.com/saml/acs");
         assert_eq!(c.audit_file, dir.path().join("audit.jsonl"));
         assert!(c.secure_cookies);
-        assert_eq!(c.idp.metadata.entity_id, "https://idp.example");
+        match &c.idp.source {
+            MetadataSource::File { metadata, path } => {
+                assert_eq!(metadata.entity_id, "https://idp.example");
+                assert_eq!(path, &dir.path().join("idp.xml"));
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(c.sessions.idle_timeout, Duration::from_secs(1800));
         assert_eq!(
             c.routes.routes()[0].forward_cookies,
@@ -874,6 +1040,73 @@ audit:
 
         let e = error_of(&GOOD.replace("idp.xml", "missing.xml"));
         assert_eq!(e.key, "idp.metadata_file");
+    }
+
+    #[test]
+    fn metadata_urls() {
+        let with = |lines: &str| {
+            GOOD.replace(
+                "  metadata_file: idp.xml\n",
+                &format!("  metadata_file: idp.xml\n{lines}"),
+            )
+        };
+        let (_dir, c) = load(&with(
+            "  metadata_url: https://idp.example/md\n  refresh_interval: 10m\n",
+        ));
+        match c.unwrap().idp.source {
+            MetadataSource::Url {
+                url,
+                refresh_interval,
+                backing_file,
+            } => {
+                assert_eq!(url.as_str(), "https://idp.example/md");
+                assert_eq!(refresh_interval, Duration::from_secs(600));
+                assert!(backing_file.ends_with("idp.xml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Loopback http is fine; http elsewhere only with a signature check.
+        assert!(load(&with("  metadata_url: http://127.0.0.1:9/md\n"))
+            .1
+            .is_ok());
+        for (lines, key, says) in [
+            (
+                "  metadata_url: http://idp.example/md\n",
+                "idp.metadata_url",
+                "plain http",
+            ),
+            (
+                "  metadata_url: ftp://idp.example/md\n",
+                "idp.metadata_url",
+                "https://",
+            ),
+            ("  metadata_url: nowhere\n", "idp.metadata_url", "not a URL"),
+            (
+                "  metadata_url: https://idp.example/md\n  refresh_interval: 0s\n",
+                "idp.refresh_interval",
+                "between 1s and 7d",
+            ),
+            (
+                "  refresh_interval: 1h\n",
+                "idp.refresh_interval",
+                "only with",
+            ),
+            (
+                "  metadata_signing_cert: missing.pem\n",
+                "idp.metadata_signing_cert",
+                "cannot read",
+            ),
+        ] {
+            let e = error_of(&with(lines));
+            assert_eq!(e.key, key, "{lines}");
+            assert!(e.message.contains(says), "{lines}: {e}");
+        }
+        let e = error_of(&GOOD.replace(
+            "  metadata_file: idp.xml\n",
+            "  metadata_url: https://idp.example/md\n",
+        ));
+        assert_eq!(e.key, "idp.metadata_file");
+        assert!(e.message.contains("last good copy"), "{e}");
 
         let e = error_of(&format!("{GOOD}listen: nowhere\n"));
         assert_eq!(e.key, "listen");

@@ -79,7 +79,12 @@ fn from_har(har: &serde_json::Value) -> Vec<String> {
 
 /// Decodes each response in the input file (`-`: standard input), prints its XML and the
 /// verdict; true when every one would be accepted.
-pub fn run(config: &Config, input: &Path, at: Option<&str>) -> anyhow::Result<bool> {
+pub fn run(
+    config: &Config,
+    metadata: &saml_sp::metadata::IdpMetadata,
+    input: &Path,
+    at: Option<&str>,
+) -> anyhow::Result<bool> {
     let text = read_input(input)?;
     let now: DateTime<Utc> = match at {
         None => Utc::now(),
@@ -94,7 +99,7 @@ pub fn run(config: &Config, input: &Path, at: Option<&str>) -> anyhow::Result<bo
         bail!("{}: no SAMLResponse found", input.display());
     }
     let keys = crate::server::load_keys(config)?.0;
-    let validator = crate::state::validator(config, &keys);
+    let validator = crate::state::validator(config, &keys, metadata);
     let mut all_accepted = true;
     for (i, value) in responses.iter().enumerate() {
         println!("== SAMLResponse {} of {}", i + 1, responses.len());

@@ -2,12 +2,14 @@
 //! benchmarks and tests can reach the parts. The binary (`main.rs`) only parses the command line.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod attributes;
 pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod cookies;
 pub mod decode;
+pub mod federation;
 pub mod gate;
 pub mod identity;
 pub mod identity_token;

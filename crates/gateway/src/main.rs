@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gateway::{config, decode, keys, server, session_admin, state};
+use gateway::{config, decode, federation, keys, server, session_admin, state};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -144,6 +144,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config: path } => {
             let config = config::Config::load(&path)?;
+            let (metadata, origin) = idp_metadata(&config)?;
             if key_pair_absent(&config) {
                 println!(
                     "{}: sp.key_file and sp.cert_file do not exist yet; `serve` will generate them",
@@ -152,13 +153,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 server::load_keys(&config)?;
             }
-            server::warnings(&config);
+            server::warnings(&config, &metadata);
+            for (_, sentence) in federation::expiry_warnings(&metadata, state::unix_now()) {
+                println!("{}: warning: {sentence}", path.display());
+            }
+            let from = match (&config.idp.source, origin) {
+                (config::MetadataSource::File { path, .. }, _) => path.display().to_string(),
+                (config::MetadataSource::Url { url, .. }, federation::Origin::Url) => {
+                    url.to_string()
+                }
+                (config::MetadataSource::Url { backing_file, .. }, _) => format!(
+                    "{} (the URL gave no good document: see the warning above)",
+                    backing_file.display()
+                ),
+            };
             println!(
                 "{}: OK (IdP {} from {}, {} signing certificate(s), {} route(s))",
                 path.display(),
-                config.idp.metadata.entity_id,
-                config.idp.metadata_file.display(),
-                config.idp.metadata.signing_certificates.len(),
+                metadata.entity_id,
+                from,
+                metadata.signing_certificates.len(),
                 config.routes.routes().len()
             );
             Ok(())
@@ -185,7 +199,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = config::Config::load(&config)?;
             refuse_missing_keys(&config)?;
-            if decode::run(&config, &response, at.as_deref())? {
+            let (metadata, _) = idp_metadata(&config)?;
+            if decode::run(&config, &metadata, &response, at.as_deref())? {
                 Ok(())
             } else {
                 anyhow::bail!("refused (see the verdict above)")
@@ -203,6 +218,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The IdP metadata a command run by hand works with: the file's, or a fresh fetch of the URL
+/// (else the backing copy), without writing the backing file.
+fn idp_metadata(
+    config: &config::Config,
+) -> anyhow::Result<(saml_sp::metadata::IdpMetadata, federation::Origin)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(federation::initial(config, false))?)
 }
 
 /// True when neither SP key file exists (the state in which `serve` generates the pair).

@@ -56,7 +56,7 @@ pub async fn login(
 ) -> Response {
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
     let mut record = audit_record(peer, &headers, "/saml/login");
-    record.idp = Some(state.config.idp.metadata.entity_id.clone());
+    record.idp = Some(state.federation.current().metadata.entity_id.clone());
     match start_login(&state, &return_to, record).await {
         Ok(response) => response,
         Err(failure) => {
@@ -86,17 +86,18 @@ async fn start_login(
         .put_pending(&token, pending, now + RELAY_TTL_SECS)
         .await
         .map_err(|_| Failure::unavailable("store_unavailable"))?;
+    let trust = state.federation.current();
     let request = AuthnRequest {
         id: request_id.clone(),
         issue_instant: chrono::Utc::now(),
-        destination: state.config.idp.metadata.sso_redirect_url.clone(),
+        destination: trust.metadata.sso_redirect_url.clone(),
         issuer: state.config.sp.entity_id.clone(),
         acs_url: state.config.acs_url(),
         name_id_format: state.config.idp.name_id_format.clone(),
         force_authn: false,
     };
     let location = redirect_url(
-        &state.config.idp.metadata.sso_redirect_url,
+        &trust.metadata.sso_redirect_url,
         "SAMLRequest",
         &request.to_xml(),
         Some(&token),
@@ -127,7 +128,7 @@ pub async fn acs(
     body: Body,
 ) -> Response {
     let mut record = audit_record(peer, &headers, "/saml/acs");
-    record.idp = Some(state.config.idp.metadata.entity_id.clone());
+    record.idp = Some(state.federation.current().metadata.entity_id.clone());
     match finish_login(&state, &headers, body, &mut record).await {
         Ok(response) => response,
         Err(failure) => {
@@ -188,7 +189,9 @@ async fn finish_login(
         store: state.store.as_ref(),
         now,
     };
-    let assertion = state
+    // The trust in force when the response arrived: a refresh meanwhile changes the next one.
+    let trust = state.federation.current();
+    let assertion = trust
         .validator
         .validate(
             &saml_response,
@@ -504,7 +507,7 @@ impl Failure {
     ) -> Response {
         let mut record = audit_record(peer, headers, path);
         record.event = Some(Event::LoginFailure);
-        record.idp = Some(state.config.idp.metadata.entity_id.clone());
+        record.idp = Some(state.federation.current().metadata.entity_id.clone());
         self.respond(state, record).await
     }
 }

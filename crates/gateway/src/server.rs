@@ -38,8 +38,9 @@ pub fn load_keys(config: &Config) -> anyhow::Result<(SpKeys, bool)> {
         .with_context(|| format!("{}", config.file.display()))
 }
 
-/// Logs the settings that weaken security, so they are never silent.
-pub fn warnings(config: &Config) {
+/// Logs the settings that weaken security, so they are never silent, and the IdP
+/// certificates that expire soon.
+pub fn warnings(config: &Config, metadata: &saml_sp::metadata::IdpMetadata) {
     if !config.secure_cookies {
         tracing::warn!(
             public_url = %config.public_url,
@@ -62,9 +63,10 @@ pub fn warnings(config: &Config) {
     if let Some(token) = &config.identity_token {
         identity_key_warnings(config, token);
     }
-    if config.idp.metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
+    if metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
         tracing::warn!("the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
     }
+    crate::federation::log_expiry_warnings(metadata);
 }
 
 /// Warnings about the identity token's keys: one generated per replica, or readable by others.
@@ -138,6 +140,25 @@ async fn reload_on_hangup(state: SharedState) {
         match Config::load(&state.config.file) {
             Ok(new) => {
                 let count = new.routes.routes().len();
+                // A metadata file is read again with the routes (a rollover by hand); a
+                // metadata URL is followed by its own refresh.
+                if let crate::config::MetadataSource::File { metadata, .. } = &new.idp.source {
+                    let expected = state.federation.current().metadata.entity_id.clone();
+                    if metadata.entity_id == expected {
+                        crate::federation::log_expiry_warnings(metadata);
+                        let origin = crate::federation::Origin::File;
+                        if let Some(change) = state.federation.replace(metadata.clone(), origin) {
+                            tracing::info!(%change, "the IdP metadata file changed");
+                            crate::federation::audit_change(&state, change).await;
+                        }
+                    } else {
+                        tracing::error!(
+                            found = %metadata.entity_id,
+                            %expected,
+                            "the metadata file now names another IdP; restart to change the IdP"
+                        );
+                    }
+                }
                 // Identities cached for the old table are never used with the new one (each
                 // entry names its table); clearing only frees their memory.
                 state.routes.store(Arc::new(new.routes));
@@ -173,14 +194,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated a new SP key pair; give the IdP the new metadata"
         );
     }
-    warnings(&config);
+    let (metadata, origin) = crate::federation::initial(&config, true).await?;
+    warnings(&config, &metadata);
     let audit = AuditLog::open(&config.audit_file)
         .with_context(|| format!("{}: audit.file", config.file.display()))?;
     let store = open_store(&config).await?;
     let listen = config.listen;
-    let state = Arc::new(AppState::new(config, keys, store, audit)?);
+    let admin_listen = config.admin_listen;
+    let state = Arc::new(AppState::new(
+        config,
+        keys,
+        (metadata, origin),
+        store,
+        audit,
+    )?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
+    tokio::spawn(crate::federation::refresh(state.clone()));
+    if let Some(admin) = admin_listen {
+        let listener = tokio::net::TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("cannot listen on {admin} (server.admin_listen)"))?;
+        tracing::info!(%admin, "admin endpoints (/health, /metrics) listening");
+        let app = crate::admin::router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the admin listener stopped");
+            }
+        });
+    }
 
     // Without TCP_NODELAY, the last segment of a response waits for the client's delayed ACK
     // (Nagle): a 64 KiB page took ~40 ms at the 99th percentile.

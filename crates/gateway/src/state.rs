@@ -32,8 +32,8 @@ pub type UpstreamClient = Client<HttpConnector, Body>;
 pub struct AppState {
     /// The checked configuration.
     pub config: Config,
-    /// The response validator for this SP and IdP.
-    pub validator: ResponseValidator,
+    /// The IdP trust in force (metadata and response validator), swapped by refreshes.
+    pub federation: crate::federation::Federation,
     /// Sessions, pending requests and replay cache.
     pub store: Arc<dyn Store>,
     /// The audit log.
@@ -52,6 +52,8 @@ pub struct AppState {
     pub tokens: Option<TokenIssuer>,
     /// Access decisions and identity headers per session and route.
     pub identities: IdentityCache,
+    /// When the SP certificate expires (Unix seconds), for the metrics.
+    pub sp_cert_not_after: Option<i64>,
 }
 
 /// The state as handlers receive it.
@@ -107,16 +109,20 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
     .to_xml())
 }
 
-/// The response validator for this SP and IdP, as `/saml/acs` uses it.
-pub fn validator(config: &Config, keys: &SpKeys) -> ResponseValidator {
+/// The response validator for this SP and the IdP of `metadata`, as `/saml/acs` uses it.
+pub fn validator(
+    config: &Config,
+    keys: &SpKeys,
+    metadata: &saml_sp::metadata::IdpMetadata,
+) -> ResponseValidator {
     ResponseValidator {
         sp: ServiceProvider {
             entity_id: config.sp.entity_id.clone(),
             acs_url: config.acs_url(),
         },
         idp: TrustedIdp {
-            entity_id: config.idp.metadata.entity_id.clone(),
-            certificates: config.idp.metadata.signing_certificates.clone(),
+            entity_id: metadata.entity_id.clone(),
+            certificates: metadata.signing_certificates.clone(),
         },
         options: ValidationOptions {
             clock_skew: config.idp.clock_skew,
@@ -135,14 +141,19 @@ pub fn validator(config: &Config, keys: &SpKeys) -> ResponseValidator {
 }
 
 impl AppState {
-    /// Assembles the state.
+    /// Assembles the state around the IdP `metadata` read at start-up.
     pub fn new(
         config: Config,
         keys: SpKeys,
+        (metadata, origin): (saml_sp::metadata::IdpMetadata, crate::federation::Origin),
         store: Arc<dyn Store>,
         audit: AuditLog,
     ) -> anyhow::Result<AppState> {
-        let validator = validator(&config, &keys);
+        let federation = crate::federation::Federation::new(
+            validator(&config, &keys, &metadata),
+            metadata,
+            origin,
+        );
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
@@ -153,14 +164,20 @@ impl AppState {
             ),
             None => None,
         };
+        let sp_cert_not_after = keys
+            .cert
+            .to_der()
+            .ok()
+            .and_then(|der| saml_sp::metadata::certificate_not_after(&der));
         Ok(AppState {
+            sp_cert_not_after,
             routes: ArcSwap::from_pointee(config.routes.clone()),
             tokens,
             identities: IdentityCache::default(),
             sp_metadata_xml: sp_metadata(&config, &keys)?,
             cookies: CookiePolicy::new(config.secure_cookies),
             request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),
-            validator,
+            federation,
             store,
             audit,
             client,

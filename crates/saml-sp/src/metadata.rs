@@ -1,9 +1,12 @@
 //! SAML metadata: reading the IdP's `EntityDescriptor` and writing this SP's.
 
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use openssl::x509::X509;
 use samael::crypto::CertificateDer;
 
+use crate::error::SignatureError;
+use crate::signature::{self, AlgorithmPolicy};
 use crate::xml::{self, escape, Element, XmlError};
 use crate::{DS_NS, MD_NS};
 
@@ -35,6 +38,19 @@ pub enum MetadataError {
     /// The IdP has no SingleSignOnService for a binding this SP speaks.
     #[error("the metadata has no SingleSignOnService with the HTTP-Redirect binding")]
     NoSsoEndpoint,
+    /// A metadata signing certificate is configured and the document carries no signature.
+    #[error("the metadata is not signed, and a metadata signing certificate is configured")]
+    Unsigned,
+    /// The document's signature is malformed or does not verify with the configured
+    /// metadata signing certificate.
+    #[error("the metadata signature was refused: {0}")]
+    Signature(SignatureError),
+    /// `validUntil` has passed: the publisher says the document must no longer be used.
+    #[error("the metadata expired at {0} (its validUntil)")]
+    Expired(String),
+    /// A `validUntil` or `cacheDuration` value does not parse.
+    #[error("the metadata has an unreadable {0}")]
+    BadValidity(&'static str),
 }
 
 /// What this SP needs to know about the IdP, from its metadata.
@@ -50,14 +66,83 @@ pub struct IdpMetadata {
     pub slo_redirect_url: Option<String>,
     /// `WantAuthnRequestsSigned` of the IDPSSODescriptor.
     pub want_authn_requests_signed: bool,
+    /// The earliest `validUntil` of the entity and its enclosing document, if any.
+    pub valid_until: Option<DateTime<Utc>>,
+    /// The shortest `cacheDuration` of the entity and its enclosing document, if any: how long
+    /// the publisher wants a copy kept before it is fetched again.
+    pub cache_duration: Option<std::time::Duration>,
 }
 
-/// Parses IdP metadata; `entity_id` picks one entity out of an aggregate.
+/// Parses IdP metadata that must carry a signature, on its root element, by one of `trusted`
+/// (the configured metadata signing certificates); the IdP is read from the verified content
+/// only. `now` is compared with `validUntil`.
+pub fn parse_signed_idp_metadata(
+    text: &str,
+    entity_id: Option<&str>,
+    trusted: &[CertificateDer],
+    now: DateTime<Utc>,
+) -> Result<IdpMetadata, MetadataError> {
+    let root = xml::parse(text)?;
+    let sig = root
+        .only_child(DS_NS, "Signature")
+        .ok_or(MetadataError::Unsigned)?;
+    let signed_id = root
+        .attr("ID")
+        .ok_or(MetadataError::Signature(SignatureError::Reference))?;
+    signature::check_shape(sig, signed_id, AlgorithmPolicy::default())
+        .map_err(MetadataError::Signature)?;
+    // One signature, on the root: a signature elsewhere could make the verified content
+    // something other than the document that is read.
+    let signatures = root
+        .descendants()
+        .into_iter()
+        .filter(|e| e.is(DS_NS, "Signature"))
+        .count();
+    if signatures != 1 {
+        return Err(MetadataError::Signature(SignatureError::Misplaced));
+    }
+    let verified = signature::verify_and_reduce(text, trusted, AlgorithmPolicy::default())
+        .map_err(MetadataError::Signature)?;
+    let verified_root = xml::parse(&verified)?;
+    if verified_root.name != root.name || verified_root.attr("ID") != Some(signed_id) {
+        return Err(MetadataError::Signature(SignatureError::NotCovered));
+    }
+    idp_from_root(&verified_root, entity_id, now)
+}
+
+/// Parses IdP metadata and refuses it once its `validUntil` has passed at `now`.
+pub fn parse_current_idp_metadata(
+    text: &str,
+    entity_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<IdpMetadata, MetadataError> {
+    idp_from_root(&xml::parse(text)?, entity_id, now)
+}
+
+fn idp_from_root(
+    root: &Element,
+    entity_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<IdpMetadata, MetadataError> {
+    let metadata = read_idp(root, entity_id)?;
+    if let Some(until) = metadata.valid_until {
+        if until <= now {
+            return Err(MetadataError::Expired(until.to_rfc3339()));
+        }
+    }
+    Ok(metadata)
+}
+
+/// Parses IdP metadata; `entity_id` picks one entity out of an aggregate. `validUntil` is read
+/// but not enforced (see [`parse_current_idp_metadata`]).
 pub fn parse_idp_metadata(
     text: &str,
     entity_id: Option<&str>,
 ) -> Result<IdpMetadata, MetadataError> {
-    let root = xml::parse(text)?;
+    read_idp(&xml::parse(text)?, entity_id)
+}
+
+fn read_idp(root: &Element, entity_id: Option<&str>) -> Result<IdpMetadata, MetadataError> {
     let mut candidates: Vec<&Element> = root
         .descendants()
         .into_iter()
@@ -100,13 +185,90 @@ pub fn parse_idp_metadata(
             .and_then(|e| e.attr("Location"))
             .map(str::to_string)
     };
+    // The entity's own validity and that of the document around it (an aggregate's root).
+    let holders: Vec<&Element> = if std::ptr::eq(entity, root) {
+        vec![entity]
+    } else {
+        vec![root, entity]
+    };
+    let mut valid_until: Option<DateTime<Utc>> = None;
+    let mut cache_duration: Option<std::time::Duration> = None;
+    for holder in holders {
+        if let Some(text) = holder.attr("validUntil") {
+            let t = DateTime::parse_from_rfc3339(text.trim())
+                .map_err(|_| MetadataError::BadValidity("validUntil"))?
+                .with_timezone(&Utc);
+            valid_until = Some(valid_until.map_or(t, |v| v.min(t)));
+        }
+        if let Some(text) = holder.attr("cacheDuration") {
+            let d = parse_xs_duration(text).ok_or(MetadataError::BadValidity("cacheDuration"))?;
+            cache_duration = Some(cache_duration.map_or(d, |c| c.min(d)));
+        }
+    }
     Ok(IdpMetadata {
+        valid_until,
+        cache_duration,
         entity_id: entity.attr("entityID").unwrap_or_default().to_string(),
         signing_certificates,
         sso_redirect_url: endpoint("SingleSignOnService").ok_or(MetadataError::NoSsoEndpoint)?,
         slo_redirect_url: endpoint("SingleLogoutService"),
         want_authn_requests_signed: descriptor.attr("WantAuthnRequestsSigned") == Some("true"),
     })
+}
+
+/// Parses an `xs:duration` such as `PT6H` or `P1DT30M` (years and months count as 365 and 30
+/// days; negative durations are refused).
+pub fn parse_xs_duration(text: &str) -> Option<std::time::Duration> {
+    let rest = text.trim().strip_prefix('P')?;
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, Some(t)),
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    fn fields(part: &str, units: &[(char, f64)]) -> Option<f64> {
+        let mut total = 0.0;
+        let mut number = String::new();
+        let mut next_unit = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                number.push(c);
+                continue;
+            }
+            let index = units[next_unit..].iter().position(|(u, _)| *u == c)? + next_unit;
+            let value: f64 = number.parse().ok()?;
+            total += value * units[index].1;
+            number.clear();
+            next_unit = index + 1;
+        }
+        number.is_empty().then_some(total)
+    }
+    let day = 86_400.0;
+    let mut seconds = fields(date, &[('Y', 365.0 * day), ('M', 30.0 * day), ('D', day)])?;
+    if let Some(time) = time {
+        seconds += fields(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
+    }
+    if rest.is_empty() || !seconds.is_finite() {
+        return None;
+    }
+    Some(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// When the certificate (DER) stops being valid, as Unix seconds.
+pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
+    let cert = X509::from_der(der).ok()?;
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(cert.not_after()).ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+/// The SHA-256 fingerprint of a certificate (DER), as lowercase hex pairs joined by `:`.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn decode_certificate(text: &str) -> Result<CertificateDer, MetadataError> {
@@ -253,6 +415,81 @@ mod tests {
             parse_idp_metadata(&text, Some("https://other")).unwrap_err(),
             MetadataError::NoIdp(Some("https://other".into()))
         );
+    }
+
+    fn aggregate(root_attrs: &str, entity_attrs: &str) -> String {
+        let a = cert_b64();
+        format!(
+            "<EntitiesDescriptor xmlns=\"{MD_NS}\" {root_attrs}><EntityDescriptor entityID=\"https://idp\" {entity_attrs}>\
+             <IDPSSODescriptor><KeyDescriptor><KeyInfo xmlns=\"{DS_NS}\"><X509Data><X509Certificate>{a}</X509Certificate></X509Data></KeyInfo></KeyDescriptor>\
+             <SingleSignOnService Binding=\"{BINDING_REDIRECT}\" Location=\"https://idp/redirect\"/>\
+             </IDPSSODescriptor></EntityDescriptor></EntitiesDescriptor>"
+        )
+    }
+
+    #[test]
+    fn validity_comes_from_the_entity_and_the_document_around_it() {
+        let text = aggregate(
+            r#"validUntil="2030-01-01T00:00:00Z" cacheDuration="P1D""#,
+            r#"validUntil="2029-06-01T00:00:00Z" cacheDuration="PT6H""#,
+        );
+        let md = parse_idp_metadata(&text, None).unwrap();
+        assert_eq!(
+            md.valid_until.unwrap().to_rfc3339(),
+            "2029-06-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            md.cache_duration,
+            Some(std::time::Duration::from_secs(6 * 3600))
+        );
+        let before = "2029-05-31T23:59:59Z".parse().unwrap();
+        assert!(parse_current_idp_metadata(&text, None, before).is_ok());
+        let at = "2029-06-01T00:00:00Z".parse().unwrap();
+        assert!(matches!(
+            parse_current_idp_metadata(&text, None, at),
+            Err(MetadataError::Expired(_))
+        ));
+        let bad = aggregate(r#"validUntil="soon""#, "");
+        assert_eq!(
+            parse_idp_metadata(&bad, None).unwrap_err(),
+            MetadataError::BadValidity("validUntil")
+        );
+    }
+
+    #[test]
+    fn unsigned_metadata_is_refused_when_a_signer_is_configured() {
+        let text = aggregate("ID=\"m1\"", "");
+        let trusted = [CertificateDer::from(vec![1, 2, 3])];
+        let now = Utc::now();
+        assert_eq!(
+            parse_signed_idp_metadata(&text, None, &trusted, now).unwrap_err(),
+            MetadataError::Unsigned
+        );
+    }
+
+    #[test]
+    fn xs_durations() {
+        let secs = |t: &str| parse_xs_duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("PT6H"), Some(21_600));
+        assert_eq!(secs("P1DT30M"), Some(88_200));
+        assert_eq!(secs("PT1.5S").map(|_| ()), Some(()));
+        assert_eq!(secs("P1Y"), Some(365 * 86_400));
+        for bad in [
+            "", "P", "PT", "6H", "-PT6H", "PT6X", "PT6", "PTH", "P1H", "PT1S1M",
+        ] {
+            assert_eq!(secs(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn certificate_facts() {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(cert_b64())
+            .unwrap();
+        let not_after = certificate_not_after(&der).unwrap();
+        let now = Utc::now().timestamp();
+        assert!(not_after > now && not_after < now + 400 * 86_400);
+        assert_eq!(certificate_fingerprint(&der).len(), 32 * 3 - 1);
     }
 
     #[test]

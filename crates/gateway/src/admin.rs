@@ -1,0 +1,185 @@
+//! The admin listener (`server.admin_listen`): `/health` and `/metrics`, apart from the public
+//! listener so that neither is reachable by the people who use the apps.
+//!
+//! `/health` answers 200 with a JSON detail: `status` is `ok`, or `degraded` while the last
+//! metadata refresh failed or the metadata in force is past its `validUntil` (the gateway keeps
+//! serving logins with the last good trust either way). `/metrics` is the Prometheus text format:
+//! audit records by event and reason, the metadata refresh counters, and the expiry of every
+//! trusted IdP certificate and of the SP certificate.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+
+use crate::federation::{self, CertificateInfo, Origin, RefreshStatus};
+use crate::state::{unix_now, SharedState};
+
+/// The admin URL map.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The `/health` document.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// The IdP trust in force.
+    pub idp: IdpHealth,
+}
+
+/// The IdP part of `/health`.
+#[derive(Debug, Serialize)]
+pub struct IdpHealth {
+    /// The IdP entity ID.
+    pub entity_id: String,
+    /// Where the trust in force was read from.
+    pub origin: Origin,
+    /// When it was put in force (Unix seconds).
+    pub loaded_at: i64,
+    /// The metadata's `validUntil` (Unix seconds), if any.
+    pub valid_until: Option<i64>,
+    /// The trusted signing certificates.
+    pub certificates: Vec<CertificateInfo>,
+    /// The background refresh (URL metadata only).
+    pub refresh: Option<RefreshStatus>,
+}
+
+/// Builds the health detail.
+pub fn health_of(state: &SharedState) -> Health {
+    let trust = state.federation.current();
+    let refresh = matches!(
+        state.config.idp.source,
+        crate::config::MetadataSource::Url { .. }
+    )
+    .then(|| state.federation.status());
+    let valid_until = trust.metadata.valid_until.map(|t| t.timestamp());
+    let failing = refresh.as_ref().is_some_and(|r| r.consecutive_failures > 0)
+        || trust.origin == Origin::BackingFile
+            && refresh.as_ref().is_some_and(|r| r.last_success.is_none());
+    let expired = valid_until.is_some_and(|t| t <= unix_now());
+    Health {
+        status: if failing || expired { "degraded" } else { "ok" },
+        idp: IdpHealth {
+            entity_id: trust.metadata.entity_id.clone(),
+            origin: trust.origin,
+            loaded_at: trust.loaded_at,
+            valid_until,
+            certificates: federation::certificates(&trust.metadata),
+            refresh,
+        },
+    }
+}
+
+async fn health(State(state): State<SharedState>) -> Response {
+    axum::Json(health_of(&state)).into_response()
+}
+
+/// A Prometheus label value, escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The `/metrics` text.
+pub fn metrics_text(state: &SharedState) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_audit_records_total Audit records written, by event and reason.\n\
+         # TYPE saml_gateway_audit_records_total counter"
+    );
+    for ((event, reason), count) in state.audit.counts() {
+        let _ = writeln!(
+            out,
+            "saml_gateway_audit_records_total{{event=\"{}\",reason=\"{}\"}} {count}",
+            label(&event),
+            label(&reason)
+        );
+    }
+    let status = state.federation.status();
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_idp_metadata_refresh_total IdP metadata fetches, by result.\n\
+         # TYPE saml_gateway_idp_metadata_refresh_total counter\n\
+         saml_gateway_idp_metadata_refresh_total{{result=\"success\"}} {}\n\
+         saml_gateway_idp_metadata_refresh_total{{result=\"failure\"}} {}",
+        status.successes_total, status.failures_total
+    );
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_idp_metadata_consecutive_failures Failed fetches since the last good one.\n\
+         # TYPE saml_gateway_idp_metadata_consecutive_failures gauge\n\
+         saml_gateway_idp_metadata_consecutive_failures {}",
+        status.consecutive_failures
+    );
+    let trust = state.federation.current();
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_idp_metadata_loaded_timestamp_seconds When the trust in force was put in force.\n\
+         # TYPE saml_gateway_idp_metadata_loaded_timestamp_seconds gauge\n\
+         saml_gateway_idp_metadata_loaded_timestamp_seconds {}",
+        trust.loaded_at
+    );
+    let now = unix_now();
+    let certs = federation::certificates(&trust.metadata);
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_idp_certificate_expiry_timestamp_seconds notAfter of each trusted IdP signing certificate.\n\
+         # TYPE saml_gateway_idp_certificate_expiry_timestamp_seconds gauge"
+    );
+    for cert in &certs {
+        if let Some(not_after) = cert.not_after {
+            let _ = writeln!(
+                out,
+                "saml_gateway_idp_certificate_expiry_timestamp_seconds{{fingerprint=\"{}\"}} {not_after}",
+                label(&cert.fingerprint)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_idp_certificates_expiring Trusted IdP signing certificates expiring within the given days (expired ones included).\n\
+         # TYPE saml_gateway_idp_certificates_expiring gauge"
+    );
+    for days in federation::EXPIRY_WARNING_DAYS {
+        let count = certs
+            .iter()
+            .filter(|c| c.not_after.is_some_and(|t| t - now < days * 86_400))
+            .count();
+        let _ = writeln!(
+            out,
+            "saml_gateway_idp_certificates_expiring{{within_days=\"{days}\"}} {count}"
+        );
+    }
+    if let Some(not_after) = state.sp_cert_not_after {
+        let _ = writeln!(
+            out,
+            "# HELP saml_gateway_sp_certificate_expiry_timestamp_seconds notAfter of the SP certificate.\n\
+             # TYPE saml_gateway_sp_certificate_expiry_timestamp_seconds gauge\n\
+             saml_gateway_sp_certificate_expiry_timestamp_seconds {not_after}"
+        );
+    }
+    out
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics_text(&state),
+    )
+        .into_response()
+}

@@ -1,0 +1,644 @@
+//! The IdP trust in force, and how it follows the IdP's metadata.
+//!
+//! With `idp.metadata_file`, the trust is that file's, read when the config is loaded: at
+//! start-up and again at each SIGHUP ([`Federation::replace`]).
+//!
+//! With `idp.metadata_url`, [`initial`] fetches the URL at start-up. A good document (it parses,
+//! names the IdP, is within its `validUntil` and, with `idp.metadata_signing_cert`, carries a
+//! valid signature by that certificate) is put in force and written to the backing file
+//! (`idp.metadata_file`) in one rename. When the URL does not answer, or answers with something
+//! that is not a good document, start-up uses the backing file's copy (checked the same way,
+//! except for `validUntil`, which is only warned about) and says so; without a usable copy,
+//! start-up stops. [`refresh`] then fetches again every `refresh_interval` (sooner when the
+//! document's `cacheDuration` or `validUntil` asks for it). A refresh that fails in any way
+//! keeps the trust in force, logs the reason, counts it and shows it in the health detail; it
+//! never drops the trust. A document for another entity ID is refused: a change of IdP needs a
+//! restart. Every signing certificate in the document is trusted at once, so a key the IdP
+//! publishes ahead of a rollover verifies its responses as soon as the refresh that brings it
+//! has run, and a key removed from the document stops verifying at the refresh that removes it.
+//! Each change of the trusted certificates or endpoints is an audit record
+//! (`idp_trust_changed`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use saml_sp::metadata::{certificate_fingerprint, certificate_not_after, IdpMetadata};
+use saml_sp::ResponseValidator;
+use serde::Serialize;
+
+use crate::config::{parse_metadata, Config, ConfigError, MetadataSource};
+
+/// Largest metadata document fetched.
+const MAX_METADATA_BYTES: usize = 10 * 1024 * 1024;
+/// How long one fetch may take, connection and body included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest pause before a failed refresh is tried again.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(60);
+/// Certificates expiring within these many days are warned about.
+pub const EXPIRY_WARNING_DAYS: [i64; 3] = [60, 30, 7];
+
+/// Where the trust in force was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `idp.metadata_file`, as configured.
+    File,
+    /// A fetch of `idp.metadata_url`.
+    Url,
+    /// The backing copy of an earlier fetch (the URL did not give a good document at start-up).
+    BackingFile,
+}
+
+/// The IdP trust in force: its metadata and the response validator built on it.
+pub struct Trust {
+    /// The IdP's metadata.
+    pub metadata: IdpMetadata,
+    /// Validates responses against exactly these certificates and this entity ID.
+    pub validator: ResponseValidator,
+    /// Where the metadata was read from.
+    pub origin: Origin,
+    /// When it was put in force (Unix seconds).
+    pub loaded_at: i64,
+}
+
+/// What the background refresh has done so far, for the health detail and the metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefreshStatus {
+    /// The last fetch attempt (Unix seconds).
+    pub last_attempt: Option<i64>,
+    /// The last attempt that put a good document in force.
+    pub last_success: Option<i64>,
+    /// Why the last attempt failed, when it did (no secrets: URL host and path, the reason).
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    /// Failed attempts since start-up.
+    pub failures_total: u64,
+    /// Good fetches since start-up, the start-up fetch included.
+    pub successes_total: u64,
+    /// When the next attempt is due.
+    pub next_attempt: Option<i64>,
+}
+
+/// The IdP trust, swappable while requests use it.
+pub struct Federation {
+    current: ArcSwap<Trust>,
+    /// The validator with everything but the IdP: each new trust is a copy of it.
+    template: ResponseValidator,
+    status: Mutex<RefreshStatus>,
+}
+
+/// Why a fetch or a document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The server could not be reached, or the exchange broke off.
+    #[error("cannot fetch {url}: {reason}")]
+    Unreachable {
+        /// The URL without query or credentials.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An HTTP status other than 200.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL without query or credentials.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The document is refused (not metadata, unsigned, badly signed, expired, ...).
+    #[error("the metadata from {url} was refused: {reason}")]
+    Refused {
+        /// The URL without query or credentials.
+        url: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The document is for another IdP than the one in force.
+    #[error("the metadata from {url} is for {found}, not {expected}; restart to change the IdP")]
+    OtherIdp {
+        /// The URL without query or credentials.
+        url: String,
+        /// The entity ID in force.
+        expected: String,
+        /// The entity ID of the new document.
+        found: String,
+    },
+}
+
+/// A URL as it may appear in logs: scheme, host, port and path only.
+fn shown(url: &url::Url) -> String {
+    let mut clean = url.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.set_query(None);
+    clean.set_fragment(None);
+    clean.to_string()
+}
+
+/// Fetches `url` (https with the system's trusted CAs, or http), at most
+/// [`MAX_METADATA_BYTES`], without following redirects.
+pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
+    let shown_url = shown(url);
+    let unreachable = |reason: String| FetchError::Unreachable {
+        url: shown_url.clone(),
+        reason,
+    };
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let tls = hyper_tls::native_tls::TlsConnector::new()
+        .map_err(|e| unreachable(format!("TLS set-up failed: {e}")))?;
+    let connector = hyper_tls::HttpsConnector::from((http, tls.into()));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Empty<Bytes>>(connector);
+    let request = hyper::Request::get(url.as_str())
+        .header(
+            hyper::header::ACCEPT,
+            "application/samlmetadata+xml, application/xml, text/xml",
+        )
+        .header(hyper::header::USER_AGENT, "saml-gateway")
+        .body(Empty::new())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        if status != hyper::StatusCode::OK {
+            return Err(FetchError::Status {
+                url: shown_url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let body = Limited::new(response.into_body(), MAX_METADATA_BYTES)
+            .collect()
+            .await
+            .map_err(|e| unreachable(format!("reading the body: {e}")))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| FetchError::Refused {
+            url: shown_url.clone(),
+            reason: "the document is not UTF-8".into(),
+        })
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
+}
+
+/// An error and its sources, joined: hyper's own message says little ("client error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Fetches and checks the document at `url` for the IdP of `config` at time `now`; returns
+/// the metadata and the document's text (for the backing file).
+async fn fetch_checked(
+    config: &Config,
+    url: &url::Url,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(IdpMetadata, String), FetchError> {
+    let text = fetch(url).await?;
+    let metadata = parse_metadata(
+        &text,
+        config.idp.entity_id.as_deref(),
+        &config.idp.metadata_signing_certs,
+        Some(now),
+    )
+    .map_err(|e| FetchError::Refused {
+        url: shown(url),
+        reason: e.to_string(),
+    })?;
+    Ok((metadata, text))
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so that a crash never leaves
+/// half a document behind.
+fn write_backing(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The IdP metadata to start with. With a URL: fetched (and, with `keep_copy`, written to the
+/// backing file), else the backing file's copy, else an error naming the file and key.
+pub async fn initial(
+    config: &Config,
+    keep_copy: bool,
+) -> Result<(IdpMetadata, Origin), ConfigError> {
+    let (url, backing_file) = match &config.idp.source {
+        MetadataSource::File { metadata, .. } => return Ok((metadata.clone(), Origin::File)),
+        MetadataSource::Url {
+            url, backing_file, ..
+        } => (url, backing_file),
+    };
+    let fetch_error = match fetch_checked(config, url, chrono::Utc::now()).await {
+        Ok((metadata, text)) => {
+            if keep_copy {
+                if let Err(e) = write_backing(backing_file, &text) {
+                    tracing::warn!(
+                        backing_file = %backing_file.display(),
+                        error = %e,
+                        "cannot write the backing copy of the IdP metadata; a start-up while \
+                         the URL does not answer will fail"
+                    );
+                }
+            }
+            return Ok((metadata, Origin::Url));
+        }
+        Err(e) => e,
+    };
+    let copy = std::fs::read_to_string(backing_file)
+        .map_err(|e| format!("cannot read it: {e}"))
+        .and_then(|text| {
+            parse_metadata(
+                &text,
+                config.idp.entity_id.as_deref(),
+                &config.idp.metadata_signing_certs,
+                None,
+            )
+            .map_err(|e| e.to_string())
+        });
+    match copy {
+        Ok(metadata) => {
+            tracing::warn!(
+                error = %fetch_error,
+                backing_file = %backing_file.display(),
+                "the IdP metadata URL gave no good document; starting with the last good copy"
+            );
+            if metadata
+                .valid_until
+                .is_some_and(|until| until <= chrono::Utc::now())
+            {
+                tracing::error!(
+                    backing_file = %backing_file.display(),
+                    "the last good copy of the IdP metadata is past its validUntil; it stays in \
+                     force until the URL answers with a current document"
+                );
+            }
+            Ok((metadata, Origin::BackingFile))
+        }
+        Err(copy_error) => Err(ConfigError {
+            file: config.file.clone(),
+            key: "idp.metadata_url".into(),
+            message: format!(
+                "{fetch_error}; and no usable copy in idp.metadata_file {}: {copy_error}",
+                backing_file.display()
+            ),
+        }),
+    }
+}
+
+impl Federation {
+    /// The federation for `metadata`, with `template` supplying everything but the IdP.
+    pub fn new(template: ResponseValidator, metadata: IdpMetadata, origin: Origin) -> Federation {
+        let now = crate::state::unix_now();
+        let trust = build(&template, metadata, origin, now);
+        let status = RefreshStatus {
+            last_success: (origin == Origin::Url).then_some(now),
+            successes_total: u64::from(origin == Origin::Url),
+            ..RefreshStatus::default()
+        };
+        Federation {
+            current: ArcSwap::from_pointee(trust),
+            template,
+            status: Mutex::new(status),
+        }
+    }
+
+    /// The trust in force.
+    pub fn current(&self) -> Arc<Trust> {
+        self.current.load_full()
+    }
+
+    /// Puts `metadata` in force; returns a description of what changed in the trusted
+    /// certificates and endpoints, or `None` when nothing did.
+    pub fn replace(&self, metadata: IdpMetadata, origin: Origin) -> Option<String> {
+        let old = self.current();
+        let change = describe_change(&old.metadata, &metadata);
+        self.current.store(Arc::new(build(
+            &self.template,
+            metadata,
+            origin,
+            crate::state::unix_now(),
+        )));
+        change
+    }
+
+    /// A copy of the refresh status.
+    pub fn status(&self) -> RefreshStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut RefreshStatus)) {
+        let mut guard = self
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard);
+    }
+}
+
+fn build(template: &ResponseValidator, metadata: IdpMetadata, origin: Origin, now: i64) -> Trust {
+    let mut validator = template.clone();
+    validator.idp = saml_sp::response::TrustedIdp {
+        entity_id: metadata.entity_id.clone(),
+        certificates: metadata.signing_certificates.clone(),
+    };
+    Trust {
+        metadata,
+        validator,
+        origin,
+        loaded_at: now,
+    }
+}
+
+/// What differs between two metadata documents in what the gateway uses from them.
+fn describe_change(old: &IdpMetadata, new: &IdpMetadata) -> Option<String> {
+    let prints = |m: &IdpMetadata| -> Vec<String> {
+        m.signing_certificates
+            .iter()
+            .map(|c| certificate_fingerprint(c.der_data()))
+            .collect()
+    };
+    let (before, after) = (prints(old), prints(new));
+    let mut parts = Vec::new();
+    let added: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+    let removed: Vec<&String> = before.iter().filter(|f| !after.contains(f)).collect();
+    if !added.is_empty() {
+        parts.push(format!("signing certificates added: {}", join(&added)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("signing certificates removed: {}", join(&removed)));
+    }
+    if old.sso_redirect_url != new.sso_redirect_url {
+        parts.push(format!("SSO URL now {}", new.sso_redirect_url));
+    }
+    if old.slo_redirect_url != new.slo_redirect_url {
+        parts.push(format!(
+            "SLO URL now {}",
+            new.slo_redirect_url.as_deref().unwrap_or("none")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+fn join(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A trusted certificate and when it expires.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateInfo {
+    /// SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// Its notAfter (Unix seconds); `None` when it cannot be read.
+    pub not_after: Option<i64>,
+}
+
+/// The signing certificates of `metadata` with their expiry.
+pub fn certificates(metadata: &IdpMetadata) -> Vec<CertificateInfo> {
+    metadata
+        .signing_certificates
+        .iter()
+        .map(|c| CertificateInfo {
+            fingerprint: certificate_fingerprint(c.der_data()),
+            not_after: certificate_not_after(c.der_data()),
+        })
+        .collect()
+}
+
+/// Sentences about the certificates of `metadata` that expire within 60 days of `now` (or have
+/// expired), most urgent first, with the number of days left.
+pub fn expiry_warnings(metadata: &IdpMetadata, now: i64) -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = certificates(metadata)
+        .into_iter()
+        .filter_map(|c| {
+            let left = (c.not_after? - now).div_euclid(86_400);
+            (left < EXPIRY_WARNING_DAYS[0]).then(|| {
+                let sentence = if left < 0 {
+                    format!("IdP signing certificate {} has expired", c.fingerprint)
+                } else {
+                    format!(
+                        "IdP signing certificate {} expires in {left} day(s); make sure the IdP \
+                         publishes its successor in the metadata",
+                        c.fingerprint
+                    )
+                };
+                (left, sentence)
+            })
+        })
+        .collect();
+    out.sort_by_key(|(left, _)| *left);
+    out
+}
+
+/// Logs [`expiry_warnings`]: errors within 7 days, warnings within 60.
+pub fn log_expiry_warnings(metadata: &IdpMetadata) {
+    for (left, sentence) in expiry_warnings(metadata, crate::state::unix_now()) {
+        if left < EXPIRY_WARNING_DAYS[2] {
+            tracing::error!(days_left = left, "{sentence}");
+        } else {
+            tracing::warn!(days_left = left, "{sentence}");
+        }
+    }
+}
+
+/// When the next fetch is due after a good one: the configured interval, shortened by the
+/// document's `cacheDuration` and by its `validUntil`, but never sooner than a second.
+fn next_pause(interval: Duration, metadata: &IdpMetadata, now: i64) -> Duration {
+    let mut pause = interval;
+    if let Some(cache) = metadata.cache_duration {
+        pause = pause.min(cache);
+    }
+    if let Some(until) = metadata.valid_until {
+        let left = u64::try_from(until.timestamp() - now).unwrap_or(0);
+        pause = pause.min(Duration::from_secs(left));
+    }
+    pause.max(Duration::from_secs(1))
+}
+
+/// Refreshes the metadata from the URL for as long as the gateway runs (returns at once for a
+/// metadata file).
+pub async fn refresh(state: crate::state::SharedState) {
+    let MetadataSource::Url {
+        url,
+        refresh_interval,
+        backing_file,
+    } = &state.config.idp.source
+    else {
+        return;
+    };
+    let retry = (*refresh_interval).min(MAX_RETRY_PAUSE);
+    let mut pause = next_pause(
+        *refresh_interval,
+        &state.federation.current().metadata,
+        crate::state::unix_now(),
+    );
+    loop {
+        let due = crate::state::unix_now() + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX);
+        state
+            .federation
+            .update_status(|s| s.next_attempt = Some(due));
+        tokio::time::sleep(pause).await;
+        let now = crate::state::unix_now();
+        let expected = state.federation.current().metadata.entity_id.clone();
+        let outcome = match fetch_checked(&state.config, url, chrono::Utc::now()).await {
+            Ok((metadata, _)) if metadata.entity_id != expected => Err(FetchError::OtherIdp {
+                url: shown(url),
+                expected,
+                found: metadata.entity_id,
+            }),
+            other => other,
+        };
+        match outcome {
+            Ok((metadata, text)) => {
+                pause = next_pause(*refresh_interval, &metadata, now);
+                log_expiry_warnings(&metadata);
+                let change = state.federation.replace(metadata, Origin::Url);
+                state.federation.update_status(|s| {
+                    s.last_attempt = Some(now);
+                    s.last_success = Some(now);
+                    s.last_error = None;
+                    s.consecutive_failures = 0;
+                    s.successes_total += 1;
+                });
+                if let Err(e) = write_backing(backing_file, &text) {
+                    tracing::warn!(
+                        backing_file = %backing_file.display(),
+                        error = %e,
+                        "cannot write the backing copy of the IdP metadata"
+                    );
+                }
+                if let Some(change) = change {
+                    tracing::info!(%change, "the IdP metadata changed; the new trust is in force");
+                    audit_change(&state, change).await;
+                } else {
+                    tracing::debug!("the IdP metadata was refreshed; nothing changed");
+                }
+            }
+            Err(e) => {
+                pause = retry;
+                tracing::error!(
+                    error = %e,
+                    retry_secs = retry.as_secs(),
+                    "IdP metadata refresh failed; the trust in force stays"
+                );
+                state.federation.update_status(|s| {
+                    s.last_attempt = Some(now);
+                    s.last_error = Some(e.to_string());
+                    s.consecutive_failures += 1;
+                    s.failures_total += 1;
+                });
+            }
+        }
+    }
+}
+
+/// Writes the `idp_trust_changed` audit record.
+pub async fn audit_change(state: &crate::state::AppState, change: String) {
+    let record = crate::audit::Record {
+        event: Some(crate::audit::Event::IdpTrustChanged),
+        idp: Some(state.federation.current().metadata.entity_id.clone()),
+        detail: Some(change),
+        ..crate::audit::Record::default()
+    };
+    if let Err(e) = state.audit.record(record).await {
+        tracing::error!(error = %e, "audit log write failed for an IdP trust change");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(certs: &[&[u8]]) -> IdpMetadata {
+        IdpMetadata {
+            entity_id: "https://idp".into(),
+            signing_certificates: certs
+                .iter()
+                .map(|c| saml_sp::CertificateDer::from(c.to_vec()))
+                .collect(),
+            sso_redirect_url: "https://idp/sso".into(),
+            slo_redirect_url: None,
+            want_authn_requests_signed: false,
+            valid_until: None,
+            cache_duration: None,
+        }
+    }
+
+    #[test]
+    fn changes_name_added_and_removed_certificates() {
+        let (a, b) = (metadata(&[b"a"]), metadata(&[b"a", b"b"]));
+        assert_eq!(describe_change(&a, &a), None);
+        let added = describe_change(&a, &b).unwrap();
+        assert!(added.starts_with("signing certificates added: "), "{added}");
+        assert!(!added.contains("removed"), "{added}");
+        let removed = describe_change(&b, &metadata(&[b"b"])).unwrap();
+        assert!(
+            removed.starts_with("signing certificates removed: "),
+            "{removed}"
+        );
+        let mut moved = a.clone();
+        moved.sso_redirect_url = "https://idp/new".into();
+        assert_eq!(
+            describe_change(&a, &moved).unwrap(),
+            "SSO URL now https://idp/new"
+        );
+    }
+
+    #[test]
+    fn refresh_comes_sooner_when_the_document_asks() {
+        let hour = Duration::from_secs(3600);
+        let mut m = metadata(&[b"a"]);
+        assert_eq!(next_pause(hour, &m, 0), hour);
+        m.cache_duration = Some(Duration::from_secs(600));
+        assert_eq!(next_pause(hour, &m, 0), Duration::from_secs(600));
+        m.valid_until = chrono::DateTime::from_timestamp(120, 0);
+        assert_eq!(next_pause(hour, &m, 0), Duration::from_secs(120));
+        assert_eq!(next_pause(hour, &m, 500), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credentials_or_query() {
+        let url = url::Url::parse("https://u:secret@idp.example/md?token=abc#x").unwrap();
+        assert_eq!(shown(&url), "https://idp.example/md");
+    }
+
+    #[test]
+    fn expiry_warnings_start_sixty_days_ahead() {
+        let keys = crate::keys::generate("idp", 20).unwrap();
+        let der = keys.cert.to_der().unwrap();
+        let m = metadata(&[&der]);
+        let now = crate::state::unix_now();
+        let warnings = expiry_warnings(&m, now);
+        assert_eq!(warnings.len(), 1);
+        assert!((19..=20).contains(&warnings[0].0), "{warnings:?}");
+        assert!(warnings[0].1.contains("expires in"), "{warnings:?}");
+        assert!(expiry_warnings(&m, now - 61 * 86_400).is_empty());
+        assert!(expiry_warnings(&m, now + 30 * 86_400)[0]
+            .1
+            .contains("has expired"));
+    }
+}
