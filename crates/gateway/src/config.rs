@@ -88,6 +88,9 @@ struct RawIdp {
     allow_sha1: bool,
     #[serde(default)]
     allow_unsolicited: bool,
+    #[serde(default, deserialize_with = "duration_text")]
+    unsolicited_max_age: Option<String>,
+    unsolicited_relay_state: Option<Vec<String>>,
     #[serde(default)]
     allow_cbc_encryption: bool,
     clock_skew: Option<String>,
@@ -222,6 +225,11 @@ pub struct IdpConfig {
     pub allow_sha1: bool,
     /// Accept IdP-initiated (unsolicited) responses.
     pub allow_unsolicited: bool,
+    /// Oldest IssueInstant an unsolicited response may have (before clock skew).
+    pub unsolicited_max_age: Duration,
+    /// Local path prefixes an unsolicited response's RelayState may send the user to; any
+    /// other RelayState sends them to `/`.
+    pub unsolicited_relay_state: Vec<String>,
     /// Accept AES-CBC encrypted assertions (only inside a signed Response).
     pub allow_cbc_encryption: bool,
     /// Clock skew allowed on time checks.
@@ -471,14 +479,6 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     }
 
     let idp = check_idp(raw.idp, file, &resolve)?;
-    if idp.allow_unsolicited {
-        // The ACS always binds a response to a pending request; IdP-initiated login needs its
-        // own RelayState rules before it can be switched on.
-        return Err(err(
-            "idp.allow_unsolicited",
-            "IdP-initiated login is not supported yet; remove the key or set it to false",
-        ));
-    }
     if idp.allow_cbc_encryption && !sp.encrypted_assertions {
         return Err(err(
             "idp.allow_cbc_encryption",
@@ -755,7 +755,43 @@ fn check_idp(
                 )
             })?,
     };
+    if !raw.allow_unsolicited
+        && (raw.unsolicited_max_age.is_some() || raw.unsolicited_relay_state.is_some())
+    {
+        let key = if raw.unsolicited_max_age.is_some() {
+            "idp.unsolicited_max_age"
+        } else {
+            "idp.unsolicited_relay_state"
+        };
+        return Err(err(
+            key,
+            "applies only with idp.allow_unsolicited: true".into(),
+        ));
+    }
+    let unsolicited_max_age = match raw.unsolicited_max_age.as_deref() {
+        None => Duration::from_secs(120),
+        Some(v) => parse_duration(v)
+            .filter(|d| (1..=300).contains(&d.as_secs()))
+            .ok_or_else(|| {
+                err(
+                    "idp.unsolicited_max_age",
+                    "not a duration between 1s and 5m, such as 2m".into(),
+                )
+            })?,
+    };
+    let unsolicited_relay_state = raw.unsolicited_relay_state.unwrap_or_default();
+    for (i, prefix) in unsolicited_relay_state.iter().enumerate() {
+        if !crate::redirect::is_canonical_path(prefix) || prefix.contains(['?', '#']) {
+            return Err(err(
+                &format!("idp.unsolicited_relay_state[{i}]"),
+                "must be a local path such as /sales (one leading /, no //, no .., no query)"
+                    .into(),
+            ));
+        }
+    }
     Ok(IdpConfig {
+        unsolicited_max_age,
+        unsolicited_relay_state,
         source,
         entity_id: raw.entity_id,
         metadata_signing_certs,
@@ -1142,9 +1178,40 @@ audit:
 
         let e = error_of(&with_idp("", "  allow_cbc_encryption: true\n"));
         assert_eq!(e.key, "idp.allow_cbc_encryption");
-        let e = error_of(&with_idp("", "  allow_unsolicited: true\n"));
-        assert_eq!(e.key, "idp.allow_unsolicited");
-        assert!(e.message.contains("not supported yet"), "{e}");
+
+        let (_dir, result) = load(&with_idp(
+            "",
+            "  allow_unsolicited: true\n  unsolicited_max_age: 30s\n  unsolicited_relay_state: [/sales, /ops/]\n",
+        ));
+        let c = result.unwrap();
+        assert!(c.idp.allow_unsolicited);
+        assert_eq!(c.idp.unsolicited_max_age, Duration::from_secs(30));
+        assert_eq!(c.idp.unsolicited_relay_state, ["/sales", "/ops/"]);
+        let (_dir, result) = load(&with_idp("", "  allow_unsolicited: true\n"));
+        let c = result.unwrap();
+        assert_eq!(c.idp.unsolicited_max_age, Duration::from_secs(120));
+        assert!(c.idp.unsolicited_relay_state.is_empty());
+        for (lines, key) in [
+            ("  unsolicited_max_age: 1m\n", "idp.unsolicited_max_age"),
+            (
+                "  unsolicited_relay_state: [/a]\n",
+                "idp.unsolicited_relay_state",
+            ),
+            (
+                "  allow_unsolicited: true\n  unsolicited_max_age: 1h\n",
+                "idp.unsolicited_max_age",
+            ),
+            (
+                "  allow_unsolicited: true\n  unsolicited_relay_state: [/a, //evil.example]\n",
+                "idp.unsolicited_relay_state[1]",
+            ),
+            (
+                "  allow_unsolicited: true\n  unsolicited_relay_state: [https://evil.example/]\n",
+                "idp.unsolicited_relay_state[0]",
+            ),
+        ] {
+            assert_eq!(error_of(&with_idp("", lines)).key, key, "{lines}");
+        }
     }
 
     #[test]

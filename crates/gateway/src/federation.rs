@@ -59,6 +59,9 @@ pub struct Trust {
     pub metadata: IdpMetadata,
     /// Validates responses against exactly these certificates and this entity ID.
     pub validator: ResponseValidator,
+    /// The same for IdP-initiated responses (no InResponseTo, a shorter maximum age), when
+    /// `idp.allow_unsolicited` is on.
+    pub unsolicited: Option<ResponseValidator>,
     /// Where the metadata was read from.
     pub origin: Origin,
     /// When it was put in force (Unix seconds).
@@ -89,6 +92,8 @@ pub struct Federation {
     current: ArcSwap<Trust>,
     /// The validator with everything but the IdP: each new trust is a copy of it.
     template: ResponseValidator,
+    /// The maximum age of unsolicited responses, when they are accepted.
+    unsolicited_max_age: Option<Duration>,
     status: Mutex<RefreshStatus>,
 }
 
@@ -304,10 +309,16 @@ pub async fn initial(
 }
 
 impl Federation {
-    /// The federation for `metadata`, with `template` supplying everything but the IdP.
-    pub fn new(template: ResponseValidator, metadata: IdpMetadata, origin: Origin) -> Federation {
+    /// The federation for `metadata`, with `template` supplying everything but the IdP;
+    /// `unsolicited_max_age` switches IdP-initiated responses on.
+    pub fn new(
+        template: ResponseValidator,
+        unsolicited_max_age: Option<Duration>,
+        metadata: IdpMetadata,
+        origin: Origin,
+    ) -> Federation {
         let now = crate::state::unix_now();
-        let trust = build(&template, metadata, origin, now);
+        let trust = build(&template, unsolicited_max_age, metadata, origin, now);
         let status = RefreshStatus {
             last_success: (origin == Origin::Url).then_some(now),
             successes_total: u64::from(origin == Origin::Url),
@@ -316,6 +327,7 @@ impl Federation {
         Federation {
             current: ArcSwap::from_pointee(trust),
             template,
+            unsolicited_max_age,
             status: Mutex::new(status),
         }
     }
@@ -332,6 +344,7 @@ impl Federation {
         let change = describe_change(&old.metadata, &metadata);
         self.current.store(Arc::new(build(
             &self.template,
+            self.unsolicited_max_age,
             metadata,
             origin,
             crate::state::unix_now(),
@@ -356,15 +369,29 @@ impl Federation {
     }
 }
 
-fn build(template: &ResponseValidator, metadata: IdpMetadata, origin: Origin, now: i64) -> Trust {
+fn build(
+    template: &ResponseValidator,
+    unsolicited_max_age: Option<Duration>,
+    metadata: IdpMetadata,
+    origin: Origin,
+    now: i64,
+) -> Trust {
     let mut validator = template.clone();
     validator.idp = saml_sp::response::TrustedIdp {
         entity_id: metadata.entity_id.clone(),
         certificates: metadata.signing_certificates.clone(),
     };
+    validator.options.allow_unsolicited = false;
+    let unsolicited = unsolicited_max_age.map(|age| {
+        let mut v = validator.clone();
+        v.options.allow_unsolicited = true;
+        v.options.max_issue_age = age;
+        v
+    });
     Trust {
         metadata,
         validator,
+        unsolicited,
         origin,
         loaded_at: now,
     }

@@ -171,36 +171,57 @@ async fn finish_login(
     }
     let saml_response = saml_response.ok_or(Failure::bad_request("saml_response_missing"))?;
 
-    // The RelayState must be the token this browser's relay cookie holds.
-    let relay_state = relay_state.ok_or(Failure::bad_request("relay_state_missing"))?;
-    if cookie(headers, state.cookies.relay_name) != Some(relay_state.as_ref()) {
-        return Err(Failure::bad_request("relay_state_not_bound"));
-    }
     let now = unix_now();
-    let pending = state
-        .store
-        .take_pending(&relay_state, now)
-        .await
-        .map_err(|_| Failure::unavailable("store_unavailable"))?
-        .ok_or(Failure::bad_request("relay_state_unknown"))?;
-    record.request_id = Some(pending.request_id.clone());
-
     let replay = StoreReplay {
         store: state.store.as_ref(),
         now,
     };
     // The trust in force when the response arrived: a refresh meanwhile changes the next one.
     let trust = state.federation.current();
-    let assertion = trust
-        .validator
-        .validate(
-            &saml_response,
-            Some(&pending.request_id),
-            chrono::Utc::now(),
-            &replay,
-        )
-        .await
-        .map_err(Failure::from)?;
+    // A RelayState that is the token this browser's relay cookie holds names the pending
+    // request the response must answer. Anything else is an IdP-initiated response: refused,
+    // unless they are switched on.
+    let bound = relay_state
+        .as_deref()
+        .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r));
+    let (assertion, return_to) = match (bound, &trust.unsolicited) {
+        (Some(token), _) => {
+            let pending = state
+                .store
+                .take_pending(token, now)
+                .await
+                .map_err(|_| Failure::unavailable("store_unavailable"))?
+                .ok_or(Failure::bad_request("relay_state_unknown"))?;
+            record.request_id = Some(pending.request_id.clone());
+            let assertion = trust
+                .validator
+                .validate(
+                    &saml_response,
+                    Some(&pending.request_id),
+                    chrono::Utc::now(),
+                    &replay,
+                )
+                .await
+                .map_err(Failure::from)?;
+            (assertion, pending.return_to)
+        }
+        (None, Some(unsolicited)) => {
+            record.detail = Some("unsolicited".into());
+            let assertion = unsolicited
+                .validate(&saml_response, None, chrono::Utc::now(), &replay)
+                .await
+                .map_err(Failure::from)?;
+            let return_to = unsolicited_target(
+                relay_state.as_deref(),
+                &state.config.idp.unsolicited_relay_state,
+            );
+            (assertion, return_to)
+        }
+        (None, None) if relay_state.is_none() => {
+            return Err(Failure::bad_request("relay_state_missing"))
+        }
+        (None, None) => return Err(Failure::bad_request("relay_state_not_bound")),
+    };
     record.assertion_id = Some(assertion.id.clone());
     record.user = Some(assertion.name_id.value.clone());
 
@@ -235,11 +256,36 @@ async fn finish_login(
         }
     }
 
-    let mut response = redirect(&pending.return_to);
+    let mut response = redirect(&return_to);
     let h = response.headers_mut();
     h.append(header::SET_COOKIE, state.cookies.session(id.expose()));
     h.append(header::SET_COOKIE, state.cookies.clear_relay());
     Ok(response)
+}
+
+/// Where an IdP-initiated login lands: its RelayState when that is a local path under one of
+/// `allowed` (whole segments), otherwise `/`.
+fn unsolicited_target(relay_state: Option<&str>, allowed: &[String]) -> String {
+    let Some(target) = relay_state else {
+        return "/".into();
+    };
+    if local_path(target) != target {
+        return "/".into();
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let under = |prefix: &String| {
+        let prefix = prefix.trim_end_matches('/');
+        prefix.is_empty()
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if allowed.iter().any(under) {
+        target.to_string()
+    } else {
+        "/".into()
+    }
 }
 
 fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionRecord, Failure> {
@@ -482,7 +528,11 @@ impl Failure {
         let reference = reference();
         record.reason = Some(self.reason.to_string());
         record.reference = Some(reference.clone());
-        record.detail = self.audit_detail.clone();
+        // An IdP-initiated attempt stays marked as such, whatever else the failure says.
+        record.detail = match (record.detail.take(), self.audit_detail.clone()) {
+            (Some(mark), Some(detail)) => Some(format!("{mark}: {detail}")),
+            (mark, detail) => detail.or(mark),
+        };
         if self.reason != "audit_unavailable" {
             if let Err(e) = state.audit.record(record).await {
                 tracing::error!(error = %e, reason = self.reason, "audit log write failed");
@@ -619,6 +669,29 @@ fn standard_status_name(uri: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsolicited_logins_land_only_under_allowed_paths() {
+        let allowed = ["/sales".to_string(), "/ops/".to_string()];
+        for (relay, lands) in [
+            (None, "/"),
+            (Some("/sales"), "/sales"),
+            (Some("/sales/page?x=1"), "/sales/page?x=1"),
+            (Some("/ops"), "/ops"),
+            (Some("/ops/a"), "/ops/a"),
+            (Some("/salesforce"), "/"),
+            (Some("/other"), "/"),
+            (Some("https://evil.example/sales"), "/"),
+            (Some("//evil.example/sales"), "/"),
+            (Some("/sales/../admin"), "/"),
+            (Some("/sales\\..\\admin"), "/"),
+            (Some("token-from-the-idp"), "/"),
+        ] {
+            assert_eq!(unsolicited_target(relay, &allowed), lands, "{relay:?}");
+        }
+        assert_eq!(unsolicited_target(Some("/sales"), &[]), "/");
+        assert_eq!(unsolicited_target(Some("/x"), &["/".to_string()]), "/x");
+    }
 
     #[test]
     fn known_statuses_name_a_likely_fix() {

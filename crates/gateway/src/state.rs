@@ -151,6 +151,10 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         let federation = crate::federation::Federation::new(
             validator(&config, &keys, &metadata),
+            config
+                .idp
+                .allow_unsolicited
+                .then_some(config.idp.unsolicited_max_age),
             metadata,
             origin,
         );
