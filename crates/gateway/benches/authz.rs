@@ -25,6 +25,8 @@ fn session() -> SessionRecord {
         name_id: "alice@example.com".into(),
         name_id_format: None,
         session_index: None,
+        name_qualifier: None,
+        sp_name_qualifier: None,
         email: Some("alice@example.com".into()),
         display_name: Some("Alice Analyst".into()),
         // The one group that matters comes last, the worst case for a scan.

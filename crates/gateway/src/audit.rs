@@ -25,6 +25,9 @@ pub enum Event {
     LoginFailure,
     /// A user signed out.
     Logout,
+    /// A Single Logout message: an IdP's LogoutRequest that ended sessions (one record per
+    /// session), the IdP's LogoutResponse to ours, or either refused (`reason`).
+    Slo,
     /// A signed-in user was refused by a route's rule.
     AccessDenied,
     /// A session passed its idle or absolute timeout: found so by a request (once per

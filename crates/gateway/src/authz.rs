@@ -218,6 +218,8 @@ mod tests {
             name_id: user.into(),
             name_id_format: None,
             session_index: None,
+            name_qualifier: None,
+            sp_name_qualifier: None,
             email: email.map(str::to_string),
             display_name: None,
             groups: session_store::groups(groups),

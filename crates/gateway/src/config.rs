@@ -88,6 +88,7 @@ struct RawIdp {
     allow_sha1: bool,
     #[serde(default)]
     allow_unsolicited: bool,
+    single_logout: Option<bool>,
     #[serde(default, deserialize_with = "duration_text")]
     unsolicited_max_age: Option<String>,
     unsolicited_relay_state: Option<Vec<String>>,
@@ -225,6 +226,9 @@ pub struct IdpConfig {
     pub allow_sha1: bool,
     /// Accept IdP-initiated (unsolicited) responses.
     pub allow_unsolicited: bool,
+    /// Speak Single Logout with the IdP (when its metadata has an SLO endpoint); off: sign-out
+    /// ends only the session here.
+    pub single_logout: bool,
     /// Oldest IssueInstant an unsolicited response may have (before clock skew).
     pub unsolicited_max_age: Duration,
     /// Local path prefixes an unsolicited response's RelayState may send the user to; any
@@ -326,6 +330,11 @@ impl Config {
     /// The ACS URL.
     pub fn acs_url(&self) -> String {
         format!("{}/saml/acs", self.public_url)
+    }
+
+    /// The Single Logout URL (both bindings).
+    pub fn slo_url(&self) -> String {
+        format!("{}/saml/slo", self.public_url)
     }
 
     /// Reads and checks the config file at `path`.
@@ -790,6 +799,7 @@ fn check_idp(
         }
     }
     Ok(IdpConfig {
+        single_logout: raw.single_logout.unwrap_or(true),
         unsolicited_max_age,
         unsolicited_relay_state,
         source,

@@ -137,7 +137,7 @@ pub enum FetchError {
 }
 
 /// A URL as it may appear in logs: scheme, host, port and path only.
-fn shown(url: &url::Url) -> String {
+pub fn shown(url: &url::Url) -> String {
     let mut clean = url.clone();
     let _ = clean.set_username("");
     let _ = clean.set_password(None);
@@ -239,14 +239,28 @@ fn write_backing(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The IdP metadata a gateway starts with.
+#[derive(Debug, Clone)]
+pub struct Initial {
+    /// The metadata.
+    pub metadata: IdpMetadata,
+    /// Where it was read from.
+    pub origin: Origin,
+    /// Why the URL gave no good document, when the backing copy was used instead.
+    pub fetch_error: Option<String>,
+}
+
 /// The IdP metadata to start with. With a URL: fetched (and, with `keep_copy`, written to the
 /// backing file), else the backing file's copy, else an error naming the file and key.
-pub async fn initial(
-    config: &Config,
-    keep_copy: bool,
-) -> Result<(IdpMetadata, Origin), ConfigError> {
+pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, ConfigError> {
     let (url, backing_file) = match &config.idp.source {
-        MetadataSource::File { metadata, .. } => return Ok((metadata.clone(), Origin::File)),
+        MetadataSource::File { metadata, .. } => {
+            return Ok(Initial {
+                metadata: metadata.clone(),
+                origin: Origin::File,
+                fetch_error: None,
+            })
+        }
         MetadataSource::Url {
             url, backing_file, ..
         } => (url, backing_file),
@@ -263,7 +277,11 @@ pub async fn initial(
                     );
                 }
             }
-            return Ok((metadata, Origin::Url));
+            return Ok(Initial {
+                metadata,
+                origin: Origin::Url,
+                fetch_error: None,
+            });
         }
         Err(e) => e,
     };
@@ -295,7 +313,11 @@ pub async fn initial(
                      force until the URL answers with a current document"
                 );
             }
-            Ok((metadata, Origin::BackingFile))
+            Ok(Initial {
+                metadata,
+                origin: Origin::BackingFile,
+                fetch_error: Some(fetch_error.to_string()),
+            })
         }
         Err(copy_error) => Err(ConfigError {
             file: config.file.clone(),
@@ -309,19 +331,29 @@ pub async fn initial(
 }
 
 impl Federation {
-    /// The federation for `metadata`, with `template` supplying everything but the IdP;
-    /// `unsolicited_max_age` switches IdP-initiated responses on.
+    /// The federation for the `initial` metadata, with `template` supplying everything but
+    /// the IdP; `unsolicited_max_age` switches IdP-initiated responses on.
     pub fn new(
         template: ResponseValidator,
         unsolicited_max_age: Option<Duration>,
-        metadata: IdpMetadata,
-        origin: Origin,
+        initial: Initial,
     ) -> Federation {
         let now = crate::state::unix_now();
+        let Initial {
+            metadata,
+            origin,
+            fetch_error,
+        } = initial;
         let trust = build(&template, unsolicited_max_age, metadata, origin, now);
+        let fetched = origin != Origin::File;
+        let failed = fetch_error.is_some();
         let status = RefreshStatus {
+            last_attempt: fetched.then_some(now),
             last_success: (origin == Origin::Url).then_some(now),
             successes_total: u64::from(origin == Origin::Url),
+            consecutive_failures: u64::from(failed),
+            failures_total: u64::from(failed),
+            last_error: fetch_error,
             ..RefreshStatus::default()
         };
         Federation {
@@ -518,11 +550,16 @@ pub async fn refresh(state: crate::state::SharedState) {
         return;
     };
     let retry = (*refresh_interval).min(MAX_RETRY_PAUSE);
-    let mut pause = next_pause(
-        *refresh_interval,
-        &state.federation.current().metadata,
-        crate::state::unix_now(),
-    );
+    // Started on the backing copy: the URL is tried again soon, not a whole interval later.
+    let mut pause = if state.federation.status().consecutive_failures > 0 {
+        retry
+    } else {
+        next_pause(
+            *refresh_interval,
+            &state.federation.current().metadata,
+            crate::state::unix_now(),
+        )
+    };
     loop {
         let due = crate::state::unix_now() + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX);
         state
@@ -609,6 +646,7 @@ mod tests {
                 .collect(),
             sso_redirect_url: "https://idp/sso".into(),
             slo_redirect_url: None,
+            slo_response_url: None,
             want_authn_requests_signed: false,
             valid_until: None,
             cache_duration: None,

@@ -257,6 +257,8 @@ mod tests {
             name_id: "alice".into(),
             name_id_format: None,
             session_index: None,
+            name_qualifier: None,
+            sp_name_qualifier: None,
             email: None,
             display_name: Some("Zoë\r\nX-Evil: 1".into()),
             groups: session_store::groups(["a", "b,c"]),

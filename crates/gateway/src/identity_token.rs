@@ -191,6 +191,8 @@ mod tests {
             name_id: "zoe".into(),
             name_id_format: None,
             session_index: None,
+            name_qualifier: None,
+            sp_name_qualifier: None,
             email: Some("zoe@example.test".into()),
             display_name: Some("Zoë Ångström".into()),
             groups: session_store::groups(["analytics"]),

@@ -24,5 +24,6 @@ pub mod saml;
 pub mod server;
 pub mod session_admin;
 pub mod session_watch;
+pub mod slo;
 pub mod state;
 pub mod ws_activity;

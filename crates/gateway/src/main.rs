@@ -144,7 +144,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config: path } => {
             let config = config::Config::load(&path)?;
-            let (metadata, origin) = idp_metadata(&config)?;
+            let initial = idp_metadata(&config)?;
+            let (metadata, origin) = (initial.metadata, initial.origin);
             if key_pair_absent(&config) {
                 println!(
                     "{}: sp.key_file and sp.cert_file do not exist yet; `serve` will generate them",
@@ -160,7 +161,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let from = match (&config.idp.source, origin) {
                 (config::MetadataSource::File { path, .. }, _) => path.display().to_string(),
                 (config::MetadataSource::Url { url, .. }, federation::Origin::Url) => {
-                    url.to_string()
+                    federation::shown(url)
                 }
                 (config::MetadataSource::Url { backing_file, .. }, _) => format!(
                     "{} (the URL gave no good document: see the warning above)",
@@ -199,7 +200,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = config::Config::load(&config)?;
             refuse_missing_keys(&config)?;
-            let (metadata, _) = idp_metadata(&config)?;
+            let metadata = idp_metadata(&config)?.metadata;
             if decode::run(&config, &metadata, &response, at.as_deref())? {
                 Ok(())
             } else {
@@ -222,9 +223,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 /// The IdP metadata a command run by hand works with: the file's, or a fresh fetch of the URL
 /// (else the backing copy), without writing the backing file.
-fn idp_metadata(
-    config: &config::Config,
-) -> anyhow::Result<(saml_sp::metadata::IdpMetadata, federation::Origin)> {
+fn idp_metadata(config: &config::Config) -> anyhow::Result<federation::Initial> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -303,6 +303,8 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
         name_id: assertion.name_id.value.clone(),
         name_id_format: assertion.name_id.format.clone(),
         session_index: assertion.session_index.clone(),
+        name_qualifier: assertion.name_id.name_qualifier.clone(),
+        sp_name_qualifier: assertion.name_id.sp_name_qualifier.clone(),
         email: mapping.email(assertion),
         display_name: mapping.display_name(assertion),
         groups: session_store::groups(mapping.groups(assertion)),
@@ -401,13 +403,21 @@ pub async fn logout(
     state.identities.forget(&id);
     let mut record = audit_record(peer, &headers, "/saml/logout");
     record.event = Some(Event::Logout);
-    record.user = Some(session.user);
-    record.idp = Some(session.idp);
+    record.user = Some(session.user.clone());
+    record.idp = Some(session.idp.clone());
     record.session = Some(session_hash(id.expose()));
+    // The IdP is told next (Single Logout), when it can be; the local sign-out stands anyway.
+    let to_idp = crate::slo::start(&state, &session).await;
+    if to_idp.is_some() {
+        record.detail = Some("logout request sent to the IdP".into());
+    }
     if let Err(e) = state.audit.record(record).await {
         tracing::error!(error = %e, "audit log write failed for logout");
     }
-    with_cleared_session(&state, redirect("/saml/logged-out"))
+    with_cleared_session(
+        &state,
+        to_idp.unwrap_or_else(|| redirect("/saml/logged-out")),
+    )
 }
 
 /// `GET /saml/logged-out`: the signed-out page.
@@ -425,7 +435,7 @@ pub async fn metadata(State(state): State<SharedState>) -> Response {
     response
 }
 
-fn signed_out_page() -> Response {
+pub(crate) fn signed_out_page() -> Response {
     pages::page(
         StatusCode::OK,
         "Signed out",
@@ -433,7 +443,7 @@ fn signed_out_page() -> Response {
     )
 }
 
-fn store_unavailable_page() -> Response {
+pub(crate) fn store_unavailable_page() -> Response {
     pages::error(
         StatusCode::SERVICE_UNAVAILABLE,
         "Temporarily unavailable",
@@ -443,14 +453,14 @@ fn store_unavailable_page() -> Response {
     )
 }
 
-fn with_cleared_session(state: &SharedState, mut response: Response) -> Response {
+pub(crate) fn with_cleared_session(state: &SharedState, mut response: Response) -> Response {
     response
         .headers_mut()
         .append(header::SET_COOKIE, state.cookies.clear_session());
     response
 }
 
-fn redirect(location: &str) -> Response {
+pub(crate) fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(value) => (StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response(),
         Err(_) => (

@@ -67,6 +67,18 @@ pub fn warnings(config: &Config, metadata: &saml_sp::metadata::IdpMetadata) {
         tracing::warn!("the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
     }
     crate::federation::log_expiry_warnings(metadata);
+    if metadata
+        .valid_until
+        .is_some_and(|until| until <= chrono::Utc::now())
+    {
+        tracing::error!("the IdP metadata is past its validUntil; get a current copy from the IdP");
+    }
+    if config.idp.single_logout && metadata.slo_redirect_url.is_none() {
+        tracing::info!(
+            "the IdP publishes no SingleLogoutService (HTTP-Redirect): sign-out ends only the \
+             session here"
+        );
+    }
 }
 
 /// Warnings about the identity token's keys: one generated per replica, or readable by others.
@@ -99,6 +111,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/saml/acs", axum::routing::post(saml::acs))
         .route("/saml/logout", get(saml::logout_page).post(saml::logout))
         .route("/saml/logged-out", get(saml::logged_out))
+        .route(
+            "/saml/slo",
+            get(crate::slo::redirect_binding).post(crate::slo::post_binding),
+        )
         .route("/.well-known/jwks.json", get(jwks))
         .fallback(gate::protected)
         .with_state(state)
@@ -194,20 +210,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated a new SP key pair; give the IdP the new metadata"
         );
     }
-    let (metadata, origin) = crate::federation::initial(&config, true).await?;
-    warnings(&config, &metadata);
+    let initial = crate::federation::initial(&config, true).await?;
+    warnings(&config, &initial.metadata);
+    let fingerprints: Vec<String> = crate::federation::certificates(&initial.metadata)
+        .into_iter()
+        .map(|c| c.fingerprint)
+        .collect();
+    tracing::info!(
+        idp = %initial.metadata.entity_id,
+        origin = ?initial.origin,
+        certificates = %fingerprints.join(", "),
+        "trusting the IdP's signing certificates"
+    );
     let audit = AuditLog::open(&config.audit_file)
         .with_context(|| format!("{}: audit.file", config.file.display()))?;
     let store = open_store(&config).await?;
     let listen = config.listen;
     let admin_listen = config.admin_listen;
-    let state = Arc::new(AppState::new(
-        config,
-        keys,
-        (metadata, origin),
-        store,
-        audit,
-    )?);
+    let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
     tokio::spawn(crate::federation::refresh(state.clone()));

@@ -164,6 +164,8 @@ mod tests {
             name_id: "alice".into(),
             name_id_format: None,
             session_index: None,
+            name_qualifier: None,
+            sp_name_qualifier: None,
             email: None,
             display_name: None,
             groups: session_store::groups::<&str>([]),

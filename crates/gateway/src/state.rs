@@ -44,6 +44,8 @@ pub struct AppState {
     pub sp_metadata_xml: String,
     /// The key AuthnRequests are signed with, when signing is on.
     pub request_signing_key: Option<PKey<Private>>,
+    /// The SP key: signs Single Logout messages (always signed).
+    pub sp_key: PKey<Private>,
     /// The upstream HTTP client.
     pub client: UpstreamClient,
     /// The routes in force: those of the config, or of the last successful reload.
@@ -92,7 +94,7 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
     Ok(SpMetadata {
         entity_id: config.sp.entity_id.clone(),
         acs_url: config.acs_url(),
-        slo_url: None,
+        slo_url: config.idp.single_logout.then(|| config.slo_url()),
         signing_certificates: vec![keys.cert.to_der()?],
         encryption_certificates: if config.sp.encrypted_assertions {
             vec![keys.cert.to_der()?]
@@ -145,18 +147,17 @@ impl AppState {
     pub fn new(
         config: Config,
         keys: SpKeys,
-        (metadata, origin): (saml_sp::metadata::IdpMetadata, crate::federation::Origin),
+        initial: crate::federation::Initial,
         store: Arc<dyn Store>,
         audit: AuditLog,
     ) -> anyhow::Result<AppState> {
         let federation = crate::federation::Federation::new(
-            validator(&config, &keys, &metadata),
+            validator(&config, &keys, &initial.metadata),
             config
                 .idp
                 .allow_unsolicited
                 .then_some(config.idp.unsolicited_max_age),
-            metadata,
-            origin,
+            initial,
         );
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -181,6 +182,7 @@ impl AppState {
             sp_metadata_xml: sp_metadata(&config, &keys)?,
             cookies: CookiePolicy::new(config.secure_cookies),
             request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),
+            sp_key: keys.key.clone(),
             federation,
             store,
             audit,

@@ -30,6 +30,9 @@ pub enum MessageError {
     /// A required attribute or element of the protocol message is absent or empty.
     #[error("the message lacks a required element or attribute")]
     MissingField,
+    /// The root element is another protocol message than the one expected here.
+    #[error("the message is not the SAML 2.0 protocol message expected here")]
+    WrongMessage,
 }
 
 /// The message's shape is not one the SP accepts.
@@ -218,6 +221,7 @@ impl ValidationError {
                 },
                 MessageError::NotAResponse => "not_a_response",
                 MessageError::MissingField => "required_field_missing",
+                MessageError::WrongMessage => "wrong_message_type",
             },
             V::Structure(s) => match s {
                 StructureError::AssertionMissing => "assertion_missing",

@@ -4,6 +4,7 @@
 //! - [`authn_request`]: the AuthnRequest that starts a login.
 //! - [`bindings`]: HTTP-Redirect encoding (DEFLATE, base64, query signature).
 //! - [`encryption`]: decryption of an `EncryptedAssertion` with the SP's keys.
+//! - [`logout`]: Single Logout messages, sent and received.
 //! - [`response`]: validate a posted Response and return a verified [`response::Assertion`].
 //! - [`signature`]: the accepted XML-signature shape and the xmlsec verification.
 //! - [`xml`]: the strict XML tree every message is parsed into.
@@ -17,10 +18,14 @@ pub mod authn_request;
 pub mod bindings;
 pub mod encryption;
 pub mod error;
+pub mod logout;
 pub mod metadata;
 pub mod response;
 pub mod signature;
 pub mod xml;
+
+#[cfg(test)]
+mod test_support;
 
 pub use error::ValidationError;
 pub use response::{Assertion, ReplayCache, ResponseValidator};

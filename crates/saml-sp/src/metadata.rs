@@ -64,6 +64,9 @@ pub struct IdpMetadata {
     pub sso_redirect_url: String,
     /// SingleLogoutService location for HTTP-Redirect, when published.
     pub slo_redirect_url: Option<String>,
+    /// Where LogoutResponses go over HTTP-Redirect: the endpoint's `ResponseLocation`, else its
+    /// `Location`.
+    pub slo_response_url: Option<String>,
     /// `WantAuthnRequestsSigned` of the IDPSSODescriptor.
     pub want_authn_requests_signed: bool,
     /// The earliest `validUntil` of the entity and its enclosing document, if any.
@@ -212,6 +215,11 @@ fn read_idp(root: &Element, entity_id: Option<&str>) -> Result<IdpMetadata, Meta
         signing_certificates,
         sso_redirect_url: endpoint("SingleSignOnService").ok_or(MetadataError::NoSsoEndpoint)?,
         slo_redirect_url: endpoint("SingleLogoutService"),
+        slo_response_url: descriptor
+            .children_named(MD_NS, "SingleLogoutService")
+            .find(|e| e.attr("Binding") == Some(BINDING_REDIRECT))
+            .and_then(|e| e.attr("ResponseLocation").or(e.attr("Location")))
+            .map(str::to_string),
         want_authn_requests_signed: descriptor.attr("WantAuthnRequestsSigned") == Some("true"),
     })
 }
@@ -340,10 +348,12 @@ impl SpMetadata {
             out.push_str("</md:KeyDescriptor>");
         }
         if let Some(slo) = &self.slo_url {
-            out.push_str(&format!(
-                "\n    <md:SingleLogoutService Binding=\"{BINDING_REDIRECT}\" Location=\"{}\"/>",
-                escape(slo)
-            ));
+            for binding in [BINDING_REDIRECT, BINDING_POST] {
+                out.push_str(&format!(
+                    "\n    <md:SingleLogoutService Binding=\"{binding}\" Location=\"{}\"/>",
+                    escape(slo)
+                ));
+            }
         }
         for format in &self.name_id_formats {
             out.push_str(&format!(
@@ -366,31 +376,7 @@ mod tests {
     use super::*;
 
     fn cert_b64() -> String {
-        let key =
-            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-        let mut builder = openssl::x509::X509Builder::new().unwrap();
-        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "idp").unwrap();
-        let name = name.build();
-        builder.set_version(2).unwrap();
-        builder.set_subject_name(&name).unwrap();
-        builder.set_issuer_name(&name).unwrap();
-        let serial = openssl::bn::BigNum::from_u32(1)
-            .unwrap()
-            .to_asn1_integer()
-            .unwrap();
-        builder.set_serial_number(&serial).unwrap();
-        builder
-            .set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        builder
-            .set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        builder.set_pubkey(&key).unwrap();
-        builder
-            .sign(&key, openssl::hash::MessageDigest::sha256())
-            .unwrap();
-        base64::engine::general_purpose::STANDARD.encode(builder.build().to_der().unwrap())
+        base64::engine::general_purpose::STANDARD.encode(crate::test_support::key_and_cert().1)
     }
 
     #[test]

@@ -30,6 +30,8 @@ fn record() -> SessionRecord {
         name_id: "alice.analyst@corp.example".into(),
         name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
         session_index: Some("_be9967abd904ddcae3c0eb4189adbe3f71e327cf93".into()),
+        name_qualifier: None,
+        sp_name_qualifier: None,
         email: Some("alice.analyst@corp.example".into()),
         display_name: Some("Alice Analyst".into()),
         groups: session_store::groups((0..50).map(|i| format!("corp-analytics-team-{i:03}"))),

@@ -28,6 +28,8 @@ fn record(i: usize) -> SessionRecord {
         name_id: format!("user{i:06}@corp.example"),
         name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),
         session_index: Some(format!("_be9967abd904ddcae3c0eb4189adbe3f{i:010}")),
+        name_qualifier: None,
+        sp_name_qualifier: None,
         email: Some(format!("user{i:06}@corp.example")),
         display_name: Some(format!("User {i}")),
         groups: session_store::groups((0..50).map(|g| format!("corp-analytics-team-{g:03}"))),

@@ -89,6 +89,8 @@ pub enum EndReason {
     Relogin,
     /// The login that made it could not be completed (its audit record was not written).
     Aborted,
+    /// The IdP ended the user's sessions (a Single Logout request).
+    Slo,
 }
 
 impl EndReason {
@@ -99,6 +101,7 @@ impl EndReason {
             EndReason::Admin => "admin",
             EndReason::Relogin => "relogin",
             EndReason::Aborted => "login_aborted",
+            EndReason::Slo => "slo",
         }
     }
 
@@ -109,6 +112,7 @@ impl EndReason {
             EndReason::Admin,
             EndReason::Relogin,
             EndReason::Aborted,
+            EndReason::Slo,
         ]
         .into_iter()
         .find(|r| r.code() == code)
@@ -180,6 +184,18 @@ pub trait Store: Send + Sync + 'static {
         reason: EndReason,
         now: UnixTime,
     ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Ends, on every replica, each live session that IdP `idp` made for the NameID `name_id`
+    /// with a SessionIndex among `session_indexes` (every such session when the list is
+    /// empty), leaving a marker with `reason`; returns the sessions ended (Single Logout).
+    async fn end_sessions_of_subject(
+        &self,
+        idp: &str,
+        name_id: &str,
+        session_indexes: &[String],
+        reason: EndReason,
+        now: UnixTime,
+    ) -> Result<Vec<StoredSession>, StoreError>;
 
     /// Records a pending login request under `token` until `expires_at`.
     async fn put_pending(

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::record::SESSION_VERSION;
 use crate::{
     EndReason, Groups, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts,
-    Store, StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
+    Store, StoreError, StoredSession, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
 };
 
 /// Caps on what the memory store holds.
@@ -245,6 +245,45 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
+    async fn end_sessions_of_subject(
+        &self,
+        idp: &str,
+        name_id: &str,
+        session_indexes: &[String],
+        reason: EndReason,
+        now: UnixTime,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        let mut maps = self.lock()?;
+        let matching: Vec<SessionId> = maps
+            .sessions
+            .iter()
+            .filter(|(_, r)| {
+                r.idp == idp
+                    && r.name_id == name_id
+                    && self.live(r, now)
+                    && (session_indexes.is_empty()
+                        || r.session_index
+                            .as_ref()
+                            .is_some_and(|s| session_indexes.contains(s)))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut ended = Vec::with_capacity(matching.len());
+        for id in matching {
+            if let Some(record) = maps.sessions.remove(&id) {
+                if maps.ended.len() < self.limits.max_sessions {
+                    maps.ended
+                        .insert(id.clone(), (reason, now.saturating_add(END_MARKER_SECS)));
+                }
+                ended.push(StoredSession {
+                    hash: crate::session_hash(id.expose()),
+                    record,
+                });
+            }
+        }
+        Ok(ended)
+    }
+
     async fn put_pending(
         &self,
         token: &str,
@@ -321,6 +360,8 @@ mod tests {
             name_id: "alice".into(),
             name_id_format: None,
             session_index: None,
+            name_qualifier: None,
+            sp_name_qualifier: None,
             email: None,
             display_name: None,
             groups: crate::groups(["analytics"]),
@@ -473,6 +514,7 @@ mod tests {
             EndReason::Admin,
             EndReason::Relogin,
             EndReason::Aborted,
+            EndReason::Slo,
         ] {
             assert_eq!(EndReason::from_code(r.code()), Some(r));
         }

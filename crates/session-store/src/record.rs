@@ -64,6 +64,12 @@ pub struct SessionRecord {
     pub name_id_format: Option<String>,
     /// The IdP's SessionIndex, for Single Logout.
     pub session_index: Option<String>,
+    /// The NameID's `NameQualifier`, when sent (Single Logout repeats it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_qualifier: Option<String>,
+    /// The NameID's `SPNameQualifier`, when sent (Single Logout repeats it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_name_qualifier: Option<String>,
     /// The user's email, when the IdP sent one.
     pub email: Option<String>,
     /// The user's display name, when the IdP sent one.

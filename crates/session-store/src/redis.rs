@@ -265,8 +265,13 @@ impl RedisStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        Ok(flat
-            .chunks_exact(2)
+        Ok(self.live_pairs(&flat, now))
+    }
+
+    /// The sessions of a script's flat `hash, record, hash, record, ...` answer that were live
+    /// at `now`; a record that does not decode is left out.
+    fn live_pairs(&self, flat: &[Vec<u8>], now: UnixTime) -> Vec<StoredSession> {
+        flat.chunks_exact(2)
             .filter_map(|pair| {
                 let record =
                     decode::<SessionRecord>(&String::from_utf8_lossy(&pair[1]), "session")?;
@@ -275,7 +280,7 @@ impl RedisStore {
                     record,
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// Ends every session of the user with this NameID (an administrator's revocation) and
@@ -595,6 +600,56 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(Some(record))
+    }
+
+    async fn end_sessions_of_subject(
+        &self,
+        idp: &str,
+        name_id: &str,
+        session_indexes: &[String],
+        reason: EndReason,
+        now: UnixTime,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        // One script: a session is read, matched and ended without another replica's use of
+        // it in between. The user's index names the candidates; the record says which match.
+        const SCRIPT: &str = concat!(
+            end_session_lua!(),
+            "local out = {} \
+            local wanted = {} \
+            for i = 6, #ARGV do wanted[ARGV[i]] = true end \
+            local any = #ARGV < 6 \
+            for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
+              local v = redis.call('GET', ARGV[1] .. h) \
+              if not v then \
+                redis.call('SREM', KEYS[1], h) \
+              else \
+                local ok, r = pcall(cjson.decode, v) \
+                if ok and type(r) == 'table' and r.idp == ARGV[5] and (any or \
+                    (type(r.session_index) == 'string' and wanted[r.session_index])) then \
+                  end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \
+                  redis.call('SREM', KEYS[1], h) \
+                  table.insert(out, h) \
+                  table.insert(out, v) \
+                end \
+              end \
+            end \
+            return out"
+        );
+        let mut c = self.connection.clone();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SCRIPT)
+            .arg(1)
+            .arg(self.user_key(name_id))
+            .arg(format!("{}:session:", self.namespace))
+            .arg(format!("{}:ended:", self.namespace))
+            .arg(reason.code())
+            .arg(END_MARKER_SECS)
+            .arg(idp);
+        for index in session_indexes {
+            cmd.arg(index);
+        }
+        let flat: Vec<Vec<u8>> = cmd.query_async(&mut c).await.map_err(unavailable)?;
+        Ok(self.live_pairs(&flat, now))
     }
 
     async fn put_pending(

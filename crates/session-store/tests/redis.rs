@@ -75,6 +75,8 @@ fn record(name_id: &str) -> SessionRecord {
         name_id: name_id.into(),
         name_id_format: None,
         session_index: None,
+        name_qualifier: None,
+        sp_name_qualifier: None,
         email: None,
         display_name: None,
         groups: session_store::groups(["analytics"]),
@@ -350,6 +352,67 @@ async fn two_deployments_on_one_redis_see_nothing_of_each_other() {
 
     assert!(a.first_use_of_assertion("x", 600, 0).await.unwrap());
     assert!(b.first_use_of_assertion("x", 600, 0).await.unwrap());
+}
+
+#[tokio::test]
+async fn single_logout_ends_the_sessions_of_one_login() {
+    single_logout_scenario(&store().await).await;
+    let memory = session_store::MemoryStore::new(TIMEOUTS, Default::default());
+    single_logout_scenario(&memory).await;
+}
+
+/// SLO's store operation, the same for every store.
+async fn single_logout_scenario(s: &dyn Store) {
+    let with = |name_id: &str, idp: &str, index: &str| SessionRecord {
+        idp: idp.into(),
+        session_index: Some(index.into()),
+        ..record(name_id)
+    };
+    let a1 = s
+        .create_session(with("alice", "idp", "_s1"), 0)
+        .await
+        .unwrap();
+    let a2 = s
+        .create_session(with("alice", "idp", "_s2"), 0)
+        .await
+        .unwrap();
+    let other_idp = s
+        .create_session(with("alice", "other", "_s1"), 0)
+        .await
+        .unwrap();
+    let bob = s
+        .create_session(with("bob", "idp", "_s1"), 0)
+        .await
+        .unwrap();
+
+    let ended = s
+        .end_sessions_of_subject("idp", "alice", &["_s1".to_string()], EndReason::Slo, 1)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].record.session_index.as_deref(), Some("_s1"));
+    assert_eq!(ended[0].record.idp, "idp");
+    assert!(matches!(
+        s.session_alive(&a1, 1).await.unwrap(),
+        SessionState::Ended(EndReason::Slo)
+    ));
+    for live in [&a2, &other_idp, &bob] {
+        assert!(s.get_session(live, 1).await.unwrap().is_some());
+    }
+    // No SessionIndex: every session of that NameID from that IdP, and no other.
+    let ended = s
+        .end_sessions_of_subject("idp", "alice", &[], EndReason::Slo, 1)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    assert!(s.get_session(&a2, 1).await.unwrap().is_none());
+    assert!(s.get_session(&other_idp, 1).await.unwrap().is_some());
+    assert!(s.get_session(&bob, 1).await.unwrap().is_some());
+    assert!(s
+        .end_sessions_of_subject("idp", "nobody", &[], EndReason::Slo, 1)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -18,6 +18,10 @@ $entry = [
     'saml20.sign.response' => true,
     'saml20.sign.assertion' => true,
     'validate.authnrequest' => (bool) $sp['validate_authnrequest'],
+    // Single Logout: the IdP signs the LogoutRequests and LogoutResponses it sends to the SP
+    // and, when it has the SP's certificate, requires the SP's to be signed.
+    'sign.logout' => true,
+    'validate.logout' => !empty($sp['cert_data']),
 ];
 if (!empty($sp['slo_url'])) {
     $entry['SingleLogoutService'] = [

@@ -1,0 +1,391 @@
+//! Single Logout in both directions, at `/saml/slo` (HTTP-Redirect and HTTP-POST).
+//!
+//! **SP-initiated.** `POST /saml/logout` ends the local session first, then, when the IdP
+//! publishes a SingleLogoutService and `idp.single_logout` is on, [`start`] sends the browser
+//! to the IdP with a signed LogoutRequest (HTTP-Redirect) that carries the NameID exactly as the
+//! IdP sent it (value, Format, NameQualifier, SPNameQualifier) and the login's SessionIndex. The
+//! request is pending under a random RelayState bound to this browser by the relay cookie, as a
+//! login is. The IdP's LogoutResponse comes back to `/saml/slo`: its signature, Issuer,
+//! Destination, age and InResponseTo are checked and the user lands on the signed-out page. A
+//! response that fails a check is audited (`slo` with the reason) and the page says so: the user
+//! is signed out here either way, but perhaps not at the IdP.
+//!
+//! **IdP-initiated.** A signed LogoutRequest at `/saml/slo` (at any time: Entra sends them when
+//! the user signs out of another application) ends every live session that IdP made for that
+//! NameID, limited to the SessionIndexes it names, on every replica at once (one store
+//! operation). Open WebSockets of those sessions close within seconds (the session watcher sees
+//! the `slo` end marker). Each ended session is audited as `slo`, and the IdP gets a signed
+//! LogoutResponse (Success, or Responder when the store could not be reached) at its
+//! SingleLogoutService. A request that fails a check is audited and refused with a 400 page;
+//! no response is sent, since nothing in it can be trusted to say where.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use saml_sp::authn_request::new_message_id;
+use saml_sp::bindings::redirect_url;
+use saml_sp::logout::{
+    read_logout_request, read_logout_response, Incoming, LogoutChecks, LogoutRequest,
+    LogoutResponse, STATUS_RESPONDER, STATUS_SUCCESS,
+};
+use saml_sp::response::NameId;
+use saml_sp::signature::AlgorithmPolicy;
+use saml_sp::ValidationError;
+use session_store::{EndReason, PendingRequest, SessionRecord};
+
+use crate::audit::{Event, Record};
+use crate::cookies::{cookie, RELAY_TTL_SECS};
+use crate::pages;
+use crate::state::{audit_record, reference, unix_now, SharedState};
+
+/// How old an IdP's logout message may be (before clock skew).
+const MAX_MESSAGE_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+/// The longest POST body read at `/saml/slo`.
+const MAX_FORM_BYTES: usize = 512 * 1024;
+
+/// After the local session `session` has ended: the redirect that takes the browser to the
+/// IdP with a signed LogoutRequest, or `None` when the IdP has no SLO (or it is switched off)
+/// or the request cannot be made (the local sign-out stands; the reason is logged).
+pub async fn start(state: &SharedState, session: &SessionRecord) -> Option<Response> {
+    let trust = state.federation.current();
+    let destination = trust.metadata.slo_redirect_url.as_ref()?;
+    if !state.config.idp.single_logout {
+        return None;
+    }
+    let (Ok(request_id), Ok(token)) = (new_message_id(), session_store::random_token()) else {
+        tracing::error!("no random IDs: the IdP is not told of this sign-out");
+        return None;
+    };
+    let now = unix_now();
+    let pending = PendingRequest {
+        request_id: request_id.clone(),
+        return_to: "/saml/logged-out".into(),
+        created_at: now,
+    };
+    if let Err(e) = state
+        .store
+        .put_pending(&token, pending, now + RELAY_TTL_SECS)
+        .await
+    {
+        tracing::error!(error = %e, "the store is unavailable: the IdP is not told of this sign-out");
+        return None;
+    }
+    let request = LogoutRequest {
+        id: request_id,
+        issue_instant: chrono::Utc::now(),
+        destination: destination.clone(),
+        issuer: state.config.sp.entity_id.clone(),
+        name_id: NameId {
+            value: session.name_id.clone(),
+            format: session.name_id_format.clone(),
+            name_qualifier: session.name_qualifier.clone(),
+            sp_name_qualifier: session.sp_name_qualifier.clone(),
+        },
+        session_index: session.session_index.clone(),
+    };
+    let location = match redirect_url(
+        destination,
+        "SAMLRequest",
+        &request.to_xml(),
+        Some(&token),
+        Some(&state.sp_key),
+    ) {
+        Ok(location) => location,
+        Err(e) => {
+            tracing::error!(error = %e, "signing the LogoutRequest failed");
+            return None;
+        }
+    };
+    let mut response = crate::saml::redirect(&location);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.relay(&token));
+    Some(response)
+}
+
+/// `GET /saml/slo`: an IdP's LogoutRequest or LogoutResponse over HTTP-Redirect.
+pub async fn redirect_binding(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let mut kind = None;
+    let mut relay_state = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "SAMLRequest" | "SAMLResponse" if kind.is_none() => kind = Some(name.into_owned()),
+            "RelayState" if relay_state.is_none() => relay_state = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let incoming = Incoming::Redirect(&query);
+    dispatch(
+        &state,
+        peer,
+        &headers,
+        kind.as_deref(),
+        incoming,
+        relay_state,
+    )
+    .await
+}
+
+/// `POST /saml/slo`: an IdP's LogoutRequest or LogoutResponse over HTTP-POST.
+pub async fn post_binding(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return refused(&state, peer, &headers, "message_too_large", None).await;
+    };
+    let mut kind = None;
+    let mut message = None;
+    let mut relay_state = None;
+    for (name, value) in url::form_urlencoded::parse(&bytes) {
+        match name.as_ref() {
+            "SAMLRequest" | "SAMLResponse" if kind.is_none() => {
+                kind = Some(name.into_owned());
+                message = Some(value.into_owned());
+            }
+            "RelayState" if relay_state.is_none() => relay_state = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let message = message.unwrap_or_default();
+    let incoming = Incoming::Post(&message);
+    dispatch(
+        &state,
+        peer,
+        &headers,
+        kind.as_deref(),
+        incoming,
+        relay_state,
+    )
+    .await
+}
+
+async fn dispatch(
+    state: &SharedState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    kind: Option<&str>,
+    incoming: Incoming<'_>,
+    relay_state: Option<String>,
+) -> Response {
+    match kind {
+        Some("SAMLRequest") => idp_request(state, peer, headers, incoming, relay_state).await,
+        Some(_) => idp_response(state, peer, headers, incoming, relay_state).await,
+        None => refused(state, peer, headers, "saml_message_missing", None).await,
+    }
+}
+
+fn checks<'a>(
+    state: &'a SharedState,
+    trust: &'a crate::federation::Trust,
+    slo_url: &'a str,
+) -> LogoutChecks<'a> {
+    LogoutChecks {
+        idp_entity_id: &trust.metadata.entity_id,
+        certificates: &trust.metadata.signing_certificates,
+        slo_url,
+        algorithms: AlgorithmPolicy {
+            allow_sha1: state.config.idp.allow_sha1,
+        },
+        clock_skew: state.config.idp.clock_skew,
+        max_issue_age: MAX_MESSAGE_AGE,
+        max_message_bytes: state.config.max_saml_response_bytes,
+        now: chrono::Utc::now(),
+    }
+}
+
+/// An IdP's LogoutRequest: end the sessions, answer with a LogoutResponse.
+async fn idp_request(
+    state: &SharedState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    incoming: Incoming<'_>,
+    relay_state: Option<String>,
+) -> Response {
+    let trust = state.federation.current();
+    let slo_url = state.config.slo_url();
+    let request = match read_logout_request(incoming, &checks(state, &trust, &slo_url)) {
+        Ok(request) => request,
+        Err(e) => return refused(state, peer, headers, e.code(), Some(&e)).await,
+    };
+    let now = unix_now();
+    let ended = state
+        .store
+        .end_sessions_of_subject(
+            &trust.metadata.entity_id,
+            &request.name_id.value,
+            &request.session_indexes,
+            EndReason::Slo,
+            now,
+        )
+        .await;
+    let mut base = audit_record(peer, headers, "/saml/slo");
+    base.event = Some(Event::Slo);
+    base.idp = Some(trust.metadata.entity_id.clone());
+    base.user = Some(request.name_id.value.clone());
+    base.request_id = Some(request.id.clone());
+    let status = match &ended {
+        Ok(sessions) => {
+            for session in sessions {
+                let mut record = base.clone();
+                record.reason = Some("idp_logout_request".into());
+                record.user = Some(session.record.user.clone());
+                record.session = Some(session.hash.chars().take(24).collect());
+                audit(state, record).await;
+            }
+            if sessions.is_empty() {
+                let mut record = base.clone();
+                record.reason = Some("idp_logout_request".into());
+                record.detail = Some("no live session".into());
+                audit(state, record).await;
+            }
+            tracing::info!(sessions = sessions.len(), "IdP-initiated logout");
+            STATUS_SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "IdP-initiated logout: the store is unavailable");
+            let mut record = base.clone();
+            record.reason = Some("store_unavailable".into());
+            audit(state, record).await;
+            STATUS_RESPONDER
+        }
+    };
+    let Some(destination) = trust.metadata.slo_response_url.clone() else {
+        return clear_session(state, signed_out(StatusCode::OK));
+    };
+    let Ok(id) = new_message_id() else {
+        return clear_session(state, signed_out(StatusCode::OK));
+    };
+    let response = LogoutResponse {
+        id,
+        issue_instant: chrono::Utc::now(),
+        destination: destination.clone(),
+        issuer: state.config.sp.entity_id.clone(),
+        in_response_to: request.id,
+        status,
+    };
+    match redirect_url(
+        &destination,
+        "SAMLResponse",
+        &response.to_xml(),
+        relay_state.as_deref(),
+        Some(&state.sp_key),
+    ) {
+        Ok(location) => clear_session(state, crate::saml::redirect(&location)),
+        Err(e) => {
+            tracing::error!(error = %e, "signing the LogoutResponse failed");
+            clear_session(state, signed_out(StatusCode::OK))
+        }
+    }
+}
+
+/// The IdP's answer to our LogoutRequest.
+async fn idp_response(
+    state: &SharedState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    incoming: Incoming<'_>,
+    relay_state: Option<String>,
+) -> Response {
+    let bound = relay_state
+        .as_deref()
+        .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r));
+    let Some(token) = bound else {
+        return refused(state, peer, headers, "relay_state_not_bound", None).await;
+    };
+    let pending = match state.store.take_pending(token, unix_now()).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return refused(state, peer, headers, "relay_state_unknown", None).await,
+        Err(_) => return refused(state, peer, headers, "store_unavailable", None).await,
+    };
+    let trust = state.federation.current();
+    let slo_url = state.config.slo_url();
+    let verdict = read_logout_response(
+        incoming,
+        &checks(state, &trust, &slo_url),
+        &pending.request_id,
+    );
+    let mut record = audit_record(peer, headers, "/saml/slo");
+    record.event = Some(Event::Slo);
+    record.idp = Some(trust.metadata.entity_id.clone());
+    record.request_id = Some(pending.request_id.clone());
+    match verdict {
+        Ok(_) => {
+            record.reason = Some("idp_logout_response".into());
+            audit(state, record).await;
+            let mut response = crate::saml::redirect(&pending.return_to);
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, state.cookies.clear_relay());
+            response
+        }
+        Err(e) => refused(state, peer, headers, e.code(), Some(&e)).await,
+    }
+}
+
+async fn audit(state: &SharedState, record: Record) {
+    if let Err(e) = state.audit.record(record).await {
+        tracing::error!(error = %e, "audit log write failed for a Single Logout message");
+    }
+}
+
+/// A refused logout message: audited, answered with a 400 page naming the reason.
+async fn refused(
+    state: &SharedState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    reason: &'static str,
+    error: Option<&ValidationError>,
+) -> Response {
+    let reference = reference();
+    let mut record = audit_record(peer, headers, "/saml/slo");
+    record.event = Some(Event::Slo);
+    record.idp = Some(state.federation.current().metadata.entity_id.clone());
+    record.reason = Some(reason.into());
+    record.reference = Some(reference.clone());
+    record.detail = error.map(|e| e.to_string());
+    audit(state, record).await;
+    tracing::warn!(reason, reference = %reference, "Single Logout message refused");
+    let detail = match error {
+        Some(e) => format!(
+            "The sign-out message could not be accepted: {e}. If you were signing out, you are \
+             signed out of this site, but perhaps not at your identity provider."
+        ),
+        None => "The sign-out message could not be accepted. If you were signing out, you are \
+                 signed out of this site, but perhaps not at your identity provider."
+            .into(),
+    };
+    let mut response = pages::error(
+        StatusCode::BAD_REQUEST,
+        "Sign-out message refused",
+        reason,
+        &detail,
+        &reference,
+    );
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.clear_relay());
+    response
+}
+
+fn signed_out(status: StatusCode) -> Response {
+    pages::page(status, "Signed out", "<p>You are signed out.</p>")
+}
+
+fn clear_session(state: &SharedState, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookies.clear_session());
+    response
+}
