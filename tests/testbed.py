@@ -188,19 +188,24 @@ class Idp(Service):
 
     NameID: the user's uid, format unspecified. Attributes (NameFormat basic): uid, mail,
     displayName, groups. With `validate_authnrequest` the IdP requires AuthnRequests signed by
-    `sp_cert_pem`; with `encrypt_assertions` it encrypts assertions to that certificate.
+    `sp_cert_pem`; with `encrypt_assertions` it encrypts assertions to that certificate, or to
+    `sp_encryption_cert_pem` when given. `set_sp_certificates` changes both while it runs.
     """
 
     name = "idp"
 
     def __init__(self, work, sp_entity_id, acs_url, slo_url=None, sp_cert_pem=None,
-                 validate_authnrequest=False, encrypt_assertions=False, port=None):
+                 validate_authnrequest=False, encrypt_assertions=False, port=None,
+                 sp_encryption_cert_pem=None):
         super().__init__(work, port)
         if encrypt_assertions and not sp_cert_pem:
             raise ValueError("encrypt_assertions needs the SP's certificate")
         self.sp = {
             "entity_id": sp_entity_id, "acs_url": acs_url, "slo_url": slo_url,
             "cert_data": _pem_body(sp_cert_pem) if sp_cert_pem else None,
+            # Another certificate to encrypt to (an SP key rollover); else cert_data does both.
+            "encryption_cert_data": (_pem_body(sp_encryption_cert_pem)
+                                     if sp_encryption_cert_pem else None),
             "validate_authnrequest": bool(validate_authnrequest),
             "encrypt_assertions": bool(encrypt_assertions),
         }
@@ -247,6 +252,16 @@ class Idp(Service):
                     env={"SIMPLESAMLPHP_CONFIG_DIR": str(self.config_dir)})
         self._wait_until(lambda: http_get(self.entity_id)[0] == 200, "metadata answer")
         return self
+
+    def set_sp_certificates(self, sp_cert_pem, sp_encryption_cert_pem=None):
+        """Gives the running IdP other SP certificates (it reads its settings at each request)."""
+        self.sp["cert_data"] = _pem_body(sp_cert_pem)
+        self.sp["encryption_cert_data"] = (_pem_body(sp_encryption_cert_pem)
+                                           if sp_encryption_cert_pem else None)
+        path = self.config_dir / "testbed.json"
+        settings = json.loads(path.read_text())
+        settings["sp"] = self.sp
+        path.write_text(json.dumps(settings, indent=2))
 
     def metadata_xml(self):
         status, body = http_get(self.entity_id, timeout=10)

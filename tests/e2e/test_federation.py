@@ -319,7 +319,8 @@ def test_idp_key_rollover_is_followed_without_a_restart(fed):
 
 
 @pytest.mark.parametrize("failure", [
-    "http_500", "garbage", "not_metadata", "other_idp", "expired", "no_certificate", "server_gone"])
+    "http_500", "garbage", "not_metadata", "other_idp", "expired", "no_certificate", "server_gone",
+    "rolled_back"])
 def test_a_failed_refresh_keeps_the_last_good_trust(fed, failure):
     a = fed.key_a[2]
     before = fed.health()["idp"]["refresh"]["failures_total"]
@@ -338,6 +339,12 @@ def test_a_failed_refresh_keeps_the_last_good_trust(fed, failure):
         fed.serve_certs([])
     elif failure == "server_gone":
         fed.server.stop()
+    elif failure == "rolled_back":
+        # A document valid until 2099 is in force; one valid until 2098 is an older one.
+        fed.serve_certs([a], root_attrs='validUntil="2099-01-01T00:00:00Z"')
+        fed.wait_for("the 2099 document", lambda h: h["idp"]["valid_until"] == 4070908800)
+        before = fed.health()["idp"]["refresh"]["failures_total"]
+        fed.serve_certs([fed.key_b[2]], root_attrs='validUntil="2098-01-01T00:00:00Z"')
     try:
         health = fed.wait_for_failures(before)
         assert health["status"] == "degraded", health
@@ -346,6 +353,7 @@ def test_a_failed_refresh_keeps_the_last_good_trust(fed, failure):
             "http_500": "HTTP 500", "garbage": "not UTF-8", "not_metadata": "no identity provider",
             "other_idp": "is for https://evil.example/idp", "expired": "expired",
             "no_certificate": "no signing certificate", "server_gone": "cannot fetch",
+            "rolled_back": "earlier than that of the metadata in force",
         }[failure]
         assert expected in error, health
         # The trust in force is the last good one: key A still verifies, B does not.

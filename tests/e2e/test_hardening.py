@@ -44,7 +44,7 @@ def test_malformed_paths_are_refused(bed, alice, path):
 
 
 def test_unknown_gateway_paths_are_not_proxied(bed, alice):
-    r = alice.get(bed.url + "/saml/slo", allow_redirects=False)
+    r = alice.get(bed.url + "/saml/artifact", allow_redirects=False)
     assert r.status_code == 404
     assert "No such page" in r.text
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 import zlib
 from datetime import datetime, timezone
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import pytest
 
@@ -133,16 +133,20 @@ def test_the_idp_refuses_an_unsigned_or_tampered_logout_request(slo):
 def test_idp_initiated_logout_ends_that_login_and_its_websocket(slo):
     alice = new_client()
     login(alice, slo.url, "alice", "alice-pass")
+    old_cookie = cookie_header(alice)
     other = new_client()  # another browser, another IdP session of the same user
     login(other, slo.url, "alice", "alice-pass")
-    ws = open_stream(slo.url, {"Cookie": cookie_header(alice)})
+    ws = open_stream(slo.url, {"Cookie": old_cookie})
     mark = slo.audit_mark()
     try:
         # SimpleSAMLphp returns only to its own URLs.
         return_to = slo.idp.entity_id
-        r = alice.get(f"{slo.idp.base_url}{SLO_PATH}?ReturnTo={quote(return_to, safe='')}")
-        assert r.status_code == 200 and r.url == return_to, (r.url, r.text[:500])
-        assert not alive(slo.url, alice)
+        hops = follow(alice, f"{slo.idp.base_url}{SLO_PATH}?ReturnTo={quote(return_to, safe='')}")
+        assert hops[-1] == return_to, hops
+        [request_url] = [h for h in hops if h.startswith(slo.url + "/saml/slo?SAMLRequest=")]
+        # Ended on the server, not only forgotten by this browser.
+        replay = new_client()
+        assert replay.get(slo.url + "/_stcore/health", headers={"Cookie": old_cookie}).status_code == 401
         assert alive(slo.url, other), "only the IdP session that signed out ends"
         assert seconds_until_closed(ws, 10) < 10
     finally:
@@ -153,6 +157,70 @@ def test_idp_initiated_logout_ends_that_login_and_its_websocket(slo):
     assert records[0]["session"]
     revoked = [a for a in slo.audit_since(mark) if a["event"] == "session_revoked"]
     assert revoked and revoked[0]["reason"] == "slo", revoked
+
+    # The IdP's signed request, captured and sent again, is refused and ends nothing.
+    login(alice, slo.url, "alice", "alice-pass")
+    mark = slo.audit_mark()
+    r = new_client().get(request_url, allow_redirects=False)
+    assert r.status_code == 400 and "logout_request_replayed" in r.text, r.text
+    assert alive(slo.url, alice) and alive(slo.url, other)
+    [record] = slo.audit_since(mark)
+    assert (record["event"], record["reason"]) == ("slo", "logout_request_replayed")
+
+
+def follow(client, url, limit=15):
+    """GETs `url` and follows redirects by hand; returns every URL visited, in order."""
+    hops = [url]
+    for _ in range(limit):
+        r = client.get(hops[-1], allow_redirects=False)
+        if r.status_code not in (301, 302, 303, 307):
+            assert r.status_code == 200, (r.status_code, hops, r.text[:500])
+            return hops
+        hops.append(urljoin(hops[-1], r.headers["Location"]))
+    raise AssertionError(f"more than {limit} redirects: {hops}")
+
+
+SIGNATURE_TEMPLATE = (
+    '<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>'
+    '<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>'
+    '<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>'
+    '<ds:Reference URI="#{id}"><ds:Transforms>'
+    '<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>'
+    '<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms>'
+    '<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>'
+    '<ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo>'
+    '<ds:SignatureValue></ds:SignatureValue></ds:Signature>')
+
+
+def test_a_logout_request_over_http_post_signed_by_the_idp_key(slo):
+    """The HTTP-POST binding: a LogoutRequest with an enveloped signature, made by xmlsec1
+    with the IdP's own key (SimpleSAMLphp sends Redirect-binding requests only)."""
+    carol = new_client()
+    login(carol, slo.url, "carol", "carol-pass")
+    cookie = cookie_header(carol)
+    xml = forged_request(slo, "carol", request_id="_post1")
+    signed_part = xml.replace("</saml:Issuer>", "</saml:Issuer>" + SIGNATURE_TEMPLATE.format(id="_post1"), 1)
+    template = slo.work / "logout-template.xml"
+    template.write_text(signed_part)
+    signed = subprocess.run(
+        ["xmlsec1", "--sign", "--privkey-pem", f"{slo.idp.key_path},{slo.idp.cert_path}",
+         "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest", template],
+        check=True, capture_output=True).stdout
+    form = {"SAMLRequest": base64.b64encode(signed).decode(), "RelayState": "state-1"}
+    # Tampered after signing: refused, nothing ends.
+    tampered = base64.b64encode(signed.replace(b">carol<", b">alice<")).decode()
+    r = new_client().post(slo.url + "/saml/slo", data={**form, "SAMLRequest": tampered},
+                          allow_redirects=False)
+    assert r.status_code == 400 and "signature_invalid" in r.text, r.text
+    assert alive(slo.url, carol)
+    r = new_client().post(slo.url + "/saml/slo", data=form, allow_redirects=False)
+    assert r.status_code == 303, r.text
+    location = r.headers["Location"]
+    assert location.startswith(slo.idp.base_url + SLO_PATH) and "SAMLResponse=" in location
+    assert "RelayState=state-1" in location and "Signature=" in location
+    answer = zlib.decompress(base64.b64decode(parse_qs(urlsplit(location).query)["SAMLResponse"][0]), -15).decode()
+    assert 'InResponseTo="_post1"' in answer and "status:Success" in answer
+    assert new_client().get(slo.url + "/_stcore/health", headers={"Cookie": cookie}).status_code == 401
 
 
 def redirect_query(xml, key_pem=None, param="SAMLRequest"):
@@ -170,10 +238,10 @@ def redirect_query(xml, key_pem=None, param="SAMLRequest"):
     return query
 
 
-def forged_request(slo, name_id):
+def forged_request(slo, name_id, request_id="_forged1"):
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (f'<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
-            f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_forged1" Version="2.0" '
+            f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{request_id}" Version="2.0" '
             f'IssueInstant="{now}" Destination="{slo.slo_url}">'
             f"<saml:Issuer>{slo.idp.entity_id}</saml:Issuer>"
             f"<saml:NameID>{name_id}</saml:NameID></samlp:LogoutRequest>")

@@ -68,6 +68,8 @@ struct RawSp {
     entity_id: Option<String>,
     key_file: PathBuf,
     cert_file: PathBuf,
+    next_key_file: Option<PathBuf>,
+    next_cert_file: Option<PathBuf>,
     #[serde(default)]
     sign_authn_requests: bool,
     #[serde(default)]
@@ -183,6 +185,8 @@ pub struct SpConfig {
     pub key_file: PathBuf,
     /// The SP certificate (PEM).
     pub cert_file: PathBuf,
+    /// The next key pair (PEM), published in metadata before it is promoted; both or neither.
+    pub next_key_pair: Option<(PathBuf, PathBuf)>,
     /// Sign AuthnRequests (HTTP-Redirect binding signature).
     pub sign_authn_requests: bool,
     /// Publish the SP certificate for encryption and decrypt `EncryptedAssertion`s with the
@@ -473,6 +477,22 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     }
     let public_url = raw.public_url.trim_end_matches('/').to_string();
 
+    let next_key_pair = match (&raw.sp.next_key_file, &raw.sp.next_cert_file) {
+        (None, None) => None,
+        (Some(key), Some(cert)) => Some((resolve(key), resolve(cert))),
+        (Some(_), None) => {
+            return Err(err(
+                "sp.next_cert_file",
+                "is required with sp.next_key_file (the next key pair is both files)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "sp.next_key_file",
+                "is required with sp.next_cert_file (the next key pair is both files)",
+            ))
+        }
+    };
     let sp = SpConfig {
         entity_id: raw
             .sp
@@ -480,6 +500,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             .unwrap_or_else(|| format!("{public_url}/saml/metadata")),
         key_file: resolve(&raw.sp.key_file),
         cert_file: resolve(&raw.sp.cert_file),
+        next_key_pair,
         sign_authn_requests: raw.sp.sign_authn_requests,
         encrypted_assertions: raw.sp.encrypted_assertions,
     };
@@ -869,12 +890,7 @@ fn read_certificates(path: &Path) -> Result<Vec<saml_sp::CertificateDer>, String
 /// the answer unseen (a loopback host) or where the document's signature is checked.
 fn check_metadata_url(text: &str, signature_checked: bool) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = crate::federation::is_loopback(&url);
     match url.scheme() {
         "https" => Ok(url),
         "http" if loopback || signature_checked => Ok(url),

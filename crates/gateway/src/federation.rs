@@ -157,7 +157,9 @@ pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let tls = hyper_tls::native_tls::TlsConnector::new()
+    let tls = hyper_tls::native_tls::TlsConnector::builder()
+        .min_protocol_version(Some(hyper_tls::native_tls::Protocol::Tlsv12))
+        .build()
         .map_err(|e| unreachable(format!("TLS set-up failed: {e}")))?;
     let connector = hyper_tls::HttpsConnector::from((http, tls.into()));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -217,17 +219,37 @@ async fn fetch_checked(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(IdpMetadata, String), FetchError> {
     let text = fetch(url).await?;
+    let refused = |reason: String| FetchError::Refused {
+        url: shown(url),
+        reason,
+    };
     let metadata = parse_metadata(
         &text,
         config.idp.entity_id.as_deref(),
         &config.idp.metadata_signing_certs,
         Some(now),
     )
-    .map_err(|e| FetchError::Refused {
-        url: shown(url),
-        reason: e.to_string(),
-    })?;
+    .map_err(|e| refused(e.to_string()))?;
+    // Over plain http the signature is the only protection, and an old signed document still
+    // verifies: without a validUntil it could be served back forever.
+    if url.scheme() == "http" && !is_loopback(url) && metadata.valid_until.is_none() {
+        return Err(refused(
+            "the document has no validUntil; over plain http a signed document must say until \
+             when it may be used"
+                .into(),
+        ));
+    }
     Ok((metadata, text))
+}
+
+/// True when the URL's host is this machine.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so that a crash never leaves
@@ -265,7 +287,35 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
             url, backing_file, ..
         } => (url, backing_file),
     };
-    let fetch_error = match fetch_checked(config, url, chrono::Utc::now()).await {
+    // The IdP of the last good copy: a fetched document for another IdP is refused (a change
+    // of IdP is made by pinning idp.entity_id or removing the copy, never by the URL alone).
+    let previous = std::fs::read_to_string(backing_file).ok().and_then(|text| {
+        parse_metadata(
+            &text,
+            config.idp.entity_id.as_deref(),
+            &config.idp.metadata_signing_certs,
+            None,
+        )
+        .ok()
+    });
+    let fetched = match fetch_checked(config, url, chrono::Utc::now()).await {
+        Ok((metadata, _))
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.entity_id != metadata.entity_id) =>
+        {
+            Err(FetchError::OtherIdp {
+                url: shown(url),
+                expected: previous
+                    .as_ref()
+                    .map(|p| p.entity_id.clone())
+                    .unwrap_or_default(),
+                found: metadata.entity_id,
+            })
+        }
+        other => other,
+    };
+    let fetch_error = match fetched {
         Ok((metadata, text)) => {
             if keep_copy {
                 if let Err(e) = write_backing(backing_file, &text) {
@@ -568,12 +618,27 @@ pub async fn refresh(state: crate::state::SharedState) {
         tokio::time::sleep(pause).await;
         let now = crate::state::unix_now();
         let expected = state.federation.current().metadata.entity_id.clone();
+        let in_force_until = state.federation.current().metadata.valid_until;
         let outcome = match fetch_checked(&state.config, url, chrono::Utc::now()).await {
             Ok((metadata, _)) if metadata.entity_id != expected => Err(FetchError::OtherIdp {
                 url: shown(url),
                 expected,
                 found: metadata.entity_id,
             }),
+            // A document that expires before the one in force is an older one served again.
+            Ok((metadata, _))
+                if metadata
+                    .valid_until
+                    .zip(in_force_until)
+                    .is_some_and(|(new, old)| new < old) =>
+            {
+                Err(FetchError::Refused {
+                    url: shown(url),
+                    reason: "its validUntil is earlier than that of the metadata in force (an \
+                             older document served again)"
+                        .into(),
+                })
+            }
             other => other,
         };
         match outcome {

@@ -11,12 +11,22 @@ use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::{X509NameBuilder, X509};
 
-/// The SP private key and its certificate.
+/// The SP private key and its certificate, and the next pair during a key rollover.
 pub struct SpKeys {
     /// The private key; never logged or shown.
     pub key: PKey<Private>,
     /// The certificate published in SP metadata.
     pub cert: X509,
+    /// The pair that will replace this one (`sp.next_key_file`): published in metadata and
+    /// tried for decryption, never used to sign.
+    pub next: Option<Box<SpKeys>>,
+}
+
+impl SpKeys {
+    /// This pair and then the next one, if any.
+    pub fn all(&self) -> impl Iterator<Item = &SpKeys> {
+        std::iter::once(self).chain(self.next.as_deref())
+    }
 }
 
 impl std::fmt::Debug for SpKeys {
@@ -46,6 +56,7 @@ pub fn generate(common_name: &str, days: u32) -> anyhow::Result<SpKeys> {
     Ok(SpKeys {
         key,
         cert: builder.build(),
+        next: None,
     })
 }
 
@@ -77,6 +88,40 @@ pub fn write(keys: &SpKeys, key_file: &Path, cert_file: &Path) -> anyhow::Result
     create_file(cert_file, 0o644, &keys.cert.to_pem()?)
 }
 
+/// Loads a key pair from PEM files; errors name the config keys in `keys` (key, cert) and the
+/// files, never their content.
+pub fn load(key_file: &Path, cert_file: &Path, keys: [&str; 2]) -> anyhow::Result<SpKeys> {
+    let [key_name, cert_name] = keys;
+    let key_pem = std::fs::read(key_file)
+        .with_context(|| format!("{key_name}: cannot read {}", key_file.display()))?;
+    let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
+        anyhow::anyhow!(
+            "{key_name}: {} is not a PEM private key",
+            key_file.display()
+        )
+    })?;
+    let cert_pem = std::fs::read(cert_file)
+        .with_context(|| format!("{cert_name}: cannot read {}", cert_file.display()))?;
+    let cert = X509::from_pem(&cert_pem).map_err(|_| {
+        anyhow::anyhow!(
+            "{cert_name}: {} is not a PEM certificate",
+            cert_file.display()
+        )
+    })?;
+    let matches = cert
+        .public_key()
+        .map(|public| public.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        bail!("{cert_name}: the certificate does not belong to the key in {key_name}");
+    }
+    Ok(SpKeys {
+        key,
+        cert,
+        next: None,
+    })
+}
+
 /// Loads the key pair, or generates and writes one when neither file exists.
 /// Returns the keys and whether they were generated now.
 pub fn load_or_generate(
@@ -90,33 +135,10 @@ pub fn load_or_generate(
             write(&keys, key_file, cert_file)?;
             Ok((keys, true))
         }
-        (true, true) => {
-            let key_pem = std::fs::read(key_file)
-                .with_context(|| format!("sp.key_file: cannot read {}", key_file.display()))?;
-            // The error deliberately omits the file content.
-            let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
-                anyhow::anyhow!(
-                    "sp.key_file: {} is not a PEM private key",
-                    key_file.display()
-                )
-            })?;
-            let cert_pem = std::fs::read(cert_file)
-                .with_context(|| format!("sp.cert_file: cannot read {}", cert_file.display()))?;
-            let cert = X509::from_pem(&cert_pem).map_err(|_| {
-                anyhow::anyhow!(
-                    "sp.cert_file: {} is not a PEM certificate",
-                    cert_file.display()
-                )
-            })?;
-            let matches = cert
-                .public_key()
-                .map(|public| public.public_eq(&key))
-                .unwrap_or(false);
-            if !matches {
-                bail!("sp.cert_file: the certificate does not belong to the key in sp.key_file");
-            }
-            Ok((SpKeys { key, cert }, false))
-        }
+        (true, true) => Ok((
+            load(key_file, cert_file, ["sp.key_file", "sp.cert_file"])?,
+            false,
+        )),
         (true, false) => bail!(
             "sp.cert_file: {} does not exist but sp.key_file does; provide both or neither",
             cert_file.display()

@@ -63,6 +63,16 @@ enum Command {
         at: Option<String>,
     },
     /// Write a new SP private key and self-signed certificate.
+    ///
+    /// SP key rollover without an outage:
+    /// 1. `saml-gateway keygen --key sp-next.key --cert sp-next.crt`;
+    /// 2. set `sp.next_key_file` and `sp.next_cert_file` to them and restart: `/saml/metadata`
+    ///    publishes both certificates, and encrypted assertions decrypt with either key;
+    /// 3. have the IdP import the new metadata (or wait until it refreshes it);
+    /// 4. promote: point `sp.key_file`/`sp.cert_file` at the new pair, remove the `next_*`
+    ///    keys and restart; the gateway now signs with the new key;
+    /// 5. once the IdP has the metadata with only the new certificate, delete the old pair.
+    #[command(verbatim_doc_comment)]
     Keygen {
         /// Where to write the private key (PEM, mode 0600).
         #[arg(long)]

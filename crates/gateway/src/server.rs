@@ -28,14 +28,33 @@ use crate::keys::{self, SpKeys};
 use crate::state::{unix_now, AppState, SharedState};
 use crate::{gate, saml};
 
-/// Loads the SP key pair named by the config, generating it when both files are absent.
+/// Loads the SP key pair named by the config, generating it when both files are absent, and
+/// the next pair of a rollover when configured (it must exist: `saml-gateway keygen`).
 pub fn load_keys(config: &Config) -> anyhow::Result<(SpKeys, bool)> {
     let common_name = url::Url::parse(&config.public_url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| "saml-gateway".into());
-    keys::load_or_generate(&config.sp.key_file, &config.sp.cert_file, &common_name)
-        .with_context(|| format!("{}", config.file.display()))
+    let (mut keys, generated) =
+        keys::load_or_generate(&config.sp.key_file, &config.sp.cert_file, &common_name)
+            .with_context(|| format!("{}", config.file.display()))?;
+    if let Some((key_file, cert_file)) = &config.sp.next_key_pair {
+        let next = keys::load(
+            key_file,
+            cert_file,
+            ["sp.next_key_file", "sp.next_cert_file"],
+        )
+        .with_context(|| format!("{}", config.file.display()))?;
+        if next.cert.to_der()? == keys.cert.to_der()? {
+            anyhow::bail!(
+                "{}: sp.next_cert_file: is the current certificate; make a new pair with \
+                 `saml-gateway keygen`",
+                config.file.display()
+            );
+        }
+        keys.next = Some(Box::new(next));
+    }
+    Ok((keys, generated))
 }
 
 /// Logs the settings that weaken security, so they are never silent, and the IdP
@@ -99,6 +118,36 @@ fn identity_key_warnings(config: &Config, token: &crate::identity_token::Identit
                  publishes its own keys"
             ),
             Err(_) => {}
+        }
+    }
+}
+
+/// Says which SP certificates are published, and warns when the signing one expires soon.
+fn sp_key_notices(keys: &SpKeys) {
+    let facts = |k: &SpKeys| {
+        let der = k.cert.to_der().unwrap_or_default();
+        (
+            saml_sp::metadata::certificate_fingerprint(&der),
+            saml_sp::metadata::certificate_not_after(&der),
+        )
+    };
+    let (current, not_after) = facts(keys);
+    if let Some(next) = &keys.next {
+        tracing::info!(
+            current = %current,
+            next = %facts(next).0,
+            "SP key rollover: the metadata publishes the next certificate too; promote it once \
+             the IdP has the new metadata"
+        );
+    }
+    let now = unix_now();
+    if let Some(days) = not_after.map(|t| (t - now).div_euclid(86_400)) {
+        if days < crate::federation::EXPIRY_WARNING_DAYS[0] {
+            tracing::warn!(
+                fingerprint = %current,
+                days_left = days,
+                "the SP certificate expires soon; roll it over (see `saml-gateway keygen --help`)"
+            );
         }
     }
 }
@@ -210,6 +259,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated a new SP key pair; give the IdP the new metadata"
         );
     }
+    sp_key_notices(&keys);
     let initial = crate::federation::initial(&config, true).await?;
     warnings(&config, &initial.metadata);
     let fingerprints: Vec<String> = crate::federation::certificates(&initial.metadata)

@@ -45,6 +45,8 @@ use crate::state::{audit_record, reference, unix_now, SharedState};
 const MAX_MESSAGE_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 /// The longest POST body read at `/saml/slo`.
 const MAX_FORM_BYTES: usize = 512 * 1024;
+/// How long a POST body may take to arrive.
+const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// After the local session `session` has ended: the redirect that takes the browser to the
 /// IdP with a signed LogoutRequest, or `None` when the IdP has no SLO (or it is switched off)
@@ -114,12 +116,17 @@ pub async fn redirect_binding(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
+    // Every parameter once, by its decoded name (the signature check refuses the same).
     let mut kind = None;
     let mut relay_state = None;
+    let mut seen = std::collections::HashSet::new();
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if !seen.insert(name.clone()) {
+            return refused(&state, peer, &headers, "duplicate_parameter", None).await;
+        }
         match name.as_ref() {
             "SAMLRequest" | "SAMLResponse" if kind.is_none() => kind = Some(name.into_owned()),
-            "RelayState" if relay_state.is_none() => relay_state = Some(value.into_owned()),
+            "RelayState" => relay_state = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -142,31 +149,39 @@ pub async fn post_binding(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+    let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES));
+    let Ok(Ok(bytes)) = read.await else {
         return refused(&state, peer, &headers, "message_too_large", None).await;
     };
     let mut kind = None;
     let mut message = None;
     let mut relay_state = None;
+    let mut seen = std::collections::HashSet::new();
     for (name, value) in url::form_urlencoded::parse(&bytes) {
+        if !seen.insert(name.clone()) {
+            return refused(&state, peer, &headers, "duplicate_parameter", None).await;
+        }
         match name.as_ref() {
             "SAMLRequest" | "SAMLResponse" if kind.is_none() => {
                 kind = Some(name.into_owned());
                 message = Some(value.into_owned());
             }
-            "RelayState" if relay_state.is_none() => relay_state = Some(value.into_owned()),
+            "RelayState" => relay_state = Some(value.into_owned()),
             _ => {}
         }
     }
     let message = message.unwrap_or_default();
-    let incoming = Incoming::Post(&message);
+    let incoming = Incoming::Post {
+        message: &message,
+        relay_state: relay_state.as_deref(),
+    };
     dispatch(
         &state,
         peer,
         &headers,
         kind.as_deref(),
         incoming,
-        relay_state,
+        relay_state.clone(),
     )
     .await
 }
@@ -179,8 +194,12 @@ async fn dispatch(
     incoming: Incoming<'_>,
     relay_state: Option<String>,
 ) -> Response {
+    if !state.config.idp.single_logout {
+        // Switched off: no logout message is taken, in either direction.
+        return refused(state, peer, headers, "single_logout_off", None).await;
+    }
     match kind {
-        Some("SAMLRequest") => idp_request(state, peer, headers, incoming, relay_state).await,
+        Some("SAMLRequest") => idp_request(state, peer, headers, incoming).await,
         Some(_) => idp_response(state, peer, headers, incoming, relay_state).await,
         None => refused(state, peer, headers, "saml_message_missing", None).await,
     }
@@ -211,7 +230,6 @@ async fn idp_request(
     peer: SocketAddr,
     headers: &HeaderMap,
     incoming: Incoming<'_>,
-    relay_state: Option<String>,
 ) -> Response {
     let trust = state.federation.current();
     let slo_url = state.config.slo_url();
@@ -220,6 +238,18 @@ async fn idp_request(
         Err(e) => return refused(state, peer, headers, e.code(), Some(&e)).await,
     };
     let now = unix_now();
+    // Each request is taken once: a captured one (the query sits in browser histories and
+    // access logs) cannot end the sessions of a later login.
+    let key = format!("logout-request:{}", request.id);
+    match state
+        .store
+        .first_use_of_assertion(&key, request.fresh_until.timestamp(), now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return refused(state, peer, headers, "logout_request_replayed", None).await,
+        Err(_) => return refused(state, peer, headers, "replay_cache_unavailable", None).await,
+    }
     let ended = state
         .store
         .end_sessions_of_subject(
@@ -235,6 +265,22 @@ async fn idp_request(
     base.idp = Some(trust.metadata.entity_id.clone());
     base.user = Some(request.name_id.value.clone());
     base.request_id = Some(request.id.clone());
+    // This browser's session cookie is cleared only when its session is among those ended:
+    // a request sent through someone else's browser leaves that browser's cookie alone.
+    let mine = cookie(headers, state.cookies.session_name)
+        .and_then(session_store::SessionId::parse)
+        .map(|id| crate::state::session_hash(id.expose()));
+    let ended_here = match (&ended, &mine) {
+        (Ok(sessions), Some(mine)) => sessions.iter().any(|s| s.hash.get(..24) == Some(mine)),
+        _ => false,
+    };
+    let finish = |response: Response| {
+        if ended_here {
+            clear_session(state, response)
+        } else {
+            response
+        }
+    };
     let status = match &ended {
         Ok(sessions) => {
             for session in sessions {
@@ -262,10 +308,10 @@ async fn idp_request(
         }
     };
     let Some(destination) = trust.metadata.slo_response_url.clone() else {
-        return clear_session(state, signed_out(StatusCode::OK));
+        return finish(signed_out(StatusCode::OK));
     };
     let Ok(id) = new_message_id() else {
-        return clear_session(state, signed_out(StatusCode::OK));
+        return finish(signed_out(StatusCode::OK));
     };
     let response = LogoutResponse {
         id,
@@ -279,13 +325,13 @@ async fn idp_request(
         &destination,
         "SAMLResponse",
         &response.to_xml(),
-        relay_state.as_deref(),
+        request.relay_state.as_deref(),
         Some(&state.sp_key),
     ) {
-        Ok(location) => clear_session(state, crate::saml::redirect(&location)),
+        Ok(location) => finish(crate::saml::redirect(&location)),
         Err(e) => {
             tracing::error!(error = %e, "signing the LogoutResponse failed");
-            clear_session(state, signed_out(StatusCode::OK))
+            finish(signed_out(StatusCode::OK))
         }
     }
 }

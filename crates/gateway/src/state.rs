@@ -95,9 +95,14 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
         entity_id: config.sp.entity_id.clone(),
         acs_url: config.acs_url(),
         slo_url: config.idp.single_logout.then(|| config.slo_url()),
-        signing_certificates: vec![keys.cert.to_der()?],
+        signing_certificates: keys
+            .all()
+            .map(|k| k.cert.to_der())
+            .collect::<Result<_, _>>()?,
         encryption_certificates: if config.sp.encrypted_assertions {
-            vec![keys.cert.to_der()?]
+            keys.all()
+                .map(|k| k.cert.to_der())
+                .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         },
@@ -134,7 +139,7 @@ pub fn validator(
             },
             max_message_bytes: config.max_saml_response_bytes,
             decryption: config.sp.encrypted_assertions.then(|| Decryption {
-                keys: vec![keys.key.clone()],
+                keys: keys.all().map(|k| k.key.clone()).collect(),
                 allow_cbc: config.idp.allow_cbc_encryption,
             }),
             ..ValidationOptions::default()

@@ -17,8 +17,8 @@ use samael::crypto::CertificateDer;
 
 use crate::bindings::decode_redirect_value;
 use crate::error::{
-    MessageError, PartyError, RequestError, SignatureError, StatusError, SubjectError, TimeError,
-    ValidationError,
+    MessageError, PartyError, RequestError, SignatureError, StatusError, StructureError,
+    SubjectError, TimeError, ValidationError,
 };
 use crate::response::{decode_post_value, NameId};
 use crate::signature::{self, AlgorithmPolicy};
@@ -118,13 +118,24 @@ impl LogoutResponse {
     }
 }
 
+/// Longest RelayState accepted (the bindings specification allows 80 bytes; some IdPs send
+/// more).
+pub const MAX_RELAY_STATE_BYTES: usize = 1024;
+
 /// How an IdP's message arrived.
 #[derive(Debug, Clone, Copy)]
 pub enum Incoming<'a> {
-    /// HTTP-Redirect: the raw (still percent-encoded) query string of the GET.
+    /// HTTP-Redirect: the raw (still percent-encoded) query string of the GET; its signature
+    /// covers the RelayState too.
     Redirect(&'a str),
-    /// HTTP-POST: the form value (base64 of the XML).
-    Post(&'a str),
+    /// HTTP-POST: the form value (base64 of the XML) and the form's RelayState (which the
+    /// XML signature does not cover).
+    Post {
+        /// The `SAMLRequest` or `SAMLResponse` field.
+        message: &'a str,
+        /// The `RelayState` field.
+        relay_state: Option<&'a str>,
+    },
 }
 
 /// What an IdP's logout message is checked against.
@@ -151,8 +162,14 @@ pub struct LogoutChecks<'a> {
 /// An IdP's LogoutRequest, verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdpLogoutRequest {
-    /// The request ID, answered as InResponseTo.
+    /// The request ID, answered as InResponseTo; a replay cache keeps it until `fresh_until`.
     pub id: String,
+    /// When the request stops passing the IssueInstant check: a replay cache may forget its ID
+    /// then.
+    pub fresh_until: DateTime<Utc>,
+    /// The RelayState to send back with the answer (covered by the signature over
+    /// HTTP-Redirect).
+    pub relay_state: Option<String>,
     /// Whose sessions end.
     pub name_id: NameId,
     /// Which of that user's IdP sessions end; empty: all of them.
@@ -171,7 +188,13 @@ pub fn read_logout_request(
     incoming: Incoming<'_>,
     checks: &LogoutChecks<'_>,
 ) -> Result<IdpLogoutRequest, ValidationError> {
-    let root = verified_message(incoming, "SAMLRequest", "LogoutRequest", checks)?;
+    let (root, relay_state) = verified_message(incoming, "SAMLRequest", "LogoutRequest", checks)?;
+    let issued = timestamp(required(&root, "IssueInstant")?)?;
+    let max_age = TimeDelta::from_std(checks.max_issue_age).unwrap_or(TimeDelta::MAX);
+    let fresh_until = issued
+        .checked_add_signed(max_age)
+        .and_then(|t| t.checked_add_signed(skew(checks)))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     if let Some(until) = root.attr("NotOnOrAfter") {
         let until = timestamp(until)?;
         if until + skew(checks) <= checks.now {
@@ -195,6 +218,8 @@ pub fn read_logout_request(
         .collect();
     Ok(IdpLogoutRequest {
         id: required(&root, "ID")?.to_string(),
+        fresh_until,
+        relay_state,
         name_id: NameId {
             value,
             format: name_id.attr("Format").map(str::to_string),
@@ -211,7 +236,7 @@ pub fn read_logout_response(
     checks: &LogoutChecks<'_>,
     expected_request: &str,
 ) -> Result<IdpLogoutResponse, ValidationError> {
-    let root = verified_message(incoming, "SAMLResponse", "LogoutResponse", checks)?;
+    let (root, _) = verified_message(incoming, "SAMLResponse", "LogoutResponse", checks)?;
     if root.attr("InResponseTo") != Some(expected_request) {
         return Err(RequestError::UnknownInResponseTo.into());
     }
@@ -254,16 +279,16 @@ fn required<'e>(element: &'e Element, name: &str) -> Result<&'e str, ValidationE
 }
 
 /// Decodes the message, checks its signature and returns the verified root element after the
-/// checks every logout message shares.
+/// checks every logout message shares, with the RelayState.
 fn verified_message(
     incoming: Incoming<'_>,
     param: &str,
     root_name: &str,
     checks: &LogoutChecks<'_>,
-) -> Result<Element, ValidationError> {
-    let root = match incoming {
+) -> Result<(Element, Option<String>), ValidationError> {
+    let (root, relay_state) = match incoming {
         Incoming::Redirect(query) => {
-            let value =
+            let (value, relay_state) =
                 verify_redirect_query(query, param, checks.certificates, checks.algorithms)?;
             let text = decode_redirect_value(&value, checks.max_message_bytes)?;
             let root = xml::parse(&text)?;
@@ -271,11 +296,20 @@ fn verified_message(
             if root.descendants().iter().any(|e| e.is(DS_NS, "Signature")) {
                 return Err(SignatureError::Misplaced.into());
             }
-            root
+            (root, relay_state)
         }
-        Incoming::Post(value) => {
-            let text = decode_post_value(value, checks.max_message_bytes)?;
+        Incoming::Post {
+            message,
+            relay_state,
+        } => {
+            if relay_state.is_some_and(|r| r.len() > MAX_RELAY_STATE_BYTES) {
+                return Err(MessageError::TooLarge.into());
+            }
+            let text = decode_post_value(message, checks.max_message_bytes)?;
             let original = xml::parse(&text)?;
+            if xml::has_duplicate_ids(&original) {
+                return Err(StructureError::DuplicateId.into());
+            }
             let sig = original
                 .only_child(DS_NS, "Signature")
                 .ok_or(SignatureError::Missing)?;
@@ -295,7 +329,7 @@ fn verified_message(
             if root.attr("ID") != Some(id) {
                 return Err(SignatureError::NotCovered.into());
             }
-            root
+            (root, relay_state.map(str::to_string))
         }
     };
     if !root.is(SAMLP_NS, root_name) {
@@ -318,7 +352,7 @@ fn verified_message(
     if issued > checks.now + skew(checks) || issued + max_age + skew(checks) < checks.now {
         return Err(TimeError::IssueInstant.into());
     }
-    Ok(root)
+    Ok((root, relay_state))
 }
 
 /// The RSA signature algorithms a Redirect-binding signature may use, with their digests.
@@ -336,20 +370,29 @@ fn redirect_digest(sig_alg: &str, policy: AlgorithmPolicy) -> Option<MessageDige
 
 /// Checks the HTTP-Redirect binding signature of a query string (SAML bindings 3.4.4.1): the
 /// signature covers `param=..&RelayState=..&SigAlg=..` exactly as those parameters appear in
-/// the URL, still percent-encoded. Returns `param`'s decoded value.
+/// the URL, still percent-encoded. Returns `param`'s decoded value and the (signed) RelayState.
+/// A parameter given twice, under any spelling of its name, is refused.
 pub fn verify_redirect_query(
     raw_query: &str,
     param: &str,
     certificates: &[CertificateDer],
     policy: AlgorithmPolicy,
-) -> Result<String, ValidationError> {
+) -> Result<(String, Option<String>), ValidationError> {
+    let decode = |raw: &str| -> String {
+        url::form_urlencoded::parse(format!("v={raw}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
     let mut message = None;
     let mut relay_state = None;
     let mut sig_alg = None;
     let mut signature_value = None;
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match name {
+        // Matched by the decoded name, so that `Relay%53tate` is the same parameter to us as
+        // to any other reader of the URL.
+        let slot = match decode(name).as_str() {
             n if n == param => &mut message,
             "RelayState" => &mut relay_state,
             "SigAlg" => &mut sig_alg,
@@ -364,12 +407,13 @@ pub fn verify_redirect_query(
     let (Some(sig_alg), Some(signature_value)) = (sig_alg, signature_value) else {
         return Err(SignatureError::Missing.into());
     };
-    let decode = |raw: &str| -> String {
-        url::form_urlencoded::parse(format!("v={raw}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
+    let relay_state_text = relay_state.map(decode);
+    if relay_state_text
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_RELAY_STATE_BYTES)
+    {
+        return Err(MessageError::TooLarge.into());
+    }
     let digest = redirect_digest(&decode(sig_alg), policy).ok_or(SignatureError::Algorithm)?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(decode(signature_value).trim())
@@ -385,6 +429,10 @@ pub fn verify_redirect_query(
         let Ok(key) = X509::from_der(cert.der_data()).and_then(|c| c.public_key()) else {
             return false;
         };
+        // The SigAlg names RSA: a certificate with another key type never verifies it.
+        if key.id() != openssl::pkey::Id::RSA {
+            return false;
+        }
         Verifier::new(digest, &key)
             .and_then(|mut v| v.verify_oneshot(&signature, signed.as_bytes()))
             .unwrap_or(false)
@@ -392,7 +440,7 @@ pub fn verify_redirect_query(
     if certificates.is_empty() || !certificates.iter().any(verifies) {
         return Err(SignatureError::Invalid.into());
     }
-    Ok(decode(message))
+    Ok((decode(message), relay_state_text))
 }
 
 #[cfg(test)]
@@ -464,6 +512,8 @@ mod tests {
             Some("https://idp.example/metadata")
         );
         assert_eq!(request.session_indexes, ["_s1"]);
+        assert_eq!(request.relay_state.as_deref(), Some("rs"));
+        assert!(request.fresh_until > now + TimeDelta::minutes(5));
     }
 
     #[test]
@@ -508,6 +558,16 @@ mod tests {
         let url = signed(&good, &key);
         let twice = format!("{url}&SigAlg=x");
         assert_eq!(refused(twice), "required_field_missing");
+        // ...also when the second spelling is percent-encoded.
+        let url = redirect_url(SLO, "SAMLRequest", &good, Some("a"), Some(&key)).unwrap();
+        assert_eq!(
+            refused(format!("{url}&Relay%53tate=evil")),
+            "required_field_missing"
+        );
+        // An overlong RelayState is refused before it is echoed anywhere.
+        let long = "r".repeat(MAX_RELAY_STATE_BYTES + 1);
+        let overlong = redirect_url(SLO, "SAMLRequest", &good, Some(&long), Some(&key)).unwrap();
+        assert_eq!(refused(overlong), "message_too_large");
         // SHA-1 is refused by default.
         let sha1 = url.replace(
             "SigAlg=http%3A%2F%2Fwww.w3.org%2F2001%2F04%2Fxmldsig-more%23rsa-sha256",

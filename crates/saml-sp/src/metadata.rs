@@ -86,6 +86,9 @@ pub fn parse_signed_idp_metadata(
     now: DateTime<Utc>,
 ) -> Result<IdpMetadata, MetadataError> {
     let root = xml::parse(text)?;
+    if xml::has_duplicate_ids(&root) {
+        return Err(MetadataError::Signature(SignatureError::Reference));
+    }
     let sig = root
         .only_child(DS_NS, "Signature")
         .ok_or(MetadataError::Unsigned)?;
@@ -255,10 +258,11 @@ pub fn parse_xs_duration(text: &str) -> Option<std::time::Duration> {
     if let Some(time) = time {
         seconds += fields(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
     }
-    if rest.is_empty() || !seconds.is_finite() {
+    if rest.is_empty() {
         return None;
     }
-    Some(std::time::Duration::from_secs_f64(seconds))
+    // Finite but huge values (P1000000000000Y) do not fit a Duration: refused, not a panic.
+    std::time::Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// When the certificate (DER) stops being valid, as Unix seconds.

@@ -503,15 +503,8 @@ fn check_structure(root: &Element, policy: AlgorithmPolicy) -> Result<&Element, 
             .ok_or(StructureError::AssertionMisplaced)?,
         _ => return Err(StructureError::MultipleAssertions.into()),
     };
-    let mut ids = std::collections::HashSet::new();
-    for element in &all {
-        for attr in &element.attributes {
-            let is_id = matches!(attr.name.as_str(), "ID" | "Id" | "id")
-                && (attr.ns.is_none() || attr.ns.as_deref() == Some(crate::XML_NS));
-            if is_id && !ids.insert(attr.value.as_str()) {
-                return Err(StructureError::DuplicateId.into());
-            }
-        }
+    if crate::xml::has_duplicate_ids(root) {
+        return Err(StructureError::DuplicateId.into());
     }
     signature::check_placement(root)?;
     let mut covered = false;

@@ -152,6 +152,22 @@ impl Element {
     }
 }
 
+/// True when two elements under `root` (itself included) carry the same ID (`ID`, `Id` or
+/// `id`, unqualified or `xml:`): a signature reference to such an ID is ambiguous.
+pub fn has_duplicate_ids(root: &Element) -> bool {
+    let mut ids = std::collections::HashSet::new();
+    for element in root.descendants() {
+        for attr in &element.attributes {
+            let is_id = matches!(attr.name.as_str(), "ID" | "Id" | "id")
+                && (attr.ns.is_none() || attr.ns.as_deref() == Some(crate::XML_NS));
+            if is_id && !ids.insert(attr.value.as_str()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Parses `input` strictly into its root element.
 pub fn parse(input: &str) -> Result<Element, XmlError> {
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);

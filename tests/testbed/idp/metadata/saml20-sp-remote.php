@@ -32,12 +32,19 @@ if (!empty($sp['slo_url'])) {
 if (!empty($sp['cert_data'])) {
     // The SP's certificate: for AuthnRequest signatures (validate.authnrequest) and, with
     // encrypt_assertions, for encrypting assertions (SimpleSAMLphp 1.19 then uses RSA-OAEP key
-    // transport and AES-128-CBC content encryption).
+    // transport and AES-128-CBC content encryption), unless encryption_cert_data names another.
+    $separate = !empty($sp['encryption_cert_data']);
     $entry['keys'] = [[
         'type' => 'X509Certificate', 'signing' => true,
-        'encryption' => (bool) ($sp['encrypt_assertions'] ?? false),
+        'encryption' => !$separate && (bool) ($sp['encrypt_assertions'] ?? false),
         'X509Certificate' => $sp['cert_data'],
     ]];
+    if ($separate) {
+        $entry['keys'][] = [
+            'type' => 'X509Certificate', 'signing' => false, 'encryption' => true,
+            'X509Certificate' => $sp['encryption_cert_data'],
+        ];
+    }
 }
 $entry['assertion.encryption'] = (bool) ($sp['encrypt_assertions'] ?? false);
 $metadata[$sp['entity_id']] = $entry;
