@@ -29,11 +29,19 @@ pub enum Preset {
     Adfs,
     /// Microsoft Entra ID claim URIs.
     Entra,
+    /// Google Workspace: the NameID is the primary email; other Names are the admin's.
+    Google,
+    /// Auth0's SAML2 Web App add-on (claim URIs; groups as `.../claims/Group`).
+    Auth0,
+    /// Keycloak: X.500 OIDs or plain names, roles as repeated `Role` attributes.
+    Keycloak,
 }
 
 impl Preset {
     /// Preset names accepted in the config.
-    pub const NAMES: [&'static str; 4] = ["generic", "okta", "adfs", "entra"];
+    pub const NAMES: [&'static str; 7] = [
+        "generic", "okta", "adfs", "entra", "google", "auth0", "keycloak",
+    ];
 
     /// Parses a preset name.
     pub fn parse(name: &str) -> Option<Preset> {
@@ -42,6 +50,9 @@ impl Preset {
             "okta" => Some(Preset::Okta),
             "adfs" => Some(Preset::Adfs),
             "entra" => Some(Preset::Entra),
+            "google" => Some(Preset::Google),
+            "auth0" => Some(Preset::Auth0),
+            "keycloak" => Some(Preset::Keycloak),
             _ => None,
         }
     }
@@ -55,6 +66,10 @@ const CLAIM_ROLE: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claim
 const OID_MAIL: &str = "urn:oid:0.9.2342.19200300.100.1.3";
 const OID_DISPLAY: &str = "urn:oid:2.16.840.1.113730.3.1.241";
 const OID_MEMBER_OF: &str = "urn:oid:1.3.6.1.4.1.5923.1.5.1.1";
+const OID_EMAIL_PKCS9: &str = "urn:oid:1.2.840.113549.1.9.1";
+const CLAIM_AUTH0_GROUP: &str = "http://schemas.xmlsoap.org/claims/Group";
+/// The claim Entra sends instead of the groups when a user is in more than 150.
+pub const CLAIM_GROUPS_LINK: &str = "http://schemas.microsoft.com/claims/groups.link";
 
 /// Candidate attribute Names per session field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +123,24 @@ impl AttributeMapping {
                 display_name: names(&[CLAIM_DISPLAY, CLAIM_NAME]),
                 groups: names(&[CLAIM_GROUPS, CLAIM_ROLE]),
             },
+            Preset::Google => AttributeMapping {
+                user,
+                email: names(&["email", "mail", NAME_ID]),
+                display_name: names(&["displayName", "name"]),
+                groups: names(&["groups"]),
+            },
+            Preset::Auth0 => AttributeMapping {
+                user,
+                email: names(&[CLAIM_EMAIL, "email"]),
+                display_name: names(&[CLAIM_NAME, "name"]),
+                groups: names(&[CLAIM_AUTH0_GROUP, "groups"]),
+            },
+            Preset::Keycloak => AttributeMapping {
+                user,
+                email: names(&["email", OID_EMAIL_PKCS9, OID_MAIL]),
+                display_name: names(&["displayName", "name", OID_DISPLAY]),
+                groups: names(&["groups", "member", "Role"]),
+            },
         }
     }
 
@@ -133,9 +166,23 @@ impl AttributeMapping {
         })
     }
 
-    /// The email, when present.
+    /// The email, when present ([`NAME_ID`] among the candidates: the NameID, for IdPs whose
+    /// NameID is the email).
     pub fn email(&self, assertion: &Assertion) -> Option<String> {
-        self.email.iter().find_map(|n| first_value(assertion, n))
+        self.email.iter().find_map(|n| {
+            if n == NAME_ID {
+                Some(assertion.name_id.value.clone())
+            } else {
+                first_value(assertion, n)
+            }
+        })
+    }
+
+    /// True when the assertion carries an attribute the groups could be read from.
+    pub fn has_groups_attribute(&self, assertion: &Assertion) -> bool {
+        self.groups
+            .iter()
+            .any(|n| assertion.attributes.iter().any(|a| &a.name == n))
     }
 
     /// The display name, when present.

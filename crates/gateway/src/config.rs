@@ -85,6 +85,9 @@ struct RawIdp {
     refresh_interval: Option<String>,
     metadata_signing_cert: Option<PathBuf>,
     entity_id: Option<String>,
+    preset: Option<String>,
+    user_from: Option<String>,
+    authn_context: Option<Vec<String>>,
     attributes: Option<RawAttributes>,
     #[serde(default)]
     allow_sha1: bool,
@@ -224,8 +227,12 @@ pub struct IdpConfig {
     pub entity_id: Option<String>,
     /// Certificates (DER) that must sign the metadata; empty: metadata is not signature-checked.
     pub metadata_signing_certs: Vec<saml_sp::CertificateDer>,
+    /// The vendor preset the attribute mapping started from.
+    pub preset: Preset,
     /// How attributes map to user, email, name and groups.
     pub attributes: AttributeMapping,
+    /// AuthnContextClassRefs to request (Comparison `exact`); empty: no RequestedAuthnContext.
+    pub authn_context: Vec<String>,
     /// Accept RSA-SHA1 / SHA-1 (legacy IdPs).
     pub allow_sha1: bool,
     /// Accept IdP-initiated (unsolicited) responses.
@@ -740,40 +747,74 @@ fn check_idp(
             }
         };
 
-    let attributes = match raw.attributes {
-        None => AttributeMapping::preset(Preset::Generic),
-        Some(RawAttributes::Preset(name)) => AttributeMapping::preset(
-            Preset::parse(&name).ok_or_else(|| err("idp.attributes", unknown_preset(&name)))?,
-        ),
-        Some(RawAttributes::Explicit(names)) => {
-            let preset = match names.preset.as_deref() {
-                None => Preset::Generic,
-                Some(p) => Preset::parse(p)
-                    .ok_or_else(|| err("idp.attributes.preset", unknown_preset(p)))?,
-            };
-            let mut mapping = AttributeMapping::preset(preset);
-            let overrides: BTreeMap<&str, Option<String>> = [
-                ("user", names.user),
-                ("email", names.email),
-                ("display_name", names.display_name),
-                ("groups", names.groups),
-            ]
-            .into_iter()
-            .collect();
-            for (field, value) in overrides {
-                if let Some(v) = value {
-                    if v.trim().is_empty() {
-                        return Err(err(
-                            &format!("idp.attributes.{field}"),
-                            "must not be empty".into(),
-                        ));
-                    }
-                    mapping.set(field, v);
-                }
-            }
-            mapping
+    let top_preset = match raw.preset.as_deref() {
+        None => None,
+        Some(name) => {
+            Some(Preset::parse(name).ok_or_else(|| err("idp.preset", unknown_preset(name)))?)
         }
     };
+    let attributes_preset = match &raw.attributes {
+        Some(RawAttributes::Preset(name)) => Some((name.as_str(), "idp.attributes")),
+        Some(RawAttributes::Explicit(names)) => names
+            .preset
+            .as_deref()
+            .map(|p| (p, "idp.attributes.preset")),
+        None => None,
+    };
+    if let (Some(_), Some((_, key))) = (top_preset, attributes_preset) {
+        return Err(err(
+            key,
+            "names a preset while idp.preset is set; keep one of them".into(),
+        ));
+    }
+    let preset = match attributes_preset {
+        None => top_preset.unwrap_or(Preset::Generic),
+        Some((name, key)) => Preset::parse(name).ok_or_else(|| err(key, unknown_preset(name)))?,
+    };
+    let mut attributes = AttributeMapping::preset(preset);
+    if let Some(RawAttributes::Explicit(names)) = raw.attributes {
+        if raw.user_from.is_some() && names.user.is_some() {
+            return Err(err(
+                "idp.user_from",
+                "and idp.attributes.user both name the user key; keep one of them".into(),
+            ));
+        }
+        let overrides: BTreeMap<&str, Option<String>> = [
+            ("user", names.user),
+            ("email", names.email),
+            ("display_name", names.display_name),
+            ("groups", names.groups),
+        ]
+        .into_iter()
+        .collect();
+        for (field, value) in overrides {
+            if let Some(v) = value {
+                if v.trim().is_empty() {
+                    return Err(err(
+                        &format!("idp.attributes.{field}"),
+                        "must not be empty".into(),
+                    ));
+                }
+                attributes.set(field, v);
+            }
+        }
+    }
+    if let Some(from) = raw.user_from {
+        if from.trim().is_empty() {
+            return Err(err(
+                "idp.user_from",
+                "must be name_id or an attribute Name".into(),
+            ));
+        }
+        attributes.set("user", from);
+    }
+    let authn_context = raw.authn_context.unwrap_or_default();
+    if let Some(i) = authn_context.iter().position(|c| c.trim().is_empty()) {
+        return Err(err(
+            &format!("idp.authn_context[{i}]"),
+            "must be an AuthnContextClassRef URI".into(),
+        ));
+    }
     let clock_skew = match raw.clock_skew.as_deref() {
         None => Duration::from_secs(180),
         Some(v) => parse_duration(v)
@@ -826,7 +867,9 @@ fn check_idp(
         source,
         entity_id: raw.entity_id,
         metadata_signing_certs,
+        preset,
         attributes,
+        authn_context,
         allow_sha1: raw.allow_sha1,
         allow_unsolicited: raw.allow_unsolicited,
         allow_cbc_encryption: raw.allow_cbc_encryption,
@@ -1237,6 +1280,60 @@ audit:
             ),
         ] {
             assert_eq!(error_of(&with_idp("", lines)).key, key, "{lines}");
+        }
+    }
+
+    #[test]
+    fn vendor_presets_user_key_and_authn_context() {
+        let with = |lines: &str| {
+            GOOD.replace(
+                "  metadata_file: idp.xml\n",
+                &format!("  metadata_file: idp.xml\n{lines}"),
+            )
+        };
+        let (_dir, c) = load(&with(
+            "  preset: keycloak\n  user_from: email\n  authn_context: [urn:oasis:names:tc:SAML:2.0:ac:classes:X509]\n",
+        ));
+        let c = c.unwrap();
+        assert_eq!(c.idp.preset, Preset::Keycloak);
+        assert_eq!(c.idp.attributes.user, ["email"]);
+        assert!(c.idp.attributes.groups.contains(&"Role".to_string()));
+        assert_eq!(
+            c.idp.authn_context,
+            ["urn:oasis:names:tc:SAML:2.0:ac:classes:X509"]
+        );
+        let (_dir, c) = load(&with("  attributes: {preset: google, groups: teams}\n"));
+        let c = c.unwrap();
+        assert_eq!(c.idp.preset, Preset::Google);
+        assert_eq!(c.idp.attributes.groups, ["teams"]);
+        assert!(c.idp.authn_context.is_empty());
+        for (lines, key, says) in [
+            ("  preset: azure\n", "idp.preset", "unknown preset"),
+            (
+                "  preset: entra\n  attributes: okta\n",
+                "idp.attributes",
+                "keep one of them",
+            ),
+            (
+                "  preset: entra\n  attributes: {preset: okta}\n",
+                "idp.attributes.preset",
+                "keep one of them",
+            ),
+            (
+                "  user_from: upn\n  attributes: {user: mail}\n",
+                "idp.user_from",
+                "keep one of them",
+            ),
+            (
+                "  user_from: ' '\n",
+                "idp.user_from",
+                "name_id or an attribute",
+            ),
+            ("  authn_context: ['']\n", "idp.authn_context[0]", "URI"),
+        ] {
+            let e = error_of(&with(lines));
+            assert_eq!(e.key, key, "{lines}");
+            assert!(e.message.contains(says), "{lines}: {e}");
         }
     }
 

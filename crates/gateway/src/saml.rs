@@ -95,6 +95,7 @@ async fn start_login(
         acs_url: state.config.acs_url(),
         name_id_format: state.config.idp.name_id_format.clone(),
         force_authn: false,
+        authn_context: state.config.idp.authn_context.clone(),
     };
     let location = redirect_url(
         &trust.metadata.sso_redirect_url,
@@ -290,6 +291,7 @@ fn unsolicited_target(relay_state: Option<&str>, allowed: &[String]) -> String {
 
 fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionRecord, Failure> {
     let mapping = &state.config.idp.attributes;
+    check_groups_overage(state, assertion)?;
     let user = mapping
         .user(assertion)
         .ok_or(Failure::forbidden("user_attribute_missing"))?;
@@ -317,6 +319,48 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
             .map(|t| t.timestamp())
             .unwrap_or(0),
         last_seen: 0,
+    })
+}
+
+/// Entra replaces the groups of a user in more than 150 with a `groups.link` claim, or (as its
+/// newer documentation says) leaves the groups out. Either way the login fails closed rather
+/// than making a session that group rules would judge on no groups.
+fn check_groups_overage(state: &SharedState, assertion: &Assertion) -> Result<(), Failure> {
+    let link = !assertion
+        .attribute(crate::attributes::CLAIM_GROUPS_LINK)
+        .is_empty();
+    let needs_groups = state
+        .routes
+        .load()
+        .routes()
+        .iter()
+        .any(|r| !r.public && !r.rule.groups.is_empty());
+    let omitted = state.config.idp.preset == crate::attributes::Preset::Entra
+        && needs_groups
+        && !state.config.idp.attributes.has_groups_attribute(assertion);
+    if !(link || omitted) {
+        return Ok(());
+    }
+    let what = if link {
+        "The identity provider sent a link to the user's groups (groups.link) instead of the \
+         groups: the user is in more than 150 groups."
+    } else {
+        "The identity provider sent no groups claim, and access here depends on groups: the \
+         user is in no group, or in more than 150, which Entra leaves out."
+    };
+    Err(Failure {
+        status: StatusCode::FORBIDDEN,
+        reason: "groups_overage",
+        detail: format!(
+            "{what} Ask the identity provider's administrator to emit only the groups assigned \
+             to this application (Entra: Token configuration, groups claim, \"Groups assigned to \
+             the application\"), or to filter the groups claim."
+        ),
+        audit_detail: Some(if link {
+            "groups.link claim instead of groups".into()
+        } else {
+            "no groups claim while routes need groups".into()
+        }),
     })
 }
 

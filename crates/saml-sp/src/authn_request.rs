@@ -39,6 +39,10 @@ pub struct AuthnRequest {
     pub name_id_format: Option<String>,
     /// Ask the IdP to authenticate the user again.
     pub force_authn: bool,
+    /// AuthnContextClassRefs to require (Comparison `exact`); empty sends no
+    /// RequestedAuthnContext, which is what most IdPs want (Entra answers AADSTS75011 when the
+    /// user signed in another way than the one requested).
+    pub authn_context: Vec<String>,
 }
 
 impl AuthnRequest {
@@ -59,12 +63,27 @@ impl AuthnRequest {
             ),
             None => "<samlp:NameIDPolicy AllowCreate=\"true\"/>".to_string(),
         };
+        let context = if self.authn_context.is_empty() {
+            String::new()
+        } else {
+            let refs: String = self
+                .authn_context
+                .iter()
+                .map(|c| {
+                    format!(
+                        "<saml:AuthnContextClassRef>{}</saml:AuthnContextClassRef>",
+                        escape(c)
+                    )
+                })
+                .collect();
+            format!("<samlp:RequestedAuthnContext Comparison=\"exact\">{refs}</samlp:RequestedAuthnContext>")
+        };
         format!(
             "<samlp:AuthnRequest xmlns:samlp=\"{SAMLP_NS}\" xmlns:saml=\"{SAML_NS}\" ID=\"{}\" \
              Version=\"2.0\" IssueInstant=\"{instant}\" Destination=\"{}\" \
              AssertionConsumerServiceURL=\"{}\" \
              ProtocolBinding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\"{force}>\
-             <saml:Issuer>{}</saml:Issuer>{policy}</samlp:AuthnRequest>",
+             <saml:Issuer>{}</saml:Issuer>{policy}{context}</samlp:AuthnRequest>",
             escape(&self.id),
             escape(&self.destination),
             escape(&self.acs_url),
@@ -96,8 +115,26 @@ mod tests {
             acs_url: "https://sp/saml/acs".into(),
             name_id_format: None,
             force_authn: false,
+            authn_context: Vec::new(),
         };
         let root = crate::xml::parse(&request.to_xml()).unwrap();
+        assert!(root.only_child(SAMLP_NS, "RequestedAuthnContext").is_none());
+        let with_context = AuthnRequest {
+            authn_context: vec!["urn:oasis:names:tc:SAML:2.0:ac:classes:X509".into()],
+            ..request.clone()
+        };
+        let context = crate::xml::parse(&with_context.to_xml()).unwrap();
+        let requested = context
+            .only_child(SAMLP_NS, "RequestedAuthnContext")
+            .unwrap();
+        assert_eq!(requested.attr("Comparison"), Some("exact"));
+        assert_eq!(
+            requested
+                .only_child(SAML_NS, "AuthnContextClassRef")
+                .unwrap()
+                .text(),
+            "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
+        );
         assert!(root.is(SAMLP_NS, "AuthnRequest"));
         assert_eq!(root.attr("IssueInstant"), Some("2023-11-14T22:13:20Z"));
         assert_eq!(

@@ -1,0 +1,247 @@
+"""Responses shaped like Entra ID's, AD FS's, Okta's, Google Workspace's, Auth0's and
+Keycloak's, signed by xmlsec1 (the XML Security Library's own tool, not the gateway's code),
+posted to a running gateway configured with that vendor's `idp.preset`; the identity that
+reaches the Streamlit app is checked. The shapes and where they come from: tests/vendors/.
+
+Each vendor gets its own gateway, IdP key and IdP metadata (the vendor's entity ID, an
+HTTP-Redirect SSO URL that is never contacted). A login starts at the gateway as a browser's
+would (`/saml/login`, which records the AuthnRequest ID and sets the relay cookie); the
+Response answers that request.
+"""
+
+import base64
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+import testbed
+from conftest import ARTIFACTS
+from flows import cookie_header, new_client, run_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vendors"))
+import shapes  # noqa: E402
+
+ENTITY_IDS = {
+    "entra": "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/",
+    "adfs": "http://adfs.example.com/adfs/services/trust",
+    "okta": "http://www.okta.com/exk1fcia6d6EMsf331d8",
+    "google": "https://accounts.google.com/o/saml2?idpid=C01abcdef",
+    "auth0": "urn:example-tenant.auth0.com",
+    "keycloak": "https://sso.example.com/realms/staff",
+}
+ENTRA_GROUP = "9a3e52a4-2f6c-4bde-9a5b-3f0c1d2e4b55"
+METADATA = """<?xml version="1.0" encoding="utf-8"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{entity_id}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.invalid/{vendor}/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>
+"""
+# Extra idp lines per vendor's gateway.
+EXTRA_IDP = {
+    "auth0": "  user_from: http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress\n",
+}
+
+
+def stamp(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Vendor:
+    """A gateway trusting one vendor-shaped IdP whose key signs here."""
+
+    def __init__(self, vendor, work, gateway_bin, streamlit_port):
+        self.vendor = vendor
+        self.work = work
+        self.key, self.cert = work / "idp.key", work / "idp.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+                        "-days", "30", "-subj", f"/CN={vendor} signing", "-keyout", self.key,
+                        "-out", self.cert], check=True, capture_output=True)
+        body = "".join(l for l in self.cert.read_text().splitlines() if "-----" not in l)
+        (work / "idp-metadata.xml").write_text(
+            METADATA.format(entity_id=ENTITY_IDS[vendor], cert=body, vendor=vendor))
+        port = testbed.free_port()
+        routes = None
+        if vendor == "entra":
+            routes = (f"  - path: /\n    upstream: http://127.0.0.1:{streamlit_port}\n"
+                      f"    allow_groups: ['{ENTRA_GROUP}']\n")
+        text = testbed.gateway_config(work, port, streamlit_port, routes=routes)
+        # The vendor's preset instead of the test bed's attribute Names.
+        text = text.replace("  attributes:\n    email: mail\n    display_name: displayName\n"
+                            "    groups: groups\n",
+                            f"  preset: {vendor}\n{EXTRA_IDP.get(vendor, '')}")
+        assert f"preset: {vendor}" in text
+        self.gateway = testbed.Gateway(gateway_bin, text, work).start()
+        self.url = self.gateway.base_url
+        self.entity_id = testbed.gateway_urls(port)[0]
+
+    def start_login(self):
+        """(client, AuthnRequest ID, RelayState) of a login started at the gateway."""
+        client = new_client()
+        r = client.get(self.url + "/saml/login?return_to=/", allow_redirects=False)
+        assert r.status_code == 303, r.text
+        query = parse_qs(urlsplit(r.headers["Location"]).query)
+        request = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
+        assert "RequestedAuthnContext" not in request and "Format=" not in request, request
+        request_id = request.split(' ID="', 1)[1].split('"', 1)[0]
+        return client, request_id, query["RelayState"][0]
+
+    def response(self, request_id, sign=True, **overrides):
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        fields = {
+            "now": stamp(now), "not_before": stamp(now), "minus5": stamp(now - timedelta(minutes=5)),
+            "plus5": stamp(now + timedelta(minutes=5)), "plus60": stamp(now + timedelta(minutes=60)),
+            "plus70": stamp(now + timedelta(minutes=70)), "irt": request_id,
+            "acs": self.url + "/saml/acs", "audience": self.entity_id,
+            "issuer": ENTITY_IDS[self.vendor], "name_id": "alex@example.com",
+            "email": "alex@example.com", "display_name": "Alex Example",
+        }
+        fields.update(overrides)
+        rid = "a" + base64.b32encode(request_id.encode()[-10:]).decode().rstrip("=").lower()
+        aid = rid + "x"
+        xml = shapes.render(self.vendor, rid, aid, **fields)
+        if not sign:
+            # No signature at all, as an IdP sends when signing is switched off.
+            return re.sub(r"<ds:Signature .*?</ds:Signature>", "", xml).encode()
+        return self.sign(xml)
+
+    def sign(self, xml):
+        """Completes each Signature template with xmlsec1, the Assertion's first."""
+        path = self.work / "response.xml"
+        path.write_text(xml)
+        xpaths = {
+            "assertion": "//*[local-name()='Assertion']/*[local-name()='Signature']",
+            "response": "/*/*[local-name()='Signature']",
+        }
+        for element in shapes.SIGNED[self.vendor]:
+            out = subprocess.run(
+                ["xmlsec1", "--sign", "--privkey-pem", f"{self.key},{self.cert}",
+                 "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+                 "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+                 "--node-xpath", xpaths[element], path],
+                capture_output=True)
+            assert out.returncode == 0, out.stderr.decode()
+            path.write_bytes(out.stdout)
+        return path.read_bytes()
+
+    def post(self, client, relay_state, response):
+        return client.post(self.url + "/saml/acs", allow_redirects=False,
+                           data={"SAMLResponse": base64.b64encode(response).decode(),
+                                 "RelayState": relay_state})
+
+    def login(self, **overrides):
+        client, request_id, relay = self.start_login()
+        r = self.post(client, relay, self.response(request_id, **overrides))
+        return client, r
+
+
+@pytest.fixture(scope="module")
+def vendors(bed):
+    started = {}
+
+    def get(vendor):
+        if vendor not in started:
+            work = ARTIFACTS / (bed.work.name + f"-vendor-{vendor}")
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            started[vendor] = Vendor(vendor, work, bed.gateway.binary, bed.streamlit.port)
+        return started[vendor]
+
+    try:
+        yield get
+    finally:
+        for v in started.values():
+            v.gateway.stop()
+
+
+def identity(v, client):
+    page = run_app(v.url, {"Cookie": cookie_header(client)})
+    return {k: unquote(page.headers[k][0]) for k in
+            ("x-auth-user", "x-auth-email", "x-auth-name", "x-auth-groups") if k in page.headers}
+
+
+EXPECTED = {
+    "entra": ({"name_id": "alex.wilber@contoso.com", "email": "alex.wilber@contoso.com",
+               "display_name": "Alex Wilber"},
+              {"x-auth-user": "alex.wilber@contoso.com", "x-auth-email": "alex.wilber@contoso.com",
+               "x-auth-name": "Alex Wilber",
+               "x-auth-groups": f"{ENTRA_GROUP},c0ffee00-1111-4222-8333-444455556666"}),
+    "adfs": ({"display_name": "Alex Wilber"},
+             {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
+              "x-auth-name": "Alex Wilber", "x-auth-groups": "Domain Users,Sales Analysts"}),
+    "okta": ({},
+             {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
+              "x-auth-name": "Alex Example", "x-auth-groups": "Everyone,dashboards-sales"}),
+    # The NameID is the email; no display name is mapped; an empty attribute is ignored.
+    "google": ({},
+               {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
+                "x-auth-groups": "dashboards@example.com"}),
+    # NameID auth0|...; the gateway keys users on the email claim (idp.user_from).
+    "auth0": ({"name_id": "auth0|5f7c8ec7c33c6c004bbafe82"},
+              {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
+               "x-auth-name": "Alex Example", "x-auth-groups": "analytics"}),
+    # Repeated Role attributes merge; the empty one is dropped.
+    "keycloak": ({"name_id": "alex"},
+                 {"x-auth-user": "alex", "x-auth-email": "alex@example.com",
+                  "x-auth-groups": "dashboard-viewer,offline_access"}),
+}
+
+
+@pytest.mark.parametrize("vendor", list(EXPECTED))
+def test_a_vendor_shaped_response_signs_in_with_the_preset(vendors, vendor):
+    v = vendors(vendor)
+    overrides, expected = EXPECTED[vendor]
+    client, r = v.login(**overrides)
+    assert r.status_code == 303 and r.headers["Location"] == "/", r.text
+    assert identity(v, client) == expected
+
+
+def test_entra_guests_get_the_email_claim(vendors):
+    v = vendors("entra")
+    guest = "alex_fabrikam.com#EXT#@contoso.onmicrosoft.com"
+    client, r = v.login(name_id=guest, email="alex@fabrikam.com")
+    assert r.status_code == 303, r.text
+    seen = identity(v, client)
+    assert seen["x-auth-user"] == guest and seen["x-auth-email"] == "alex@fabrikam.com"
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("groups_link", "groups_overage"),
+    ("groups_left_out", "groups_overage"),
+    ("unsigned", "signature_missing"),
+    ("wrong_audience", "audience_mismatch"),
+    ("not_yet_valid", "assertion_not_yet_valid"),
+    ("expired", "assertion_expired"),
+])
+def test_entra_failures_say_why(vendors, case, reason):
+    v = vendors("entra")
+    now = datetime.now(timezone.utc)
+    overrides = {
+        "groups_link": {"groups": shapes.ENTRA_GROUPS_LINK},
+        "groups_left_out": {"groups": ""},
+        "unsigned": {"sign": False},
+        "wrong_audience": {"audience": "https://other.example/saml/metadata"},
+        "not_yet_valid": {"not_before": stamp(now + timedelta(minutes=10))},
+        "expired": {"plus70": stamp(now - timedelta(minutes=10))},
+    }[case]
+    mark = AuditOf(v).mark()
+    client, r = v.login(**overrides)
+    assert r.status_code in (400, 403) and reason in r.text, r.text
+    [record] = [a for a in AuditOf(v).since(mark) if a["event"] == "login_failure"]
+    assert record["reason"] == reason
+    if reason == "groups_overage":
+        assert "assigned to this application" in r.text
+
+
+class AuditOf(testbed.AuditReader):
+    def __init__(self, v):
+        self.audit_path = v.work / "audit.jsonl"
+
+    def mark(self):
+        return self.audit_mark()
+
+    def since(self, mark):
+        return self.audit_since(mark)
