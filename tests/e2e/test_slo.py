@@ -281,5 +281,8 @@ def test_local_logout_only_when_switched_off(bed):
         # Still signed in at the IdP: the next login needs no password.
         assert not idp_wants_credentials(client, local)
         assert "SingleLogoutService" not in new_client().get(local.gateway.metadata_url).text
+        # Nor is any logout message taken from the IdP.
+        r = new_client().get(local.url + "/saml/slo?SAMLRequest=x", allow_redirects=False)
+        assert r.status_code == 400 and "single_logout_off" in r.text
     finally:
         local.stop()

@@ -125,7 +125,10 @@ pub enum FetchError {
         reason: String,
     },
     /// The document is for another IdP than the one in force.
-    #[error("the metadata from {url} is for {found}, not {expected}; restart to change the IdP")]
+    #[error(
+        "the metadata from {url} is for {found}, not {expected}; a change of IdP is never taken \
+         from the URL alone: set idp.entity_id to the IdP meant (and remove the backing copy)"
+    )]
     OtherIdp {
         /// The URL without query or credentials.
         url: String,

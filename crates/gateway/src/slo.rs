@@ -150,8 +150,10 @@ pub async fn post_binding(
     body: Body,
 ) -> Response {
     let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES));
-    let Ok(Ok(bytes)) = read.await else {
-        return refused(&state, peer, &headers, "message_too_large", None).await;
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return refused(&state, peer, &headers, "message_too_large", None).await,
+        Err(_) => return refused(&state, peer, &headers, "request_timeout", None).await,
     };
     let mut kind = None;
     let mut message = None;
@@ -403,20 +405,15 @@ async fn refused(
     record.detail = error.map(|e| e.to_string());
     audit(state, record).await;
     tracing::warn!(reason, reference = %reference, "Single Logout message refused");
-    let detail = match error {
-        Some(e) => format!(
-            "The sign-out message could not be accepted: {e}. If you were signing out, you are \
-             signed out of this site, but perhaps not at your identity provider."
-        ),
-        None => "The sign-out message could not be accepted. If you were signing out, you are \
-                 signed out of this site, but perhaps not at your identity provider."
-            .into(),
-    };
+    // The page names the reason code only: the validator's sentences are written for logins.
+    let detail = "The sign-out message could not be accepted (the reason code below is in the \
+                  audit log with this reference). If you were signing out, you are signed out \
+                  of this site, but perhaps not at your identity provider.";
     let mut response = pages::error(
         StatusCode::BAD_REQUEST,
         "Sign-out message refused",
         reason,
-        &detail,
+        detail,
         &reference,
     );
     response
