@@ -78,6 +78,8 @@ def test_decode_shows_the_verdict_without_using_the_response(bed, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "<samlp:Response" in r.stdout and "verdict: accepted" in r.stdout
     assert "  user: alice" in r.stdout and "  groups: analytics, staff" in r.stdout
+    assert "check audience: ok" in r.stdout and "check issuer: ok" in r.stdout
+    assert "(trusted)" in r.stdout, r.stdout
 
     # A HAR file exported by the browser, holding the POST to the ACS.
     har = {"log": {"entries": [{"request": {"method": "POST", "url": form.action, "postData": {
@@ -101,6 +103,7 @@ def test_decode_names_the_failed_check(bed, tmp_path):
     assert r.returncode == 1
     # The first time check to fail is the IssueInstant's age.
     assert "verdict: refused: issue_instant_invalid" in r.stdout, r.stdout
+    assert "check clock: the response was issued" in r.stdout
 
     xml = base64.b64decode(value).decode()
     forged = base64.b64encode(xml.replace(">bob<", ">alice<").encode()).decode()

@@ -74,6 +74,8 @@ class Vendor:
                             "    groups: groups\n",
                             f"  preset: {vendor}\n{EXTRA_IDP.get(vendor, '')}")
         assert f"preset: {vendor}" in text
+        if vendor == "entra":
+            text += f"debug:\n  trace_logins: {work}/trace.jsonl\n"
         self.gateway = testbed.Gateway(gateway_bin, text, work).start()
         self.url = self.gateway.base_url
         self.entity_id = testbed.gateway_urls(port)[0]
@@ -245,3 +247,38 @@ class AuditOf(testbed.AuditReader):
 
     def since(self, mark):
         return self.audit_since(mark)
+
+
+def test_the_login_trace_explains_a_passing_and_a_failing_login(vendors):
+    import json
+    v = vendors("entra")
+    trace = v.work / "trace.jsonl"
+    start = trace.stat().st_size if trace.exists() else 0
+    client, ok = v.login(name_id="alex.wilber@contoso.com")
+    assert ok.status_code == 303
+    _, refused = v.login(audience="https://other.example/saml/metadata")
+    assert refused.status_code == 403
+    with open(trace, "rb") as f:
+        f.seek(start)
+        lines = [json.loads(l) for l in f.read().splitlines()]
+    assert [l["event"] for l in lines] == ["authn_request", "response"] * 2, lines
+    request, passed, _, failed = lines
+    assert "<samlp:AuthnRequest" in request["xml"] and request["request_id"] == passed["request_id"]
+    assert (passed["verdict"], passed["user"]) == ("accepted", "alex.wilber@contoso.com")
+    assert (failed["verdict"], failed["reason"]) == ("refused", "audience_mismatch")
+    # The reference on the error page is the trace's and the audit record's.
+    assert failed["reference"] in refused.text
+    checks = failed["checks"]
+    assert checks["audience"] == {"expected": v.entity_id,
+                                  "received": "https://other.example/saml/metadata", "ok": False}
+    assert checks["issuer"]["ok"] and checks["destination"]["ok"] and checks["in_response_to"]["ok"]
+    assert abs(checks["clock"]["age_seconds"]) < 30
+    [signature] = checks["signatures"]
+    assert signature["on"] == "Assertion" and signature["key_info_certificate_trusted"] is True
+    assert signature["key_info_certificate"] in checks["trusted_certificates"]
+    # Signature values, certificates and attribute values are not in the file.
+    for line in (passed, failed):
+        assert "<ds:SignatureValue>[redacted]</ds:SignatureValue>" in line["xml"]
+        assert "<ds:X509Certificate>[certificate]</ds:X509Certificate>" in line["xml"]
+        assert "Alex Wilber" not in line["xml"] and "[value]" in line["xml"]
+    assert oct(trace.stat().st_mode & 0o777) == "0o600"

@@ -115,7 +115,7 @@ impl AttributeMapping {
                 user,
                 email: names(&[CLAIM_EMAIL]),
                 display_name: names(&[CLAIM_NAME]),
-                groups: names(&[CLAIM_ROLE, CLAIM_GROUPS]),
+                groups: names(&[CLAIM_ROLE, CLAIM_AUTH0_GROUP, CLAIM_GROUPS]),
             },
             Preset::Entra => AttributeMapping {
                 user,

@@ -53,6 +53,25 @@ pub struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
+    debug: RawDebug,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDebug {
+    trace_logins: Option<PathBuf>,
+    #[serde(default)]
+    trace_attribute_values: bool,
+}
+
+/// Login tracing (`debug.trace_logins`).
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    /// The JSON Lines file each login attempt is described in.
+    pub file: PathBuf,
+    /// Keep attribute values in the traced documents (off: replaced by `[value]`).
+    pub attribute_values: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +348,8 @@ pub struct Config {
     pub audit_file: PathBuf,
     /// Largest SAMLResponse form value accepted.
     pub max_saml_response_bytes: usize,
+    /// Login tracing, when switched on.
+    pub trace: Option<TraceConfig>,
     /// Where `/health` and `/metrics` are served, apart from the public listener; `None`: not
     /// served.
     pub admin_listen: Option<SocketAddr>,
@@ -656,7 +677,19 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
 
+    if raw.debug.trace_attribute_values && raw.debug.trace_logins.is_none() {
+        return Err(err(
+            "debug.trace_attribute_values",
+            "applies only with debug.trace_logins",
+        ));
+    }
+    let trace = raw.debug.trace_logins.as_ref().map(|file| TraceConfig {
+        file: resolve(file),
+        attribute_values: raw.debug.trace_attribute_values,
+    });
+
     Ok(Config {
+        trace,
         admin_listen,
         worker_threads: raw.server.worker_threads,
         file: file.to_path_buf(),

@@ -149,6 +149,17 @@ fn show(
         Some(id) => println!("InResponseTo: {id} (taken as the pending request; not checked here)"),
         None => println!("InResponseTo: none (an IdP-initiated response)"),
     }
+    print_checks(&saml_sp::diagnose::diagnose(
+        &xml,
+        &saml_sp::diagnose::Expectations {
+            issuer: &validator.idp.entity_id,
+            acs_url: &validator.sp.acs_url,
+            audience: &validator.sp.entity_id,
+            in_response_to: named.as_deref(),
+            trusted: &validator.idp.certificates,
+            now,
+        },
+    ));
     match validator.validate_without_replay(value, named.as_deref(), now) {
         Ok(assertion) => {
             let mapping = &config.idp.attributes;
@@ -167,6 +178,45 @@ fn show(
             println!("verdict: refused: {}: {e}", e.code());
             false
         }
+    }
+}
+
+/// Prints each compared value, expected against received.
+fn print_checks(d: &saml_sp::diagnose::Diagnosis) {
+    let show = |name: &str, c: &saml_sp::diagnose::Check| {
+        println!(
+            "check {name}: {} (expected {}, received {})",
+            if c.ok { "ok" } else { "DIFFERS" },
+            c.expected.as_deref().unwrap_or("nothing"),
+            c.received.as_deref().unwrap_or("nothing"),
+        );
+    };
+    show("issuer", &d.issuer);
+    show("destination", &d.destination);
+    show("recipient", &d.recipient);
+    show("audience", &d.audience);
+    for s in &d.signatures {
+        println!(
+            "check signature on {}: {}, KeyInfo certificate {} ({})",
+            s.on,
+            s.algorithm.as_deref().unwrap_or("no algorithm"),
+            s.key_info_certificate.as_deref().unwrap_or("absent"),
+            match s.key_info_certificate_trusted {
+                Some(true) => "trusted",
+                Some(false) => "NOT trusted",
+                None => "none to compare",
+            }
+        );
+    }
+    println!(
+        "trusted certificates: {}",
+        d.trusted_certificates.join(", ")
+    );
+    if let Some(age) = d.clock.age_seconds {
+        println!(
+            "check clock: the response was issued {age} s before the clock used here ({})",
+            d.clock.now
+        );
     }
 }
 

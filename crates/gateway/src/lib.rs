@@ -26,4 +26,5 @@ pub mod session_admin;
 pub mod session_watch;
 pub mod slo;
 pub mod state;
+pub mod trace;
 pub mod ws_activity;

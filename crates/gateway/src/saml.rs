@@ -97,14 +97,20 @@ async fn start_login(
         force_authn: false,
         authn_context: state.config.idp.authn_context.clone(),
     };
+    let request_xml = request.to_xml();
     let location = redirect_url(
         &trust.metadata.sso_redirect_url,
         "SAMLRequest",
-        &request.to_xml(),
+        &request_xml,
         Some(&token),
         state.request_signing_key.as_ref(),
     )
     .map_err(|_| Failure::unavailable("request_signing_failed"))?;
+    if let Some(trace) = &state.trace {
+        trace
+            .authn_request(&request_id, &trust.metadata.sso_redirect_url, &request_xml)
+            .await;
+    }
 
     record.event = Some(Event::LoginStart);
     record.request_id = Some(request_id);
@@ -130,10 +136,24 @@ pub async fn acs(
 ) -> Response {
     let mut record = audit_record(peer, &headers, "/saml/acs");
     record.idp = Some(state.federation.current().metadata.entity_id.clone());
-    match finish_login(&state, &headers, body, &mut record).await {
-        Ok(response) => response,
+    let mut attempt = crate::trace::AcsTrace::default();
+    match finish_login(&state, &headers, body, &mut record, &mut attempt).await {
+        Ok(response) => {
+            if let Some(trace) = &state.trace {
+                let user = record.user.as_deref().unwrap_or_default();
+                trace.response(&state, &attempt, Ok(user), None).await;
+            }
+            response
+        }
         Err(failure) => {
             record.event = Some(Event::LoginFailure);
+            let reference = reference();
+            record.reference = Some(reference.clone());
+            if let Some(trace) = &state.trace {
+                trace
+                    .response(&state, &attempt, Err(failure.reason), Some(&reference))
+                    .await;
+            }
             let mut response = failure.respond(&state, record).await;
             // A failed attempt ends this browser's pending login too.
             response
@@ -149,6 +169,7 @@ async fn finish_login(
     headers: &HeaderMap,
     body: Body,
     record: &mut Record,
+    attempt: &mut crate::trace::AcsTrace,
 ) -> Result<Response, Failure> {
     // Room for the form's other fields and percent-encoding of the base64 value.
     let limit = state.config.max_saml_response_bytes * 3 / 2 + 4096;
@@ -171,6 +192,9 @@ async fn finish_login(
         }
     }
     let saml_response = saml_response.ok_or(Failure::bad_request("saml_response_missing"))?;
+    if state.trace.is_some() {
+        attempt.saml_response = Some(saml_response.to_string());
+    }
 
     let now = unix_now();
     let replay = StoreReplay {
@@ -194,6 +218,7 @@ async fn finish_login(
                 .map_err(|_| Failure::unavailable("store_unavailable"))?
                 .ok_or(Failure::bad_request("relay_state_unknown"))?;
             record.request_id = Some(pending.request_id.clone());
+            attempt.request_id = Some(pending.request_id.clone());
             let assertion = trust
                 .validator
                 .validate(
@@ -579,7 +604,8 @@ impl Failure {
 
     /// Audits the failure (best effort: the answer is already a refusal) and renders the page.
     async fn respond(self, state: &SharedState, mut record: Record) -> Response {
-        let reference = reference();
+        // The caller may have drawn the reference already (for the login trace).
+        let reference = record.reference.clone().unwrap_or_else(reference);
         record.reason = Some(self.reason.to_string());
         record.reference = Some(reference.clone());
         // An IdP-initiated attempt stays marked as such, whatever else the failure says.

@@ -69,6 +69,14 @@ pub fn warnings(config: &Config, metadata: &saml_sp::metadata::IdpMetadata) {
     if config.idp.allow_sha1 {
         tracing::warn!("idp.allow_sha1 is on: SHA-1 signatures are accepted from the IdP");
     }
+    if let Some(trace) = &config.trace {
+        tracing::warn!(
+            file = %trace.file.display(),
+            attribute_values = trace.attribute_values,
+            "debug.trace_logins is on: every login attempt is described in this file, with the \
+             user's NameID; switch it off when the problem is found"
+        );
+    }
     if config.idp.allow_unsolicited {
         tracing::warn!("idp.allow_unsolicited is on: IdP-initiated logins are accepted");
     }

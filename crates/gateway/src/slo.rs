@@ -211,9 +211,11 @@ fn checks<'a>(
     state: &'a SharedState,
     trust: &'a crate::federation::Trust,
     slo_url: &'a str,
+    alternate_issuer: Option<&'a str>,
 ) -> LogoutChecks<'a> {
     LogoutChecks {
         idp_entity_id: &trust.metadata.entity_id,
+        alternate_issuer,
         certificates: &trust.metadata.signing_certificates,
         slo_url,
         algorithms: AlgorithmPolicy {
@@ -235,7 +237,9 @@ async fn idp_request(
 ) -> Response {
     let trust = state.federation.current();
     let slo_url = state.config.slo_url();
-    let request = match read_logout_request(incoming, &checks(state, &trust, &slo_url)) {
+    let alternate = alternate_issuer(state, &trust);
+    let checks = checks(state, &trust, &slo_url, alternate.as_deref());
+    let request = match read_logout_request(incoming, &checks) {
         Ok(request) => request,
         Err(e) => return refused(state, peer, headers, e.code(), Some(&e)).await,
     };
@@ -359,9 +363,10 @@ async fn idp_response(
     };
     let trust = state.federation.current();
     let slo_url = state.config.slo_url();
+    let alternate = alternate_issuer(state, &trust);
     let verdict = read_logout_response(
         incoming,
-        &checks(state, &trust, &slo_url),
+        &checks(state, &trust, &slo_url, alternate.as_deref()),
         &pending.request_id,
     );
     let mut record = audit_record(peer, headers, "/saml/slo");
@@ -380,6 +385,13 @@ async fn idp_response(
         }
         Err(e) => refused(state, peer, headers, e.code(), Some(&e)).await,
     }
+}
+
+/// The other Issuer the IdP's logout messages may carry (Entra only).
+fn alternate_issuer(state: &SharedState, trust: &crate::federation::Trust) -> Option<String> {
+    (state.config.idp.preset == crate::attributes::Preset::Entra)
+        .then(|| saml_sp::logout::entra_logout_issuer(&trust.metadata.entity_id))
+        .flatten()
 }
 
 async fn audit(state: &SharedState, record: Record) {

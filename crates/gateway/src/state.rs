@@ -56,6 +56,8 @@ pub struct AppState {
     pub identities: IdentityCache,
     /// When the SP certificate expires (Unix seconds), for the metrics.
     pub sp_cert_not_after: Option<i64>,
+    /// The login trace file, when `debug.trace_logins` is set.
+    pub trace: Option<crate::trace::TraceLog>,
 }
 
 /// The state as handlers receive it.
@@ -179,7 +181,20 @@ impl AppState {
             .to_der()
             .ok()
             .and_then(|der| saml_sp::metadata::certificate_not_after(&der));
+        let trace = match &config.trace {
+            Some(t) => Some(
+                crate::trace::TraceLog::open(&t.file, t.attribute_values).with_context(|| {
+                    format!(
+                        "{}: debug.trace_logins: cannot open {}",
+                        config.file.display(),
+                        t.file.display()
+                    )
+                })?,
+            ),
+            None => None,
+        };
         Ok(AppState {
+            trace,
             sp_cert_not_after,
             routes: ArcSwap::from_pointee(config.routes.clone()),
             tokens,

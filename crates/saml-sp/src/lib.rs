@@ -3,6 +3,7 @@
 //! - [`metadata`]: read the IdP's metadata, write this SP's.
 //! - [`authn_request`]: the AuthnRequest that starts a login.
 //! - [`bindings`]: HTTP-Redirect encoding (DEFLATE, base64, query signature).
+//! - [`diagnose`]: what a Response says next to what the SP expects (for traces).
 //! - [`encryption`]: decryption of an `EncryptedAssertion` with the SP's keys.
 //! - [`logout`]: Single Logout messages, sent and received.
 //! - [`response`]: validate a posted Response and return a verified [`response::Assertion`].
@@ -16,6 +17,7 @@
 
 pub mod authn_request;
 pub mod bindings;
+pub mod diagnose;
 pub mod encryption;
 pub mod error;
 pub mod logout;

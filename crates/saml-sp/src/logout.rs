@@ -122,6 +122,16 @@ impl LogoutResponse {
 /// more).
 pub const MAX_RELAY_STATE_BYTES: usize = 1024;
 
+/// The other Issuer Microsoft Entra ID puts on logout messages, for its entity ID
+/// `https://sts.windows.net/<tenant>/`: `https://login.microsoftonline.com/<tenant>/`.
+pub fn entra_logout_issuer(entity_id: &str) -> Option<String> {
+    let tenant = entity_id
+        .strip_prefix("https://sts.windows.net/")?
+        .strip_suffix('/')?;
+    (!tenant.is_empty() && !tenant.contains('/'))
+        .then(|| format!("https://login.microsoftonline.com/{tenant}/"))
+}
+
 /// How an IdP's message arrived.
 #[derive(Debug, Clone, Copy)]
 pub enum Incoming<'a> {
@@ -143,6 +153,10 @@ pub enum Incoming<'a> {
 pub struct LogoutChecks<'a> {
     /// The IdP's entity ID, expected as Issuer.
     pub idp_entity_id: &'a str,
+    /// Another Issuer the same IdP uses on logout messages (Entra's LogoutResponses say
+    /// `https://login.microsoftonline.com/<tenant>/` where its entity ID is
+    /// `https://sts.windows.net/<tenant>/`); the signature must still be by a trusted key.
+    pub alternate_issuer: Option<&'a str>,
     /// The IdP's trusted signing certificates.
     pub certificates: &'a [CertificateDer],
     /// This SP's SLO URL, expected as Destination.
@@ -341,7 +355,9 @@ fn verified_message(
     let issuer = root
         .only_child(SAML_NS, "Issuer")
         .map(|i| i.text().trim().to_string());
-    if issuer.as_deref() != Some(checks.idp_entity_id) {
+    let known = issuer.as_deref() == Some(checks.idp_entity_id)
+        || (issuer.is_some() && issuer.as_deref() == checks.alternate_issuer);
+    if !known {
         return Err(PartyError::Issuer.into());
     }
     if root.attr("Destination") != Some(checks.slo_url) {
@@ -459,6 +475,7 @@ mod tests {
     fn checks<'a>(certs: &'a [CertificateDer], now: DateTime<Utc>) -> LogoutChecks<'a> {
         LogoutChecks {
             idp_entity_id: IDP,
+            alternate_issuer: None,
             certificates: certs,
             slo_url: SLO,
             algorithms: AlgorithmPolicy::default(),
@@ -621,6 +638,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read(url).unwrap_err().code(), "wrong_message_type");
+    }
+
+    #[test]
+    fn entra_logout_issuers() {
+        assert_eq!(
+            entra_logout_issuer("https://sts.windows.net/72f988bf/").as_deref(),
+            Some("https://login.microsoftonline.com/72f988bf/")
+        );
+        assert_eq!(entra_logout_issuer("https://sts.windows.net//"), None);
+        assert_eq!(entra_logout_issuer("https://sts.windows.net/a/b/"), None);
+        assert_eq!(entra_logout_issuer("https://idp.example/"), None);
     }
 
     #[test]
