@@ -89,6 +89,15 @@ def test_decode_shows_the_verdict_without_using_the_response(bed, tmp_path):
     r = decode(bed, json.dumps(har), tmp_path=tmp_path, name="login.har")
     assert r.returncode == 0 and "verdict: accepted" in r.stdout, r.stdout
 
+    # The login URL the gateway sent the browser to: its AuthnRequest, decoded.
+    location = new_client().get(bed.url + "/saml/login?return_to=/",
+                                allow_redirects=False).headers["Location"]
+    r = decode(bed, location, tmp_path=tmp_path, name="login-url.txt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "== SAMLRequest 1 of 1" in r.stdout and "<samlp:AuthnRequest" in r.stdout
+    assert "SAMLResponse" not in r.stdout
+    mark = bed.audit_mark()
+
     # Nothing was stored: no audit record, and the response still logs in once.
     assert bed.audit_since(mark) == []
     assert post_to_acs(client, form).status_code == 303

@@ -486,3 +486,26 @@ def test_https_metadata_is_fetched_with_the_trusted_cas_only(fed):
         assert server.requests == 1
     finally:
         server.stop()
+
+
+def test_extra_signing_certs_are_trusted_beside_the_metadata(bed):
+    """An IdP that publishes only its active certificate (Okta, Auth0, Google): the next one,
+    configured as idp.extra_signing_certs, verifies logins before any metadata carries it."""
+    work = ARTIFACTS / (bed.work.name + "-federation-extra")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    f = Federation(work, bed.streamlit.port, bed.gateway.binary)
+    try:
+        f.start_gateway(f"  extra_signing_certs: {f.key_b[1]}\n")
+        prints = sorted(c["fingerprint"] for c in f.health()["idp"]["certificates"])
+        assert prints == sorted([fingerprint(f.key_a[2]), fingerprint(f.key_b[2])])
+        f.idp_signs_with("b")
+        ok, r = logs_in(f)
+        assert ok, r.text
+        # A refresh keeps the extra certificate.
+        before = f.health()["idp"]["refresh"]["successes_total"]
+        f.wait_for("a refresh", lambda h: h["idp"]["refresh"]["successes_total"] > before)
+        ok, r = logs_in(f, "bob", "bob-pass")
+        assert ok, r.text
+    finally:
+        f.stop()

@@ -43,7 +43,21 @@ METADATA = """<?xml version="1.0" encoding="utf-8"?>
 # Extra idp lines per vendor's gateway.
 EXTRA_IDP = {
     "auth0": "  user_from: http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress\n",
+    # Okta encrypts with AES-256-CBC (inside its signed Response).
+    "okta": "  allow_cbc_encryption: true\n",
 }
+# The EncryptedData template xmlsec1 fills: AES-256-CBC content, RSA-OAEP (MGF1, SHA-1) key.
+ENCRYPTION_TEMPLATE = (
+    '<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" '
+    'Type="http://www.w3.org/2001/04/xmlenc#Element">'
+    '<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes256-cbc"/>'
+    '<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey Id="_ek1" '
+    'xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" xmlns:ds="http://www.w3.org/2000/09/xmldsig#">'
+    '<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p">'
+    '<ds:DigestMethod Algorithm="http://www.w3.org/2000/09/xmldsig#sha1"/>'
+    '</xenc:EncryptionMethod><xenc:CipherData><xenc:CipherValue/></xenc:CipherData>'
+    '</xenc:EncryptedKey></ds:KeyInfo><xenc:CipherData><xenc:CipherValue/></xenc:CipherData>'
+    '</xenc:EncryptedData>')
 
 
 def stamp(t):
@@ -69,11 +83,18 @@ class Vendor:
             routes = (f"  - path: /\n    upstream: http://127.0.0.1:{streamlit_port}\n"
                       f"    allow_groups: ['{ENTRA_GROUP}']\n")
         text = testbed.gateway_config(work, port, streamlit_port, routes=routes)
+        if vendor == "okta":
+            text = text.replace("  sign_authn_requests: false\n",
+                                "  sign_authn_requests: false\n  encrypted_assertions: true\n")
         # The vendor's preset instead of the test bed's attribute Names.
         text = text.replace("  attributes:\n    email: mail\n    display_name: displayName\n"
                             "    groups: groups\n",
                             f"  preset: {vendor}\n{EXTRA_IDP.get(vendor, '')}")
         assert f"preset: {vendor}" in text
+        text = text.replace("groups: X-Auth-Groups }",
+                            "groups: X-Auth-Groups, given_name: X-Auth-Given-Name, "
+                            "surname: X-Auth-Surname }")
+        assert "X-Auth-Surname" in text
         if vendor == "entra":
             text += f"debug:\n  trace_logins: {work}/trace.jsonl\n"
         self.gateway = testbed.Gateway(gateway_bin, text, work).start()
@@ -91,7 +112,7 @@ class Vendor:
         request_id = request.split(' ID="', 1)[1].split('"', 1)[0]
         return client, request_id, query["RelayState"][0]
 
-    def response(self, request_id, sign=True, **overrides):
+    def response(self, request_id, sign=True, encrypt=False, **overrides):
         now = datetime.now(timezone.utc).replace(microsecond=0)
         fields = {
             "now": stamp(now), "not_before": stamp(now), "minus5": stamp(now - timedelta(minutes=5)),
@@ -108,10 +129,12 @@ class Vendor:
         if not sign:
             # No signature at all, as an IdP sends when signing is switched off.
             return re.sub(r"<ds:Signature .*?</ds:Signature>", "", xml).encode()
-        return self.sign(xml)
+        return self.sign(xml, encrypt)
 
-    def sign(self, xml):
-        """Completes each Signature template with xmlsec1, the Assertion's first."""
+    def sign(self, xml, encrypt=False):
+        """Completes each Signature template with xmlsec1, the Assertion's first; with
+        `encrypt`, encrypts the signed Assertion to the gateway's certificate (xmlsec1 again)
+        and lays the result out as Okta does, before the Response is signed."""
         path = self.work / "response.xml"
         path.write_text(xml)
         xpaths = {
@@ -119,6 +142,8 @@ class Vendor:
             "response": "/*/*[local-name()='Signature']",
         }
         for element in shapes.SIGNED[self.vendor]:
+            if element == "response" and encrypt:
+                self.encrypt_assertion(path)
             out = subprocess.run(
                 ["xmlsec1", "--sign", "--privkey-pem", f"{self.key},{self.cert}",
                  "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:Response",
@@ -128,6 +153,26 @@ class Vendor:
             assert out.returncode == 0, out.stderr.decode()
             path.write_bytes(out.stdout)
         return path.read_bytes()
+
+    def encrypt_assertion(self, path):
+        """Replaces the Assertion in `path` with an EncryptedAssertion: EncryptedData and,
+        beside it, the EncryptedKey it points to with a RetrievalMethod (Okta's layout)."""
+        template = self.work / "encryption-template.xml"
+        template.write_text(ENCRYPTION_TEMPLATE)
+        out = subprocess.run(
+            ["xmlsec1", "--encrypt", "--pubkey-cert-pem", self.work / "sp.crt",
+             "--session-key", "aes-256", "--xml-data", path,
+             "--node-xpath", "//*[local-name()='Assertion']", template],
+            capture_output=True)
+        assert out.returncode == 0, out.stderr.decode()
+        text = out.stdout.decode()
+        key = re.search(r"<xenc:EncryptedKey.*?</xenc:EncryptedKey>", text, re.S).group(0)
+        text = text.replace(key, '<ds:RetrievalMethod Type="http://www.w3.org/2001/04/xmlenc#'
+                                 'EncryptedKey" URI="#_ek1"/>', 1)
+        data = re.search(r"<xenc:EncryptedData.*?</xenc:EncryptedData>", text, re.S).group(0)
+        text = text.replace(data, '<saml2:EncryptedAssertion xmlns:saml2="urn:oasis:names:tc:'
+                                  f'SAML:2.0:assertion">{data}{key}</saml2:EncryptedAssertion>', 1)
+        path.write_text(text)
 
     def post(self, client, relay_state, response):
         return client.post(self.url + "/saml/acs", allow_redirects=False,
@@ -162,7 +207,8 @@ def vendors(bed):
 def identity(v, client):
     page = run_app(v.url, {"Cookie": cookie_header(client)})
     return {k: unquote(page.headers[k][0]) for k in
-            ("x-auth-user", "x-auth-email", "x-auth-name", "x-auth-groups") if k in page.headers}
+            ("x-auth-user", "x-auth-email", "x-auth-name", "x-auth-groups", "x-auth-given-name",
+             "x-auth-surname") if k in page.headers}
 
 
 EXPECTED = {
@@ -170,25 +216,31 @@ EXPECTED = {
                "display_name": "Alex Wilber"},
               {"x-auth-user": "alex.wilber@contoso.com", "x-auth-email": "alex.wilber@contoso.com",
                "x-auth-name": "Alex Wilber",
-               "x-auth-groups": f"{ENTRA_GROUP},c0ffee00-1111-4222-8333-444455556666"}),
+               "x-auth-groups": f"{ENTRA_GROUP},c0ffee00-1111-4222-8333-444455556666",
+               "x-auth-given-name": "Alex", "x-auth-surname": "Wilber"}),
     "adfs": ({"display_name": "Alex Wilber"},
              {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
-              "x-auth-name": "Alex Wilber", "x-auth-groups": "Domain Users,Sales Analysts"}),
+              "x-auth-name": "Alex Wilber", "x-auth-groups": "Domain Users,Sales Analysts",
+              "x-auth-given-name": "Alex", "x-auth-surname": "Wilber"}),
     "okta": ({},
              {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
-              "x-auth-name": "Alex Example", "x-auth-groups": "Everyone,dashboards-sales"}),
+              "x-auth-name": "Alex Example", "x-auth-groups": "Everyone,dashboards-sales",
+              "x-auth-given-name": "Alex", "x-auth-surname": "Example"}),
     # The NameID is the email; no display name is mapped; an empty attribute is ignored.
     "google": ({},
                {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
-                "x-auth-groups": "dashboards@example.com"}),
+                "x-auth-groups": "dashboards@example.com",
+                "x-auth-given-name": "Alex", "x-auth-surname": "Example"}),
     # NameID auth0|...; the gateway keys users on the email claim (idp.user_from).
     "auth0": ({"name_id": "auth0|5f7c8ec7c33c6c004bbafe82"},
               {"x-auth-user": "alex@example.com", "x-auth-email": "alex@example.com",
-               "x-auth-name": "Alex Example", "x-auth-groups": "analytics"}),
+               "x-auth-name": "Alex Example", "x-auth-groups": "analytics",
+               "x-auth-given-name": "Alex", "x-auth-surname": "Example"}),
     # Repeated Role attributes merge; the empty one is dropped.
     "keycloak": ({"name_id": "alex"},
                  {"x-auth-user": "alex", "x-auth-email": "alex@example.com",
-                  "x-auth-groups": "dashboard-viewer,offline_access"}),
+                  "x-auth-groups": "dashboard-viewer,offline_access",
+                  "x-auth-given-name": "Alex", "x-auth-surname": "Example"}),
 }
 
 
@@ -199,6 +251,19 @@ def test_a_vendor_shaped_response_signs_in_with_the_preset(vendors, vendor):
     client, r = v.login(**overrides)
     assert r.status_code == 303 and r.headers["Location"] == "/", r.text
     assert identity(v, client) == expected
+
+
+def test_an_okta_encrypted_assertion_signs_in(vendors):
+    """Okta's encrypted form: the signed Assertion encrypted (AES-256-CBC, RSA-OAEP) to the
+    gateway's certificate, the EncryptedKey beside the EncryptedData, the Response signed."""
+    v = vendors("okta")
+    client, request_id, relay = v.start_login()
+    response = v.response(request_id, encrypt=True)
+    assert b"<saml2:EncryptedAssertion" in response and b"alex@example.com" not in response
+    assert b"RetrievalMethod" in response
+    r = v.post(client, relay, response)
+    assert r.status_code == 303, r.text
+    assert identity(v, client) == EXPECTED["okta"][1]
 
 
 def test_entra_guests_get_the_email_claim(vendors):

@@ -29,6 +29,8 @@ fn session() -> SessionRecord {
         sp_name_qualifier: None,
         email: Some("alice@example.com".into()),
         display_name: Some("Alice Analyst".into()),
+        given_name: None,
+        surname: None,
         // The one group that matters comes last, the worst case for a scan.
         groups: session_store::groups(
             (0..499)
@@ -116,6 +118,8 @@ fn bench(c: &mut Criterion) {
             email: HeaderName::from_static("x-auth-email"),
             name: HeaderName::from_static("x-auth-name"),
             groups: HeaderName::from_static("x-auth-groups"),
+            given_name: None,
+            surname: None,
         };
         let sources = IdentitySources {
             names: &names,

@@ -67,6 +67,10 @@ const OID_MAIL: &str = "urn:oid:0.9.2342.19200300.100.1.3";
 const OID_DISPLAY: &str = "urn:oid:2.16.840.1.113730.3.1.241";
 const OID_MEMBER_OF: &str = "urn:oid:1.3.6.1.4.1.5923.1.5.1.1";
 const OID_EMAIL_PKCS9: &str = "urn:oid:1.2.840.113549.1.9.1";
+const CLAIM_GIVEN: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname";
+const CLAIM_SURNAME: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname";
+const OID_GIVEN: &str = "urn:oid:2.5.4.42";
+const OID_SURNAME: &str = "urn:oid:2.5.4.4";
 const CLAIM_AUTH0_GROUP: &str = "http://schemas.xmlsoap.org/claims/Group";
 /// The claim Entra sends instead of the groups when a user is in more than 150.
 pub const CLAIM_GROUPS_LINK: &str = "http://schemas.microsoft.com/claims/groups.link";
@@ -82,6 +86,10 @@ pub struct AttributeMapping {
     pub display_name: Vec<String>,
     /// Candidates for the groups (all values of the first present one).
     pub groups: Vec<String>,
+    /// Candidates for the given (first) name.
+    pub given_name: Vec<String>,
+    /// Candidates for the surname (family name).
+    pub surname: Vec<String>,
 }
 
 fn names(list: &[&str]) -> Vec<String> {
@@ -104,42 +112,56 @@ impl AttributeMapping {
                     OID_MEMBER_OF,
                     CLAIM_GROUPS,
                 ]),
+                given_name: names(&["givenName", "given_name", OID_GIVEN, CLAIM_GIVEN]),
+                surname: names(&["sn", "surname", "family_name", OID_SURNAME, CLAIM_SURNAME]),
             },
             Preset::Okta => AttributeMapping {
                 user,
                 email: names(&["email", "mail"]),
                 display_name: names(&["displayName", "name"]),
                 groups: names(&["groups"]),
+                given_name: names(&["firstName", "givenName"]),
+                surname: names(&["lastName", "surname"]),
             },
             Preset::Adfs => AttributeMapping {
                 user,
                 email: names(&[CLAIM_EMAIL]),
                 display_name: names(&[CLAIM_NAME]),
                 groups: names(&[CLAIM_ROLE, CLAIM_AUTH0_GROUP, CLAIM_GROUPS]),
+                given_name: names(&[CLAIM_GIVEN]),
+                surname: names(&[CLAIM_SURNAME]),
             },
             Preset::Entra => AttributeMapping {
                 user,
                 email: names(&[CLAIM_EMAIL]),
                 display_name: names(&[CLAIM_DISPLAY, CLAIM_NAME]),
                 groups: names(&[CLAIM_GROUPS, CLAIM_ROLE]),
+                given_name: names(&[CLAIM_GIVEN]),
+                surname: names(&[CLAIM_SURNAME]),
             },
             Preset::Google => AttributeMapping {
                 user,
                 email: names(&["email", "mail", NAME_ID]),
                 display_name: names(&["displayName", "name"]),
                 groups: names(&["groups"]),
+                given_name: names(&["firstName", "givenName"]),
+                surname: names(&["lastName", "surname"]),
             },
             Preset::Auth0 => AttributeMapping {
                 user,
                 email: names(&[CLAIM_EMAIL, "email"]),
                 display_name: names(&[CLAIM_NAME, "name"]),
                 groups: names(&[CLAIM_AUTH0_GROUP, "groups"]),
+                given_name: names(&[CLAIM_GIVEN, "given_name"]),
+                surname: names(&[CLAIM_SURNAME, "family_name"]),
             },
             Preset::Keycloak => AttributeMapping {
                 user,
                 email: names(&["email", OID_EMAIL_PKCS9, OID_MAIL]),
                 display_name: names(&["displayName", "name", OID_DISPLAY]),
                 groups: names(&["groups", "member", "Role"]),
+                given_name: names(&["givenName", "firstName", OID_GIVEN]),
+                surname: names(&["surname", "lastName", OID_SURNAME]),
             },
         }
     }
@@ -150,6 +172,8 @@ impl AttributeMapping {
             "user" => &mut self.user,
             "email" => &mut self.email,
             "display_name" => &mut self.display_name,
+            "given_name" => &mut self.given_name,
+            "surname" => &mut self.surname,
             _ => &mut self.groups,
         };
         *slot = vec![name];
@@ -190,6 +214,18 @@ impl AttributeMapping {
         self.display_name
             .iter()
             .find_map(|n| first_value(assertion, n))
+    }
+
+    /// The given name, when present.
+    pub fn given_name(&self, assertion: &Assertion) -> Option<String> {
+        self.given_name
+            .iter()
+            .find_map(|n| first_value(assertion, n))
+    }
+
+    /// The surname, when present.
+    pub fn surname(&self, assertion: &Assertion) -> Option<String> {
+        self.surname.iter().find_map(|n| first_value(assertion, n))
     }
 
     /// The Name of the attribute the groups are read from: the first candidate present.

@@ -222,6 +222,8 @@ mod tests {
             sp_name_qualifier: None,
             email: email.map(str::to_string),
             display_name: None,
+            given_name: None,
+            surname: None,
             groups: session_store::groups(groups),
             attributes: BTreeMap::from([("department".to_string(), vec!["sales".to_string()])]),
             csrf_token: String::new(),

@@ -103,6 +103,7 @@ struct RawIdp {
     #[serde(default, deserialize_with = "duration_text")]
     refresh_interval: Option<String>,
     metadata_signing_cert: Option<PathBuf>,
+    extra_signing_certs: Option<PathBuf>,
     entity_id: Option<String>,
     preset: Option<String>,
     user_from: Option<String>,
@@ -137,6 +138,8 @@ struct RawAttributeNames {
     email: Option<String>,
     display_name: Option<String>,
     groups: Option<String>,
+    given_name: Option<String>,
+    surname: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +176,8 @@ struct RawIdentityHeaders {
     email: Option<String>,
     name: Option<String>,
     groups: Option<String>,
+    given_name: Option<String>,
+    surname: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,6 +251,9 @@ pub struct IdpConfig {
     pub entity_id: Option<String>,
     /// Certificates (DER) that must sign the metadata; empty: metadata is not signature-checked.
     pub metadata_signing_certs: Vec<saml_sp::CertificateDer>,
+    /// Signing certificates trusted besides the metadata's (`idp.extra_signing_certs`): for
+    /// an IdP that publishes only its active certificate, the next one ahead of a rollover.
+    pub extra_signing_certs: Vec<saml_sp::CertificateDer>,
     /// The vendor preset the attribute mapping started from.
     pub preset: Preset,
     /// How attributes map to user, email, name and groups.
@@ -319,6 +327,20 @@ pub struct IdentityHeaders {
     pub name: hyper::header::HeaderName,
     /// The groups, comma separated.
     pub groups: hyper::header::HeaderName,
+    /// The given name, when configured (not sent by default).
+    pub given_name: Option<hyper::header::HeaderName>,
+    /// The surname, when configured (not sent by default).
+    pub surname: Option<hyper::header::HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// Every identity header name in use.
+    pub fn all(&self) -> impl Iterator<Item = &hyper::header::HeaderName> {
+        [&self.user, &self.email, &self.name, &self.groups]
+            .into_iter()
+            .chain(self.given_name.as_ref())
+            .chain(self.surname.as_ref())
+    }
 }
 
 /// The checked configuration.
@@ -623,6 +645,18 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         email: header("email", h.email, "X-Auth-Email")?,
         name: header("name", h.name, "X-Auth-Name")?,
         groups: header("groups", h.groups, "X-Auth-Groups")?,
+        given_name: match h.given_name {
+            Some(n) => {
+                Some(identity_header_name(&n).map_err(|m| err("identity_headers.given_name", m))?)
+            }
+            None => None,
+        },
+        surname: match h.surname {
+            Some(n) => {
+                Some(identity_header_name(&n).map_err(|m| err("identity_headers.surname", m))?)
+            }
+            None => None,
+        },
     };
 
     let identity_token = check_identity_token(raw.identity_token, &sp, &resolve, &err)?;
@@ -632,6 +666,12 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ("identity_headers.name", &identity_headers.name),
         ("identity_headers.groups", &identity_headers.groups),
     ];
+    if let Some(n) = &identity_headers.given_name {
+        taken.push(("identity_headers.given_name", n));
+    }
+    if let Some(n) = &identity_headers.surname {
+        taken.push(("identity_headers.surname", n));
+    }
     if let Some(t) = &identity_token {
         taken.push(("identity_token.header", &t.header));
     }
@@ -729,6 +769,18 @@ fn check_idp(
             })?
         }
     };
+    let extra_signing_certs = match &raw.extra_signing_certs {
+        None => Vec::new(),
+        Some(path) => {
+            let path = resolve(path);
+            read_certificates(&path).map_err(|m| {
+                err(
+                    "idp.extra_signing_certs",
+                    format!("{}: {m}", path.display()),
+                )
+            })?
+        }
+    };
     let source =
         match (&raw.metadata_url, &raw.metadata_file) {
             (None, None) => {
@@ -750,6 +802,7 @@ fn check_idp(
                 let metadata =
                     read_metadata_file(&path, raw.entity_id.as_deref(), &metadata_signing_certs)
                         .map_err(|m| err("idp.metadata_file", m))?;
+                let metadata = with_extra_certs(metadata, &extra_signing_certs);
                 MetadataSource::File { path, metadata }
             }
             (Some(_), None) => return Err(err(
@@ -817,6 +870,8 @@ fn check_idp(
             ("email", names.email),
             ("display_name", names.display_name),
             ("groups", names.groups),
+            ("given_name", names.given_name),
+            ("surname", names.surname),
         ]
         .into_iter()
         .collect();
@@ -900,6 +955,7 @@ fn check_idp(
         source,
         entity_id: raw.entity_id,
         metadata_signing_certs,
+        extra_signing_certs,
         preset,
         attributes,
         authn_context,
@@ -942,6 +998,19 @@ pub fn parse_metadata(
             md::parse_signed_idp_metadata(text, entity_id, signers, at)
         }
     }
+}
+
+/// `metadata` with `extra` signing certificates added (each once).
+pub fn with_extra_certs(
+    mut metadata: saml_sp::metadata::IdpMetadata,
+    extra: &[saml_sp::CertificateDer],
+) -> saml_sp::metadata::IdpMetadata {
+    for cert in extra {
+        if !metadata.signing_certificates.contains(cert) {
+            metadata.signing_certificates.push(cert.clone());
+        }
+    }
+    metadata
 }
 
 /// The PEM certificates in `path`, as DER; at least one.

@@ -1,4 +1,5 @@
-//! `saml-gateway decode`: what a SAMLResponse says, and the verdict this gateway would give.
+//! `saml-gateway decode`: what a SAMLResponse says, and the verdict this gateway would give;
+//! SAMLRequests in the input (a login URL, a HAR file) are shown decoded too.
 //!
 //! For the admin whose login fails: paste the `SAMLResponse` value (from the browser's network
 //! tab), or give the HAR file the browser exports, and see the decoded XML and the check that
@@ -30,7 +31,50 @@ pub fn responses_in(text: &str) -> Vec<String> {
     if text.contains("SAMLResponse=") {
         return form_values(text);
     }
+    if text.contains("SAMLRequest=") {
+        return Vec::new();
+    }
     vec![form_decode(text)]
+}
+
+/// The `SAMLRequest` values in `text`: in a URL or form body (`...SAMLRequest=...`), or in a
+/// HAR file (the query of each request URL and each POST body, in order).
+pub fn requests_in(text: &str) -> Vec<String> {
+    let text = text.trim();
+    let from_query = |q: &str| -> Vec<String> {
+        let q = q.split_once('?').map_or(q, |(_, query)| query);
+        url::form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k == "SAMLRequest")
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    };
+    if let Ok(har) = serde_json::from_str::<serde_json::Value>(text) {
+        let entries = har["log"]["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for entry in entries {
+            if let Some(url) = entry["request"]["url"].as_str() {
+                found.extend(from_query(url));
+            }
+            if let Some(body) = entry["request"]["postData"]["text"].as_str() {
+                found.extend(from_query(body));
+            }
+        }
+        return found;
+    }
+    if text.contains("SAMLRequest=") {
+        return from_query(text);
+    }
+    Vec::new()
+}
+
+/// The XML of a SAMLRequest value: DEFLATE-compressed (HTTP-Redirect) or plain (HTTP-POST).
+fn request_xml(value: &str, max: usize) -> Option<String> {
+    saml_sp::bindings::decode_redirect_value(value, max)
+        .ok()
+        .or_else(|| saml_sp::response::decode_post_value(value, max).ok())
 }
 
 fn form_decode(value: &str) -> String {
@@ -94,9 +138,20 @@ pub fn run(
             })?
             .with_timezone(&Utc),
     };
+    let requests = requests_in(&text);
+    for (i, value) in requests.iter().enumerate() {
+        println!("== SAMLRequest {} of {}", i + 1, requests.len());
+        match request_xml(value, config.max_saml_response_bytes) {
+            Some(xml) => println!("{xml}"),
+            None => println!("(not a SAML message: neither DEFLATE nor base64 XML)"),
+        }
+    }
     let responses = responses_in(&text);
     if responses.is_empty() {
-        bail!("{}: no SAMLResponse found", input.display());
+        if requests.is_empty() {
+            bail!("{}: no SAMLResponse or SAMLRequest found", input.display());
+        }
+        return Ok(true);
     }
     let keys = crate::server::load_keys(config)?.0;
     let validator = crate::state::validator(config, &keys, metadata);
@@ -240,5 +295,18 @@ mod tests {
         ]}}"#;
         assert_eq!(responses_in(har), ["QUFB", "QkJC="]);
         assert!(responses_in(r#"{"log":{"entries":[]}}"#).is_empty());
+    }
+
+    #[test]
+    fn finds_requests_in_urls_and_har_files() {
+        let url = "https://idp/sso?SAMLRequest=fZB%2B&RelayState=x";
+        assert_eq!(requests_in(url), ["fZB+"]);
+        assert!(responses_in(url).is_empty());
+        let har = r#"{"log":{"entries":[
+            {"request":{"method":"GET","url":"https://idp/sso?SAMLRequest=QUFB&SigAlg=x"}},
+            {"request":{"method":"POST","url":"https://idp/sso","postData":{"text":"SAMLRequest=QkJC"}}}
+        ]}}"#;
+        assert_eq!(requests_in(har), ["QUFB", "QkJC"]);
+        assert!(requests_in("PHNhbWw+").is_empty());
     }
 }

@@ -233,6 +233,7 @@ async fn fetch_checked(
         Some(now),
     )
     .map_err(|e| refused(e.to_string()))?;
+    let metadata = crate::config::with_extra_certs(metadata, &config.idp.extra_signing_certs);
     // Over plain http the signature is the only protection, and an old signed document still
     // verifies: without a validUntil it could be served back forever.
     if url.scheme() == "http" && !is_loopback(url) && metadata.valid_until.is_none() {
@@ -348,6 +349,7 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
                 None,
             )
             .map_err(|e| e.to_string())
+            .map(|m| crate::config::with_extra_certs(m, &config.idp.extra_signing_certs))
         });
     match copy {
         Ok(metadata) => {

@@ -96,6 +96,12 @@ pub fn build(
         if let Some(name) = &session.display_name {
             put(&names.name, header_text(name));
         }
+        if let (Some(header), Some(given)) = (&names.given_name, &session.given_name) {
+            put(header, header_text(given));
+        }
+        if let (Some(header), Some(surname)) = (&names.surname, &session.surname) {
+            put(header, header_text(surname));
+        }
         let listed: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
         put(&names.groups, listed.join(","));
         if let Some((config, issuer)) = sources.tokens {
@@ -227,6 +233,8 @@ mod tests {
             email: HeaderName::from_static("x-auth-email"),
             name: HeaderName::from_static("x-auth-name"),
             groups: HeaderName::from_static("x-auth-groups"),
+            given_name: None,
+            surname: None,
         }
     }
 
@@ -261,6 +269,8 @@ mod tests {
             sp_name_qualifier: None,
             email: None,
             display_name: Some("Zoë\r\nX-Evil: 1".into()),
+            given_name: None,
+            surname: None,
             groups: session_store::groups(["a", "b,c"]),
             attributes: Default::default(),
             csrf_token: String::new(),

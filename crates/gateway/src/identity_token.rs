@@ -54,6 +54,10 @@ struct Claims<'a> {
     email: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    given_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    family_name: Option<&'a str>,
     groups: &'a [&'a str],
     idp: &'a str,
     iat: i64,
@@ -159,6 +163,8 @@ impl TokenIssuer {
             sub: &session.user,
             email: session.email.as_deref(),
             name: session.display_name.as_deref(),
+            given_name: session.given_name.as_deref(),
+            family_name: session.surname.as_deref(),
             groups,
             idp: &session.idp,
             iat: now,
@@ -195,6 +201,8 @@ mod tests {
             sp_name_qualifier: None,
             email: Some("zoe@example.test".into()),
             display_name: Some("Zoë Ångström".into()),
+            given_name: Some("Zoë".into()),
+            surname: None,
             groups: session_store::groups(["analytics"]),
             attributes: Default::default(),
             csrf_token: String::new(),
@@ -226,6 +234,8 @@ mod tests {
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["name"], "Zoë Ångström");
+        assert_eq!(claims["given_name"], "Zoë");
+        assert!(claims.get("family_name").is_none());
         assert_eq!(claims["aud"], "sales");
         assert_eq!(claims["exp"], 1300);
         assert_eq!(claims["groups"], serde_json::json!(["analytics"]));

@@ -136,7 +136,7 @@ pub fn header_text(value: &str) -> String {
 
 /// Removes client-sent identity headers, then adds those of `identity`.
 pub fn set_identity_headers(headers: &mut HeaderMap, names: &IdentityHeaders, identity: &Identity) {
-    for name in [&names.user, &names.email, &names.name, &names.groups] {
+    for name in names.all() {
         headers.remove(name);
     }
     for (name, value) in &identity.headers {
@@ -313,6 +313,8 @@ mod tests {
             email: HeaderName::from_static("x-auth-email"),
             name: HeaderName::from_static("x-auth-name"),
             groups: HeaderName::from_static("x-auth-groups"),
+            given_name: None,
+            surname: None,
         };
         let mut h = HeaderMap::new();
         for n in [

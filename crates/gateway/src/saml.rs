@@ -334,6 +334,8 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
         sp_name_qualifier: assertion.name_id.sp_name_qualifier.clone(),
         email: mapping.email(assertion),
         display_name: mapping.display_name(assertion),
+        given_name: mapping.given_name(assertion),
+        surname: mapping.surname(assertion),
         groups: session_store::groups(mapping.groups(assertion)),
         attributes: mapping.other_attributes(assertion),
         csrf_token,

@@ -168,6 +168,8 @@ mod tests {
             sp_name_qualifier: None,
             email: None,
             display_name: None,
+            given_name: None,
+            surname: None,
             groups: session_store::groups::<&str>([]),
             attributes: Default::default(),
             csrf_token: "csrf-secret".into(),

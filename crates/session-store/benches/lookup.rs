@@ -34,6 +34,8 @@ fn record() -> SessionRecord {
         sp_name_qualifier: None,
         email: Some("alice.analyst@corp.example".into()),
         display_name: Some("Alice Analyst".into()),
+        given_name: None,
+        surname: None,
         groups: session_store::groups((0..50).map(|i| format!("corp-analytics-team-{i:03}"))),
         attributes: Default::default(),
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),

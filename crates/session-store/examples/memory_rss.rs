@@ -32,6 +32,8 @@ fn record(i: usize) -> SessionRecord {
         sp_name_qualifier: None,
         email: Some(format!("user{i:06}@corp.example")),
         display_name: Some(format!("User {i}")),
+        given_name: None,
+        surname: None,
         groups: session_store::groups((0..50).map(|g| format!("corp-analytics-team-{g:03}"))),
         attributes: Default::default(),
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),

@@ -364,6 +364,8 @@ mod tests {
             sp_name_qualifier: None,
             email: None,
             display_name: None,
+            given_name: None,
+            surname: None,
             groups: crate::groups(["analytics"]),
             attributes: Default::default(),
             csrf_token: "t".into(),

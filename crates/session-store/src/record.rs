@@ -74,6 +74,12 @@ pub struct SessionRecord {
     pub email: Option<String>,
     /// The user's display name, when the IdP sent one.
     pub display_name: Option<String>,
+    /// The user's given name, when the IdP sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// The user's surname, when the IdP sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surname: Option<String>,
     /// The user's groups; shared, so that copies of a record (one per request) and sessions
     /// of the same groups cost no copies of the names.
     pub groups: Groups,

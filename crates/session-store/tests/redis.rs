@@ -79,6 +79,8 @@ fn record(name_id: &str) -> SessionRecord {
         sp_name_qualifier: None,
         email: None,
         display_name: None,
+        given_name: None,
+        surname: None,
         groups: session_store::groups(["analytics"]),
         attributes: Default::default(),
         csrf_token: "t".into(),
