@@ -727,6 +727,15 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         file: resolve(file),
         attribute_values: raw.debug.trace_attribute_values,
     });
+    if trace
+        .as_ref()
+        .is_some_and(|t| t.file == resolve(&raw.audit.file))
+    {
+        return Err(err(
+            "debug.trace_logins",
+            "is the audit file; give the trace a file of its own",
+        ));
+    }
 
     Ok(Config {
         trace,

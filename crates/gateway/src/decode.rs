@@ -257,8 +257,9 @@ fn print_checks(d: &saml_sp::diagnose::Diagnosis) {
             s.algorithm.as_deref().unwrap_or("no algorithm"),
             s.key_info_certificate.as_deref().unwrap_or("absent"),
             match s.key_info_certificate_trusted {
-                Some(true) => "trusted",
-                Some(false) => "NOT trusted",
+                Some(true) =>
+                    "matches a trusted certificate; the signature itself is the verdict's",
+                Some(false) => "matches NO trusted certificate",
                 None => "none to compare",
             }
         );

@@ -91,15 +91,7 @@ fn is_claim_header(
         || CLIENT_CLAIM_HEADERS
             .iter()
             .any(|h| h.len() == bytes.len() && starts(h.as_bytes()))
-        || [
-            &identity.user,
-            &identity.email,
-            &identity.name,
-            &identity.groups,
-        ]
-        .into_iter()
-        .chain(token)
-        .any(|n| same_folded(name, n))
+        || identity.all().chain(token).any(|n| same_folded(name, n))
 }
 
 /// Removes every client-sent header that [`is_claim_header`] names (`token`: the identity

@@ -6,25 +6,31 @@
 //! (Issuer, Destination, Recipient, Audience, InResponseTo, status), the signatures with the
 //! fingerprint of the certificate in their KeyInfo next to the trusted fingerprints, the clock
 //! difference, and the document with signature values, certificates and ciphertexts replaced
-//! (attribute values too, unless `debug.trace_attribute_values`). The file is created mode 0600:
-//! it holds who signed in. It is not the audit log: writes are not synced, and a failed write
-//! is logged and never stops a login.
+//! (attribute values too, unless `debug.trace_attribute_values`), cut at
+//! [`MAX_TRACED_XML_BYTES`]. The file is mode 0600 (made so when it exists): it holds who signed
+//! in. It is not the audit log: lines go through a bounded queue to one writer task, are not
+//! synced, and are dropped (with a warning) when the queue is full, so a slow disk or a flood of
+//! posted junk never holds a login.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use saml_sp::diagnose::{diagnose, redact, Expectations};
 use serde_json::json;
 
 use crate::state::AppState;
 
+/// Longest document kept in a trace line (the rest is cut).
+pub const MAX_TRACED_XML_BYTES: usize = 64 * 1024;
+/// Lines waiting for the writer; more are dropped.
+const QUEUE: usize = 256;
+
 /// The trace file.
 #[derive(Clone)]
 pub struct TraceLog {
     path: PathBuf,
-    file: Arc<Mutex<File>>,
+    lines: tokio::sync::mpsc::Sender<Vec<u8>>,
     attribute_values: bool,
 }
 
@@ -38,9 +44,9 @@ pub struct AcsTrace {
 }
 
 impl TraceLog {
-    /// Opens (creating, mode 0600) the trace file for appending.
+    /// Opens (creating) the trace file for appending, mode 0600, and starts its writer.
     pub fn open(path: &Path, attribute_values: bool) -> std::io::Result<TraceLog> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -48,10 +54,24 @@ impl TraceLog {
             .append(true)
             .create(true)
             .mode(0o600)
+            // Never through a symbolic link.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
+        // An existing file keeps its mode on open: make it private now.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let (lines, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
+        let shown = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut file: File = file;
+            while let Some(line) = queue.blocking_recv() {
+                if let Err(e) = file.write_all(&line) {
+                    tracing::warn!(path = %shown.display(), error = %e, "could not write a login trace");
+                }
+            }
+        });
         Ok(TraceLog {
             path: path.to_path_buf(),
-            file: Arc::new(Mutex::new(file)),
+            lines,
             attribute_values,
         })
     }
@@ -62,16 +82,8 @@ impl TraceLog {
             return;
         };
         bytes.push(b'\n');
-        let file = self.file.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let file = file
-                .lock()
-                .map_err(|_| std::io::Error::other("trace file lock poisoned"))?;
-            (&*file).write_all(&bytes)
-        })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
-            tracing::warn!(path = %self.path.display(), "could not write a login trace");
+        if self.lines.try_send(bytes).is_err() {
+            tracing::warn!(path = %self.path.display(), "login trace queue full; a line was dropped");
         }
     }
 
@@ -124,9 +136,22 @@ impl TraceLog {
             "reference": reference,
             "request_id": attempt.request_id,
             "checks": checks,
-            "xml": xml.as_deref().map(|x| redact(x, self.attribute_values)
-                .unwrap_or_else(|| "[not XML]".into())),
+            "xml": xml.as_deref().map(|x| cut(redact(x, self.attribute_values)
+                .unwrap_or_else(|| "[not XML]".into()))),
         }))
         .await;
     }
+}
+
+/// `text` cut at [`MAX_TRACED_XML_BYTES`] (on a character boundary), marked when cut.
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_TRACED_XML_BYTES {
+        let mut end = MAX_TRACED_XML_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("[cut]");
+    }
+    text
 }

@@ -241,33 +241,42 @@ pub fn diagnose(xml: &str, expect: &Expectations<'_>) -> Diagnosis {
 pub fn redact(xml: &str, keep_attribute_values: bool) -> Option<String> {
     let mut reader = Reader::from_str(xml);
     let mut writer = Writer::new(Vec::new());
-    // The local name of the element whose text is being replaced, if any.
-    let mut hiding: Option<String> = None;
+    // While inside an element whose content is replaced: its depth and placeholder. Nothing
+    // is written until the depth is back at that element's own end tag.
+    let mut hiding: Option<(usize, &'static str)> = None;
+    let mut depth = 0usize;
     loop {
         let event = reader.read_event().ok()?;
         match &event {
             Event::Start(start) => {
-                let local = start.local_name().into_inner().to_string();
-                let hide = matches!(
-                    local.as_str(),
-                    "SignatureValue" | "X509Certificate" | "CipherValue"
-                ) || (!keep_attribute_values && local == "AttributeValue");
-                writer.write_event(event.borrow()).ok()?;
-                if hide && hiding.is_none() {
-                    hiding = Some(local);
+                depth += 1;
+                if hiding.is_some() {
+                    continue;
                 }
+                let local = start.local_name().into_inner().to_string();
+                let placeholder = match local.as_str() {
+                    "SignatureValue" | "CipherValue" => Some("[redacted]"),
+                    "X509Certificate" => Some("[certificate]"),
+                    "AttributeValue" if !keep_attribute_values => Some("[value]"),
+                    _ => None,
+                };
+                writer.write_event(event.borrow()).ok()?;
+                hiding = placeholder.map(|p| (depth, p));
                 continue;
             }
-            Event::End(end) if hiding.as_deref() == Some(end.local_name().into_inner()) => {
-                let placeholder = match hiding.as_deref() {
-                    Some("AttributeValue") => "[value]",
-                    Some("X509Certificate") => "[certificate]",
-                    _ => "[redacted]",
-                };
-                writer
-                    .write_event(Event::Text(BytesText::new(placeholder)))
-                    .ok()?;
-                hiding = None;
+            Event::End(_) => {
+                let closing = depth;
+                depth = depth.checked_sub(1)?;
+                match hiding {
+                    Some((level, placeholder)) if level == closing => {
+                        writer
+                            .write_event(Event::Text(BytesText::new(placeholder)))
+                            .ok()?;
+                        hiding = None;
+                    }
+                    Some(_) => continue,
+                    None => {}
+                }
             }
             Event::Eof => break,
             _ if hiding.is_some() => continue,
@@ -331,5 +340,19 @@ mod tests {
         let kept = redact(RESPONSE, true).unwrap();
         assert!(kept.contains("alice@example.com") && !kept.contains("c2VjcmV0"));
         assert!(redact("<a><b></a>", false).is_none());
+        // Nested elements, prefixes and CDATA inside a hidden element stay hidden.
+        let tricky = r#"<a xmlns:x="urn:x"><AttributeValue><x:AttributeValue q="SECRET1">a</x:AttributeValue>SECRET2<![CDATA[SECRET3]]><NameID NameQualifier="SECRET4"/></AttributeValue><CipherValue>SECRET5</CipherValue><X509Certificate>SECRET6</X509Certificate><b>shown</b></a>"#;
+        let hidden = redact(tricky, false).unwrap();
+        assert!(!hidden.contains("SECRET"), "{hidden}");
+        assert!(
+            hidden.contains("<AttributeValue>[value]</AttributeValue>"),
+            "{hidden}"
+        );
+        assert!(
+            hidden.contains("<CipherValue>[redacted]</CipherValue>"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("<b>shown</b>"), "{hidden}");
+        assert!(crate::xml::parse(&hidden).is_ok(), "{hidden}");
     }
 }

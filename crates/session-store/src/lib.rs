@@ -20,6 +20,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod cache;
 mod memory;
 mod record;
 mod redis;

@@ -45,6 +45,7 @@
 //! newer replica may be writing it during a rolling upgrade). Every Redis error is
 //! [`StoreError::Unavailable`]; the connection manager reconnects on the next request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -52,6 +53,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cache::{SessionCache, CACHE_TTL};
 use crate::record::SESSION_VERSION;
 use crate::{
     EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
@@ -102,6 +104,8 @@ pub struct RedisStore {
     connection: ConnectionManager,
     namespace: String,
     timeouts: SessionTimeouts,
+    /// Records read recently, dropped when any replica ends their session.
+    cache: Arc<SessionCache>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -144,7 +148,19 @@ impl RedisStore {
         sp_entity_id: &str,
         timeouts: SessionTimeouts,
     ) -> Result<RedisStore, RedisConnectError> {
+        Self::connect_with_cache(url, sp_entity_id, timeouts, CACHE_TTL).await
+    }
+
+    /// [`RedisStore::connect`] with the session cache's entries living `cache_ttl`
+    /// (see [`crate::cache`]); zero switches the cache off.
+    pub async fn connect_with_cache(
+        url: &str,
+        sp_entity_id: &str,
+        timeouts: SessionTimeouts,
+        cache_ttl: Duration,
+    ) -> Result<RedisStore, RedisConnectError> {
         let client = open_client(url)?;
+        let subscriber = client.clone();
         let address = describe(&client);
         let password = client.get_connection_info().redis.password.clone();
         let unreachable = |e: redis::RedisError| RedisConnectError::Unreachable {
@@ -164,11 +180,31 @@ impl RedisStore {
             .query_async::<()>(&mut connection)
             .await
             .map_err(unreachable)?;
+        let namespace = namespace_for(sp_entity_id);
+        let cache = if cache_ttl.is_zero() {
+            Arc::new(SessionCache::default())
+        } else {
+            let cache = SessionCache::new(cache_ttl);
+            follow_invalidations(subscriber, invalidation_channel(&namespace), cache.clone());
+            cache
+        };
         Ok(RedisStore {
             connection,
-            namespace: namespace_for(sp_entity_id),
+            namespace,
             timeouts,
+            cache,
         })
+    }
+
+    fn channel(&self) -> String {
+        invalidation_channel(&self.namespace)
+    }
+
+    /// Drops the cached records of the sessions a script answered with (`hash, record, ...`).
+    fn forget_pairs(&self, flat: &[Vec<u8>]) {
+        for pair in flat.chunks_exact(2) {
+            self.cache.remove(&String::from_utf8_lossy(&pair[0]));
+        }
     }
 
     /// The key prefix of this deployment, `saml-gw:{16 hex digits}`.
@@ -244,6 +280,7 @@ impl RedisStore {
             for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
               local v = end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \
               if v then \
+                redis.call('PUBLISH', ARGV[5], h) \
                 table.insert(out, h) \
                 table.insert(out, v) \
               end \
@@ -262,9 +299,11 @@ impl RedisStore {
             .arg(format!("{}:ended:", self.namespace))
             .arg(reason.code())
             .arg(END_MARKER_SECS)
+            .arg(self.channel())
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
+        self.forget_pairs(&flat);
         Ok(self.live_pairs(&flat, now))
     }
 
@@ -441,6 +480,39 @@ fn expiry(seconds: i64) -> u64 {
     u64::try_from(seconds.max(1)).unwrap_or(1)
 }
 
+/// The pub/sub channel on which every end of a session of this deployment is announced.
+fn invalidation_channel(namespace: &str) -> String {
+    format!("{namespace}:invalidate")
+}
+
+/// Keeps `cache` in step with the invalidation channel for as long as the store lives: while
+/// subscribed, each announced session hash is dropped; while not, the cache is off and empty.
+fn follow_invalidations(client: redis::Client, channel: String, cache: Arc<SessionCache>) {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        // The store (every clone of it) holds the other references; when they are gone, stop.
+        while Arc::strong_count(&cache) > 1 {
+            if let Ok(mut pubsub) = client.get_async_pubsub().await {
+                if pubsub.subscribe(&channel).await.is_ok() {
+                    cache.set_enabled(true);
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        if let Ok(hash) = message.get_payload::<String>() {
+                            cache.remove(&hash);
+                        }
+                    }
+                }
+                tracing::warn!(
+                    "session cache: the invalidation subscription to Redis was lost; every \
+                     request reads Redis until it is back"
+                );
+            }
+            cache.set_enabled(false);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|_| StoreError::Unavailable)
 }
@@ -509,10 +581,20 @@ impl Store for RedisStore {
 
     async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError> {
         let hash = sha256_hex(id.expose());
+        if let Some(mut record) = self.cache.get(&hash) {
+            // Served from memory while live and while its idle timeout needs no sliding.
+            if self.timeouts.is_live(&record, now)
+                && now.saturating_sub(record.last_seen) <= self.refresh_interval()
+            {
+                record.last_seen = now;
+                return Ok(SessionState::Live(record));
+            }
+        }
         let key = self.session_key(&hash);
         let mut record = match self.classify(self.look(&hash).await?, now) {
             SessionState::Live(record) => record,
             SessionState::Expired(record) => {
+                self.cache.remove(&hash);
                 // Of every lookup on every replica, only the one whose DEL removes the key
                 // reports the expiry.
                 let mut c = self.connection.clone();
@@ -548,9 +630,12 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
             if written.is_none() {
+                self.cache.remove(&hash);
                 return Ok(SessionState::Gone);
             }
         }
+        // Cached as Redis holds it, so that the refresh rule keeps counting from the write.
+        self.cache.put(&hash, &record);
         record.last_seen = now;
         Ok(SessionState::Live(record))
     }
@@ -572,9 +657,12 @@ impl Store for RedisStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         const SCRIPT: &str = concat!(
             end_session_lua!(),
-            "return end_session(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+            "local v = end_session(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) \
+             if v then redis.call('PUBLISH', ARGV[3], ARGV[4]) end \
+             return v"
         );
         let hash = sha256_hex(id.expose());
+        self.cache.remove(&hash);
         let mut c = self.connection.clone();
         // One script: a watcher that no longer finds the record finds the reason, and no
         // failure can leave a removed session without its marker.
@@ -585,6 +673,8 @@ impl Store for RedisStore {
             .arg(self.ended_key(&hash))
             .arg(reason.code())
             .arg(END_MARKER_SECS)
+            .arg(self.channel())
+            .arg(&hash)
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -616,8 +706,8 @@ impl Store for RedisStore {
             end_session_lua!(),
             "local out = {} \
             local wanted = {} \
-            for i = 6, #ARGV do wanted[ARGV[i]] = true end \
-            local any = #ARGV < 6 \
+            for i = 7, #ARGV do wanted[ARGV[i]] = true end \
+            local any = #ARGV < 7 \
             for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
               local v = redis.call('GET', ARGV[1] .. h) \
               if not v then \
@@ -627,6 +717,7 @@ impl Store for RedisStore {
                 if ok and type(r) == 'table' and r.idp == ARGV[5] and (any or \
                     (type(r.session_index) == 'string' and wanted[r.session_index])) then \
                   end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \
+                  redis.call('PUBLISH', ARGV[6], h) \
                   redis.call('SREM', KEYS[1], h) \
                   table.insert(out, h) \
                   table.insert(out, v) \
@@ -644,11 +735,13 @@ impl Store for RedisStore {
             .arg(format!("{}:ended:", self.namespace))
             .arg(reason.code())
             .arg(END_MARKER_SECS)
-            .arg(idp);
+            .arg(idp)
+            .arg(self.channel());
         for index in session_indexes {
             cmd.arg(index);
         }
         let flat: Vec<Vec<u8>> = cmd.query_async(&mut c).await.map_err(unavailable)?;
+        self.forget_pairs(&flat);
         Ok(self.live_pairs(&flat, now))
     }
 

@@ -28,9 +28,14 @@ async fn store() -> RedisStore {
     store_for(&format!("https://sp.test/{}", random_token().unwrap())).await
 }
 
+/// A store without the session cache: these tests look at what Redis holds.
 async fn store_for(entity_id: &str) -> RedisStore {
+    store_with_cache(entity_id, Duration::ZERO).await
+}
+
+async fn store_with_cache(entity_id: &str, ttl: Duration) -> RedisStore {
     let url = redis_url();
-    match RedisStore::connect(&url, entity_id, TIMEOUTS).await {
+    match RedisStore::connect_with_cache(&url, entity_id, TIMEOUTS, ttl).await {
         Ok(s) => s,
         Err(e) => panic!(
             "these tests need a running redis-server at REDIS_URL (now {url}): {e}. \
@@ -354,6 +359,68 @@ async fn two_deployments_on_one_redis_see_nothing_of_each_other() {
 
     assert!(a.first_use_of_assertion("x", 600, 0).await.unwrap());
     assert!(b.first_use_of_assertion("x", 600, 0).await.unwrap());
+}
+
+/// Waits (up to 5 s) until `b` serves sessions from its cache: a record deleted behind its
+/// back (no announcement) is still served.
+async fn until_cache_serves(b: &RedisStore) {
+    let mut c = raw().await;
+    for _ in 0..50 {
+        let probe = b.create_session(record("probe"), 0).await.unwrap();
+        assert!(b.get_session(&probe, 1).await.unwrap().is_some());
+        let _: () = c.del(session_key(b, &probe)).await.unwrap();
+        if b.get_session(&probe, 1).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the session cache never came up");
+}
+
+/// Polls `check` for up to 5 s.
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..50 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_end_on_one_replica_empties_the_cache_of_the_others() {
+    // Entries would live a minute: only the announcement can make replica b forget them.
+    let entity = format!("https://sp.test/{}", random_token().unwrap());
+    let a = store_with_cache(&entity, Duration::from_secs(60)).await;
+    let b = store_with_cache(&entity, Duration::from_secs(60)).await;
+    until_cache_serves(&b).await;
+
+    let logout = a.create_session(record("alice"), 0).await.unwrap();
+    let revoked = a.create_session(record("bob"), 0).await.unwrap();
+    let slo = a.create_session(record("carol"), 0).await.unwrap();
+    for id in [&logout, &revoked, &slo] {
+        assert!(b.get_session(id, 1).await.unwrap().is_some());
+    }
+    a.delete_session(&logout, EndReason::Logout, 1)
+        .await
+        .unwrap();
+    a.revoke_sessions_of_user("bob", EndReason::Admin, 1)
+        .await
+        .unwrap();
+    a.end_sessions_of_subject("idp", "carol", &[], EndReason::Slo, 1)
+        .await
+        .unwrap();
+    for id in [&logout, &revoked, &slo] {
+        assert!(
+            eventually(|| async { b.get_session(id, 1).await.unwrap().is_none() }).await,
+            "replica b still serves an ended session"
+        );
+    }
+    // And the replica that ended them never serves them again.
+    for id in [&logout, &revoked, &slo] {
+        assert!(a.get_session(id, 1).await.unwrap().is_none());
+    }
 }
 
 #[tokio::test]
