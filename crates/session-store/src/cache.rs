@@ -4,16 +4,17 @@
 //! Every end of a session (logout, revocation, Single Logout, on any replica or by
 //! `saml-gateway sessions revoke`) is published on the deployment's invalidation channel from
 //! inside the Redis script that ends it, and each replica's subscriber drops the entry as the
-//! message arrives: a session ended elsewhere stops being served here within the pub/sub
-//! latency (milliseconds), and at the latest when its entry's [`CACHE_TTL`] runs out if a
-//! message were lost. The cache is used only while the subscription is up: when it drops, the
-//! cache is emptied and every request reads Redis until the subscriber is back. Liveness (idle
-//! and absolute timeouts) is still decided from the record at each request, and the idle
-//! timeout still slides in Redis at the refresh interval (a cached record older than that is
-//! read again and rewritten).
+//! message arrives: a session ended elsewhere normally stops being served here within the
+//! pub/sub delivery time. [`CACHE_TTL`], counted from the Redis read, bounds every other case
+//! (a lost message, a subscription that hangs without closing, a replica of an older version
+//! that does not publish). A record read before an invalidation arrived is never kept (the
+//! invalidation count, [`Ticket`]). The cache is used only while the subscription is up: when
+//! it drops, and again when it comes back, the cache is emptied. Liveness (idle and absolute
+//! timeouts) is still decided from the record at each request, and the idle timeout still
+//! slides in Redis at the refresh interval (a cached record older than that is read again).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,20 +22,31 @@ use crate::SessionRecord;
 
 /// How long a record read from Redis is served from memory at most.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
-/// Most records held; a full cache is emptied (the next requests read Redis again).
-const MAX_ENTRIES: usize = 100_000;
+/// Most records held; beyond it, expired entries are dropped, then all of them.
+const MAX_ENTRIES: usize = 50_000;
 
 /// Session records by session hash, with the time they were read.
 #[derive(Default)]
 pub(crate) struct SessionCache {
-    entries: Mutex<HashMap<String, (SessionRecord, Instant)>>,
-    /// True while the invalidation subscription is up.
+    entries: Mutex<HashMap<String, (Arc<SessionRecord>, Instant)>>,
+    /// True while the invalidation subscription is up (changed under the entries' lock).
     enabled: AtomicBool,
+    /// Counts invalidations (changed under the entries' lock).
+    epoch: AtomicU64,
     ttl: Option<Duration>,
 }
 
+/// Taken before a record is read from Redis: when, and how many invalidations had arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    epoch: u64,
+    at: Instant,
+}
+
+type Entries = HashMap<String, (Arc<SessionRecord>, Instant)>;
+
 impl SessionCache {
-    /// A cache whose entries live `ttl`.
+    /// A cache whose entries live `ttl` from their read.
     pub(crate) fn new(ttl: Duration) -> Arc<SessionCache> {
         Arc::new(SessionCache {
             ttl: Some(ttl),
@@ -42,7 +54,7 @@ impl SessionCache {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SessionRecord, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -52,42 +64,72 @@ impl SessionCache {
     /// being received.
     pub(crate) fn get(&self, hash: &str) -> Option<SessionRecord> {
         let ttl = self.ttl?;
-        if !self.enabled.load(Ordering::Acquire) {
-            return None;
-        }
-        let entries = self.lock();
-        let (record, read_at) = entries.get(hash)?;
-        (read_at.elapsed() < ttl).then(|| record.clone())
+        let found = {
+            let mut entries = self.lock();
+            if !self.enabled.load(Ordering::Acquire) {
+                return None;
+            }
+            match entries.get(hash) {
+                Some((record, read_at)) if read_at.elapsed() < ttl => Some(record.clone()),
+                Some(_) => {
+                    entries.remove(hash);
+                    None
+                }
+                None => None,
+            }
+        };
+        // The copy (groups and all) is made outside the lock.
+        found.map(|record| (*record).clone())
     }
 
-    /// Keeps `record` as just read (or written) from Redis.
-    pub(crate) fn put(&self, hash: &str, record: &SessionRecord) {
-        if self.ttl.is_none() || !self.enabled.load(Ordering::Acquire) {
+    /// The ticket to take before reading a record from Redis.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket {
+            epoch: self.epoch.load(Ordering::Acquire),
+            at: Instant::now(),
+        }
+    }
+
+    /// Keeps `record` as read (or written) from Redis after `ticket` was taken, unless an
+    /// invalidation arrived meanwhile (its session may have ended after the read).
+    pub(crate) fn put(&self, hash: &str, record: &SessionRecord, ticket: Ticket) {
+        let Some(ttl) = self.ttl else {
+            return;
+        };
+        let mut entries = self.lock();
+        if !self.enabled.load(Ordering::Acquire)
+            || self.epoch.load(Ordering::Acquire) != ticket.epoch
+        {
             return;
         }
-        let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+            entries.retain(|_, (_, read_at)| read_at.elapsed() < ttl);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
         }
-        entries.insert(hash.to_string(), (record.clone(), Instant::now()));
+        entries.insert(hash.to_string(), (Arc::new(record.clone()), ticket.at));
     }
 
     /// Forgets `hash` (its session ended, or its record changed).
     pub(crate) fn remove(&self, hash: &str) {
-        self.lock().remove(hash);
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.remove(hash);
     }
 
-    /// Switches serving from the cache on (the subscription is up) or off (it is down, so
-    /// entries could be stale: they are dropped).
+    /// Switches serving from the cache on (the subscription is up) or off (it is down). Either
+    /// way the entries are dropped: messages may have been missed before.
     pub(crate) fn set_enabled(&self, on: bool) {
-        if !on {
-            self.lock().clear();
-        }
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
         self.enabled.store(on, Ordering::Release);
-        if !on {
-            // An entry put between the clear and the store above is dropped too.
-            self.lock().clear();
-        }
+    }
+
+    /// Whether serving from the cache is on.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
     }
 }
 
@@ -107,22 +149,44 @@ mod tests {
     #[test]
     fn serves_only_while_enabled_and_fresh() {
         let cache = SessionCache::new(Duration::from_millis(200));
-        cache.put("h", &record());
+        cache.put("h", &record(), cache.ticket());
         assert!(cache.get("h").is_none(), "not enabled yet");
         cache.set_enabled(true);
-        cache.put("h", &record());
+        cache.put("h", &record(), cache.ticket());
         assert!(cache.get("h").is_some());
         cache.remove("h");
         assert!(cache.get("h").is_none());
-        cache.put("h", &record());
-        cache.set_enabled(false);
+        cache.put("h", &record(), cache.ticket());
         cache.set_enabled(true);
+        assert!(cache.get("h").is_none(), "a new subscription starts empty");
+        cache.put("h", &record(), cache.ticket());
+        cache.set_enabled(false);
+        assert!(cache.get("h").is_none(), "no subscription, no cache");
+        cache.set_enabled(true);
+        let ticket = cache.ticket();
+        std::thread::sleep(Duration::from_millis(250));
+        cache.put("h", &record(), ticket);
         assert!(
             cache.get("h").is_none(),
-            "a dropped subscription empties the cache"
+            "entries expire counting from the read"
         );
-        cache.put("h", &record());
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(cache.get("h").is_none(), "entries expire");
+    }
+
+    #[test]
+    fn a_record_read_before_an_invalidation_is_not_kept() {
+        let cache = SessionCache::new(Duration::from_secs(60));
+        cache.set_enabled(true);
+        // use_session takes the ticket, reads Redis; meanwhile the session ends elsewhere.
+        let before_read = cache.ticket();
+        cache.remove("h");
+        cache.put("h", &record(), before_read);
+        assert!(cache.get("h").is_none());
+        // An invalidation of another session also discards it: no harm, one more read.
+        let before_read = cache.ticket();
+        cache.remove("other");
+        cache.put("h", &record(), before_read);
+        assert!(cache.get("h").is_none());
+        cache.put("h", &record(), cache.ticket());
+        assert!(cache.get("h").is_some());
     }
 }

@@ -280,7 +280,7 @@ impl RedisStore {
             for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
               local v = end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \
               if v then \
-                redis.call('PUBLISH', ARGV[5], h) \
+                redis.pcall('PUBLISH', ARGV[5], h) \
                 table.insert(out, h) \
                 table.insert(out, v) \
               end \
@@ -487,27 +487,61 @@ fn invalidation_channel(namespace: &str) -> String {
 
 /// Keeps `cache` in step with the invalidation channel for as long as the store lives: while
 /// subscribed, each announced session hash is dropped; while not, the cache is off and empty.
+/// The announcements are published with `pcall`, so a Redis that refuses them still ends the
+/// sessions (the cache then relies on its TTL).
 fn follow_invalidations(client: redis::Client, channel: String, cache: Arc<SessionCache>) {
     use futures_util::StreamExt;
+    let weak = Arc::downgrade(&cache);
+    drop(cache);
     tokio::spawn(async move {
-        // The store (every clone of it) holds the other references; when they are gone, stop.
-        while Arc::strong_count(&cache) > 1 {
-            if let Ok(mut pubsub) = client.get_async_pubsub().await {
+        let mut warned = false;
+        loop {
+            // Every store is gone: stop.
+            if weak.strong_count() == 0 {
+                return;
+            }
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await;
+            if let Ok(Ok(mut pubsub)) = connected {
                 if pubsub.subscribe(&channel).await.is_ok() {
-                    cache.set_enabled(true);
+                    match weak.upgrade() {
+                        Some(cache) => cache.set_enabled(true),
+                        None => return,
+                    }
+                    if warned {
+                        tracing::info!("session cache: the invalidation subscription is back");
+                        warned = false;
+                    }
                     let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        if let Ok(hash) = message.get_payload::<String>() {
-                            cache.remove(&hash);
+                    let mut check = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        tokio::select! {
+                            message = messages.next() => {
+                                let Some(message) = message else { break };
+                                let Some(cache) = weak.upgrade() else { return };
+                                if let Ok(hash) = message.get_payload::<String>() {
+                                    cache.remove(&hash);
+                                }
+                            }
+                            _ = check.tick() => {
+                                if weak.strong_count() == 0 {
+                                    return;
+                                }
+                            }
                         }
                     }
                 }
-                tracing::warn!(
-                    "session cache: the invalidation subscription to Redis was lost; every \
-                     request reads Redis until it is back"
-                );
             }
-            cache.set_enabled(false);
+            if let Some(cache) = weak.upgrade() {
+                let was_on = cache.is_enabled();
+                cache.set_enabled(false);
+                if was_on || !warned {
+                    tracing::warn!(
+                        "session cache: no invalidation subscription to Redis; every request \
+                         reads Redis until it is back"
+                    );
+                    warned = true;
+                }
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -591,6 +625,7 @@ impl Store for RedisStore {
             }
         }
         let key = self.session_key(&hash);
+        let ticket = self.cache.ticket();
         let mut record = match self.classify(self.look(&hash).await?, now) {
             SessionState::Live(record) => record,
             SessionState::Expired(record) => {
@@ -635,7 +670,7 @@ impl Store for RedisStore {
             }
         }
         // Cached as Redis holds it, so that the refresh rule keeps counting from the write.
-        self.cache.put(&hash, &record);
+        self.cache.put(&hash, &record, ticket);
         record.last_seen = now;
         Ok(SessionState::Live(record))
     }
@@ -658,7 +693,7 @@ impl Store for RedisStore {
         const SCRIPT: &str = concat!(
             end_session_lua!(),
             "local v = end_session(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) \
-             if v then redis.call('PUBLISH', ARGV[3], ARGV[4]) end \
+             if v then redis.pcall('PUBLISH', ARGV[3], ARGV[4]) end \
              return v"
         );
         let hash = sha256_hex(id.expose());
@@ -717,7 +752,7 @@ impl Store for RedisStore {
                 if ok and type(r) == 'table' and r.idp == ARGV[5] and (any or \
                     (type(r.session_index) == 'string' and wanted[r.session_index])) then \
                   end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \
-                  redis.call('PUBLISH', ARGV[6], h) \
+                  redis.pcall('PUBLISH', ARGV[6], h) \
                   redis.call('SREM', KEYS[1], h) \
                   table.insert(out, h) \
                   table.insert(out, v) \
