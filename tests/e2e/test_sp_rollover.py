@@ -139,3 +139,12 @@ def test_half_a_next_pair_or_a_mismatched_one_stops_start_up(rollover):
         out = subprocess.run([binary, "check-config", "--config", config], capture_output=True,
                              text=True)
         assert out.returncode != 0 and says in out.stderr, (lines, out.stderr)
+    # Before the first start (no current pair yet), a bad next pair is found too.
+    text = rollover["base"].replace(f"  key_file: {old[0]}\n", f"  key_file: {work}/none.key\n")
+    text = text.replace(f"  cert_file: {old[1]}\n", f"  cert_file: {work}/none.crt\n"
+                        f"  next_key_file: {new[0]}\n  next_cert_file: {old[1]}\n")
+    config.write_text(text)
+    out = subprocess.run([binary, "check-config", "--config", config], capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "sp.next_cert_file" in out.stderr, out.stderr
+    assert not (work / "none.key").exists()

@@ -215,6 +215,16 @@ fn show(
             now,
         },
     ));
+    // An IdP-initiated response is judged as the ACS would: with its shorter maximum age.
+    let unsolicited;
+    let validator = if named.is_none() && config.idp.allow_unsolicited {
+        let mut v = validator.clone();
+        v.options.max_issue_age = config.idp.unsolicited_max_age;
+        unsolicited = v;
+        &unsolicited
+    } else {
+        validator
+    };
     match validator.validate_without_replay(value, named.as_deref(), now) {
         Ok(assertion) => {
             let mapping = &config.idp.attributes;

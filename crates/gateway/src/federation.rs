@@ -510,6 +510,11 @@ fn describe_change(old: &IdpMetadata, new: &IdpMetadata) -> Option<String> {
             "SLO URL now {}",
             new.slo_redirect_url.as_deref().unwrap_or("none")
         ));
+    } else if old.slo_response_url != new.slo_response_url {
+        parts.push(format!(
+            "SLO response URL now {}",
+            new.slo_response_url.as_deref().unwrap_or("none")
+        ));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
 }

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::{config, decode, federation, keys, server, session_admin, state};
 
@@ -161,6 +162,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                     "{}: sp.key_file and sp.cert_file do not exist yet; `serve` will generate them",
                     path.display()
                 );
+                // The next pair of a rollover is never generated: it must be right already.
+                if let Some((key, cert)) = &config.sp.next_key_pair {
+                    keys::load(key, cert, ["sp.next_key_file", "sp.next_cert_file"])
+                        .with_context(|| path.display().to_string())?;
+                }
             } else {
                 server::load_keys(&config)?;
             }
