@@ -40,17 +40,29 @@ impl Default for MemoryLimits {
 /// Most distinct group names kept for sharing; names beyond it are stored per session.
 const MAX_SHARED_NAMES: usize = 200_000;
 
-/// Group names shared by every session that has them: most users of a deployment are in the
-/// same few hundred groups, so a session then holds pointers instead of copies. Names no live
-/// session uses any more are dropped by the periodic purge.
+/// Most distinct group lists kept for sharing.
+const MAX_SHARED_LISTS: usize = 100_000;
+
+/// Group names and whole group lists shared by every session that has them: most users of a
+/// deployment are in the same few hundred groups, and people of one team often in the same
+/// set, so a session then holds one pointer instead of copies. Names and lists no live session
+/// uses any more are dropped by the periodic purge.
 #[derive(Default)]
 struct SharedNames {
     names: HashSet<Arc<str>>,
+    lists: HashSet<Groups>,
 }
 
 impl SharedNames {
     fn intern_all(&mut self, groups: &Groups) -> Groups {
-        groups.iter().map(|g| self.intern(g)).collect()
+        if let Some(shared) = self.lists.get(groups) {
+            return shared.clone();
+        }
+        let list: Groups = groups.iter().map(|g| self.intern(g)).collect();
+        if self.lists.len() < MAX_SHARED_LISTS {
+            self.lists.insert(list.clone());
+        }
+        list
     }
 
     fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
@@ -63,8 +75,9 @@ impl SharedNames {
         name.clone()
     }
 
-    /// Drops the names only this table still holds.
+    /// Drops the lists and names only this table still holds.
     fn purge(&mut self) {
+        self.lists.retain(|l| Arc::strong_count(l) > 1);
         self.names.retain(|n| Arc::strong_count(n) > 1);
     }
 }
@@ -557,5 +570,29 @@ mod tests {
             "one copy of `staff`"
         );
         assert_eq!(&*b.groups[0], "staff");
+    }
+
+    #[tokio::test]
+    async fn sessions_with_the_same_groups_share_the_list() {
+        let store = store(MemoryLimits::default());
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut r = record();
+            r.groups = crate::groups(["analytics", "staff"]);
+            ids.push(store.create_session(r, 1000).await.unwrap());
+        }
+        let mut lists = Vec::new();
+        for id in &ids {
+            let live = store.use_session(id, 1001).await.unwrap().into_live().unwrap();
+            lists.push(live.groups);
+        }
+        assert!(Arc::ptr_eq(&lists[0], &lists[1]), "one list for both sessions");
+        // Once no session has it, the purge forgets it.
+        drop(lists);
+        for id in &ids {
+            store.delete_session(id, EndReason::Logout, 1002).await.unwrap();
+        }
+        store.purge_expired(1002).unwrap();
+        assert!(store.lock().unwrap().names.lists.is_empty());
     }
 }
