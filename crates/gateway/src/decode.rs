@@ -58,7 +58,19 @@ pub fn requests_in(text: &str) -> Vec<String> {
             if let Some(url) = entry["request"]["url"].as_str() {
                 found.extend(from_query(url));
             }
-            if let Some(body) = entry["request"]["postData"]["text"].as_str() {
+            let post = &entry["request"]["postData"];
+            let params: Vec<String> = post["params"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["name"] == "SAMLRequest")
+                        .filter_map(|p| p["value"].as_str().map(form_decode))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !params.is_empty() {
+                found.extend(params);
+            } else if let Some(body) = post["text"].as_str() {
                 found.extend(from_query(body));
             }
         }
@@ -315,9 +327,11 @@ mod tests {
         assert!(responses_in(url).is_empty());
         let har = r#"{"log":{"entries":[
             {"request":{"method":"GET","url":"https://idp/sso?SAMLRequest=QUFB&SigAlg=x"}},
-            {"request":{"method":"POST","url":"https://idp/sso","postData":{"text":"SAMLRequest=QkJC"}}}
+            {"request":{"method":"POST","url":"https://idp/sso","postData":{"text":"SAMLRequest=QkJC"}}},
+            {"request":{"method":"POST","url":"https://idp/sso","postData":{"params":[
+                {"name":"SAMLRequest","value":"Q0ND"}]}}}
         ]}}"#;
-        assert_eq!(requests_in(har), ["QUFB", "QkJC"]);
+        assert_eq!(requests_in(har), ["QUFB", "QkJC", "Q0ND"]);
         assert!(requests_in("PHNhbWw+").is_empty());
     }
 }

@@ -583,14 +583,25 @@ mod tests {
         }
         let mut lists = Vec::new();
         for id in &ids {
-            let live = store.use_session(id, 1001).await.unwrap().into_live().unwrap();
+            let live = store
+                .use_session(id, 1001)
+                .await
+                .unwrap()
+                .into_live()
+                .unwrap();
             lists.push(live.groups);
         }
-        assert!(Arc::ptr_eq(&lists[0], &lists[1]), "one list for both sessions");
+        assert!(
+            Arc::ptr_eq(&lists[0], &lists[1]),
+            "one list for both sessions"
+        );
         // Once no session has it, the purge forgets it.
         drop(lists);
         for id in &ids {
-            store.delete_session(id, EndReason::Logout, 1002).await.unwrap();
+            store
+                .delete_session(id, EndReason::Logout, 1002)
+                .await
+                .unwrap();
         }
         store.purge_expired(1002).unwrap();
         assert!(store.lock().unwrap().names.lists.is_empty());
