@@ -511,7 +511,7 @@ fn follow_invalidations(client: redis::Client, channel: String, cache: Arc<Sessi
                         tracing::info!("session cache: the invalidation subscription is back");
                         warned = false;
                     }
-                    let mut messages = pubsub.on_message();
+                    let (mut sink, mut messages) = pubsub.split();
                     let mut check = tokio::time::interval(Duration::from_secs(5));
                     loop {
                         tokio::select! {
@@ -525,6 +525,16 @@ fn follow_invalidations(client: redis::Client, channel: String, cache: Arc<Sessi
                             _ = check.tick() => {
                                 if weak.strong_count() == 0 {
                                     return;
+                                }
+                                // A connection that hangs without closing would lose
+                                // announcements unseen: it must answer a ping.
+                                let pong = tokio::time::timeout(
+                                    RESPONSE_TIMEOUT,
+                                    sink.ping::<redis::Value>(),
+                                )
+                                .await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    break;
                                 }
                             }
                         }

@@ -646,3 +646,15 @@ async fn connect_errors_name_the_server_and_never_the_password() {
     assert!(matches!(e, RedisConnectError::InvalidUrl(_)));
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
+
+#[tokio::test]
+async fn a_subscribed_connection_answers_pings() {
+    // The session cache's subscriber pings its connection to find one that hangs; a
+    // subscribed connection must answer.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("saml-gw:test:invalidate").await.unwrap();
+    let (mut sink, _messages) = pubsub.split();
+    let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
+    assert!(matches!(pong, Ok(Ok(_))), "{pong:?}");
+}
