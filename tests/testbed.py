@@ -26,6 +26,7 @@ import argparse
 import atexit
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -60,11 +61,36 @@ class StartError(RuntimeError):
     """A service did not come up; the message ends with the tail of its log."""
 
 
+_handed_out = set()
+
+
+def _ephemeral_low():
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, never handed out twice in a run.
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out for `bind(0)` is
+    also one it may give an outgoing connection (to Redis, an upstream, the IdP) before the
+    service that was meant to listen on it starts, which then fails with "port not available".
+    """
+    low = _ephemeral_low()
+    for _ in range(2000):
+        port = random.randint(15000, max(15001, low - 1))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free TCP port found below the ephemeral range")
 
 
 def http_get(url, timeout=2.0):
