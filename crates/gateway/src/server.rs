@@ -210,7 +210,7 @@ async fn reload_on_hangup(state: SharedState) {
             event: Some(crate::audit::Event::RoutesReloaded),
             ..crate::audit::Record::default()
         };
-        match Config::load(&state.config.file) {
+        let outcome = match Config::load(&state.config.file) {
             Ok(new) => {
                 let count = new.routes.routes().len();
                 // A metadata file is read again with the routes (a rollover by hand); a
@@ -236,23 +236,28 @@ async fn reload_on_hangup(state: SharedState) {
                 // entry names its table); clearing only frees their memory.
                 state.routes.store(Arc::new(new.routes));
                 state.identities.clear();
-                tracing::info!(
-                    routes = count,
-                    "reloaded routes and paths from the config file; other settings take effect \
-                     at the next restart"
-                );
                 record.detail = Some(format!("{count} routes"));
+                Ok(count)
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload refused; the routes in force stay");
                 // The message can quote a value of the file, and a value may come from
                 // `${ENV}` (a secret): the durable record names only where the problem is.
                 record.reason = Some("config_invalid".into());
                 record.detail = Some(format!("{}: {}", e.file.display(), e.key));
+                Err(e)
             }
-        }
+        };
         if let Err(e) = state.audit.record(record).await {
             tracing::error!(error = %e, "audit log write failed for a reload");
+        }
+        // Logged once the audit record is written: the line marks the reload as done.
+        match outcome {
+            Ok(count) => tracing::info!(
+                routes = count,
+                "reloaded routes and paths from the config file; other settings take effect at \
+                 the next restart"
+            ),
+            Err(e) => tracing::error!(error = %e, "reload refused; the routes in force stay"),
         }
     }
 }
