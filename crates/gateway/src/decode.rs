@@ -26,10 +26,10 @@ const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 pub fn responses_in(text: &str) -> Vec<String> {
     let text = text.trim();
     if let Ok(har) = serde_json::from_str::<serde_json::Value>(text) {
-        return from_har(&har);
+        return from_har(&har, "SAMLResponse", false);
     }
     if text.contains("SAMLResponse=") {
-        return form_values(text);
+        return form_values(text, "SAMLResponse");
     }
     if text.contains("SAMLRequest=") {
         return Vec::new();
@@ -41,43 +41,11 @@ pub fn responses_in(text: &str) -> Vec<String> {
 /// HAR file (the query of each request URL and each POST body, in order).
 pub fn requests_in(text: &str) -> Vec<String> {
     let text = text.trim();
-    let from_query = |q: &str| -> Vec<String> {
-        let q = q.split_once('?').map_or(q, |(_, query)| query);
-        url::form_urlencoded::parse(q.as_bytes())
-            .filter(|(k, _)| k == "SAMLRequest")
-            .map(|(_, v)| v.into_owned())
-            .collect()
-    };
     if let Ok(har) = serde_json::from_str::<serde_json::Value>(text) {
-        let entries = har["log"]["entries"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut found = Vec::new();
-        for entry in entries {
-            if let Some(url) = entry["request"]["url"].as_str() {
-                found.extend(from_query(url));
-            }
-            let post = &entry["request"]["postData"];
-            let params: Vec<String> = post["params"]
-                .as_array()
-                .map(|ps| {
-                    ps.iter()
-                        .filter(|p| p["name"] == "SAMLRequest")
-                        .filter_map(|p| p["value"].as_str().map(form_decode))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !params.is_empty() {
-                found.extend(params);
-            } else if let Some(body) = post["text"].as_str() {
-                found.extend(from_query(body));
-            }
-        }
-        return found;
+        return from_har(&har, "SAMLRequest", true);
     }
     if text.contains("SAMLRequest=") {
-        return from_query(text);
+        return form_values(text, "SAMLRequest");
     }
     Vec::new()
 }
@@ -100,26 +68,35 @@ fn form_decode(value: &str) -> String {
     }
 }
 
-fn form_values(body: &str) -> Vec<String> {
-    url::form_urlencoded::parse(body.as_bytes())
-        .filter(|(k, _)| k == "SAMLResponse")
+/// The values of the form field `name` in `body` (a form body, or a URL whose query is one).
+fn form_values(body: &str, name: &str) -> Vec<String> {
+    let query = body.split_once('?').map_or(body, |(_, query)| query);
+    url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
         .collect()
 }
 
-fn from_har(har: &serde_json::Value) -> Vec<String> {
+/// The values of the field `name` in a HAR file, in order: each POST's form params (or, without
+/// params, its body) and, with `in_urls`, each request URL's query.
+fn from_har(har: &serde_json::Value, name: &str, in_urls: bool) -> Vec<String> {
     let entries = har["log"]["entries"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     let mut found = Vec::new();
     for entry in entries {
+        if in_urls {
+            if let Some(url) = entry["request"]["url"].as_str() {
+                found.extend(form_values(url, name));
+            }
+        }
         let post = &entry["request"]["postData"];
         let params: Vec<String> = post["params"]
             .as_array()
             .map(|ps| {
                 ps.iter()
-                    .filter(|p| p["name"] == "SAMLResponse")
+                    .filter(|p| p["name"] == name)
                     .filter_map(|p| p["value"].as_str().map(form_decode))
                     .collect()
             })
@@ -127,7 +104,7 @@ fn from_har(har: &serde_json::Value) -> Vec<String> {
         if !params.is_empty() {
             found.extend(params);
         } else if let Some(body) = post["text"].as_str() {
-            found.extend(form_values(body));
+            found.extend(form_values(body, name));
         }
     }
     found

@@ -116,20 +116,12 @@ pub async fn redirect_binding(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    // Every parameter once, by its decoded name (the signature check refuses the same).
-    let mut kind = None;
-    let mut relay_state = None;
-    let mut seen = std::collections::HashSet::new();
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if !seen.insert(name.clone()) {
-            return refused(&state, peer, &headers, "duplicate_parameter", None).await;
-        }
-        match name.as_ref() {
-            "SAMLRequest" | "SAMLResponse" if kind.is_none() => kind = Some(name.into_owned()),
-            "RelayState" => relay_state = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+    let Some(MessageFields {
+        kind, relay_state, ..
+    }) = message_fields(query.as_bytes())
+    else {
+        return refused(&state, peer, &headers, "duplicate_parameter", None).await;
+    };
     let incoming = Incoming::Redirect(&query);
     dispatch(
         &state,
@@ -140,6 +132,41 @@ pub async fn redirect_binding(
         relay_state,
     )
     .await
+}
+
+/// The fields of a logout message's query or form body.
+struct MessageFields {
+    /// `SAMLRequest` or `SAMLResponse`, whichever comes first.
+    kind: Option<String>,
+    /// Its value.
+    message: Option<String>,
+    /// `RelayState`.
+    relay_state: Option<String>,
+}
+
+/// Reads a query or form body; `None` when a parameter appears twice (by its decoded name,
+/// as the signature check also refuses).
+fn message_fields(form: &[u8]) -> Option<MessageFields> {
+    let mut fields = MessageFields {
+        kind: None,
+        message: None,
+        relay_state: None,
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in url::form_urlencoded::parse(form) {
+        if !seen.insert(name.clone()) {
+            return None;
+        }
+        match name.as_ref() {
+            "SAMLRequest" | "SAMLResponse" if fields.kind.is_none() => {
+                fields.kind = Some(name.into_owned());
+                fields.message = Some(value.into_owned());
+            }
+            "RelayState" => fields.relay_state = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    Some(fields)
 }
 
 /// `POST /saml/slo`: an IdP's LogoutRequest or LogoutResponse over HTTP-POST.
@@ -155,23 +182,14 @@ pub async fn post_binding(
         Ok(Err(_)) => return refused(&state, peer, &headers, "message_too_large", None).await,
         Err(_) => return refused(&state, peer, &headers, "request_timeout", None).await,
     };
-    let mut kind = None;
-    let mut message = None;
-    let mut relay_state = None;
-    let mut seen = std::collections::HashSet::new();
-    for (name, value) in url::form_urlencoded::parse(&bytes) {
-        if !seen.insert(name.clone()) {
-            return refused(&state, peer, &headers, "duplicate_parameter", None).await;
-        }
-        match name.as_ref() {
-            "SAMLRequest" | "SAMLResponse" if kind.is_none() => {
-                kind = Some(name.into_owned());
-                message = Some(value.into_owned());
-            }
-            "RelayState" => relay_state = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+    let Some(MessageFields {
+        kind,
+        message,
+        relay_state,
+    }) = message_fields(&bytes)
+    else {
+        return refused(&state, peer, &headers, "duplicate_parameter", None).await;
+    };
     let message = message.unwrap_or_default();
     let incoming = Incoming::Post {
         message: &message,
