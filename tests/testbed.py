@@ -135,6 +135,28 @@ class AuditReader:
             return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
 
+class OwnGateway(AuditReader):
+    """A test module's own gateway (`self.gateway`) with its work folder `self.work`, where its
+    audit log is."""
+
+    @property
+    def audit_path(self):
+        return self.work / "audit.jsonl"
+
+    @property
+    def url(self):
+        """The gateway's base URL."""
+        return self.gateway.base_url
+
+
+def fresh_work(bed_work, name):
+    """An empty folder beside the test run's folder `bed_work`, for one module's services."""
+    work = Path(bed_work).parent / (Path(bed_work).name + "-" + name)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
 class Service:
     """One child process in its own process group, with a log file in `work`."""
 

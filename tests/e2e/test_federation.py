@@ -21,7 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import testbed
-from conftest import ARTIFACTS
 from flows import login, login_until_acs, new_client, post_to_acs, run_app, cookie_header
 
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
@@ -136,7 +135,7 @@ def xmlsec_sign(text, key, cert, work):
     return out.stdout.decode()
 
 
-class Federation(testbed.AuditReader):
+class Federation(testbed.OwnGateway):
     """An IdP, a metadata server and a gateway that follows the server's document."""
 
     def __init__(self, work, streamlit_port, gateway_bin, signer=None):
@@ -158,14 +157,6 @@ class Federation(testbed.AuditReader):
         self.streamlit_port = streamlit_port
         self.gateway_bin = gateway_bin
         self.gateway = None
-
-    @property
-    def audit_path(self):
-        return self.work / "audit.jsonl"
-
-    @property
-    def url(self):
-        return self.gateway.base_url
 
     def document(self, cert_pems, **kw):
         text = compose(self.idp_xml, cert_pems, **kw)
@@ -258,9 +249,7 @@ def logs_in(fed, user="alice", password="alice-pass"):
 
 @pytest.fixture(scope="module")
 def fed(bed):
-    work = ARTIFACTS / (bed.work.name + "-federation")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = testbed.fresh_work(bed.work, "federation")
     f = Federation(work, bed.streamlit.port, bed.gateway.binary)
     try:
         yield f.start_gateway()
@@ -278,8 +267,8 @@ def test_start_up_fetches_the_url_and_keeps_a_copy(fed):
     ok, r = logs_in(fed)
     assert ok, r.text
     metrics = fed.metrics()
-    assert 'saml_gateway_idp_metadata_refresh_total{result="success"}' in metrics
-    assert f'saml_gateway_idp_certificate_expiry_timestamp_seconds{{fingerprint="{fingerprint(fed.key_a[2])}"}}' in metrics
+    assert 'saml_gateway_idp_metadata_refresh_total{idp="default",result="success"}' in metrics
+    assert f'saml_gateway_idp_certificate_expiry_timestamp_seconds{{idp="default",fingerprint="{fingerprint(fed.key_a[2])}"}}' in metrics
     assert 'saml_gateway_audit_records_total{event="login_success",reason=""}' in metrics
 
 
@@ -411,9 +400,7 @@ def test_start_up_without_the_url_uses_the_backing_copy(fed):
 
 @pytest.fixture(scope="module")
 def signed_fed(bed):
-    work = ARTIFACTS / (bed.work.name + "-federation-signed")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = testbed.fresh_work(bed.work, "federation-signed")
     signer = new_key(work / "metadata-signer")
     f = Federation(work, bed.streamlit.port, bed.gateway.binary, signer=signer)
     f.other_signer = new_key(work / "other-signer")
@@ -491,9 +478,7 @@ def test_https_metadata_is_fetched_with_the_trusted_cas_only(fed):
 def test_extra_signing_certs_are_trusted_beside_the_metadata(bed):
     """An IdP that publishes only its active certificate (Okta, Auth0, Google): the next one,
     configured as idp.extra_signing_certs, verifies logins before any metadata carries it."""
-    work = ARTIFACTS / (bed.work.name + "-federation-extra")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = testbed.fresh_work(bed.work, "federation-extra")
     f = Federation(work, bed.streamlit.port, bed.gateway.binary)
     try:
         f.start_gateway(f"  extra_signing_certs: {f.key_b[1]}\n")

@@ -9,7 +9,6 @@ WebSockets) and answers with a signed LogoutResponse.
 """
 
 import base64
-import shutil
 import subprocess
 import time
 import zlib
@@ -19,14 +18,13 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 import pytest
 
 import testbed
-from conftest import ARTIFACTS
 from deploy import logout, seconds_until_closed
 from flows import NAVIGATE, cookie_header, forms, login, new_client, open_stream
 
 SLO_PATH = "/saml2/idp/SingleLogoutService.php"
 
 
-class SloBed(testbed.AuditReader):
+class SloBed(testbed.OwnGateway):
     """An IdP that speaks signed Single Logout with one gateway."""
 
     def __init__(self, work, streamlit_port, gateway_bin, extra_idp=""):
@@ -42,23 +40,13 @@ class SloBed(testbed.AuditReader):
         text = text.replace("idp:\n", "idp:\n" + extra_idp, 1)
         self.gateway = testbed.Gateway(gateway_bin, text, work).start()
 
-    @property
-    def audit_path(self):
-        return self.work / "audit.jsonl"
-
-    @property
-    def url(self):
-        return self.gateway.base_url
-
     def stop(self):
         self.gateway.stop()
         self.idp.stop()
 
 
 def make_bed(bed, name, extra_idp=""):
-    work = ARTIFACTS / (bed.work.name + "-" + name)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = testbed.fresh_work(bed.work, name)
     return SloBed(work, bed.streamlit.port, bed.gateway.binary, extra_idp)
 
 

@@ -6,14 +6,12 @@ SimpleSAMLphp starts an IdP-initiated login at `SSOService.php?spentityid=SP&Rel
 Response without InResponseTo to the ACS.
 """
 
-import shutil
 import time
 from urllib.parse import quote
 
 import pytest
 
 import testbed
-from conftest import ARTIFACTS
 from flows import (cookie_header, forms, login, login_until_acs, new_client, post_to_acs,
                    run_app)
 
@@ -35,7 +33,7 @@ def idp_initiated(client, idp, sp_entity_id, relay_state, user="alice", password
     return to_acs[0]
 
 
-class Unsolicited(testbed.AuditReader):
+class Unsolicited(testbed.OwnGateway):
     """An IdP and a gateway that accepts IdP-initiated logins."""
 
     def __init__(self, work, streamlit_port, gateway_bin):
@@ -52,14 +50,6 @@ class Unsolicited(testbed.AuditReader):
             "  unsolicited_relay_state: [/allowed]\n", 1)
         self.gateway = testbed.Gateway(gateway_bin, text, work).start()
 
-    @property
-    def audit_path(self):
-        return self.work / "audit.jsonl"
-
-    @property
-    def url(self):
-        return self.gateway.base_url
-
     def stop(self):
         self.gateway.stop()
         self.idp.stop()
@@ -67,9 +57,7 @@ class Unsolicited(testbed.AuditReader):
 
 @pytest.fixture(scope="module")
 def unsolicited(bed):
-    work = ARTIFACTS / (bed.work.name + "-unsolicited")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = testbed.fresh_work(bed.work, "unsolicited")
     u = Unsolicited(work, bed.streamlit.port, bed.gateway.binary)
     try:
         yield u

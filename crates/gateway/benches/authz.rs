@@ -21,6 +21,7 @@ fn session() -> SessionRecord {
         version: 1,
         sp_entity_id: "https://dash.example.com/saml/metadata".into(),
         idp: "https://idp.example.com".into(),
+        idp_name: String::new(),
         user: "alice@example.com".into(),
         name_id: "alice@example.com".into(),
         name_id_format: None,
@@ -62,6 +63,7 @@ fn routes() -> RouteTable {
                 rule,
                 groups_filter: GroupsFilter::Rule,
                 forward_cookies: vec!["_streamlit_*".into()],
+                idp: None,
             }
         })
         .collect();
@@ -120,6 +122,7 @@ fn bench(c: &mut Criterion) {
             groups: HeaderName::from_static("x-auth-groups"),
             given_name: None,
             surname: None,
+            idp: None,
         };
         let sources = IdentitySources {
             names: &names,

@@ -30,15 +30,21 @@ pub fn router(state: SharedState) -> Router {
 /// The `/health` document.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// `ok` or `degraded`.
+    /// `ok`, or `degraded` when any IdP is.
     pub status: &'static str,
-    /// The IdP trust in force.
+    /// The first IdP's trust in force (the only one, unless `idps:` lists several).
     pub idp: IdpHealth,
+    /// Every IdP's, in config order.
+    pub idps: Vec<IdpHealth>,
 }
 
-/// The IdP part of `/health`.
-#[derive(Debug, Serialize)]
+/// The part of `/health` about one IdP.
+#[derive(Debug, Clone, Serialize)]
 pub struct IdpHealth {
+    /// The IdP's configured name.
+    pub name: String,
+    /// `ok` or `degraded`.
+    pub status: &'static str,
     /// The IdP entity ID.
     pub entity_id: String,
     /// Where the trust in force was read from.
@@ -53,29 +59,43 @@ pub struct IdpHealth {
     pub refresh: Option<RefreshStatus>,
 }
 
-/// Builds the health detail.
-pub fn health_of(state: &SharedState) -> Health {
-    let trust = state.federation.current();
+/// The health of one IdP.
+fn idp_health(federation: &crate::federation::Federation) -> IdpHealth {
+    let trust = federation.current();
     let refresh = matches!(
-        state.config.idp.source,
+        federation.idp.source,
         crate::config::MetadataSource::Url { .. }
     )
-    .then(|| state.federation.status());
+    .then(|| federation.status());
     let valid_until = trust.metadata.valid_until.map(|t| t.timestamp());
     let failing = refresh.as_ref().is_some_and(|r| r.consecutive_failures > 0)
         || trust.origin == Origin::BackingFile
             && refresh.as_ref().is_some_and(|r| r.last_success.is_none());
     let expired = valid_until.is_some_and(|t| t <= unix_now());
-    Health {
+    IdpHealth {
+        name: federation.idp.name.clone(),
         status: if failing || expired { "degraded" } else { "ok" },
-        idp: IdpHealth {
-            entity_id: trust.metadata.entity_id.clone(),
-            origin: trust.origin,
-            loaded_at: trust.loaded_at,
-            valid_until,
-            certificates: federation::certificates(&trust.metadata),
-            refresh,
+        entity_id: trust.metadata.entity_id.clone(),
+        origin: trust.origin,
+        loaded_at: trust.loaded_at,
+        valid_until,
+        certificates: federation::certificates(&trust.metadata),
+        refresh,
+    }
+}
+
+/// Builds the health detail.
+pub fn health_of(state: &SharedState) -> Health {
+    let idps: Vec<IdpHealth> = state.idps.iter().map(idp_health).collect();
+    let first = idp_health(state.first_idp());
+    Health {
+        status: if idps.iter().all(|i| i.status == "ok") {
+            "ok"
+        } else {
+            "degraded"
         },
+        idp: first,
+        idps,
     }
 }
 
@@ -107,44 +127,70 @@ pub fn metrics_text(state: &SharedState) -> String {
             label(&reason)
         );
     }
-    let status = state.federation.status();
+    let now = unix_now();
+    let idps: Vec<(String, RefreshStatus, i64, Vec<CertificateInfo>)> = state
+        .idps
+        .iter()
+        .map(|f| {
+            let trust = f.current();
+            (
+                label(&f.idp.name),
+                f.status(),
+                trust.loaded_at,
+                federation::certificates(&trust.metadata),
+            )
+        })
+        .collect();
     let _ = writeln!(
         out,
-        "# HELP saml_gateway_idp_metadata_refresh_total IdP metadata fetches, by result.\n\
-         # TYPE saml_gateway_idp_metadata_refresh_total counter\n\
-         saml_gateway_idp_metadata_refresh_total{{result=\"success\"}} {}\n\
-         saml_gateway_idp_metadata_refresh_total{{result=\"failure\"}} {}",
-        status.successes_total, status.failures_total
+        "# HELP saml_gateway_idp_metadata_refresh_total IdP metadata fetches, by IdP and result.\n\
+         # TYPE saml_gateway_idp_metadata_refresh_total counter"
     );
+    for (name, status, _, _) in &idps {
+        let _ = writeln!(
+            out,
+            "saml_gateway_idp_metadata_refresh_total{{idp=\"{name}\",result=\"success\"}} {}\n\
+             saml_gateway_idp_metadata_refresh_total{{idp=\"{name}\",result=\"failure\"}} {}",
+            status.successes_total, status.failures_total
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP saml_gateway_idp_metadata_consecutive_failures Failed fetches since the last good one.\n\
-         # TYPE saml_gateway_idp_metadata_consecutive_failures gauge\n\
-         saml_gateway_idp_metadata_consecutive_failures {}",
-        status.consecutive_failures
+         # TYPE saml_gateway_idp_metadata_consecutive_failures gauge"
     );
-    let trust = state.federation.current();
+    for (name, status, _, _) in &idps {
+        let _ = writeln!(
+            out,
+            "saml_gateway_idp_metadata_consecutive_failures{{idp=\"{name}\"}} {}",
+            status.consecutive_failures
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP saml_gateway_idp_metadata_loaded_timestamp_seconds When the trust in force was put in force.\n\
-         # TYPE saml_gateway_idp_metadata_loaded_timestamp_seconds gauge\n\
-         saml_gateway_idp_metadata_loaded_timestamp_seconds {}",
-        trust.loaded_at
+         # TYPE saml_gateway_idp_metadata_loaded_timestamp_seconds gauge"
     );
-    let now = unix_now();
-    let certs = federation::certificates(&trust.metadata);
+    for (name, _, loaded_at, _) in &idps {
+        let _ = writeln!(
+            out,
+            "saml_gateway_idp_metadata_loaded_timestamp_seconds{{idp=\"{name}\"}} {loaded_at}"
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP saml_gateway_idp_certificate_expiry_timestamp_seconds notAfter of each trusted IdP signing certificate.\n\
          # TYPE saml_gateway_idp_certificate_expiry_timestamp_seconds gauge"
     );
-    for cert in &certs {
-        if let Some(not_after) = cert.not_after {
-            let _ = writeln!(
-                out,
-                "saml_gateway_idp_certificate_expiry_timestamp_seconds{{fingerprint=\"{}\"}} {not_after}",
-                label(&cert.fingerprint)
-            );
+    for (name, _, _, certs) in &idps {
+        for cert in certs {
+            if let Some(not_after) = cert.not_after {
+                let _ = writeln!(
+                    out,
+                    "saml_gateway_idp_certificate_expiry_timestamp_seconds{{idp=\"{name}\",fingerprint=\"{}\"}} {not_after}",
+                    label(&cert.fingerprint)
+                );
+            }
         }
     }
     let _ = writeln!(
@@ -152,15 +198,17 @@ pub fn metrics_text(state: &SharedState) -> String {
         "# HELP saml_gateway_idp_certificates_expiring Trusted IdP signing certificates expiring within the given days (expired ones included).\n\
          # TYPE saml_gateway_idp_certificates_expiring gauge"
     );
-    for days in federation::EXPIRY_WARNING_DAYS {
-        let count = certs
-            .iter()
-            .filter(|c| c.not_after.is_some_and(|t| t - now < days * 86_400))
-            .count();
-        let _ = writeln!(
-            out,
-            "saml_gateway_idp_certificates_expiring{{within_days=\"{days}\"}} {count}"
-        );
+    for (name, _, _, certs) in &idps {
+        for days in federation::EXPIRY_WARNING_DAYS {
+            let count = certs
+                .iter()
+                .filter(|c| c.not_after.is_some_and(|t| t - now < days * 86_400))
+                .count();
+            let _ = writeln!(
+                out,
+                "saml_gateway_idp_certificates_expiring{{idp=\"{name}\",within_days=\"{days}\"}} {count}"
+            );
+        }
     }
     if let Some(not_after) = state.sp_cert_not_after {
         let _ = writeln!(

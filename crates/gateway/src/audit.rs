@@ -60,6 +60,9 @@ pub struct Record {
     /// The IdP entity ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idp: Option<String>,
+    /// The IdP's configured name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_name: Option<String>,
     /// The assertion ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion_id: Option<String>,

@@ -2,7 +2,8 @@
 //!
 //! A rule is evaluated on every request from the claims stored in the session, never from
 //! anything the client sends, so a rule changed by a reload applies to open sessions at their
-//! next request. It allows the request when any one of its entries matches.
+//! next request. It allows the request when any one of its entries matches and, when it names
+//! IdPs (`allow.idps`, or the route's `idp`), the session was made by one of them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -25,10 +26,13 @@ pub struct Rule {
     pub attributes: BTreeMap<String, Vec<String>>,
     /// Compare groups ignoring case (Unicode lower case) instead of exactly.
     pub groups_case_insensitive: bool,
+    /// IdP names, one of which must have made the session (a condition on top of the
+    /// entries above, not an entry of its own); empty: any IdP.
+    pub idps: Vec<String>,
 }
 
 impl Rule {
-    /// True when the rule has no entry at all (every signed-in user is allowed).
+    /// True when the rule has no entry at all (every signed-in user of its IdPs is allowed).
     pub fn is_open(&self) -> bool {
         self.groups.is_empty()
             && self.users.is_empty()
@@ -47,6 +51,7 @@ impl Rule {
             }
         };
         CompiledRule {
+            idps: self.idps.clone(),
             open: self.is_open(),
             groups: NameSet::new(self.groups.iter().map(fold).collect()),
             groups_case_insensitive: self.groups_case_insensitive,
@@ -118,6 +123,7 @@ impl NameSet {
 /// A [`Rule`] in the form evaluated per request: sets ready for probing, case folded once.
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
+    idps: Vec<String>,
     open: bool,
     groups: NameSet,
     groups_case_insensitive: bool,
@@ -130,6 +136,15 @@ pub struct CompiledRule {
 impl CompiledRule {
     /// True when the session's claims satisfy the rule.
     pub fn allows(&self, session: &SessionRecord) -> bool {
+        self.idp_allows(session) && self.entries_allow(session)
+    }
+
+    /// True when the rule names no IdP, or the session's IdP is among those it names.
+    pub fn idp_allows(&self, session: &SessionRecord) -> bool {
+        self.idps.is_empty() || self.idps.contains(&session.idp_name)
+    }
+
+    fn entries_allow(&self, session: &SessionRecord) -> bool {
         if self.open || self.users.contains(&session.user) {
             return true;
         }
@@ -214,6 +229,7 @@ mod tests {
             version: 1,
             sp_entity_id: String::new(),
             idp: String::new(),
+            idp_name: String::new(),
             user: user.into(),
             name_id: user.into(),
             name_id_format: None,
@@ -320,5 +336,44 @@ mod tests {
         assert!(GroupsFilter::None.apply(&groups, &rule).is_empty());
         assert_eq!(GroupsFilter::parse("prefix:"), None);
         assert_eq!(GroupsFilter::parse("some"), None);
+    }
+
+    #[test]
+    fn idps_are_a_condition_on_top_of_the_entries() {
+        let mut staff = session("alice", None, &["ops"]);
+        staff.idp_name = "staff".into();
+        let mut partner = staff.clone();
+        partner.idp_name = "partners".into();
+        let only_staff = Rule {
+            idps: vec!["staff".into()],
+            ..Rule::default()
+        }
+        .compile();
+        assert!(only_staff.allows(&staff));
+        assert!(!only_staff.allows(&partner));
+        let staff_ops = Rule {
+            idps: vec!["staff".into()],
+            groups: vec!["ops".into()],
+            ..Rule::default()
+        }
+        .compile();
+        assert!(staff_ops.allows(&staff));
+        assert!(
+            !staff_ops.allows(&partner),
+            "the group does not open it to another IdP"
+        );
+        let mut not_ops = staff.clone();
+        not_ops.groups = session_store::groups(["sales"]);
+        assert!(
+            !staff_ops.allows(&not_ops),
+            "the IdP alone does not open a group rule"
+        );
+        let mut unnamed = staff.clone();
+        unnamed.idp_name = String::new();
+        assert!(
+            !only_staff.allows(&unnamed),
+            "a session without an IdP name fails closed"
+        );
+        assert!(Rule::default().compile().allows(&partner));
     }
 }

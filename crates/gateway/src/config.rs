@@ -38,7 +38,8 @@ pub struct RawConfig {
     listen: Option<String>,
     public_url: String,
     sp: RawSp,
-    idp: RawIdp,
+    idp: Option<RawIdp>,
+    idps: Option<Vec<RawIdp>>,
     #[serde(default)]
     sessions: RawSessions,
     routes: Vec<RawRoute>,
@@ -98,6 +99,8 @@ struct RawSp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIdp {
+    name: Option<String>,
+    label: Option<String>,
     metadata_file: Option<PathBuf>,
     metadata_url: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
@@ -178,6 +181,7 @@ struct RawIdentityHeaders {
     groups: Option<String>,
     given_name: Option<String>,
     surname: Option<String>,
+    idp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,9 +246,13 @@ pub enum MetadataSource {
     },
 }
 
-/// The trusted IdP.
+/// A trusted IdP.
 #[derive(Debug, Clone)]
 pub struct IdpConfig {
+    /// The name routes, rules, the chooser and `?idp=` use (`default` for a single `idp:`).
+    pub name: String,
+    /// The text the chooser page shows for it.
+    pub label: String,
     /// Where the metadata comes from.
     pub source: MetadataSource,
     /// The IdP entity ID to pick out of the metadata (required for aggregates).
@@ -331,6 +339,8 @@ pub struct IdentityHeaders {
     pub given_name: Option<hyper::header::HeaderName>,
     /// The surname, when configured (not sent by default).
     pub surname: Option<hyper::header::HeaderName>,
+    /// The name of the IdP that made the session, when configured (not sent by default).
+    pub idp: Option<hyper::header::HeaderName>,
 }
 
 impl IdentityHeaders {
@@ -340,6 +350,7 @@ impl IdentityHeaders {
             .into_iter()
             .chain(self.given_name.as_ref())
             .chain(self.surname.as_ref())
+            .chain(self.idp.as_ref())
     }
 }
 
@@ -356,8 +367,10 @@ pub struct Config {
     pub secure_cookies: bool,
     /// SP settings.
     pub sp: SpConfig,
-    /// IdP settings.
-    pub idp: IdpConfig,
+    /// The IdPs, in the order configured (one for `idp:`); never empty.
+    pub idps: Vec<IdpConfig>,
+    /// True when the IdPs came as an `idps:` list (keys are then named `idps[N].key`).
+    pub idps_listed: bool,
     /// Session settings.
     pub sessions: SessionConfig,
     /// Routes in lookup order.
@@ -389,6 +402,19 @@ impl Config {
     /// The Single Logout URL (both bindings).
     pub fn slo_url(&self) -> String {
         format!("{}/saml/slo", self.public_url)
+    }
+
+    /// The IdP named `name`.
+    pub fn idp(&self, name: &str) -> Option<&IdpConfig> {
+        self.idps.iter().find(|i| i.name == name)
+    }
+
+    /// The config key `key` of `idp` as the file spells it: `idp.key` or `idps[N].key`.
+    pub fn idp_key(&self, idp: &IdpConfig, key: &str) -> String {
+        match self.idps.iter().position(|i| i.name == idp.name) {
+            Some(n) if self.idps_listed => format!("idps[{n}].{key}"),
+            _ => format!("idp.{key}"),
+        }
     }
 
     /// Reads and checks the config file at `path`.
@@ -558,12 +584,17 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         return Err(err("sp.entity_id", "must not be empty"));
     }
 
-    let idp = check_idp(raw.idp, file, &resolve)?;
-    if idp.allow_cbc_encryption && !sp.encrypted_assertions {
-        return Err(err(
-            "idp.allow_cbc_encryption",
-            "applies only with sp.encrypted_assertions: true",
-        ));
+    let single_idp = raw.idp.is_some();
+    let idps = check_idps(raw.idp, raw.idps, file, &resolve)?;
+    if let Some(i) = idps.iter().position(|idp| idp.allow_cbc_encryption) {
+        if !sp.encrypted_assertions {
+            let key = if single_idp {
+                "idp.allow_cbc_encryption".to_string()
+            } else {
+                format!("idps[{i}].allow_cbc_encryption")
+            };
+            return Err(err(&key, "applies only with sp.encrypted_assertions: true"));
+        }
     }
 
     let store = match (
@@ -633,7 +664,8 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         )?,
     };
 
-    let routes = check_routes(raw.routes, raw.paths, &|k, m| err(k, m))?;
+    let idp_names: Vec<&str> = idps.iter().map(|i| i.name.as_str()).collect();
+    let routes = check_routes(raw.routes, raw.paths, &idp_names, &|k, m| err(k, m))?;
 
     let header = |key: &str, value: Option<String>, default: &str| {
         let name = value.unwrap_or_else(|| default.to_string());
@@ -657,6 +689,10 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             }
             None => None,
         },
+        idp: match h.idp {
+            Some(n) => Some(identity_header_name(&n).map_err(|m| err("identity_headers.idp", m))?),
+            None => None,
+        },
     };
 
     let identity_token = check_identity_token(raw.identity_token, &sp, &resolve, &err)?;
@@ -671,6 +707,9 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     }
     if let Some(n) = &identity_headers.surname {
         taken.push(("identity_headers.surname", n));
+    }
+    if let Some(n) = &identity_headers.idp {
+        taken.push(("identity_headers.idp", n));
     }
     if let Some(t) = &identity_token {
         taken.push(("identity_token.header", &t.header));
@@ -746,7 +785,8 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         public_url,
         secure_cookies,
         sp,
-        idp,
+        idps,
+        idps_listed: !single_idp,
         sessions,
         routes,
         identity_headers,
@@ -756,15 +796,92 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     })
 }
 
+/// Checks the IdPs: `idp:` (one) or `idps:` (a list), never both.
+fn check_idps(
+    one: Option<RawIdp>,
+    many: Option<Vec<RawIdp>>,
+    file: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Vec<IdpConfig>, ConfigError> {
+    let err = |key: &str, message: &str| ConfigError {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message: message.to_string(),
+    };
+    let idps = match (one, many) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "idps",
+                "is set beside idp; list every IdP under idps (or keep the one under idp)",
+            ))
+        }
+        (None, None) => return Err(err("idp", "is required (or idps, a list of IdPs)")),
+        (Some(raw), None) => vec![check_idp(raw, "idp", false, file, resolve)?],
+        (None, Some(list)) if list.is_empty() => {
+            return Err(err("idps", "must list at least one IdP"))
+        }
+        (None, Some(list)) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| check_idp(raw, &format!("idps[{i}]"), true, file, resolve))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    for (i, idp) in idps.iter().enumerate() {
+        if let Some(j) = idps[..i].iter().position(|o| o.name == idp.name) {
+            return Err(err(
+                &format!("idps[{i}].name"),
+                &format!("`{}` is also the name of idps[{j}]", idp.name),
+            ));
+        }
+    }
+    Ok(idps)
+}
+
+/// True when `name` can name an IdP: 1 to 32 of a-z, 0-9, `-` and `_`, not starting with `-`
+/// or `_` (it appears in URLs, cookies, metrics labels and rules).
+pub fn is_idp_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with(['-', '_'])
+}
+
 fn check_idp(
     raw: RawIdp,
+    prefix: &str,
+    listed: bool,
     file: &Path,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<IdpConfig, ConfigError> {
+    // Keys are written as `idp.x` below and reported under this IdP's own prefix.
     let err = |key: &str, message: String| ConfigError {
         file: file.to_path_buf(),
-        key: key.to_string(),
+        key: format!("{prefix}{}", key.strip_prefix("idp").unwrap_or(key)),
         message,
+    };
+    let name = match raw.name {
+        Some(n) if is_idp_name(&n) => n,
+        Some(_) => {
+            return Err(err(
+                "idp.name",
+                "must be 1 to 32 of a-z, 0-9, - and _, starting with a letter or digit".into(),
+            ))
+        }
+        None if listed => {
+            return Err(err(
+                "idp.name",
+                "is required for each IdP of idps (such as staff or partners)".into(),
+            ))
+        }
+        None => "default".to_string(),
+    };
+    let label = match raw.label {
+        Some(l) if l.trim().is_empty() || l.chars().count() > 100 => {
+            return Err(err("idp.label", "must be 1 to 100 characters".into()))
+        }
+        Some(l) => l,
+        None => name.clone(),
     };
     let metadata_signing_certs = match &raw.metadata_signing_cert {
         None => Vec::new(),
@@ -958,6 +1075,8 @@ fn check_idp(
         }
     }
     Ok(IdpConfig {
+        name,
+        label,
         single_logout: raw.single_logout.unwrap_or(true),
         unsolicited_max_age,
         unsolicited_relay_state,
@@ -1209,6 +1328,123 @@ audit:
         result.unwrap_err()
     }
 
+    /// GOOD with `idps:` listing `items` (YAML list items, indented by two) instead of `idp:`.
+    fn with_idps(items: &str) -> String {
+        GOOD.replace(
+            "idp:\n  metadata_file: idp.xml\n",
+            &format!("idps:\n{items}"),
+        )
+    }
+
+    #[test]
+    fn several_idps_load_with_names_labels_and_indexed_keys() {
+        let two = with_idps(
+            "  - name: staff\n    label: Staff sign-in\n    metadata_file: idp.xml\n    allow_sha1: true\n  - name: partners\n    metadata_file: idp.xml\n",
+        );
+        let (_dir, result) = load(&two);
+        let c = result.unwrap();
+        assert!(c.idps_listed);
+        let names: Vec<(&str, &str)> = c
+            .idps
+            .iter()
+            .map(|i| (i.name.as_str(), i.label.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("staff", "Staff sign-in"), ("partners", "partners")]
+        );
+        assert!(c.idps[0].allow_sha1 && !c.idps[1].allow_sha1);
+        assert_eq!(
+            c.idp_key(&c.idps[1], "metadata_file"),
+            "idps[1].metadata_file"
+        );
+        let (_dir, one) = load(GOOD);
+        let one = one.unwrap();
+        assert_eq!(one.idps[0].name, "default");
+        assert_eq!(
+            one.idp_key(&one.idps[0], "metadata_file"),
+            "idp.metadata_file"
+        );
+
+        let e = error_of(&with_idps("  - metadata_file: idp.xml\n"));
+        assert_eq!(e.key, "idps[0].name");
+        let e = error_of(&with_idps(
+            "  - name: a\n    metadata_file: idp.xml\n  - name: a\n    metadata_file: idp.xml\n",
+        ));
+        assert_eq!(e.key, "idps[1].name");
+        assert!(e.message.contains("idps[0]"), "{}", e.message);
+        let e = error_of(&with_idps("  - name: Staff!\n    metadata_file: idp.xml\n"));
+        assert_eq!(e.key, "idps[0].name");
+        let e = error_of(&with_idps("  - name: b\n    metadata_file: nowhere.xml\n"));
+        assert_eq!(e.key, "idps[0].metadata_file");
+        let e = error_of(&with_idps(
+            "  - name: b\n    metadata_file: idp.xml\n    clock_skew: 1h\n",
+        ));
+        assert_eq!(e.key, "idps[0].clock_skew");
+        assert_eq!(
+            error_of(&with_idps("  []\n").replace("idps:\n  []", "idps: []")).key,
+            "idps"
+        );
+        let both = GOOD.replace(
+            "routes:",
+            "idps:\n  - name: b\n    metadata_file: idp.xml\nroutes:",
+        );
+        assert_eq!(error_of(&both).key, "idps");
+        assert_eq!(
+            error_of(&GOOD.replace("idp:\n  metadata_file: idp.xml\n", "")).key,
+            "idp"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_idps_with_one_entity_id_stop_start_up() {
+        let (_dir, c) = load(&with_idps(
+            "  - name: a\n    metadata_file: idp.xml\n  - name: b\n    metadata_file: idp.xml\n",
+        ));
+        let c = c.unwrap();
+        let e = crate::federation::initial_all(&c, false).await.unwrap_err();
+        assert_eq!(e.key, "idps[1].metadata_file");
+        assert!(
+            e.message.contains("the same IdP entity ID as idps[0]"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn routes_name_only_configured_idps() {
+        let two = |route_extra: &str| {
+            with_idps("  - name: staff\n    metadata_file: idp.xml\n  - name: partners\n    metadata_file: idp.xml\n")
+                .replace("    upstream: http://127.0.0.1:8501\n", &format!("    upstream: http://127.0.0.1:8501\n{route_extra}"))
+        };
+        let (_dir, c) = load(&two("    idp: partners\n"));
+        let c = c.unwrap();
+        let route = &c.routes.routes()[0];
+        assert_eq!(route.idp.as_deref(), Some("partners"));
+        assert_eq!(
+            route.rule.idps,
+            ["partners"],
+            "the route's IdP is also required"
+        );
+        let (_dir, c) = load(&two("    allow: { idps: [staff] }\n"));
+        assert_eq!(c.unwrap().routes.routes()[0].rule.idps, ["staff"]);
+        let e = error_of(&two("    idp: nobody\n"));
+        assert_eq!(e.key, "routes[0].idp");
+        assert!(e.message.contains("staff, partners"), "{}", e.message);
+        assert_eq!(
+            error_of(&two("    allow: { idps: [nobody] }\n")).key,
+            "routes[0].allow.idps[0]"
+        );
+        assert_eq!(
+            error_of(&two("    idp: staff\n    allow: { idps: [partners] }\n")).key,
+            "routes[0].idp"
+        );
+        assert_eq!(
+            error_of(&two("    idp: staff\n    public: true\n")).key,
+            "routes[0].idp"
+        );
+    }
+
     #[test]
     fn good_config_loads_with_defaults_and_relative_paths() {
         let (dir, result) = load(GOOD);
@@ -1217,7 +1453,7 @@ audit:
         assert_eq!(c.acs_url(), "https://dash.example.com/saml/acs");
         assert_eq!(c.audit_file, dir.path().join("audit.jsonl"));
         assert!(c.secure_cookies);
-        match &c.idp.source {
+        match &c.idps[0].source {
             MetadataSource::File { metadata, path } => {
                 assert_eq!(metadata.entity_id, "https://idp.example");
                 assert_eq!(path, &dir.path().join("idp.xml"));
@@ -1269,7 +1505,7 @@ audit:
         let (_dir, c) = load(&with(
             "  metadata_url: https://idp.example/md\n  refresh_interval: 10m\n",
         ));
-        match c.unwrap().idp.source {
+        match c.unwrap().idps.remove(0).source {
             MetadataSource::Url {
                 url,
                 refresh_interval,
@@ -1354,7 +1590,7 @@ audit:
             "  allow_cbc_encryption: true\n",
         ));
         let c = result.unwrap();
-        assert!(c.sp.encrypted_assertions && c.idp.allow_cbc_encryption);
+        assert!(c.sp.encrypted_assertions && c.idps[0].allow_cbc_encryption);
 
         let e = error_of(&with_idp("", "  allow_cbc_encryption: true\n"));
         assert_eq!(e.key, "idp.allow_cbc_encryption");
@@ -1364,13 +1600,13 @@ audit:
             "  allow_unsolicited: true\n  unsolicited_max_age: 30s\n  unsolicited_relay_state: [/sales, /ops/]\n",
         ));
         let c = result.unwrap();
-        assert!(c.idp.allow_unsolicited);
-        assert_eq!(c.idp.unsolicited_max_age, Duration::from_secs(30));
-        assert_eq!(c.idp.unsolicited_relay_state, ["/sales", "/ops/"]);
+        assert!(c.idps[0].allow_unsolicited);
+        assert_eq!(c.idps[0].unsolicited_max_age, Duration::from_secs(30));
+        assert_eq!(c.idps[0].unsolicited_relay_state, ["/sales", "/ops/"]);
         let (_dir, result) = load(&with_idp("", "  allow_unsolicited: true\n"));
         let c = result.unwrap();
-        assert_eq!(c.idp.unsolicited_max_age, Duration::from_secs(120));
-        assert!(c.idp.unsolicited_relay_state.is_empty());
+        assert_eq!(c.idps[0].unsolicited_max_age, Duration::from_secs(120));
+        assert!(c.idps[0].unsolicited_relay_state.is_empty());
         for (lines, key) in [
             ("  unsolicited_max_age: 1m\n", "idp.unsolicited_max_age"),
             (
@@ -1406,18 +1642,18 @@ audit:
             "  preset: keycloak\n  user_from: email\n  authn_context: [urn:oasis:names:tc:SAML:2.0:ac:classes:X509]\n",
         ));
         let c = c.unwrap();
-        assert_eq!(c.idp.preset, Preset::Keycloak);
-        assert_eq!(c.idp.attributes.user, ["email"]);
-        assert!(c.idp.attributes.groups.contains(&"Role".to_string()));
+        assert_eq!(c.idps[0].preset, Preset::Keycloak);
+        assert_eq!(c.idps[0].attributes.user, ["email"]);
+        assert!(c.idps[0].attributes.groups.contains(&"Role".to_string()));
         assert_eq!(
-            c.idp.authn_context,
+            c.idps[0].authn_context,
             ["urn:oasis:names:tc:SAML:2.0:ac:classes:X509"]
         );
         let (_dir, c) = load(&with("  attributes: {preset: google, groups: teams}\n"));
         let c = c.unwrap();
-        assert_eq!(c.idp.preset, Preset::Google);
-        assert_eq!(c.idp.attributes.groups, ["teams"]);
-        assert!(c.idp.authn_context.is_empty());
+        assert_eq!(c.idps[0].preset, Preset::Google);
+        assert_eq!(c.idps[0].attributes.groups, ["teams"]);
+        assert!(c.idps[0].authn_context.is_empty());
         for (lines, key, says) in [
             ("  preset: azure\n", "idp.preset", "unknown preset"),
             (

@@ -19,6 +19,10 @@ pub struct CookiePolicy {
     secure: bool,
 }
 
+/// Name of the cookie that remembers the IdP last chosen on the chooser page (not a secret:
+/// it only orders the chooser's list).
+pub const REMEMBERED_IDP: &str = "saml-gateway-idp";
+
 /// Lifetime of the relay cookie and of a pending login, in seconds.
 pub const RELAY_TTL_SECS: i64 = 600;
 
@@ -79,6 +83,17 @@ impl CookiePolicy {
             self.relay_name,
             self.attributes(same_site, Some(RELAY_TTL_SECS))
         ))
+    }
+
+    /// `Set-Cookie` remembering IdP `name` (a checked IdP name) for the chooser, for a year.
+    pub fn remember_idp(&self, name: &str) -> HeaderValue {
+        let mut text = format!(
+            "{REMEMBERED_IDP}={name}; Path=/saml; HttpOnly; SameSite=Lax; Max-Age=31536000"
+        );
+        if self.secure {
+            text.push_str("; Secure");
+        }
+        header_value(text)
     }
 
     /// `Set-Cookie` that clears the relay cookie.

@@ -114,7 +114,7 @@ fn from_har(har: &serde_json::Value, name: &str, in_urls: bool) -> Vec<String> {
 /// verdict; true when every one would be accepted.
 pub fn run(
     config: &Config,
-    metadata: &saml_sp::metadata::IdpMetadata,
+    initial: &[crate::federation::Initial],
     input: &Path,
     at: Option<&str>,
 ) -> anyhow::Result<bool> {
@@ -143,11 +143,35 @@ pub fn run(
         return Ok(true);
     }
     let keys = crate::server::load_keys(config)?.0;
-    let validator = crate::state::validator(config, &keys, metadata);
+    let validators: Vec<(&crate::config::IdpConfig, saml_sp::ResponseValidator)> = config
+        .idps
+        .iter()
+        .zip(initial)
+        .map(|(idp, i)| {
+            (
+                idp,
+                crate::state::validator(config, &keys, idp, &i.metadata),
+            )
+        })
+        .collect();
     let mut all_accepted = true;
     for (i, value) in responses.iter().enumerate() {
         println!("== SAMLResponse {} of {}", i + 1, responses.len());
-        all_accepted &= show(config, &validator, value, now);
+        // Judged against the IdP its Issuer names, as the ACS would; else the first.
+        let issuer = saml_sp::response::unverified_issuer(value, config.max_saml_response_bytes)
+            .ok()
+            .flatten();
+        let Some((idp, validator)) = validators
+            .iter()
+            .find(|(_, v)| Some(&v.idp.entity_id) == issuer.as_ref())
+            .or(validators.first())
+        else {
+            bail!("no IdP is configured");
+        };
+        if validators.len() > 1 {
+            println!("IdP: {} ({})", idp.name, validator.idp.entity_id);
+        }
+        all_accepted &= show(config, idp, validator, value, now);
     }
     Ok(all_accepted)
 }
@@ -171,6 +195,7 @@ fn read_input(input: &Path) -> anyhow::Result<String> {
 /// Prints one response and its verdict; true when accepted.
 fn show(
     config: &Config,
+    idp: &crate::config::IdpConfig,
     validator: &saml_sp::ResponseValidator,
     value: &str,
     now: DateTime<Utc>,
@@ -206,9 +231,9 @@ fn show(
     ));
     // An IdP-initiated response is judged as the ACS would: with its shorter maximum age.
     let unsolicited;
-    let validator = if named.is_none() && config.idp.allow_unsolicited {
+    let validator = if named.is_none() && idp.allow_unsolicited {
         let mut v = validator.clone();
-        v.options.max_issue_age = config.idp.unsolicited_max_age;
+        v.options.max_issue_age = idp.unsolicited_max_age;
         unsolicited = v;
         &unsolicited
     } else {
@@ -216,7 +241,7 @@ fn show(
     };
     match validator.validate_without_replay(value, named.as_deref(), now) {
         Ok(assertion) => {
-            let mapping = &config.idp.attributes;
+            let mapping = &idp.attributes;
             println!("verdict: accepted");
             println!("  user: {}", mapping.user(&assertion).unwrap_or_default());
             println!("  email: {}", mapping.email(&assertion).unwrap_or_default());

@@ -30,7 +30,7 @@ use saml_sp::metadata::{certificate_fingerprint, certificate_not_after, IdpMetad
 use saml_sp::ResponseValidator;
 use serde::Serialize;
 
-use crate::config::{parse_metadata, Config, ConfigError, MetadataSource};
+use crate::config::{parse_metadata, Config, ConfigError, IdpConfig, MetadataSource};
 
 /// Largest metadata document fetched.
 const MAX_METADATA_BYTES: usize = 10 * 1024 * 1024;
@@ -87,8 +87,10 @@ pub struct RefreshStatus {
     pub next_attempt: Option<i64>,
 }
 
-/// The IdP trust, swappable while requests use it.
+/// One IdP: its settings and its trust, swappable while requests use it.
 pub struct Federation {
+    /// The IdP's settings.
+    pub idp: IdpConfig,
     current: ArcSwap<Trust>,
     /// The validator with everything but the IdP: each new trust is a copy of it.
     template: ResponseValidator,
@@ -214,10 +216,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Fetches and checks the document at `url` for the IdP of `config` at time `now`; returns
-/// the metadata and the document's text (for the backing file).
+/// Fetches and checks the document at `url` for `idp` at time `now`; returns the metadata and
+/// the document's text (for the backing file).
 async fn fetch_checked(
-    config: &Config,
+    idp: &IdpConfig,
     url: &url::Url,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(IdpMetadata, String), FetchError> {
@@ -228,12 +230,12 @@ async fn fetch_checked(
     };
     let metadata = parse_metadata(
         &text,
-        config.idp.entity_id.as_deref(),
-        &config.idp.metadata_signing_certs,
+        idp.entity_id.as_deref(),
+        &idp.metadata_signing_certs,
         Some(now),
     )
     .map_err(|e| refused(e.to_string()))?;
-    let metadata = crate::config::with_extra_certs(metadata, &config.idp.extra_signing_certs);
+    let metadata = crate::config::with_extra_certs(metadata, &idp.extra_signing_certs);
     // Over plain http the signature is the only protection, and an old signed document still
     // verifies: without a validUntil it could be served back forever.
     if url.scheme() == "http" && !is_loopback(url) && metadata.valid_until.is_none() {
@@ -276,10 +278,15 @@ pub struct Initial {
     pub fetch_error: Option<String>,
 }
 
-/// The IdP metadata to start with. With a URL: fetched (and, with `keep_copy`, written to the
-/// backing file), else the backing file's copy, else an error naming the file and key.
-pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, ConfigError> {
-    let (url, backing_file) = match &config.idp.source {
+/// The metadata of `idp` (one of `config`'s) to start with. With a URL: fetched (and, with
+/// `keep_copy`, written to the backing file), else the backing file's copy, else an error
+/// naming the file and key.
+pub async fn initial(
+    config: &Config,
+    idp: &IdpConfig,
+    keep_copy: bool,
+) -> Result<Initial, ConfigError> {
+    let (url, backing_file) = match &idp.source {
         MetadataSource::File { metadata, .. } => {
             return Ok(Initial {
                 metadata: metadata.clone(),
@@ -296,13 +303,13 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
     let previous = std::fs::read_to_string(backing_file).ok().and_then(|text| {
         parse_metadata(
             &text,
-            config.idp.entity_id.as_deref(),
-            &config.idp.metadata_signing_certs,
+            idp.entity_id.as_deref(),
+            &idp.metadata_signing_certs,
             None,
         )
         .ok()
     });
-    let fetched = match fetch_checked(config, url, chrono::Utc::now()).await {
+    let fetched = match fetch_checked(idp, url, chrono::Utc::now()).await {
         Ok((metadata, _))
             if previous
                 .as_ref()
@@ -344,16 +351,17 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
         .and_then(|text| {
             parse_metadata(
                 &text,
-                config.idp.entity_id.as_deref(),
-                &config.idp.metadata_signing_certs,
+                idp.entity_id.as_deref(),
+                &idp.metadata_signing_certs,
                 None,
             )
             .map_err(|e| e.to_string())
-            .map(|m| crate::config::with_extra_certs(m, &config.idp.extra_signing_certs))
+            .map(|m| crate::config::with_extra_certs(m, &idp.extra_signing_certs))
         });
     match copy {
         Ok(metadata) => {
             tracing::warn!(
+                idp = %idp.name,
                 error = %fetch_error,
                 backing_file = %backing_file.display(),
                 "the IdP metadata URL gave no good document; starting with the last good copy"
@@ -363,6 +371,7 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
                 .is_some_and(|until| until <= chrono::Utc::now())
             {
                 tracing::error!(
+                    idp = %idp.name,
                     backing_file = %backing_file.display(),
                     "the last good copy of the IdP metadata is past its validUntil; it stays in \
                      force until the URL answers with a current document"
@@ -376,7 +385,7 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
         }
         Err(copy_error) => Err(ConfigError {
             file: config.file.clone(),
-            key: "idp.metadata_url".into(),
+            key: config.idp_key(idp, "metadata_url"),
             message: format!(
                 "{fetch_error}; and no usable copy in idp.metadata_file {}: {copy_error}",
                 backing_file.display()
@@ -385,14 +394,38 @@ pub async fn initial(config: &Config, keep_copy: bool) -> Result<Initial, Config
     }
 }
 
+/// The metadata of every IdP of `config` to start with, in config order (see [`initial`]);
+/// two IdPs with one entity ID stop start-up, since a response could not be told apart.
+pub async fn initial_all(config: &Config, keep_copy: bool) -> Result<Vec<Initial>, ConfigError> {
+    let mut all: Vec<Initial> = Vec::with_capacity(config.idps.len());
+    for idp in &config.idps {
+        let found = initial(config, idp, keep_copy).await?;
+        let entity_id = &found.metadata.entity_id;
+        if let Some(i) = all.iter().position(|o| &o.metadata.entity_id == entity_id) {
+            let key = if matches!(idp.source, MetadataSource::Url { .. }) {
+                "metadata_url"
+            } else {
+                "metadata_file"
+            };
+            return Err(ConfigError {
+                file: config.file.clone(),
+                key: config.idp_key(idp, key),
+                message: format!(
+                    "gives the same IdP entity ID as idps[{i}] ({entity_id}); each IdP needs its \
+                     own"
+                ),
+            });
+        }
+        all.push(found);
+    }
+    Ok(all)
+}
+
 impl Federation {
-    /// The federation for the `initial` metadata, with `template` supplying everything but
-    /// the IdP; `unsolicited_max_age` switches IdP-initiated responses on.
-    pub fn new(
-        template: ResponseValidator,
-        unsolicited_max_age: Option<Duration>,
-        initial: Initial,
-    ) -> Federation {
+    /// The federation of `idp` for the `initial` metadata, with `template` supplying
+    /// everything but the IdP's entity ID and certificates.
+    pub fn new(idp: IdpConfig, template: ResponseValidator, initial: Initial) -> Federation {
+        let unsolicited_max_age = idp.allow_unsolicited.then_some(idp.unsolicited_max_age);
         let now = crate::state::unix_now();
         let Initial {
             metadata,
@@ -412,6 +445,7 @@ impl Federation {
             ..RefreshStatus::default()
         };
         Federation {
+            idp,
             current: ArcSwap::from_pointee(trust),
             template,
             unsolicited_max_age,
@@ -573,13 +607,13 @@ pub fn expiry_warnings(metadata: &IdpMetadata, now: i64) -> Vec<(i64, String)> {
     out
 }
 
-/// Logs [`expiry_warnings`]: errors within 7 days, warnings within 60.
-pub fn log_expiry_warnings(metadata: &IdpMetadata) {
+/// Logs [`expiry_warnings`] of IdP `name`: errors within 7 days, warnings within 60.
+pub fn log_expiry_warnings(name: &str, metadata: &IdpMetadata) {
     for (left, sentence) in expiry_warnings(metadata, crate::state::unix_now()) {
         if left < EXPIRY_WARNING_DAYS[2] {
-            tracing::error!(days_left = left, "{sentence}");
+            tracing::error!(idp = %name, days_left = left, "{sentence}");
         } else {
-            tracing::warn!(days_left = left, "{sentence}");
+            tracing::warn!(idp = %name, days_left = left, "{sentence}");
         }
     }
 }
@@ -598,38 +632,40 @@ fn next_pause(interval: Duration, metadata: &IdpMetadata, now: i64) -> Duration 
     pause.max(Duration::from_secs(1))
 }
 
-/// Refreshes the metadata from the URL for as long as the gateway runs (returns at once for a
-/// metadata file).
-pub async fn refresh(state: crate::state::SharedState) {
+/// Refreshes the metadata of IdP number `index` from its URL for as long as the gateway runs
+/// (returns at once for a metadata file).
+pub async fn refresh(state: crate::state::SharedState, index: usize) {
+    let Some(federation) = state.idps.get(index) else {
+        return;
+    };
     let MetadataSource::Url {
         url,
         refresh_interval,
         backing_file,
-    } = &state.config.idp.source
+    } = &federation.idp.source
     else {
         return;
     };
+    let name = &federation.idp.name;
     let retry = (*refresh_interval).min(MAX_RETRY_PAUSE);
     // Started on the backing copy: the URL is tried again soon, not a whole interval later.
-    let mut pause = if state.federation.status().consecutive_failures > 0 {
+    let mut pause = if federation.status().consecutive_failures > 0 {
         retry
     } else {
         next_pause(
             *refresh_interval,
-            &state.federation.current().metadata,
+            &federation.current().metadata,
             crate::state::unix_now(),
         )
     };
     loop {
         let due = crate::state::unix_now() + i64::try_from(pause.as_secs()).unwrap_or(i64::MAX);
-        state
-            .federation
-            .update_status(|s| s.next_attempt = Some(due));
+        federation.update_status(|s| s.next_attempt = Some(due));
         tokio::time::sleep(pause).await;
         let now = crate::state::unix_now();
-        let expected = state.federation.current().metadata.entity_id.clone();
-        let in_force_until = state.federation.current().metadata.valid_until;
-        let outcome = match fetch_checked(&state.config, url, chrono::Utc::now()).await {
+        let expected = federation.current().metadata.entity_id.clone();
+        let in_force_until = federation.current().metadata.valid_until;
+        let outcome = match fetch_checked(&federation.idp, url, chrono::Utc::now()).await {
             Ok((metadata, _)) if metadata.entity_id != expected => Err(FetchError::OtherIdp {
                 url: shown(url),
                 expected,
@@ -654,9 +690,9 @@ pub async fn refresh(state: crate::state::SharedState) {
         match outcome {
             Ok((metadata, text)) => {
                 pause = next_pause(*refresh_interval, &metadata, now);
-                log_expiry_warnings(&metadata);
-                let change = state.federation.replace(metadata, Origin::Url);
-                state.federation.update_status(|s| {
+                log_expiry_warnings(name, &metadata);
+                let change = federation.replace(metadata, Origin::Url);
+                federation.update_status(|s| {
                     s.last_attempt = Some(now);
                     s.last_success = Some(now);
                     s.last_error = None;
@@ -665,26 +701,28 @@ pub async fn refresh(state: crate::state::SharedState) {
                 });
                 if let Err(e) = write_backing(backing_file, &text) {
                     tracing::warn!(
+                        idp = %name,
                         backing_file = %backing_file.display(),
                         error = %e,
                         "cannot write the backing copy of the IdP metadata"
                     );
                 }
                 if let Some(change) = change {
-                    tracing::info!(%change, "the IdP metadata changed; the new trust is in force");
-                    audit_change(&state, change).await;
+                    tracing::info!(idp = %name, %change, "the IdP metadata changed; the new trust is in force");
+                    audit_change(&state, federation, change).await;
                 } else {
-                    tracing::debug!("the IdP metadata was refreshed; nothing changed");
+                    tracing::debug!(idp = %name, "the IdP metadata was refreshed; nothing changed");
                 }
             }
             Err(e) => {
                 pause = retry;
                 tracing::error!(
+                    idp = %name,
                     error = %e,
                     retry_secs = retry.as_secs(),
                     "IdP metadata refresh failed; the trust in force stays"
                 );
-                state.federation.update_status(|s| {
+                federation.update_status(|s| {
                     s.last_attempt = Some(now);
                     s.last_error = Some(e.to_string());
                     s.consecutive_failures += 1;
@@ -695,11 +733,12 @@ pub async fn refresh(state: crate::state::SharedState) {
     }
 }
 
-/// Writes the `idp_trust_changed` audit record.
-pub async fn audit_change(state: &crate::state::AppState, change: String) {
+/// Writes the `idp_trust_changed` audit record of `federation`'s IdP.
+pub async fn audit_change(state: &crate::state::AppState, federation: &Federation, change: String) {
     let record = crate::audit::Record {
         event: Some(crate::audit::Event::IdpTrustChanged),
-        idp: Some(state.federation.current().metadata.entity_id.clone()),
+        idp: Some(federation.current().metadata.entity_id.clone()),
+        idp_name: Some(federation.idp.name.clone()),
         detail: Some(change),
         ..crate::audit::Record::default()
     };

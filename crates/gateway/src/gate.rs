@@ -211,10 +211,13 @@ async fn denied(
     headers: &HeaderMap,
     path: &str,
 ) -> Response {
+    let wrong_idp = !route.compiled.idp_allows(session);
     let mut record = audit_record(peer, headers, path);
     record.event = Some(Event::AccessDenied);
     record.reason = Some(
-        if route.rule.groups.is_empty() {
+        if wrong_idp {
+            "idp_not_allowed"
+        } else if route.rule.groups.is_empty() {
             "user_not_allowed"
         } else {
             "group_not_allowed"
@@ -224,9 +227,32 @@ async fn denied(
     record.route = Some(route.name.clone());
     record.user = Some(session.user.clone());
     record.idp = Some(session.idp.clone());
+    record.idp_name = Some(session.idp_name.clone()).filter(|n| !n.is_empty());
     record.session = Some(session_hash(id.expose()));
     if let Err(e) = state.audit.record(record).await {
         tracing::error!(error = %e, "audit log write failed for access_denied");
+    }
+    if wrong_idp {
+        let labels: Vec<String> = route
+            .rule
+            .idps
+            .iter()
+            .map(|n| {
+                let label = state.idp(n).map_or(n.as_str(), |f| f.idp.label.as_str());
+                format!("<strong>{}</strong>", escape_html(label))
+            })
+            .collect();
+        let body = format!(
+            "<p>You are signed in as <strong>{}</strong>, but <strong>{}</strong> accepts only \
+             sign-ins with {}. Sign out, then sign in with {}.</p>\
+             <p>Reason: <code>idp_not_allowed</code></p>\
+             <p><a href=\"/saml/logout\">Sign out</a></p>",
+            escape_html(&session.user),
+            escape_html(&route.name),
+            labels.join(" or "),
+            labels.join(" or "),
+        );
+        return pages::page(StatusCode::FORBIDDEN, "Access denied", &body);
     }
     let body = format!(
         "<p>You are signed in as <strong>{}</strong>, but <strong>{}</strong> is open only to \

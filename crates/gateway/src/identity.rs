@@ -102,6 +102,9 @@ pub fn build(
         if let (Some(header), Some(surname)) = (&names.surname, &session.surname) {
             put(header, header_text(surname));
         }
+        if let Some(header) = names.idp.as_ref().filter(|_| !session.idp_name.is_empty()) {
+            put(header, header_text(&session.idp_name));
+        }
         let listed: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
         put(&names.groups, listed.join(","));
         if let Some((config, issuer)) = sources.tokens {
@@ -235,6 +238,7 @@ mod tests {
             groups: HeaderName::from_static("x-auth-groups"),
             given_name: None,
             surname: None,
+            idp: None,
         }
     }
 
@@ -253,6 +257,7 @@ mod tests {
             rule,
             groups_filter: filter,
             forward_cookies: vec![],
+            idp: None,
         }
     }
 
@@ -261,6 +266,7 @@ mod tests {
             version: 1,
             sp_entity_id: String::new(),
             idp: String::new(),
+            idp_name: String::new(),
             user: "alice".into(),
             name_id: "alice".into(),
             name_id_format: None,

@@ -193,6 +193,7 @@ mod tests {
             version: 1,
             sp_entity_id: String::new(),
             idp: "https://idp.example".into(),
+            idp_name: String::new(),
             user: "zoe".into(),
             name_id: "zoe".into(),
             name_id_format: None,

@@ -156,7 +156,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { config: path } => {
             let config = config::Config::load(&path)?;
             let initial = idp_metadata(&config)?;
-            let (metadata, origin) = (initial.metadata, initial.origin);
             if key_pair_absent(&config) {
                 println!(
                     "{}: sp.key_file and sp.cert_file do not exist yet; `serve` will generate them",
@@ -170,26 +169,43 @@ fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 server::load_keys(&config)?;
             }
-            server::warnings(&config, &metadata);
-            for (_, sentence) in federation::expiry_warnings(&metadata, state::unix_now()) {
-                println!("{}: warning: {sentence}", path.display());
-            }
-            let from = match (&config.idp.source, origin) {
-                (config::MetadataSource::File { path, .. }, _) => path.display().to_string(),
-                (config::MetadataSource::Url { url, .. }, federation::Origin::Url) => {
-                    federation::shown(url)
+            server::warnings(&config, &initial);
+            let mut described = Vec::new();
+            for (idp, found) in config.idps.iter().zip(&initial) {
+                let metadata = &found.metadata;
+                for (_, sentence) in federation::expiry_warnings(metadata, state::unix_now()) {
+                    let whose = if config.idps_listed {
+                        format!("IdP {}: ", idp.name)
+                    } else {
+                        String::new()
+                    };
+                    println!("{}: warning: {whose}{sentence}", path.display());
                 }
-                (config::MetadataSource::Url { backing_file, .. }, _) => format!(
-                    "{} (the URL gave no good document: see the warning above)",
-                    backing_file.display()
-                ),
-            };
+                let from = match (&idp.source, found.origin) {
+                    (config::MetadataSource::File { path, .. }, _) => path.display().to_string(),
+                    (config::MetadataSource::Url { url, .. }, federation::Origin::Url) => {
+                        federation::shown(url)
+                    }
+                    (config::MetadataSource::Url { backing_file, .. }, _) => format!(
+                        "{} (the URL gave no good document: see the warning above)",
+                        backing_file.display()
+                    ),
+                };
+                let name = if config.idps_listed {
+                    format!("{} = ", idp.name)
+                } else {
+                    String::new()
+                };
+                described.push(format!(
+                    "IdP {name}{} from {from}, {} signing certificate(s)",
+                    metadata.entity_id,
+                    metadata.signing_certificates.len(),
+                ));
+            }
             println!(
-                "{}: OK (IdP {} from {}, {} signing certificate(s), {} route(s))",
+                "{}: OK ({}, {} route(s))",
                 path.display(),
-                metadata.entity_id,
-                from,
-                metadata.signing_certificates.len(),
+                described.join("; "),
                 config.routes.routes().len()
             );
             Ok(())
@@ -216,8 +232,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = config::Config::load(&config)?;
             refuse_missing_keys(&config)?;
-            let metadata = idp_metadata(&config)?.metadata;
-            if decode::run(&config, &metadata, &response, at.as_deref())? {
+            let initial = idp_metadata(&config)?;
+            if decode::run(&config, &initial, &response, at.as_deref())? {
                 Ok(())
             } else {
                 anyhow::bail!("refused (see the verdict above)")
@@ -237,13 +253,13 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The IdP metadata a command run by hand works with: the file's, or a fresh fetch of the URL
-/// (else the backing copy), without writing the backing file.
-fn idp_metadata(config: &config::Config) -> anyhow::Result<federation::Initial> {
+/// The metadata of each IdP a command run by hand works with: the file's, or a fresh fetch of
+/// the URL (else the backing copy), without writing the backing file.
+fn idp_metadata(config: &config::Config) -> anyhow::Result<Vec<federation::Initial>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(runtime.block_on(federation::initial(config, false))?)
+    Ok(runtime.block_on(federation::initial_all(config, false))?)
 }
 
 /// True when neither SP key file exists (the state in which `serve` generates the pair).

@@ -307,6 +307,7 @@ mod tests {
             groups: HeaderName::from_static("x-auth-groups"),
             given_name: None,
             surname: None,
+            idp: None,
         };
         let mut h = HeaderMap::new();
         for n in [

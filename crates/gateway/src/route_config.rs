@@ -33,6 +33,7 @@ pub struct RawRoute {
     groups_header: Option<String>,
     #[serde(default)]
     shared_upstream: bool,
+    idp: Option<String>,
 }
 
 /// A route's `allow` section as written.
@@ -51,6 +52,8 @@ struct RawRule {
     attributes: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     groups_case_insensitive: bool,
+    #[serde(default)]
+    idps: Vec<String>,
 }
 
 /// The `paths` section as written.
@@ -60,10 +63,12 @@ pub struct RawPaths {
     case_sensitive: Option<bool>,
 }
 
-/// Checks the `routes` and `paths` sections; `err(key, message)` makes the error.
+/// Checks the `routes` and `paths` sections against the configured IdP names;
+/// `err(key, message)` makes the error.
 pub fn check_routes(
     raw: Vec<RawRoute>,
     paths: RawPaths,
+    idp_names: &[&str],
     err: &dyn Fn(&str, &str) -> ConfigError,
 ) -> Result<RouteTable, ConfigError> {
     if raw.is_empty() {
@@ -74,7 +79,7 @@ pub fn check_routes(
     for (i, r) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("routes[{i}].{k}");
         let shares = r.shared_upstream;
-        let route = check_route(r, &|k, m| err(&key(k), m))?;
+        let route = check_route(r, idp_names, &|k, m| err(&key(k), m))?;
         // Two paths alike but for case: in either case mode one of them is never reached.
         let same_path = |(o, _): &(Route, bool)| {
             o.host == route.host && o.path.eq_ignore_ascii_case(&route.path)
@@ -159,15 +164,17 @@ fn check_rule(raw: Option<RawRule>, allow_groups: Option<Vec<String>>) -> Result
                 email_domains: r.email_domains,
                 attributes: r.attributes,
                 groups_case_insensitive: r.groups_case_insensitive,
+                idps: r.idps,
             };
-            if rule.is_open() {
+            if rule.is_open() && rule.idps.is_empty() {
                 return Err("has no entries; remove it to let every signed-in user in".into());
             }
             rule
         }
     };
     let blank = |v: &Vec<String>| v.iter().any(|s| s.trim().is_empty());
-    if blank(&rule.groups)
+    if blank(&rule.idps)
+        || blank(&rule.groups)
         || blank(&rule.users)
         || blank(&rule.emails)
         || blank(&rule.email_domains)
@@ -186,6 +193,7 @@ fn check_rule(raw: Option<RawRule>, allow_groups: Option<Vec<String>>) -> Result
 
 fn check_route(
     raw: RawRoute,
+    idp_names: &[&str],
     err: &dyn Fn(&str, &str) -> ConfigError,
 ) -> Result<Route, ConfigError> {
     let normal = crate::paths::normalize(&raw.path).ok();
@@ -265,7 +273,36 @@ fn check_route(
     } else {
         "allow"
     };
-    let rule = check_rule(raw.allow, raw.allow_groups).map_err(|m| err(key, &m))?;
+    let mut rule = check_rule(raw.allow, raw.allow_groups).map_err(|m| err(key, &m))?;
+    let unknown = |name: &String| !idp_names.contains(&name.as_str());
+    if let Some(i) = rule.idps.iter().position(unknown) {
+        return Err(err(
+            &format!("allow.idps[{i}]"),
+            &format!("names no configured IdP (known: {})", idp_names.join(", ")),
+        ));
+    }
+    if let Some(idp) = &raw.idp {
+        if raw.public {
+            return Err(err(
+                "idp",
+                "a public route has no login, so it cannot name an IdP",
+            ));
+        }
+        if unknown(idp) {
+            return Err(err(
+                "idp",
+                &format!("names no configured IdP (known: {})", idp_names.join(", ")),
+            ));
+        }
+        if rule.idps.is_empty() {
+            rule.idps.push(idp.clone());
+        } else if !rule.idps.contains(idp) {
+            return Err(err(
+                "idp",
+                "is not among the route's allow.idps, so no login it starts could pass",
+            ));
+        }
+    }
     let groups_filter = match raw.groups_header.as_deref() {
         None => GroupsFilter::All,
         Some(text) => GroupsFilter::parse(text)
@@ -278,6 +315,7 @@ fn check_route(
         ));
     }
     Ok(Route {
+        idp: raw.idp,
         name,
         path,
         host,

@@ -31,6 +31,8 @@ pub struct Route {
     pub groups_filter: GroupsFilter,
     /// Cookie names forwarded to the upstream (a trailing `*` matches a prefix).
     pub forward_cookies: Vec<String>,
+    /// The IdP that logins started for this route go to (its rule then requires it too).
+    pub idp: Option<String>,
 }
 
 /// The result of looking a request up.
@@ -160,6 +162,7 @@ mod tests {
             compiled: Rule::default().compile(),
             groups_filter: GroupsFilter::All,
             forward_cookies: vec![],
+            idp: None,
         }
     }
 

@@ -45,9 +45,11 @@ const ACS_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15)
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     return_to: Option<String>,
+    idp: Option<String>,
 }
 
-/// `GET /saml/login`: starts a login at the IdP.
+/// `GET /saml/login`: starts a login at the IdP, or shows the chooser when several could
+/// serve it.
 pub async fn login(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -56,9 +58,25 @@ pub async fn login(
 ) -> Response {
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
     let mut record = audit_record(peer, &headers, "/saml/login");
-    record.idp = Some(state.federation.current().metadata.entity_id.clone());
-    match start_login(&state, &return_to, record).await {
-        Ok(response) => response,
+    let (federation, chosen) = match pick_idp(&state, &headers, &return_to, query.idp.as_deref()) {
+        Ok(Some(pick)) => pick,
+        Ok(None) => return chooser_page(&state, &headers, &return_to),
+        Err(failure) => {
+            return failure
+                .into_response(&state, peer, &headers, "/saml/login")
+                .await
+        }
+    };
+    record.idp = Some(federation.current().metadata.entity_id.clone());
+    record.idp_name = Some(federation.idp.name.clone());
+    match start_login(&state, federation, &return_to, record).await {
+        Ok(mut response) => {
+            if chosen {
+                let remember = state.cookies.remember_idp(&federation.idp.name);
+                response.headers_mut().append(header::SET_COOKIE, remember);
+            }
+            response
+        }
         Err(failure) => {
             failure
                 .into_response(&state, peer, &headers, "/saml/login")
@@ -67,8 +85,78 @@ pub async fn login(
     }
 }
 
+/// The IdP a login for `return_to` goes to, and whether the browser chose it (`?idp=`):
+/// the route's own IdP, else the one named in the query, else the only one. `None`: the
+/// browser must choose.
+fn pick_idp<'s>(
+    state: &'s SharedState,
+    headers: &HeaderMap,
+    return_to: &str,
+    asked: Option<&str>,
+) -> Result<Option<(&'s crate::federation::Federation, bool)>, Failure> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::routing::host_key);
+    let path = return_to.split(['?', '#']).next().unwrap_or("/");
+    let routes = state.routes.load();
+    let bound = match routes.find(host.as_deref(), path) {
+        crate::routing::RouteMatch::Found(route, _) => route.idp.clone(),
+        _ => None,
+    };
+    if let Some(name) = bound {
+        return state
+            .idp(&name)
+            .map(|f| Some((f, false)))
+            .ok_or(Failure::bad_request("unknown_idp"));
+    }
+    if let Some(name) = asked {
+        return state
+            .idp(name)
+            .map(|f| Some((f, true)))
+            .ok_or(Failure::bad_request("unknown_idp"));
+    }
+    Ok(match state.idps.as_slice() {
+        [only] => Some((only, false)),
+        _ => None,
+    })
+}
+
+/// The page that lets the browser pick an IdP: one link per IdP, the one chosen last first.
+/// Plain links in a list, so that keyboards and screen readers need nothing more.
+fn chooser_page(state: &SharedState, headers: &HeaderMap, return_to: &str) -> Response {
+    let remembered = cookie(headers, crate::cookies::REMEMBERED_IDP)
+        .and_then(|name| state.idp(name))
+        .map(|f| f.idp.name.clone());
+    let mut order: Vec<&crate::federation::Federation> = state.idps.iter().collect();
+    order.sort_by_key(|f| Some(&f.idp.name) != remembered.as_ref());
+    let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+    let items: String = order
+        .iter()
+        .map(|f| {
+            let last = if Some(&f.idp.name) == remembered.as_ref() {
+                " <small>(last used)</small>"
+            } else {
+                ""
+            };
+            format!(
+                "<li><a href=\"/saml/login?idp={}&amp;return_to={}\">{}</a>{last}</li>",
+                escape_html(&f.idp.name),
+                escape_html(&encoded),
+                escape_html(&f.idp.label),
+            )
+        })
+        .collect();
+    pages::page(
+        StatusCode::OK,
+        "Choose how to sign in",
+        &format!("<p>Sign in with:</p><ul class=\"idps\">{items}</ul>"),
+    )
+}
+
 async fn start_login(
     state: &SharedState,
+    federation: &crate::federation::Federation,
     return_to: &str,
     mut record: Record,
 ) -> Result<Response, Failure> {
@@ -80,22 +168,23 @@ async fn start_login(
         request_id: request_id.clone(),
         return_to: return_to.to_string(),
         created_at: now,
+        idp: federation.idp.name.clone(),
     };
     state
         .store
         .put_pending(&token, pending, now + RELAY_TTL_SECS)
         .await
         .map_err(|_| Failure::unavailable("store_unavailable"))?;
-    let trust = state.federation.current();
+    let trust = federation.current();
     let request = AuthnRequest {
         id: request_id.clone(),
         issue_instant: chrono::Utc::now(),
         destination: trust.metadata.sso_redirect_url.clone(),
         issuer: state.config.sp.entity_id.clone(),
         acs_url: state.config.acs_url(),
-        name_id_format: state.config.idp.name_id_format.clone(),
+        name_id_format: federation.idp.name_id_format.clone(),
         force_authn: false,
-        authn_context: state.config.idp.authn_context.clone(),
+        authn_context: federation.idp.authn_context.clone(),
     };
     let request_xml = request.to_xml();
     let location = redirect_url(
@@ -135,7 +224,6 @@ pub async fn acs(
     body: Body,
 ) -> Response {
     let mut record = audit_record(peer, &headers, "/saml/acs");
-    record.idp = Some(state.federation.current().metadata.entity_id.clone());
     let mut attempt = crate::trace::AcsTrace::default();
     match finish_login(&state, &headers, body, &mut record, &mut attempt).await {
         Ok(response) => {
@@ -201,15 +289,18 @@ async fn finish_login(
         store: state.store.as_ref(),
         now,
     };
-    // The trust in force when the response arrived: a refresh meanwhile changes the next one.
-    let trust = state.federation.current();
     // A RelayState that is the token this browser's relay cookie holds names the pending
-    // request the response must answer. Anything else is an IdP-initiated response: refused,
-    // unless they are switched on.
+    // request the response must answer, and the IdP it was sent to: only that IdP's
+    // certificates can verify the answer. Anything else is an IdP-initiated response:
+    // refused, unless the IdP its Issuer names accepts them.
     let bound = relay_state
         .as_deref()
         .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r));
-    let (assertion, return_to) = match (bound, &trust.unsolicited) {
+    let unsolicited_idp = match bound {
+        Some(_) => None,
+        None => unsolicited_idp(state, &saml_response)?,
+    };
+    let (assertion, return_to, federation) = match (bound, unsolicited_idp) {
         (Some(token), _) => {
             let pending = state
                 .store
@@ -219,6 +310,16 @@ async fn finish_login(
                 .ok_or(Failure::bad_request("relay_state_unknown"))?;
             record.request_id = Some(pending.request_id.clone());
             attempt.request_id = Some(pending.request_id.clone());
+            // A pending request recorded before IdPs had names belongs to the only IdP.
+            let federation = match (pending.idp.as_str(), state.idps.as_slice()) {
+                ("", [only]) => Some(only),
+                (name, _) => state.idp(name),
+            }
+            .ok_or(Failure::bad_request("unknown_idp"))?;
+            note_idp(record, attempt, federation);
+            // The trust in force when the response arrived: a refresh meanwhile changes the
+            // next one.
+            let trust = federation.current();
             let assertion = trust
                 .validator
                 .validate(
@@ -229,19 +330,20 @@ async fn finish_login(
                 )
                 .await
                 .map_err(Failure::from)?;
-            (assertion, pending.return_to)
+            (assertion, pending.return_to, federation)
         }
-        (None, Some(unsolicited)) => {
+        (None, Some((federation, unsolicited))) => {
             record.detail = Some("unsolicited".into());
+            note_idp(record, attempt, federation);
             let assertion = unsolicited
                 .validate(&saml_response, None, chrono::Utc::now(), &replay)
                 .await
                 .map_err(Failure::from)?;
             let return_to = unsolicited_target(
                 relay_state.as_deref(),
-                &state.config.idp.unsolicited_relay_state,
+                &federation.idp.unsolicited_relay_state,
             );
-            (assertion, return_to)
+            (assertion, return_to, federation)
         }
         (None, None) if relay_state.is_none() => {
             return Err(Failure::bad_request("relay_state_missing"))
@@ -251,7 +353,7 @@ async fn finish_login(
     record.assertion_id = Some(assertion.id.clone());
     record.user = Some(assertion.name_id.value.clone());
 
-    let session = new_session(state, &assertion)?;
+    let session = new_session(state, federation, &assertion)?;
     record.user = Some(session.user.clone());
     let id = state
         .store
@@ -314,9 +416,49 @@ fn unsolicited_target(relay_state: Option<&str>, allowed: &[String]) -> String {
     }
 }
 
-fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionRecord, Failure> {
-    let mapping = &state.config.idp.attributes;
-    check_groups_overage(state, assertion)?;
+/// Records in the audit record and the trace which IdP an ACS attempt is judged against.
+fn note_idp(
+    record: &mut Record,
+    attempt: &mut crate::trace::AcsTrace,
+    federation: &crate::federation::Federation,
+) {
+    record.idp = Some(federation.current().metadata.entity_id.clone());
+    record.idp_name = Some(federation.idp.name.clone());
+    attempt.idp = Some(federation.idp.name.clone());
+}
+
+/// The IdP, and its validator for IdP-initiated responses, that an unsolicited response is
+/// judged against: the one its Issuer names, among those that accept such responses. The
+/// Issuer is read unverified, only to pick; that IdP's validator then checks it and the
+/// signature. `None`: no IdP accepts it (the caller refuses it as unbound).
+fn unsolicited_idp<'s>(
+    state: &'s SharedState,
+    saml_response: &str,
+) -> Result<
+    Option<(
+        &'s crate::federation::Federation,
+        saml_sp::ResponseValidator,
+    )>,
+    Failure,
+> {
+    if !state.idps.iter().any(|f| f.idp.allow_unsolicited) {
+        return Ok(None);
+    }
+    let issuer =
+        saml_sp::response::unverified_issuer(saml_response, state.config.max_saml_response_bytes)
+            .map_err(Failure::from)?;
+    Ok(issuer
+        .and_then(|issuer| state.idp_by_entity_id(&issuer))
+        .and_then(|f| f.current().unsolicited.clone().map(|v| (f, v))))
+}
+
+fn new_session(
+    state: &SharedState,
+    federation: &crate::federation::Federation,
+    assertion: &Assertion,
+) -> Result<SessionRecord, Failure> {
+    let mapping = &federation.idp.attributes;
+    check_groups_overage(state, federation, assertion)?;
     let user = mapping
         .user(assertion)
         .ok_or(Failure::forbidden("user_attribute_missing"))?;
@@ -326,6 +468,7 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
         version: SESSION_VERSION,
         sp_entity_id: state.config.sp.entity_id.clone(),
         idp: assertion.issuer.clone(),
+        idp_name: federation.idp.name.clone(),
         user,
         name_id: assertion.name_id.value.clone(),
         name_id_format: assertion.name_id.format.clone(),
@@ -352,7 +495,11 @@ fn new_session(state: &SharedState, assertion: &Assertion) -> Result<SessionReco
 /// Entra replaces the groups of a user in more than 150 with a `groups.link` claim, or (as its
 /// newer documentation says) leaves the groups out. Either way the login fails closed rather
 /// than making a session that group rules would judge on no groups.
-fn check_groups_overage(state: &SharedState, assertion: &Assertion) -> Result<(), Failure> {
+fn check_groups_overage(
+    state: &SharedState,
+    federation: &crate::federation::Federation,
+    assertion: &Assertion,
+) -> Result<(), Failure> {
     let link = !assertion
         .attribute(crate::attributes::CLAIM_GROUPS_LINK)
         .is_empty();
@@ -362,9 +509,9 @@ fn check_groups_overage(state: &SharedState, assertion: &Assertion) -> Result<()
         .routes()
         .iter()
         .any(|r| !r.public && !r.rule.groups.is_empty());
-    let omitted = state.config.idp.preset == crate::attributes::Preset::Entra
+    let omitted = federation.idp.preset == crate::attributes::Preset::Entra
         && needs_groups
-        && !state.config.idp.attributes.has_groups_attribute(assertion);
+        && !federation.idp.attributes.has_groups_attribute(assertion);
     if !(link || omitted) {
         return Ok(());
     }
@@ -476,6 +623,7 @@ pub async fn logout(
     record.event = Some(Event::Logout);
     record.user = Some(session.user.clone());
     record.idp = Some(session.idp.clone());
+    record.idp_name = Some(session.idp_name.clone()).filter(|n| !n.is_empty());
     record.session = Some(session_hash(id.expose()));
     // The IdP is told next (Single Logout), when it can be; the local sign-out stands anyway.
     let to_idp = crate::slo::start(&state, &session).await;
@@ -561,6 +709,7 @@ impl Failure {
             "relay_state_not_bound" | "relay_state_missing" => {
                 "This sign-in response does not belong to a sign-in started in this browser."
             }
+            "unknown_idp" => "No identity provider of that name is configured here.",
             _ => "The sign-in request is malformed.",
         };
         Failure {
@@ -639,7 +788,6 @@ impl Failure {
     ) -> Response {
         let mut record = audit_record(peer, headers, path);
         record.event = Some(Event::LoginFailure);
-        record.idp = Some(state.federation.current().metadata.entity_id.clone());
         self.respond(state, record).await
     }
 }

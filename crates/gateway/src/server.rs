@@ -58,16 +58,13 @@ pub fn load_keys(config: &Config) -> anyhow::Result<(SpKeys, bool)> {
 }
 
 /// Logs the settings that weaken security, so they are never silent, and the IdP
-/// certificates that expire soon.
-pub fn warnings(config: &Config, metadata: &saml_sp::metadata::IdpMetadata) {
+/// certificates that expire soon; `initial` holds the metadata of each IdP, in config order.
+pub fn warnings(config: &Config, initial: &[crate::federation::Initial]) {
     if !config.secure_cookies {
         tracing::warn!(
             public_url = %config.public_url,
             "public_url is plain http: cookies are not Secure; use this only for local testing"
         );
-    }
-    if config.idp.allow_sha1 {
-        tracing::warn!("idp.allow_sha1 is on: SHA-1 signatures are accepted from the IdP");
     }
     if let Some(trace) = &config.trace {
         tracing::warn!(
@@ -76,9 +73,6 @@ pub fn warnings(config: &Config, metadata: &saml_sp::metadata::IdpMetadata) {
             "debug.trace_logins is on: every login attempt is described in this file, with the \
              user's NameID; switch it off when the problem is found"
         );
-    }
-    if config.idp.allow_unsolicited {
-        tracing::warn!("idp.allow_unsolicited is on: IdP-initiated logins are accepted");
     }
     if config.sessions.idle_timeout < Duration::from_secs(60) {
         tracing::warn!(
@@ -90,18 +84,45 @@ pub fn warnings(config: &Config, metadata: &saml_sp::metadata::IdpMetadata) {
     if let Some(token) = &config.identity_token {
         identity_key_warnings(config, token);
     }
-    if metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
-        tracing::warn!("the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
+    for (idp, initial) in config.idps.iter().zip(initial) {
+        idp_warnings(config, idp, &initial.metadata);
     }
-    crate::federation::log_expiry_warnings(metadata);
+}
+
+/// The warnings of one IdP and its metadata.
+fn idp_warnings(
+    config: &Config,
+    idp: &crate::config::IdpConfig,
+    metadata: &saml_sp::metadata::IdpMetadata,
+) {
+    let name = &idp.name;
+    if idp.allow_sha1 {
+        tracing::warn!(
+            idp = %name,
+            "{} is on: SHA-1 signatures are accepted from the IdP",
+            config.idp_key(idp, "allow_sha1")
+        );
+    }
+    if idp.allow_unsolicited {
+        tracing::warn!(
+            idp = %name,
+            "{} is on: IdP-initiated logins are accepted",
+            config.idp_key(idp, "allow_unsolicited")
+        );
+    }
+    if metadata.want_authn_requests_signed && !config.sp.sign_authn_requests {
+        tracing::warn!(idp = %name, "the IdP wants signed AuthnRequests but sp.sign_authn_requests is off");
+    }
+    crate::federation::log_expiry_warnings(name, metadata);
     if metadata
         .valid_until
         .is_some_and(|until| until <= chrono::Utc::now())
     {
-        tracing::error!("the IdP metadata is past its validUntil; get a current copy from the IdP");
+        tracing::error!(idp = %name, "the IdP metadata is past its validUntil; get a current copy from the IdP");
     }
-    if config.idp.single_logout && metadata.slo_redirect_url.is_none() {
+    if idp.single_logout && metadata.slo_redirect_url.is_none() {
         tracing::info!(
+            idp = %name,
             "the IdP publishes no SingleLogoutService (HTTP-Redirect): sign-out ends only the \
              session here"
         );
@@ -215,17 +236,24 @@ async fn reload_on_hangup(state: SharedState) {
                 let count = new.routes.routes().len();
                 // A metadata file is read again with the routes (a rollover by hand); a
                 // metadata URL is followed by its own refresh.
-                if let crate::config::MetadataSource::File { metadata, .. } = &new.idp.source {
-                    let expected = state.federation.current().metadata.entity_id.clone();
+                for federation in &state.idps {
+                    let Some(crate::config::MetadataSource::File { metadata, .. }) =
+                        new.idp(&federation.idp.name).map(|i| &i.source)
+                    else {
+                        continue;
+                    };
+                    let name = &federation.idp.name;
+                    let expected = federation.current().metadata.entity_id.clone();
                     if metadata.entity_id == expected {
-                        crate::federation::log_expiry_warnings(metadata);
+                        crate::federation::log_expiry_warnings(name, metadata);
                         let origin = crate::federation::Origin::File;
-                        if let Some(change) = state.federation.replace(metadata.clone(), origin) {
-                            tracing::info!(%change, "the IdP metadata file changed");
-                            crate::federation::audit_change(&state, change).await;
+                        if let Some(change) = federation.replace(metadata.clone(), origin) {
+                            tracing::info!(idp = %name, %change, "the IdP metadata file changed");
+                            crate::federation::audit_change(&state, federation, change).await;
                         }
                     } else {
                         tracing::error!(
+                            idp = %name,
                             found = %metadata.entity_id,
                             %expected,
                             "the metadata file now names another IdP; restart to change the IdP"
@@ -273,18 +301,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     sp_key_notices(&keys);
-    let initial = crate::federation::initial(&config, true).await?;
-    warnings(&config, &initial.metadata);
-    let fingerprints: Vec<String> = crate::federation::certificates(&initial.metadata)
-        .into_iter()
-        .map(|c| c.fingerprint)
-        .collect();
-    tracing::info!(
-        idp = %initial.metadata.entity_id,
-        origin = ?initial.origin,
-        certificates = %fingerprints.join(", "),
-        "trusting the IdP's signing certificates"
-    );
+    let initial = crate::federation::initial_all(&config, true).await?;
+    warnings(&config, &initial);
+    for (idp, initial) in config.idps.iter().zip(&initial) {
+        let fingerprints: Vec<String> = crate::federation::certificates(&initial.metadata)
+            .into_iter()
+            .map(|c| c.fingerprint)
+            .collect();
+        tracing::info!(
+            idp = %idp.name,
+            entity_id = %initial.metadata.entity_id,
+            origin = ?initial.origin,
+            certificates = %fingerprints.join(", "),
+            "trusting the IdP's signing certificates"
+        );
+    }
     let audit = AuditLog::open(&config.audit_file)
         .with_context(|| format!("{}: audit.file", config.file.display()))?;
     let store = open_store(&config).await?;
@@ -293,7 +324,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
-    tokio::spawn(crate::federation::refresh(state.clone()));
+    for index in 0..state.idps.len() {
+        tokio::spawn(crate::federation::refresh(state.clone(), index));
+    }
     if let Some(admin) = admin_listen {
         let listener = tokio::net::TcpListener::bind(admin)
             .await

@@ -160,6 +160,7 @@ mod tests {
             version: SESSION_VERSION,
             sp_entity_id: "sp".into(),
             idp: "idp".into(),
+            idp_name: String::new(),
             user: "alice\n".into(),
             name_id: "alice".into(),
             name_id_format: None,

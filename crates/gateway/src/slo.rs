@@ -52,9 +52,10 @@ const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// IdP with a signed LogoutRequest, or `None` when the IdP has no SLO (or it is switched off)
 /// or the request cannot be made (the local sign-out stands; the reason is logged).
 pub async fn start(state: &SharedState, session: &SessionRecord) -> Option<Response> {
-    let trust = state.federation.current();
+    let federation = state.session_idp(session)?;
+    let trust = federation.current();
     let destination = trust.metadata.slo_redirect_url.as_ref()?;
-    if !state.config.idp.single_logout {
+    if !federation.idp.single_logout {
         return None;
     }
     let (Ok(request_id), Ok(token)) = (new_message_id(), session_store::random_token()) else {
@@ -66,6 +67,7 @@ pub async fn start(state: &SharedState, session: &SessionRecord) -> Option<Respo
         request_id: request_id.clone(),
         return_to: "/saml/logged-out".into(),
         created_at: now,
+        idp: federation.idp.name.clone(),
     };
     if let Err(e) = state
         .store
@@ -116,22 +118,11 @@ pub async fn redirect_binding(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let Some(MessageFields {
-        kind, relay_state, ..
-    }) = message_fields(query.as_bytes())
-    else {
-        return refused(&state, peer, &headers, "duplicate_parameter", None).await;
+    let Some(fields) = message_fields(query.as_bytes()) else {
+        return refused(&state, peer, &headers, "duplicate_parameter", None, None).await;
     };
     let incoming = Incoming::Redirect(&query);
-    dispatch(
-        &state,
-        peer,
-        &headers,
-        kind.as_deref(),
-        incoming,
-        relay_state,
-    )
-    .await
+    dispatch(&state, peer, &headers, &fields, true, incoming).await
 }
 
 /// The fields of a logout message's query or form body.
@@ -179,54 +170,75 @@ pub async fn post_binding(
     let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES));
     let bytes = match read.await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return refused(&state, peer, &headers, "message_too_large", None).await,
-        Err(_) => return refused(&state, peer, &headers, "request_timeout", None).await,
+        Ok(Err(_)) => {
+            return refused(&state, peer, &headers, "message_too_large", None, None).await
+        }
+        Err(_) => return refused(&state, peer, &headers, "request_timeout", None, None).await,
     };
-    let Some(MessageFields {
-        kind,
-        message,
-        relay_state,
-    }) = message_fields(&bytes)
-    else {
-        return refused(&state, peer, &headers, "duplicate_parameter", None).await;
+    let Some(fields) = message_fields(&bytes) else {
+        return refused(&state, peer, &headers, "duplicate_parameter", None, None).await;
     };
-    let message = message.unwrap_or_default();
     let incoming = Incoming::Post {
-        message: &message,
-        relay_state: relay_state.as_deref(),
+        message: fields.message.as_deref().unwrap_or_default(),
+        relay_state: fields.relay_state.as_deref(),
     };
-    dispatch(
-        &state,
-        peer,
-        &headers,
-        kind.as_deref(),
-        incoming,
-        relay_state.clone(),
-    )
-    .await
+    dispatch(&state, peer, &headers, &fields, false, incoming).await
 }
 
 async fn dispatch(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    kind: Option<&str>,
+    fields: &MessageFields,
+    redirect: bool,
     incoming: Incoming<'_>,
-    relay_state: Option<String>,
 ) -> Response {
-    if !state.config.idp.single_logout {
+    if !state.idps.iter().any(|f| f.idp.single_logout) {
         // Switched off: no logout message is taken, in either direction.
-        return refused(state, peer, headers, "single_logout_off", None).await;
+        return refused(state, peer, headers, "single_logout_off", None, None).await;
     }
-    match kind {
-        Some("SAMLRequest") => idp_request(state, peer, headers, incoming).await,
-        Some(_) => idp_response(state, peer, headers, incoming, relay_state).await,
-        None => refused(state, peer, headers, "saml_message_missing", None).await,
+    match fields.kind.as_deref() {
+        Some("SAMLRequest") => {
+            // The IdP is the one the message's Issuer names; only its keys can verify it.
+            let value = fields.message.as_deref().unwrap_or_default();
+            let max = state.config.max_saml_response_bytes;
+            let issuer = match saml_sp::logout::unverified_issuer(value, redirect, max) {
+                Ok(issuer) => issuer,
+                Err(e) => return refused(state, peer, headers, e.code(), Some(&e), None).await,
+            };
+            let Some(federation) = issuer.and_then(|i| logout_idp(state, &i)) else {
+                return refused(state, peer, headers, "issuer_mismatch", None, None).await;
+            };
+            if !federation.idp.single_logout {
+                let f = Some(federation);
+                return refused(state, peer, headers, "single_logout_off", None, f).await;
+            }
+            idp_request(state, federation, peer, headers, incoming).await
+        }
+        Some(_) => {
+            let relay_state = fields.relay_state.clone();
+            idp_response(state, peer, headers, incoming, relay_state).await
+        }
+        None => refused(state, peer, headers, "saml_message_missing", None, None).await,
     }
+}
+
+/// The IdP whose entity ID (or, for Entra, whose logout Issuer) is `issuer`.
+fn logout_idp<'s>(
+    state: &'s SharedState,
+    issuer: &str,
+) -> Option<&'s crate::federation::Federation> {
+    state.idp_by_entity_id(issuer).or_else(|| {
+        state
+            .idps
+            .iter()
+            .find(|f| alternate_issuer(f, &f.current()).as_deref() == Some(issuer))
+    })
 }
 
 fn checks<'a>(
     state: &'a SharedState,
+    federation: &'a crate::federation::Federation,
     trust: &'a crate::federation::Trust,
     slo_url: &'a str,
     alternate_issuer: Option<&'a str>,
@@ -237,9 +249,9 @@ fn checks<'a>(
         certificates: &trust.metadata.signing_certificates,
         slo_url,
         algorithms: AlgorithmPolicy {
-            allow_sha1: state.config.idp.allow_sha1,
+            allow_sha1: federation.idp.allow_sha1,
         },
-        clock_skew: state.config.idp.clock_skew,
+        clock_skew: federation.idp.clock_skew,
         max_issue_age: MAX_MESSAGE_AGE,
         max_message_bytes: state.config.max_saml_response_bytes,
         now: chrono::Utc::now(),
@@ -249,17 +261,19 @@ fn checks<'a>(
 /// An IdP's LogoutRequest: end the sessions, answer with a LogoutResponse.
 async fn idp_request(
     state: &SharedState,
+    federation: &crate::federation::Federation,
     peer: SocketAddr,
     headers: &HeaderMap,
     incoming: Incoming<'_>,
 ) -> Response {
-    let trust = state.federation.current();
+    let trust = federation.current();
     let slo_url = state.config.slo_url();
-    let alternate = alternate_issuer(state, &trust);
-    let checks = checks(state, &trust, &slo_url, alternate.as_deref());
+    let alternate = alternate_issuer(federation, &trust);
+    let checks = checks(state, federation, &trust, &slo_url, alternate.as_deref());
+    let f = Some(federation);
     let request = match read_logout_request(incoming, &checks) {
         Ok(request) => request,
-        Err(e) => return refused(state, peer, headers, e.code(), Some(&e)).await,
+        Err(e) => return refused(state, peer, headers, e.code(), Some(&e), f).await,
     };
     let now = unix_now();
     // Each request is taken once: a captured one (the query sits in browser histories and
@@ -271,8 +285,10 @@ async fn idp_request(
         .await
     {
         Ok(true) => {}
-        Ok(false) => return refused(state, peer, headers, "logout_request_replayed", None).await,
-        Err(_) => return refused(state, peer, headers, "replay_cache_unavailable", None).await,
+        Ok(false) => {
+            return refused(state, peer, headers, "logout_request_replayed", None, f).await
+        }
+        Err(_) => return refused(state, peer, headers, "replay_cache_unavailable", None, f).await,
     }
     let ended = state
         .store
@@ -287,6 +303,7 @@ async fn idp_request(
     let mut base = audit_record(peer, headers, "/saml/slo");
     base.event = Some(Event::Slo);
     base.idp = Some(trust.metadata.entity_id.clone());
+    base.idp_name = Some(federation.idp.name.clone());
     base.user = Some(request.name_id.value.clone());
     base.request_id = Some(request.id.clone());
     // This browser's session cookie is cleared only when its session is among those ended:
@@ -372,24 +389,33 @@ async fn idp_response(
         .as_deref()
         .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r));
     let Some(token) = bound else {
-        return refused(state, peer, headers, "relay_state_not_bound", None).await;
+        return refused(state, peer, headers, "relay_state_not_bound", None, None).await;
     };
     let pending = match state.store.take_pending(token, unix_now()).await {
         Ok(Some(pending)) => pending,
-        Ok(None) => return refused(state, peer, headers, "relay_state_unknown", None).await,
-        Err(_) => return refused(state, peer, headers, "store_unavailable", None).await,
+        Ok(None) => return refused(state, peer, headers, "relay_state_unknown", None, None).await,
+        Err(_) => return refused(state, peer, headers, "store_unavailable", None, None).await,
     };
-    let trust = state.federation.current();
+    // The answer comes from the IdP the request went to, and only its keys verify it.
+    let federation = match (pending.idp.as_str(), state.idps.as_slice()) {
+        ("", [only]) => Some(only),
+        (name, _) => state.idp(name),
+    };
+    let Some(federation) = federation else {
+        return refused(state, peer, headers, "unknown_idp", None, None).await;
+    };
+    let trust = federation.current();
     let slo_url = state.config.slo_url();
-    let alternate = alternate_issuer(state, &trust);
+    let alternate = alternate_issuer(federation, &trust);
     let verdict = read_logout_response(
         incoming,
-        &checks(state, &trust, &slo_url, alternate.as_deref()),
+        &checks(state, federation, &trust, &slo_url, alternate.as_deref()),
         &pending.request_id,
     );
     let mut record = audit_record(peer, headers, "/saml/slo");
     record.event = Some(Event::Slo);
     record.idp = Some(trust.metadata.entity_id.clone());
+    record.idp_name = Some(federation.idp.name.clone());
     record.request_id = Some(pending.request_id.clone());
     match verdict {
         Ok(_) => {
@@ -401,13 +427,16 @@ async fn idp_response(
                 .append(header::SET_COOKIE, state.cookies.clear_relay());
             response
         }
-        Err(e) => refused(state, peer, headers, e.code(), Some(&e)).await,
+        Err(e) => refused(state, peer, headers, e.code(), Some(&e), Some(federation)).await,
     }
 }
 
 /// The other Issuer the IdP's logout messages may carry (Entra only).
-fn alternate_issuer(state: &SharedState, trust: &crate::federation::Trust) -> Option<String> {
-    (state.config.idp.preset == crate::attributes::Preset::Entra)
+fn alternate_issuer(
+    federation: &crate::federation::Federation,
+    trust: &crate::federation::Trust,
+) -> Option<String> {
+    (federation.idp.preset == crate::attributes::Preset::Entra)
         .then(|| saml_sp::logout::entra_logout_issuer(&trust.metadata.entity_id))
         .flatten()
 }
@@ -418,18 +447,21 @@ async fn audit(state: &SharedState, record: Record) {
     }
 }
 
-/// A refused logout message: audited, answered with a 400 page naming the reason.
+/// A refused logout message: audited (naming the IdP it was judged against, when one was
+/// picked), answered with a 400 page naming the reason.
 async fn refused(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
     reason: &'static str,
     error: Option<&ValidationError>,
+    federation: Option<&crate::federation::Federation>,
 ) -> Response {
     let reference = reference();
     let mut record = audit_record(peer, headers, "/saml/slo");
     record.event = Some(Event::Slo);
-    record.idp = Some(state.federation.current().metadata.entity_id.clone());
+    record.idp = federation.map(|f| f.current().metadata.entity_id.clone());
+    record.idp_name = federation.map(|f| f.idp.name.clone());
     record.reason = Some(reason.into());
     record.reference = Some(reference.clone());
     record.detail = error.map(|e| e.to_string());

@@ -32,8 +32,9 @@ pub type UpstreamClient = Client<HttpConnector, Body>;
 pub struct AppState {
     /// The checked configuration.
     pub config: Config,
-    /// The IdP trust in force (metadata and response validator), swapped by refreshes.
-    pub federation: crate::federation::Federation,
+    /// The IdPs, in the order configured (never empty), each with the trust in force
+    /// (metadata and response validator), swapped by refreshes.
+    pub idps: Vec<crate::federation::Federation>,
     /// Sessions, pending requests and replay cache.
     pub store: Arc<dyn Store>,
     /// The audit log.
@@ -64,6 +65,38 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
+    /// The IdP named `name`.
+    pub fn idp(&self, name: &str) -> Option<&crate::federation::Federation> {
+        self.idps.iter().find(|f| f.idp.name == name)
+    }
+
+    /// The IdP whose metadata in force has entity ID `entity_id`.
+    pub fn idp_by_entity_id(&self, entity_id: &str) -> Option<&crate::federation::Federation> {
+        self.idps
+            .iter()
+            .find(|f| f.current().metadata.entity_id == entity_id)
+    }
+
+    /// The IdP that made `session`: by its name, or by its entity ID for a session recorded
+    /// without one. Both must agree, so that a renamed or re-pointed IdP never inherits
+    /// another's sessions.
+    pub fn session_idp(
+        &self,
+        session: &session_store::SessionRecord,
+    ) -> Option<&crate::federation::Federation> {
+        let found = if session.idp_name.is_empty() {
+            self.idp_by_entity_id(&session.idp)
+        } else {
+            self.idp(&session.idp_name)
+        }?;
+        (found.current().metadata.entity_id == session.idp).then_some(found)
+    }
+
+    /// The first IdP of the config: the one for messages that name no IdP.
+    pub fn first_idp(&self) -> &crate::federation::Federation {
+        &self.idps[0]
+    }
+
     /// The decision and identity headers for session `id` at `route` of the table numbered
     /// `generation`: from the cache, or built now and cached.
     pub fn identity(
@@ -96,7 +129,11 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
     Ok(SpMetadata {
         entity_id: config.sp.entity_id.clone(),
         acs_url: config.acs_url(),
-        slo_url: config.idp.single_logout.then(|| config.slo_url()),
+        slo_url: config
+            .idps
+            .iter()
+            .any(|i| i.single_logout)
+            .then(|| config.slo_url()),
         signing_certificates: keys
             .all()
             .map(|k| k.cert.to_der())
@@ -108,20 +145,29 @@ pub fn sp_metadata(config: &Config, keys: &SpKeys) -> anyhow::Result<String> {
         } else {
             Vec::new()
         },
-        encryption_methods: ContentAlgorithm::uris(config.idp.allow_cbc_encryption)
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
+        encryption_methods: ContentAlgorithm::uris(
+            config.idps.iter().any(|i| i.allow_cbc_encryption),
+        )
+        .into_iter()
+        .map(str::to_string)
+        .collect(),
         authn_requests_signed: config.sp.sign_authn_requests,
-        name_id_formats: config.idp.name_id_format.iter().cloned().collect(),
+        name_id_formats: config
+            .idps
+            .iter()
+            .filter_map(|i| i.name_id_format.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
     }
     .to_xml())
 }
 
-/// The response validator for this SP and the IdP of `metadata`, as `/saml/acs` uses it.
+/// The response validator for this SP and `idp` with its `metadata`, as `/saml/acs` uses it.
 pub fn validator(
     config: &Config,
     keys: &SpKeys,
+    idp: &crate::config::IdpConfig,
     metadata: &saml_sp::metadata::IdpMetadata,
 ) -> ResponseValidator {
     ResponseValidator {
@@ -134,15 +180,15 @@ pub fn validator(
             certificates: metadata.signing_certificates.clone(),
         },
         options: ValidationOptions {
-            clock_skew: config.idp.clock_skew,
-            allow_unsolicited: config.idp.allow_unsolicited,
+            clock_skew: idp.clock_skew,
+            allow_unsolicited: idp.allow_unsolicited,
             algorithms: AlgorithmPolicy {
-                allow_sha1: config.idp.allow_sha1,
+                allow_sha1: idp.allow_sha1,
             },
             max_message_bytes: config.max_saml_response_bytes,
             decryption: config.sp.encrypted_assertions.then(|| Decryption {
                 keys: keys.all().map(|k| k.key.clone()).collect(),
-                allow_cbc: config.idp.allow_cbc_encryption,
+                allow_cbc: idp.allow_cbc_encryption,
             }),
             ..ValidationOptions::default()
         },
@@ -150,22 +196,31 @@ pub fn validator(
 }
 
 impl AppState {
-    /// Assembles the state around the IdP `metadata` read at start-up.
+    /// Assembles the state around the IdP metadata read at start-up (`initial`, one per IdP
+    /// of the config, in its order).
     pub fn new(
         config: Config,
         keys: SpKeys,
-        initial: crate::federation::Initial,
+        initial: Vec<crate::federation::Initial>,
         store: Arc<dyn Store>,
         audit: AuditLog,
     ) -> anyhow::Result<AppState> {
-        let federation = crate::federation::Federation::new(
-            validator(&config, &keys, &initial.metadata),
-            config
-                .idp
-                .allow_unsolicited
-                .then_some(config.idp.unsolicited_max_age),
-            initial,
+        anyhow::ensure!(
+            initial.len() == config.idps.len() && !initial.is_empty(),
+            "one IdP metadata document per configured IdP is needed"
         );
+        let idps = config
+            .idps
+            .iter()
+            .zip(initial)
+            .map(|(idp, initial)| {
+                crate::federation::Federation::new(
+                    idp.clone(),
+                    validator(&config, &keys, idp, &initial.metadata),
+                    initial,
+                )
+            })
+            .collect();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
@@ -203,7 +258,7 @@ impl AppState {
             cookies: CookiePolicy::new(config.secure_cookies),
             request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),
             sp_key: keys.key.clone(),
-            federation,
+            idps,
             store,
             audit,
             client,

@@ -41,6 +41,8 @@ pub struct AcsTrace {
     pub saml_response: Option<String>,
     /// The pending request the response had to answer, when one was found.
     pub request_id: Option<String>,
+    /// The IdP the response was judged against, when one was picked.
+    pub idp: Option<String>,
 }
 
 impl TraceLog {
@@ -106,7 +108,14 @@ impl TraceLog {
         verdict: Result<&str, &str>,
         reference: Option<&str>,
     ) {
-        let trust = state.federation.current();
+        // Checks are shown against the IdP the response was judged against; when none was
+        // picked (an unbound response), against the first one.
+        let trust = attempt
+            .idp
+            .as_deref()
+            .and_then(|name| state.idp(name))
+            .unwrap_or_else(|| state.first_idp())
+            .current();
         let acs_url = state.config.acs_url();
         let xml = attempt.saml_response.as_deref().and_then(|value| {
             saml_sp::response::decode_post_value(value, state.config.max_saml_response_bytes).ok()

@@ -132,6 +132,26 @@ pub fn entra_logout_issuer(entity_id: &str) -> Option<String> {
         .then(|| format!("https://login.microsoftonline.com/{tenant}/"))
 }
 
+/// The Issuer a logout message names, read without any check of trust: only to pick which
+/// IdP's [`LogoutChecks`] verify it (several IdPs, one SLO endpoint); those checks then
+/// require this Issuer and that IdP's signature. `value` is the `SAMLRequest` or
+/// `SAMLResponse` parameter, deflated when `redirect` (HTTP-Redirect). Never a claim.
+pub fn unverified_issuer(
+    value: &str,
+    redirect: bool,
+    max_message_bytes: usize,
+) -> Result<Option<String>, ValidationError> {
+    let text = if redirect {
+        decode_redirect_value(value, max_message_bytes)?
+    } else {
+        decode_post_value(value, max_message_bytes)?
+    };
+    let root = xml::parse(&text)?;
+    Ok(root
+        .only_child(SAML_NS, "Issuer")
+        .map(|i| i.text().trim().to_string()))
+}
+
 /// How an IdP's message arrived.
 #[derive(Debug, Clone, Copy)]
 pub enum Incoming<'a> {

@@ -454,6 +454,26 @@ fn skew(options: &ValidationOptions) -> TimeDelta {
     TimeDelta::from_std(options.clock_skew).unwrap_or(TimeDelta::zero())
 }
 
+/// The Issuer a `SAMLResponse` form value names: the Response's, else that of its one plain
+/// Assertion; `None` when it names none. Nothing here is checked for trust: the answer only
+/// picks which IdP's [`ResponseValidator`] to run (several IdPs, one ACS), and that validator
+/// then requires this same Issuer and that IdP's signature. Never a claim.
+pub fn unverified_issuer(
+    form_value: &str,
+    max_bytes: usize,
+) -> Result<Option<String>, ValidationError> {
+    let text = decode_post_value(form_value, max_bytes)?;
+    let root = xml::parse(&text)?;
+    if !root.is(SAMLP_NS, "Response") {
+        return Err(MessageError::NotAResponse.into());
+    }
+    let issuer = root.only_child(SAML_NS, "Issuer").or_else(|| {
+        root.only_child(SAML_NS, "Assertion")
+            .and_then(|a| a.only_child(SAML_NS, "Issuer"))
+    });
+    Ok(issuer.map(|i| i.text().trim().to_string()))
+}
+
 /// Decodes an HTTP-POST binding value: base64 (line breaks allowed) of UTF-8 XML.
 pub fn decode_post_value(value: &str, max_bytes: usize) -> Result<String, MessageError> {
     if value.len() > max_bytes {

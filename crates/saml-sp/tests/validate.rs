@@ -526,3 +526,43 @@ fn comment_between_elements_is_accepted() {
     let xml = xmlsec_sign(&template, ASSERTION_ID, &keys().idp);
     assert_alice(&validate(&xml).unwrap());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several IdPs: the unverified Issuer only picks a validator
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unverified_issuer_picks_and_the_other_idps_validator_refuses() {
+    let xml = Spec::assertion_signed().signed();
+    let value = encode(&xml);
+    assert_eq!(
+        saml_sp::response::unverified_issuer(&value, 1 << 20).unwrap(),
+        Some(IDP_ENTITY_ID.to_string())
+    );
+    // The Response names no Issuer of its own: the Assertion's is taken.
+    let bare = replace_once(
+        &xml,
+        &format!("<saml:Issuer>{IDP_ENTITY_ID}</saml:Issuer><samlp:Status>"),
+        "<samlp:Status>",
+    );
+    assert_eq!(
+        saml_sp::response::unverified_issuer(&encode(&bare), 1 << 20).unwrap(),
+        Some(IDP_ENTITY_ID.to_string())
+    );
+    assert!(saml_sp::response::unverified_issuer("not base64!", 1 << 20).is_err());
+    // Another IdP of the same SP, with its own entity ID and key, never accepts it: not under
+    // its own name, and not when the Issuer is changed to its name (the signature breaks).
+    let mut other = validator();
+    other.idp.entity_id = "https://partners.example.org/idp".into();
+    let pem = std::fs::read(&keys().attacker.cert).unwrap();
+    let der = openssl::x509::X509::from_pem(&pem)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    other.idp.certificates = vec![saml_sp::CertificateDer::from(der)];
+    let judge =
+        |xml: &str| validate_with(&other, &encode(xml), Some(REQUEST_ID), &Default::default());
+    assert_code(judge(&xml), "issuer_mismatch");
+    let renamed = xml.replace(IDP_ENTITY_ID, "https://partners.example.org/idp");
+    assert_code(judge(&renamed), "signature_invalid");
+}

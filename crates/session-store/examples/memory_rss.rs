@@ -24,6 +24,7 @@ fn record(i: usize) -> SessionRecord {
         version: session_store::SESSION_VERSION,
         sp_entity_id: "https://dash.example.com/saml/metadata".into(),
         idp: "https://sts.windows.net/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0/".into(),
+        idp_name: String::new(),
         user: format!("user{i:06}@corp.example"),
         name_id: format!("user{i:06}@corp.example"),
         name_id_format: Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into()),

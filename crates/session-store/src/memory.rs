@@ -369,6 +369,7 @@ mod tests {
             version: SESSION_VERSION,
             sp_entity_id: "sp".into(),
             idp: "idp".into(),
+            idp_name: String::new(),
             user: "alice".into(),
             name_id: "alice".into(),
             name_id_format: None,
@@ -429,6 +430,7 @@ mod tests {
             request_id: "_r".into(),
             return_to: "/".into(),
             created_at: 0,
+            idp: "default".into(),
         };
         s.put_pending("tok", req.clone(), 10).await.unwrap();
         assert_eq!(s.take_pending("tok", 5).await.unwrap(), Some(req.clone()));

@@ -56,6 +56,9 @@ pub struct SessionRecord {
     pub sp_entity_id: String,
     /// The IdP entity ID that authenticated the user.
     pub idp: String,
+    /// The configured name of that IdP (for rules that require an IdP).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp_name: String,
     /// The user key (NameID or a configured attribute).
     pub user: String,
     /// The NameID exactly as received.
@@ -123,4 +126,7 @@ pub struct PendingRequest {
     pub return_to: String,
     /// When the request was made.
     pub created_at: UnixTime,
+    /// The configured name of the IdP the request was sent to: only its response answers it.
+    #[serde(default)]
+    pub idp: String,
 }

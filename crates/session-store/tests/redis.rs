@@ -76,6 +76,7 @@ fn record(name_id: &str) -> SessionRecord {
         version: SESSION_VERSION,
         sp_entity_id: "sp".into(),
         idp: "idp".into(),
+        idp_name: String::new(),
         user: name_id.into(),
         name_id: name_id.into(),
         name_id_format: None,
@@ -100,6 +101,7 @@ fn pending(created_at: i64) -> PendingRequest {
         request_id: "_r".into(),
         return_to: "/".into(),
         created_at,
+        idp: "default".into(),
     }
 }
 
@@ -434,6 +436,7 @@ async fn single_logout_ends_the_sessions_of_one_login() {
 async fn single_logout_scenario(s: &dyn Store) {
     let with = |name_id: &str, idp: &str, index: &str| SessionRecord {
         idp: idp.into(),
+        idp_name: String::new(),
         session_index: Some(index.into()),
         ..record(name_id)
     };
