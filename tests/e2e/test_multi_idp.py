@@ -14,7 +14,10 @@ Cookies on 127.0.0.1 are not kept apart by port, and both IdPs use the same Simp
 cookie names: each client here signs in at one IdP only.
 """
 
+import base64
 import json
+import os
+import signal
 from datetime import datetime, timezone
 import re
 import textwrap
@@ -26,6 +29,7 @@ import pytest
 import testbed
 from flows import (NAVIGATE, cookie_header, forms, login_until_acs, new_client, post_to_acs,
                    run_app)
+from deploy import until
 from test_slo import redirect_query
 
 # (name, label) of the IdPs, in config order.
@@ -424,3 +428,50 @@ def test_an_idp_logout_request_ends_only_that_idps_sessions(multi):
                          allow_redirects=False)
     assert r.status_code == 400 and "issuer_mismatch" in r.text, f"HTTP {r.status_code}: {r.text[:500]}"
     assert alive(multi, at_staff)
+
+
+def test_an_idp_initiated_response_under_another_idps_name_is_refused(multi):
+    """A staff-signed IdP-initiated response with its Issuers rewritten to the partners IdP
+    (which accepts IdP-initiated logins): the Issuer picks partners, whose key alone is tried."""
+    staff_idp, partners_idp = multi.idps["staff"], multi.idps["partners"]
+    url = (f"{staff_idp.sso_url}?spentityid={quote(multi.entity_id, safe='')}"
+           f"&RelayState={quote('/', safe='')}")
+    client = new_client()
+    form = idp_answer(client, url, USER_OF["staff"])
+    xml = base64.b64decode(form.fields["SAMLResponse"]).decode()
+    assert xml.count(staff_idp.entity_id) >= 2, xml[:800]
+    renamed = xml.replace(staff_idp.entity_id, partners_idp.entity_id)
+    mark = multi.audit_mark()
+    r = post_to_acs(client, form, SAMLResponse=base64.b64encode(renamed.encode()).decode())
+    assert r.status_code == 403 and "signature_invalid" in r.text, f"HTTP {r.status_code}: {r.text[:500]}"
+    assert not has_session(client), r.headers
+    [failure] = records(multi, mark, "login_failure")
+    assert (failure.get("reason"), failure.get("idp_name")) == ("signature_invalid", "partners"), failure
+
+
+def test_a_reload_that_changes_the_idps_is_refused(multi):
+    """The IdPs are fixed at start-up: a SIGHUP with another list (partners removed, and the
+    route that required staff opened to all) changes nothing."""
+    gateway = multi.gateway
+    original = gateway.config_path.read_text()
+    changed = original.replace("    allow: { idps: [staff] }\n", "")
+    start = changed.index("  - name: partners\n")
+    end = changed.index("sessions:\n")
+    changed = changed[:start] + changed[end:]
+    changed = changed.replace("  - path: /partners\n    idp: partners\n", "  - path: /partners\n")
+    assert "partners" not in changed.split("routes:")[0], changed
+    partners = signed_in(multi, "partners")
+    mark = multi.audit_mark()
+    log = gateway.log_path
+    before = log.read_text(errors="replace").count("reload refused")
+    try:
+        gateway.config_path.write_text(changed)
+        os.kill(gateway.proc.pid, signal.SIGHUP)
+        until(lambda: log.read_text(errors="replace").count("reload refused") > before, 10,
+              "'reload refused' in the gateway log")
+        [refused] = [a for a in multi.audit_since(mark) if a["event"] == "routes_reloaded"]
+        assert refused.get("reason") == "config_invalid" and refused.get("detail", "").endswith(": idps"), refused
+        r = partners.get(multi.url + "/staff-only", headers=NAVIGATE, allow_redirects=False)
+        assert r.status_code == 403, f"HTTP {r.status_code}: the old rule must stay: {r.text[:300]}"
+    finally:
+        gateway.config_path.write_text(original)

@@ -50,9 +50,10 @@ def test_an_admin_lists_and_revokes_a_users_sessions_on_every_replica(pair, depl
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["USER", "NAMEID", "SESSION", "CREATED", "LAST", "SEEN",
-                                "EXPIRES"]
+                                "EXPIRES", "IDP"]
     rows = {line.split()[2]: line.split() for line in lines[1:-1]}
     assert rows[alice_hash][:2] == ["alice", "alice"]
+    assert rows[alice_hash][-1] == "default", rows[alice_hash]
     assert rows[bob_hash][:2] == ["bob", "bob"]
     assert rows[alice2_hash][:2] == ["alice", "alice"]
     for client in (alice, alice2, bob):

@@ -55,7 +55,20 @@ pub async fn current_session(
     if session.sp_entity_id != state.config.sp.entity_id {
         return Ok(None);
     }
-    Ok(Some((id, session)))
+    Ok(Some((id, with_checked_idp(state, session))))
+}
+
+/// `session` with the IdP name that rules and headers see: the running IdP that both its name
+/// and its entity ID agree on. A name no running IdP has, or one now given to another entity ID
+/// (a renamed or re-pointed IdP, a replica with another config on a shared store), becomes
+/// empty, which no IdP rule lets in; a session recorded without a name gets that of its entity
+/// ID's IdP (entity IDs are unique among the IdPs).
+fn with_checked_idp(state: &SharedState, mut session: SessionRecord) -> SessionRecord {
+    let checked = state.session_idp(&session).map(|f| f.idp.name.as_str());
+    if checked != Some(session.idp_name.as_str()) {
+        session.idp_name = checked.unwrap_or_default().to_string();
+    }
+    session
 }
 
 /// True when the request is a browser's top-level page load.

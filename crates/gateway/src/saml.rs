@@ -98,12 +98,16 @@ fn pick_idp<'s>(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(crate::routing::host_key);
+    // The route as the gate finds it: the path normalized the same way (`return_to` is a
+    // local path already; one that does not normalize has no route).
     let path = return_to.split(['?', '#']).next().unwrap_or("/");
     let routes = state.routes.load();
-    let bound = match routes.find(host.as_deref(), path) {
-        crate::routing::RouteMatch::Found(route, _) => route.idp.clone(),
-        _ => None,
-    };
+    let bound = crate::paths::normalize(path).ok().and_then(|path| {
+        match routes.find(host.as_deref(), &path) {
+            crate::routing::RouteMatch::Found(route, _) => route.idp.clone(),
+            _ => None,
+        }
+    });
     if let Some(name) = bound {
         return state
             .idp(&name)
@@ -125,33 +129,43 @@ fn pick_idp<'s>(
 /// The page that lets the browser pick an IdP: one link per IdP, the one chosen last first.
 /// Plain links in a list, so that keyboards and screen readers need nothing more.
 fn chooser_page(state: &SharedState, headers: &HeaderMap, return_to: &str) -> Response {
-    let remembered = cookie(headers, crate::cookies::REMEMBERED_IDP)
-        .and_then(|name| state.idp(name))
-        .map(|f| f.idp.name.clone());
-    let mut order: Vec<&crate::federation::Federation> = state.idps.iter().collect();
-    order.sort_by_key(|f| Some(&f.idp.name) != remembered.as_ref());
+    let remembered = cookie(headers, crate::cookies::REMEMBERED_IDP);
+    let idps: Vec<(&str, &str)> = state
+        .idps
+        .iter()
+        .map(|f| (f.idp.name.as_str(), f.idp.label.as_str()))
+        .collect();
+    pages::page(
+        StatusCode::OK,
+        "Choose how to sign in",
+        &chooser_html(&idps, remembered, return_to),
+    )
+}
+
+/// The chooser's list for `idps` (name, label), the `remembered` one first and marked, each
+/// link carrying `return_to`. Every value is escaped.
+fn chooser_html(idps: &[(&str, &str)], remembered: Option<&str>, return_to: &str) -> String {
+    let remembered = remembered.filter(|r| idps.iter().any(|(name, _)| name == r));
+    let mut order: Vec<&(&str, &str)> = idps.iter().collect();
+    order.sort_by_key(|(name, _)| Some(*name) != remembered);
     let encoded: String = url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
     let items: String = order
         .iter()
-        .map(|f| {
-            let last = if Some(&f.idp.name) == remembered.as_ref() {
+        .map(|(name, label)| {
+            let last = if Some(*name) == remembered {
                 " <small>(last used)</small>"
             } else {
                 ""
             };
             format!(
                 "<li><a href=\"/saml/login?idp={}&amp;return_to={}\">{}</a>{last}</li>",
-                escape_html(&f.idp.name),
+                escape_html(name),
                 escape_html(&encoded),
-                escape_html(&f.idp.label),
+                escape_html(label),
             )
         })
         .collect();
-    pages::page(
-        StatusCode::OK,
-        "Choose how to sign in",
-        &format!("<p>Sign in with:</p><ul class=\"idps\">{items}</ul>"),
-    )
+    format!("<p>Sign in with:</p><ul class=\"idps\">{items}</ul>")
 }
 
 async fn start_login(
@@ -503,12 +517,13 @@ fn check_groups_overage(
     let link = !assertion
         .attribute(crate::attributes::CLAIM_GROUPS_LINK)
         .is_empty();
-    let needs_groups = state
-        .routes
-        .load()
-        .routes()
-        .iter()
-        .any(|r| !r.public && !r.rule.groups.is_empty());
+    // Only routes this IdP's sessions could pass count.
+    let name = &federation.idp.name;
+    let needs_groups = state.routes.load().routes().iter().any(|r| {
+        !r.public
+            && !r.rule.groups.is_empty()
+            && (r.rule.idps.is_empty() || r.rule.idps.contains(name))
+    });
     let omitted = federation.idp.preset == crate::attributes::Preset::Entra
         && needs_groups
         && !federation.idp.attributes.has_groups_attribute(assertion);
@@ -921,6 +936,34 @@ mod tests {
         }
         assert_eq!(unsolicited_target(Some("/sales"), &[]), "/");
         assert_eq!(unsolicited_target(Some("/x"), &["/".to_string()]), "/x");
+    }
+
+    #[test]
+    fn the_chooser_escapes_labels_and_the_return_path() {
+        let idps = [("staff", "Staff <b>\"&'"), ("partners", "Partners")];
+        let html = chooser_html(&idps, Some("partners"), "/a?x=\"><script>&y");
+        assert!(
+            !html.contains("<b>") && !html.contains("<script>"),
+            "{html}"
+        );
+        assert!(html.contains("Staff &lt;b&gt;&quot;&amp;&#39;"), "{html}");
+        assert!(
+            html.contains("return_to=%2Fa%3Fx%3D%22%3E%3Cscript%3E%26y"),
+            "{html}"
+        );
+        let partners = html.find("idp=partners").unwrap();
+        assert!(
+            partners < html.find("idp=staff").unwrap(),
+            "the remembered IdP comes first"
+        );
+        assert_eq!(html.matches("(last used)").count(), 1);
+        // A remembered name that is no IdP marks nothing and keeps the config order.
+        let html = chooser_html(&idps, Some("<x>"), "/");
+        assert!(
+            !html.contains("last used") && !html.contains("<x>"),
+            "{html}"
+        );
+        assert!(html.find("idp=staff").unwrap() < html.find("idp=partners").unwrap());
     }
 
     #[test]

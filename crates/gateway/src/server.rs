@@ -217,6 +217,28 @@ async fn jwks(State(state): State<SharedState>) -> Response {
     response
 }
 
+/// `new` when it lists the IdPs in force, by the same names in the same order; otherwise the
+/// error that refuses the reload. The IdPs are set at start-up (their trust, refresh and
+/// pending logins hang on them), so routes checked against another list must not go in force
+/// beside the old one: a route that lost `allow.idps` along with a removed IdP would let that
+/// IdP's users in until the restart.
+fn same_idps(state: &AppState, new: Config) -> Result<Config, crate::config::ConfigError> {
+    let running: Vec<&str> = state.idps.iter().map(|f| f.idp.name.as_str()).collect();
+    let listed: Vec<&str> = new.idps.iter().map(|i| i.name.as_str()).collect();
+    if running == listed {
+        return Ok(new);
+    }
+    Err(crate::config::ConfigError {
+        file: new.file.clone(),
+        key: if new.idps_listed { "idps" } else { "idp" }.into(),
+        message: format!(
+            "the IdPs ({}) differ from those in force ({}); a change of IdPs needs a restart",
+            listed.join(", "),
+            running.join(", ")
+        ),
+    })
+}
+
 /// On SIGHUP, reads the config file again and puts its routes (rules, paths, headers filters)
 /// in force for every request from then on, open sessions included. A file that fails its
 /// checks changes nothing; other settings need a restart.
@@ -231,7 +253,8 @@ async fn reload_on_hangup(state: SharedState) {
             event: Some(crate::audit::Event::RoutesReloaded),
             ..crate::audit::Record::default()
         };
-        let outcome = match Config::load(&state.config.file) {
+        let outcome = match Config::load(&state.config.file).and_then(|new| same_idps(&state, new))
+        {
             Ok(new) => {
                 let count = new.routes.routes().len();
                 // A metadata file is read again with the routes (a rollover by hand); a

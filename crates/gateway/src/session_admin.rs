@@ -50,6 +50,7 @@ pub async fn revoke(config: &Config, name_id: &str) -> anyhow::Result<()> {
             reason: Some(EndReason::Admin.code().to_string()),
             user: Some(session.record.user.clone()),
             idp: Some(session.record.idp.clone()),
+            idp_name: Some(session.record.idp_name.clone()).filter(|n| !n.is_empty()),
             session: Some(shown_hash(session).to_string()),
             detail: Some("saml-gateway sessions revoke".to_string()),
             ..Record::default()
@@ -95,6 +96,16 @@ fn shown_hash(session: &StoredSession) -> &str {
         .unwrap_or(&session.hash)
 }
 
+/// The IdP of a session as listed: its configured name, or its entity ID for a session
+/// recorded without one.
+fn idp_shown(record: &session_store::SessionRecord) -> &str {
+    if record.idp_name.is_empty() {
+        &record.idp
+    } else {
+        &record.idp_name
+    }
+}
+
 fn time(t: UnixTime) -> String {
     DateTime::<Utc>::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
@@ -110,9 +121,10 @@ fn render(sessions: &[StoredSession], now: UnixTime) -> String {
         "CREATED",
         "LAST SEEN",
         "EXPIRES",
+        "IDP",
     ]
     .map(String::from);
-    let rows: Vec<[String; 6]> = sessions
+    let rows: Vec<[String; 7]> = sessions
         .iter()
         .map(|s| {
             [
@@ -122,6 +134,7 @@ fn render(sessions: &[StoredSession], now: UnixTime) -> String {
                 time(s.record.created_at),
                 time(s.record.last_seen),
                 time(s.record.expires_at),
+                idp_shown(&s.record).escape_debug().to_string(),
             ]
         })
         .collect();
@@ -193,6 +206,10 @@ mod tests {
         assert!(lines[1].starts_with("alice\\n "), "{text}");
         assert!(lines[1].contains("1970-01-01T00:01:00Z"), "{text}");
         assert!(lines[1].contains("1970-01-01T08:00:00Z"), "{text}");
+        assert!(
+            lines[1].trim_end().ends_with(" idp"),
+            "no name: the entity ID; {text}"
+        );
         assert!(!text.contains("csrf-secret"));
         assert_eq!(lines[2], "1 live session(s) at 1970-01-01T00:02:00Z");
     }
