@@ -149,6 +149,19 @@ class OwnGateway(AuditReader):
         return self.gateway.base_url
 
 
+def keyed_idp(work, gateway_bin, **idp_options):
+    """An SP key pair made by `saml-gateway keygen` in `work` (sp.key, sp.crt), a port for the
+    gateway, and an IdP started in `work` that trusts that SP and has its certificate;
+    returns (port, entity ID, SLO URL, IdP)."""
+    subprocess.run([gateway_bin, "keygen", "--key", work / "sp.key", "--cert", work / "sp.crt"],
+                   check=True, capture_output=True)
+    port = free_port()
+    entity_id, acs, slo_url = gateway_urls(port)
+    idp = Idp(work, entity_id, acs, slo_url=slo_url, sp_cert_pem=(work / "sp.crt").read_text(),
+              **idp_options).start()
+    return port, entity_id, slo_url, idp
+
+
 def fresh_work(bed_work, name):
     """An empty folder beside the test run's folder `bed_work`, for one module's services."""
     work = Path(bed_work).parent / (Path(bed_work).name + "-" + name)

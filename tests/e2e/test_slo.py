@@ -29,12 +29,7 @@ class SloBed(testbed.OwnGateway):
 
     def __init__(self, work, streamlit_port, gateway_bin, extra_idp=""):
         self.work = work
-        subprocess.run([gateway_bin, "keygen", "--key", work / "sp.key", "--cert", work / "sp.crt"],
-                       check=True, capture_output=True)
-        port = testbed.free_port()
-        self.entity_id, acs, self.slo_url = testbed.gateway_urls(port)
-        self.idp = testbed.Idp(work, self.entity_id, acs, slo_url=self.slo_url,
-                               sp_cert_pem=(work / "sp.crt").read_text()).start()
+        port, self.entity_id, self.slo_url, self.idp = testbed.keyed_idp(work, gateway_bin)
         self.idp.save_metadata(work / "idp-metadata.xml")
         text = testbed.gateway_config(work, port, streamlit_port)
         text = text.replace("idp:\n", "idp:\n" + extra_idp, 1)

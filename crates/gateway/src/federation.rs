@@ -536,21 +536,29 @@ fn describe_change(old: &IdpMetadata, new: &IdpMetadata) -> Option<String> {
     if !removed.is_empty() {
         parts.push(format!("signing certificates removed: {}", join(&removed)));
     }
-    if old.sso_redirect_url != new.sso_redirect_url {
-        parts.push(format!("SSO URL now {}", new.sso_redirect_url));
+    if old.sso != new.sso {
+        parts.push(format!("SSO URL now {}", shown_endpoint(&new.sso)));
     }
-    if old.slo_redirect_url != new.slo_redirect_url {
+    if old.slo != new.slo {
         parts.push(format!(
             "SLO URL now {}",
-            new.slo_redirect_url.as_deref().unwrap_or("none")
-        ));
-    } else if old.slo_response_url != new.slo_response_url {
-        parts.push(format!(
-            "SLO response URL now {}",
-            new.slo_response_url.as_deref().unwrap_or("none")
+            new.slo.as_ref().map_or("none".into(), shown_endpoint)
         ));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// An endpoint in a change description: its location, and its binding unless HTTP-Redirect;
+/// its response location when that differs.
+fn shown_endpoint(e: &saml_sp::metadata::Endpoint) -> String {
+    let mut text = e.location.clone();
+    if e.response_location != e.location {
+        text.push_str(&format!(" (responses to {})", e.response_location));
+    }
+    if e.binding == saml_sp::metadata::Binding::Post {
+        text.push_str(" (HTTP-POST)");
+    }
+    text
 }
 
 fn join(items: &[&String]) -> String {
@@ -758,9 +766,12 @@ mod tests {
                 .iter()
                 .map(|c| saml_sp::CertificateDer::from(c.to_vec()))
                 .collect(),
-            sso_redirect_url: "https://idp/sso".into(),
-            slo_redirect_url: None,
-            slo_response_url: None,
+            sso: saml_sp::metadata::Endpoint {
+                binding: saml_sp::metadata::Binding::Redirect,
+                location: "https://idp/sso".into(),
+                response_location: "https://idp/sso".into(),
+            },
+            slo: None,
             want_authn_requests_signed: false,
             valid_until: None,
             cache_duration: None,
@@ -780,7 +791,8 @@ mod tests {
             "{removed}"
         );
         let mut moved = a.clone();
-        moved.sso_redirect_url = "https://idp/new".into();
+        moved.sso.location = "https://idp/new".into();
+        moved.sso.response_location = "https://idp/new".into();
         assert_eq!(
             describe_change(&a, &moved).unwrap(),
             "SSO URL now https://idp/new"

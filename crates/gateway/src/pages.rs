@@ -58,6 +58,48 @@ pub fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
     response
 }
 
+/// The script of [`auto_post`]: submits the page's form as soon as it loads.
+const AUTO_POST_SCRIPT: &str = "document.forms[0].submit();";
+
+/// A page that makes the browser POST `fields` to `action` at once (the SAML HTTP-POST
+/// binding): a form of hidden fields, submitted by a script that the page's CSP allows by its
+/// hash alone, with a button for browsers without scripts. Every value is escaped.
+pub fn auto_post(action: &str, fields: &[(&str, &str)]) -> Response {
+    let inputs: String = fields
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape_html(name),
+                escape_html(value)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<p>Taking you to your identity provider.</p>\
+         <form method=\"post\" action=\"{}\">{inputs}\
+         <noscript><button type=\"submit\">Continue</button></noscript></form>\
+         <script>{AUTO_POST_SCRIPT}</script>",
+        escape_html(action)
+    );
+    let mut response = page(StatusCode::OK, "Signing in", &body);
+    use base64::Engine;
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(openssl::sha::sha256(AUTO_POST_SCRIPT.as_bytes()));
+    // The form goes to the IdP, so form-action is left open (a browser also applies it to the
+    // IdP's own redirects after the post); scripts other than this one stay blocked.
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{hash}'; \
+         frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
 /// An error page naming the failed check by its reason code, with a reference that also
 /// appears in the audit record.
 pub fn error(

@@ -190,10 +190,11 @@ async fn start_login(
         .await
         .map_err(|_| Failure::unavailable("store_unavailable"))?;
     let trust = federation.current();
+    let sso = &trust.metadata.sso;
     let request = AuthnRequest {
         id: request_id.clone(),
         issue_instant: chrono::Utc::now(),
-        destination: trust.metadata.sso_redirect_url.clone(),
+        destination: sso.location.clone(),
         issuer: state.config.sp.entity_id.clone(),
         acs_url: state.config.acs_url(),
         name_id_format: federation.idp.name_id_format.clone(),
@@ -201,17 +202,21 @@ async fn start_login(
         authn_context: federation.idp.authn_context.clone(),
     };
     let request_xml = request.to_xml();
-    let location = redirect_url(
-        &trust.metadata.sso_redirect_url,
-        "SAMLRequest",
-        &request_xml,
-        Some(&token),
+    let mut response = send_to_idp(
+        sso,
+        false,
+        Message {
+            param: "SAMLRequest",
+            xml: &request_xml,
+            id: &request_id,
+            relay_state: Some(&token),
+        },
         state.request_signing_key.as_ref(),
     )
     .map_err(|_| Failure::unavailable("request_signing_failed"))?;
     if let Some(trace) = &state.trace {
         trace
-            .authn_request(&request_id, &trust.metadata.sso_redirect_url, &request_xml)
+            .authn_request(&request_id, &sso.location, &request_xml)
             .await;
     }
 
@@ -223,11 +228,53 @@ async fn start_login(
         .await
         .map_err(|e| Failure::audit(&e))?;
 
-    let mut response = redirect(&location);
     response
         .headers_mut()
         .append(header::SET_COOKIE, state.cookies.relay(&token));
     Ok(response)
+}
+
+/// A SAML message the browser carries to the IdP.
+pub(crate) struct Message<'a> {
+    /// `SAMLRequest` or `SAMLResponse`.
+    pub param: &'static str,
+    /// The message.
+    pub xml: &'a str,
+    /// Its root's ID (what an enveloped signature references).
+    pub id: &'a str,
+    /// The RelayState to send along.
+    pub relay_state: Option<&'a str>,
+}
+
+/// Sends `message` to the IdP `endpoint` (its `response_location` when `response`) through
+/// the browser, by the endpoint's binding: a 303 to the signed query (HTTP-Redirect), or a
+/// page that posts the form (HTTP-POST, with an enveloped signature). Signed with `key` when
+/// given.
+pub(crate) fn send_to_idp(
+    endpoint: &saml_sp::metadata::Endpoint,
+    response: bool,
+    message: Message<'_>,
+    key: Option<&openssl::pkey::PKey<openssl::pkey::Private>>,
+) -> Result<Response, saml_sp::bindings::SigningError> {
+    let url = if response {
+        &endpoint.response_location
+    } else {
+        &endpoint.location
+    };
+    match endpoint.binding {
+        saml_sp::metadata::Binding::Redirect => {
+            let location = redirect_url(url, message.param, message.xml, message.relay_state, key)?;
+            Ok(redirect(&location))
+        }
+        saml_sp::metadata::Binding::Post => {
+            let value = saml_sp::bindings::post_value(message.xml, message.id, key)?;
+            let mut fields = vec![(message.param, value.as_str())];
+            if let Some(relay_state) = message.relay_state {
+                fields.push(("RelayState", relay_state));
+            }
+            Ok(pages::auto_post(url, &fields))
+        }
+    }
 }
 
 /// `POST /saml/acs`: validates the IdP's response and creates the session.

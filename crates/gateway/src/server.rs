@@ -120,11 +120,11 @@ fn idp_warnings(
     {
         tracing::error!(idp = %name, "the IdP metadata is past its validUntil; get a current copy from the IdP");
     }
-    if idp.single_logout && metadata.slo_redirect_url.is_none() {
+    if idp.single_logout && metadata.slo.is_none() {
         tracing::info!(
             idp = %name,
-            "the IdP publishes no SingleLogoutService (HTTP-Redirect): sign-out ends only the \
-             session here"
+            "the IdP publishes no SingleLogoutService (HTTP-Redirect or HTTP-POST): sign-out \
+             ends only the session here"
         );
     }
 }

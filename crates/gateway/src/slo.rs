@@ -26,7 +26,6 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use saml_sp::authn_request::new_message_id;
-use saml_sp::bindings::redirect_url;
 use saml_sp::logout::{
     read_logout_request, read_logout_response, Incoming, LogoutChecks, LogoutRequest,
     LogoutResponse, STATUS_RESPONDER, STATUS_SUCCESS,
@@ -54,7 +53,8 @@ const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 pub async fn start(state: &SharedState, session: &SessionRecord) -> Option<Response> {
     let federation = state.session_idp(session)?;
     let trust = federation.current();
-    let destination = trust.metadata.slo_redirect_url.as_ref()?;
+    let endpoint = trust.metadata.slo.as_ref()?;
+    let destination = &endpoint.location;
     if !federation.idp.single_logout {
         return None;
     }
@@ -90,20 +90,20 @@ pub async fn start(state: &SharedState, session: &SessionRecord) -> Option<Respo
         },
         session_index: session.session_index.clone(),
     };
-    let location = match redirect_url(
-        destination,
-        "SAMLRequest",
-        &request.to_xml(),
-        Some(&token),
-        Some(&state.sp_key),
-    ) {
-        Ok(location) => location,
+    let message = crate::saml::Message {
+        param: "SAMLRequest",
+        xml: &request.to_xml(),
+        id: &request.id,
+        relay_state: Some(&token),
+    };
+    let mut response = match crate::saml::send_to_idp(endpoint, false, message, Some(&state.sp_key))
+    {
+        Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "signing the LogoutRequest failed");
             return None;
         }
     };
-    let mut response = crate::saml::redirect(&location);
     response
         .headers_mut()
         .append(header::SET_COOKIE, state.cookies.relay(&token));
@@ -348,9 +348,10 @@ async fn idp_request(
             STATUS_RESPONDER
         }
     };
-    let Some(destination) = trust.metadata.slo_response_url.clone() else {
+    let Some(endpoint) = trust.metadata.slo.clone() else {
         return finish(signed_out(StatusCode::OK));
     };
+    let destination = endpoint.response_location.clone();
     let Ok(id) = new_message_id() else {
         return finish(signed_out(StatusCode::OK));
     };
@@ -362,14 +363,14 @@ async fn idp_request(
         in_response_to: request.id,
         status,
     };
-    match redirect_url(
-        &destination,
-        "SAMLResponse",
-        &response.to_xml(),
-        request.relay_state.as_deref(),
-        Some(&state.sp_key),
-    ) {
-        Ok(location) => finish(crate::saml::redirect(&location)),
+    let message = crate::saml::Message {
+        param: "SAMLResponse",
+        xml: &response.to_xml(),
+        id: &response.id,
+        relay_state: request.relay_state.as_deref(),
+    };
+    match crate::saml::send_to_idp(&endpoint, true, message, Some(&state.sp_key)) {
+        Ok(answer) => finish(answer),
         Err(e) => {
             tracing::error!(error = %e, "signing the LogoutResponse failed");
             finish(signed_out(StatusCode::OK))

@@ -64,6 +64,22 @@ pub fn redirect_url(
     Ok(format!("{endpoint}{separator}{query}"))
 }
 
+/// The HTTP-POST binding form value for `message_xml` (base64 of the XML), with an enveloped
+/// signature by `key` over the element whose ID is `id` when a key is given.
+pub fn post_value(
+    message_xml: &str,
+    id: &str,
+    key: Option<&PKey<Private>>,
+) -> Result<String, SigningError> {
+    let xml = match key {
+        Some(key) => {
+            crate::signature::sign_enveloped(message_xml, id, key).map_err(|_| SigningError)?
+        }
+        None => message_xml.to_string(),
+    };
+    Ok(base64::engine::general_purpose::STANDARD.encode(xml))
+}
+
 /// Decodes an HTTP-Redirect binding value (base64 of raw DEFLATE), inflating at most
 /// `max_inflated` bytes so that a DEFLATE bomb stops while streaming.
 pub fn decode_redirect_value(value: &str, max_inflated: usize) -> Result<String, MessageError> {
@@ -134,6 +150,43 @@ mod tests {
         assert_eq!(
             decode_redirect_value(&bomb, 64 * 1024),
             Err(MessageError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn post_values_carry_an_enveloped_signature_that_verifies_and_breaks_when_changed() {
+        let (key, cert) = crate::test_support::key_and_cert();
+        let request = crate::logout::LogoutRequest {
+            id: "_post-1".into(),
+            issue_instant: chrono::Utc::now(),
+            destination: "https://idp/slo".into(),
+            issuer: "https://sp/metadata".into(),
+            name_id: crate::response::NameId {
+                value: "alice".into(),
+                format: None,
+                name_qualifier: None,
+                sp_name_qualifier: None,
+            },
+            session_index: Some("s1".into()),
+        };
+        let value = post_value(&request.to_xml(), &request.id, Some(&key)).unwrap();
+        let xml = crate::response::decode_post_value(&value, 1 << 20).unwrap();
+        let root = crate::xml::parse(&xml).unwrap();
+        let signature = root
+            .only_child(crate::DS_NS, "Signature")
+            .expect("the signature sits under the root");
+        let policy = crate::signature::AlgorithmPolicy::default();
+        crate::signature::check_shape(signature, "_post-1", policy).unwrap();
+        let trusted = [samael::crypto::CertificateDer::from(cert)];
+        let verified = crate::signature::verify_and_reduce(&xml, &trusted, policy).unwrap();
+        assert!(verified.contains(">alice<"), "{verified}");
+        let changed = xml.replace(">alice<", ">mallory<");
+        assert!(crate::signature::verify_and_reduce(&changed, &trusted, policy).is_err());
+        // Unsigned when no key is given.
+        let plain = post_value("<x/>", "_x", None).unwrap();
+        assert_eq!(
+            crate::response::decode_post_value(&plain, 99).unwrap(),
+            "<x/>"
         );
     }
 }

@@ -36,7 +36,7 @@ pub enum MetadataError {
     #[error("the metadata has no signing certificate for the identity provider")]
     NoSigningCertificate,
     /// The IdP has no SingleSignOnService for a binding this SP speaks.
-    #[error("the metadata has no SingleSignOnService with the HTTP-Redirect binding")]
+    #[error("the metadata has no SingleSignOnService with the HTTP-Redirect or HTTP-POST binding")]
     NoSsoEndpoint,
     /// A metadata signing certificate is configured and the document carries no signature.
     #[error("the metadata is not signed, and a metadata signing certificate is configured")]
@@ -53,6 +53,36 @@ pub enum MetadataError {
     BadValidity(&'static str),
 }
 
+/// How a message is sent to an IdP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// HTTP-Redirect: DEFLATE and base64 in the URL query, signed over the query string.
+    Redirect,
+    /// HTTP-POST: base64 in a form the browser posts, signed by an enveloped XML signature.
+    Post,
+}
+
+impl Binding {
+    /// The binding's URI.
+    pub fn uri(self) -> &'static str {
+        match self {
+            Binding::Redirect => BINDING_REDIRECT,
+            Binding::Post => BINDING_POST,
+        }
+    }
+}
+
+/// An IdP endpoint: where, and by which binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The binding (HTTP-Redirect when the IdP offers it, else HTTP-POST).
+    pub binding: Binding,
+    /// The endpoint's `Location`.
+    pub location: String,
+    /// Where responses go: its `ResponseLocation`, else its `Location`.
+    pub response_location: String,
+}
+
 /// What this SP needs to know about the IdP, from its metadata.
 #[derive(Debug, Clone)]
 pub struct IdpMetadata {
@@ -60,13 +90,11 @@ pub struct IdpMetadata {
     pub entity_id: String,
     /// Certificates that may sign responses (DER); all of them are trusted at once.
     pub signing_certificates: Vec<CertificateDer>,
-    /// SingleSignOnService location for HTTP-Redirect.
-    pub sso_redirect_url: String,
-    /// SingleLogoutService location for HTTP-Redirect, when published.
-    pub slo_redirect_url: Option<String>,
-    /// Where LogoutResponses go over HTTP-Redirect: the endpoint's `ResponseLocation`, else its
-    /// `Location`.
-    pub slo_response_url: Option<String>,
+    /// The SingleSignOnService that AuthnRequests go to.
+    pub sso: Endpoint,
+    /// The SingleLogoutService that LogoutRequests (and our LogoutResponses) go to, when
+    /// published.
+    pub slo: Option<Endpoint>,
     /// `WantAuthnRequestsSigned` of the IDPSSODescriptor.
     pub want_authn_requests_signed: bool,
     /// The earliest `validUntil` of the entity and its enclosing document, if any.
@@ -184,12 +212,21 @@ fn read_idp(root: &Element, entity_id: Option<&str>) -> Result<IdpMetadata, Meta
     if signing_certificates.is_empty() {
         return Err(MetadataError::NoSigningCertificate);
     }
+    // HTTP-Redirect when offered (no form page, no XML signature to make), else HTTP-POST.
     let endpoint = |name: &str| {
-        descriptor
-            .children_named(MD_NS, name)
-            .find(|e| e.attr("Binding") == Some(BINDING_REDIRECT))
-            .and_then(|e| e.attr("Location"))
-            .map(str::to_string)
+        [Binding::Redirect, Binding::Post]
+            .into_iter()
+            .find_map(|binding| {
+                let e = descriptor
+                    .children_named(MD_NS, name)
+                    .find(|e| e.attr("Binding") == Some(binding.uri()))?;
+                let location = e.attr("Location")?.to_string();
+                Some(Endpoint {
+                    binding,
+                    response_location: e.attr("ResponseLocation").unwrap_or(&location).to_string(),
+                    location,
+                })
+            })
     };
     // The entity's own validity and that of the document around it (an aggregate's root).
     let holders: Vec<&Element> = if std::ptr::eq(entity, root) {
@@ -216,13 +253,8 @@ fn read_idp(root: &Element, entity_id: Option<&str>) -> Result<IdpMetadata, Meta
         cache_duration,
         entity_id: entity.attr("entityID").unwrap_or_default().to_string(),
         signing_certificates,
-        sso_redirect_url: endpoint("SingleSignOnService").ok_or(MetadataError::NoSsoEndpoint)?,
-        slo_redirect_url: endpoint("SingleLogoutService"),
-        slo_response_url: descriptor
-            .children_named(MD_NS, "SingleLogoutService")
-            .find(|e| e.attr("Binding") == Some(BINDING_REDIRECT))
-            .and_then(|e| e.attr("ResponseLocation").or(e.attr("Location")))
-            .map(str::to_string),
+        sso: endpoint("SingleSignOnService").ok_or(MetadataError::NoSsoEndpoint)?,
+        slo: endpoint("SingleLogoutService"),
         want_authn_requests_signed: descriptor.attr("WantAuthnRequestsSigned") == Some("true"),
     })
 }
@@ -399,8 +431,38 @@ mod tests {
         let md = parse_idp_metadata(&text, None).unwrap();
         assert_eq!(md.entity_id, "https://idp");
         assert_eq!(md.signing_certificates.len(), 2);
-        assert_eq!(md.sso_redirect_url, "https://idp/redirect");
+        assert_eq!(
+            (md.sso.binding, md.sso.location.as_str()),
+            (Binding::Redirect, "https://idp/redirect"),
+            "HTTP-Redirect is preferred"
+        );
+        assert!(md.slo.is_none());
         assert!(md.want_authn_requests_signed);
+        // Without a Redirect endpoint, the POST one is used; ResponseLocation is kept apart.
+        let post_only = text
+            .replace(
+                &format!("<SingleSignOnService Binding=\"{BINDING_REDIRECT}\" Location=\"https://idp/redirect\"/>"),
+                &format!("<SingleLogoutService Binding=\"{BINDING_POST}\" Location=\"https://idp/slo\" ResponseLocation=\"https://idp/slo-answer\"/>"),
+            );
+        let md = parse_idp_metadata(&post_only, None).unwrap();
+        assert_eq!(
+            (md.sso.binding, md.sso.location.as_str()),
+            (Binding::Post, "https://idp/post")
+        );
+        let slo = md.slo.unwrap();
+        assert_eq!(
+            (
+                slo.binding,
+                slo.location.as_str(),
+                slo.response_location.as_str()
+            ),
+            (Binding::Post, "https://idp/slo", "https://idp/slo-answer")
+        );
+        let none = post_only.replace(BINDING_POST, "urn:oasis:names:tc:SAML:2.0:bindings:SOAP");
+        assert_eq!(
+            parse_idp_metadata(&none, None).unwrap_err(),
+            MetadataError::NoSsoEndpoint
+        );
         assert_eq!(
             parse_idp_metadata(&text, Some("https://other")).unwrap_err(),
             MetadataError::NoIdp(Some("https://other".into()))
