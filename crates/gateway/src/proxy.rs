@@ -31,16 +31,22 @@ use crate::state::{audit_record, SharedState};
 use crate::ws_activity::TrackedClient;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+
+/// True for a [`HOP_BY_HOP`] header. Compared as strings (header names arrive lower-cased):
+/// no hashing, nothing built.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
 
 /// Headers that tell an upstream who the client is or how it reached the proxy; a client's own
 /// are never believed (beyond `X-Forwarded-*`, which goes as a family).
@@ -126,10 +132,14 @@ pub fn header_text(value: &str) -> String {
     out
 }
 
-/// Removes client-sent identity headers, then adds those of `identity`.
+/// Removes client-sent identity headers, then adds those of `identity`. An insert replaces
+/// every value of its name, so only the names `identity` leaves out are removed (each removal
+/// hashes the name: this runs on every request).
 pub fn set_identity_headers(headers: &mut HeaderMap, names: &IdentityHeaders, identity: &Identity) {
     for name in names.all() {
-        headers.remove(name);
+        if !identity.headers.iter().any(|(set, _)| set == name) {
+            headers.remove(name);
+        }
     }
     for (name, value) in &identity.headers {
         headers.insert(name.clone(), value.clone());
@@ -144,15 +154,31 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    // One pass over the names finds what to drop, without hashing; most messages carry none
+    // of these, and then nothing is removed (or allocated).
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    if doomed.contains(&header::CONNECTION) {
+        // Headers named in Connection are hop-by-hop too.
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                // `keep-alive` and the like are dropped already; `close` names no header.
+                .filter(|n| {
+                    !n.eq_ignore_ascii_case("close")
+                        && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n))
+                })
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -333,5 +359,29 @@ mod tests {
             Some(&HeaderName::from_static("x-identity-token")),
         );
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, HeaderValue::from_static("app"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("x-other"));
+        h.append("x-secret", HeaderValue::from_static("1"));
+        h.append("x-other", HeaderValue::from_static("2"));
+        h.append("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append(header::TE, HeaderValue::from_static("trailers"));
+        h.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host", "accept"]);
+        // Without Connection, a header that it could have named stays.
+        let mut h = HeaderMap::new();
+        h.append("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("x-secret"));
     }
 }

@@ -181,6 +181,99 @@ fn sp_key_notices(keys: &SpKeys) {
     }
 }
 
+/// The paths the [`router`] answers itself; every other path goes to [`gate::protected`].
+const OWN_ENDPOINTS: [&str; 7] = [
+    "/saml/metadata",
+    "/saml/login",
+    "/saml/acs",
+    "/saml/logout",
+    "/saml/logged-out",
+    "/saml/slo",
+    "/.well-known/jwks.json",
+];
+
+/// The service of one client connection: a request for one of the gateway's own endpoints
+/// goes through the [`router`]; every other request (the proxied traffic, nearly all of it)
+/// goes straight to [`gate::protected`], as the router's fallback would send it, without the
+/// router's matching and boxing on the way.
+#[derive(Clone)]
+pub struct Front {
+    state: SharedState,
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl tower_service::Service<axum::extract::Request> for Front {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
+        let peer = self.peer;
+        if OWN_ENDPOINTS.contains(&request.uri().path()) {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut router = self.router.clone();
+            Box::pin(async move { tower_service::Service::call(&mut router, request).await })
+        } else {
+            let state = self.state.clone();
+            Box::pin(async move {
+                Ok(gate::protected(State(state), axum::extract::ConnectInfo(peer), request).await)
+            })
+        }
+    }
+}
+
+/// Makes a [`Front`] for each client connection.
+#[derive(Clone)]
+pub struct MakeFront {
+    state: SharedState,
+    router: Router,
+}
+
+impl MakeFront {
+    /// The services of the public listener for `state`.
+    pub fn new(state: SharedState) -> MakeFront {
+        MakeFront {
+            router: router(state.clone()),
+            state,
+        }
+    }
+}
+
+impl<L> tower_service::Service<axum::serve::IncomingStream<'_, L>> for MakeFront
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    type Response = Front;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Front, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: axum::serve::IncomingStream<'_, L>) -> Self::Future {
+        std::future::ready(Ok(Front {
+            state: self.state.clone(),
+            router: self.router.clone(),
+            peer: *incoming.remote_addr(),
+        }))
+    }
+}
+
 /// The URL map.
 pub fn router(state: SharedState) -> Router {
     Router::new()
@@ -374,12 +467,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     tracing::info!(%listen, public_url = %state.config.public_url, "saml-gateway listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, MakeFront::new(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("saml-gateway stopped");
     Ok(())
 }
