@@ -82,3 +82,15 @@ def test_signing_in_again_ends_the_old_session(bed):
     stale.cookies.set("saml-session", first)
     assert stale.get(bed.url + "/_stcore/health").status_code == 401
     assert stale.get(bed.url + "/", headers=NAVIGATE, allow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2-prior-knowledge"])
+def test_answers_to_head_carry_no_body(bed, version):
+    """A HEAD answered by the gateway itself (here a 401 for a request without a session) has
+    headers only, over HTTP/1.1 and over cleartext HTTP/2, which the listener also speaks."""
+    import subprocess
+
+    r = subprocess.run(["curl", "-sS", version, "-I", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                        bed.url + "/_stcore/health"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "401 0", r.stdout

@@ -170,11 +170,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .map(str::trim)
-                // `keep-alive` and the like are dropped already; `close` names no header.
-                .filter(|n| {
-                    !n.eq_ignore_ascii_case("close")
-                        && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n))
-                })
+                // `keep-alive` and the like are dropped already (`close` is a name like any
+                // other: a `Close` field goes too).
+                .filter(|n| !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n)))
                 .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
         );
     }

@@ -181,21 +181,38 @@ fn sp_key_notices(keys: &SpKeys) {
     }
 }
 
-/// The paths the [`router`] answers itself; every other path goes to [`gate::protected`].
-const OWN_ENDPOINTS: [&str; 7] = [
-    "/saml/metadata",
-    "/saml/login",
-    "/saml/acs",
-    "/saml/logout",
-    "/saml/logged-out",
-    "/saml/slo",
-    "/.well-known/jwks.json",
-];
+/// True when `path` may be one of the gateway's own endpoints, which the [`router`] serves
+/// (its fallback, [`gate::protected`], takes the rest of these prefixes as before).
+fn for_router(path: &str) -> bool {
+    path.starts_with("/saml/") || path.starts_with("/.well-known/")
+}
 
-/// The service of one client connection: a request for one of the gateway's own endpoints
-/// goes through the [`router`]; every other request (the proxied traffic, nearly all of it)
-/// goes straight to [`gate::protected`], as the router's fallback would send it, without the
-/// router's matching and boxing on the way.
+/// What axum does to a response of a top-level route, done for the requests that bypass the
+/// router: `Content-Length` from an exactly known body size, and no body in an answer to HEAD
+/// (hyper drops it over HTTP/1, but not over HTTP/2) or in a 2xx answer to CONNECT.
+fn finish_response(method: &axum::http::Method, mut response: Response) -> Response {
+    use axum::body::HttpBody;
+    if method == axum::http::Method::CONNECT && response.status().is_success() {
+        *response.body_mut() = axum::body::Body::empty();
+        return response;
+    }
+    if !response.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(size) = response.body().size_hint().exact() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+    if method == axum::http::Method::HEAD {
+        *response.body_mut() = axum::body::Body::empty();
+    }
+    response
+}
+
+/// The service of one client connection: a request under `/saml/` or `/.well-known/` goes
+/// through the [`router`]; every other request (the proxied traffic, nearly all of it) goes
+/// straight to [`gate::protected`], as the router's fallback would send it, without the
+/// router's matching and boxing on the way ([`finish_response`] does what axum does after).
 #[derive(Clone)]
 pub struct Front {
     state: SharedState,
@@ -218,7 +235,7 @@ impl tower_service::Service<axum::extract::Request> for Front {
 
     fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
         let peer = self.peer;
-        if OWN_ENDPOINTS.contains(&request.uri().path()) {
+        if for_router(request.uri().path()) {
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
@@ -226,8 +243,11 @@ impl tower_service::Service<axum::extract::Request> for Front {
             Box::pin(async move { tower_service::Service::call(&mut router, request).await })
         } else {
             let state = self.state.clone();
+            let method = request.method().clone();
             Box::pin(async move {
-                Ok(gate::protected(State(state), axum::extract::ConnectInfo(peer), request).await)
+                let response =
+                    gate::protected(State(state), axum::extract::ConnectInfo(peer), request).await;
+                Ok(finish_response(&method, response))
             })
         }
     }
@@ -582,5 +602,45 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn bypassed_answers_get_a_length_and_no_body_for_head() {
+        let page = || (StatusCode::UNAUTHORIZED, "sign-in required").into_response();
+        let get = finish_response(&Method::GET, page());
+        assert_eq!(get.headers()[header::CONTENT_LENGTH], "16");
+        let head = finish_response(&Method::HEAD, page());
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], "16");
+        use axum::body::HttpBody;
+        assert!(head.body().is_end_stream(), "no body in an answer to HEAD");
+        let connect = finish_response(&Method::CONNECT, (StatusCode::OK, "x").into_response());
+        assert!(connect.body().is_end_stream());
+    }
+
+    #[test]
+    fn only_gateway_prefixes_go_through_the_router() {
+        for path in [
+            "/saml/login",
+            "/saml/acs",
+            "/saml/anything",
+            "/.well-known/jwks.json",
+        ] {
+            assert!(for_router(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/saml",
+            "/samlx/login",
+            "/_stcore/stream",
+            "/app/.well-known/x",
+        ] {
+            assert!(!for_router(path), "{path}");
+        }
     }
 }
