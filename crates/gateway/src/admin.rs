@@ -87,7 +87,11 @@ fn idp_health(federation: &crate::federation::Federation) -> IdpHealth {
 /// Builds the health detail.
 pub fn health_of(state: &SharedState) -> Health {
     let idps: Vec<IdpHealth> = state.idps.iter().map(idp_health).collect();
-    let first = idp_health(state.first_idp());
+    // The same reading as the list's (a refresh may finish between two readings).
+    let first = idps
+        .first()
+        .cloned()
+        .unwrap_or_else(|| idp_health(state.first_idp()));
     Health {
         status: if idps.iter().all(|i| i.status == "ok") {
             "ok"

@@ -30,7 +30,7 @@ pub async fn current_session(
     headers: &HeaderMap,
     peer: SocketAddr,
     path: &str,
-) -> Result<Option<(SessionId, SessionRecord)>, StoreError> {
+) -> Result<Option<(SessionId, std::sync::Arc<SessionRecord>)>, StoreError> {
     let Some(id) = cookie(headers, state.cookies.session_name).and_then(SessionId::parse) else {
         return Ok(None);
     };
@@ -41,8 +41,8 @@ pub async fn current_session(
             let mut record = audit_record(peer, headers, path);
             record.event = Some(Event::SessionExpired);
             record.reason = Some(expiry_reason(&session, now).to_string());
-            record.user = Some(session.user);
-            record.idp = Some(session.idp);
+            record.user = Some(session.user.clone());
+            record.idp = Some(session.idp.clone());
             record.session = Some(session_hash(id.expose()));
             if let Err(e) = state.audit.record(record).await {
                 tracing::error!(error = %e, "audit log write failed for session_expired");
@@ -63,10 +63,14 @@ pub async fn current_session(
 /// (a renamed or re-pointed IdP, a replica with another config on a shared store), becomes
 /// empty, which no IdP rule lets in; a session recorded without a name gets that of its entity
 /// ID's IdP (entity IDs are unique among the IdPs).
-fn with_checked_idp(state: &SharedState, mut session: SessionRecord) -> SessionRecord {
+fn with_checked_idp(
+    state: &SharedState,
+    mut session: std::sync::Arc<SessionRecord>,
+) -> std::sync::Arc<SessionRecord> {
     let checked = state.session_idp(&session).map(|f| f.idp.name.as_str());
     if checked != Some(session.idp_name.as_str()) {
-        session.idp_name = checked.unwrap_or_default().to_string();
+        // A copy of this request's own (the store's stays as recorded).
+        std::sync::Arc::make_mut(&mut session).idp_name = checked.unwrap_or_default().to_string();
     }
     session
 }
@@ -176,7 +180,7 @@ async fn signed_in(
     headers: &HeaderMap,
     peer: SocketAddr,
     path: &str,
-) -> Result<Option<(SessionId, SessionRecord)>, Box<Response>> {
+) -> Result<Option<(SessionId, std::sync::Arc<SessionRecord>)>, Box<Response>> {
     current_session(state, headers, peer, path)
         .await
         .map_err(|_| {

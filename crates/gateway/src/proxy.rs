@@ -205,7 +205,7 @@ pub async fn forward(
             Some(SessionWatch::new(
                 state.clone(),
                 id.clone(),
-                session.clone(),
+                Arc::new(session.clone()),
                 audit,
                 active.clone(),
                 route,

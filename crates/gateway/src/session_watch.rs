@@ -63,7 +63,7 @@ pub struct WatchedRoute {
 pub struct SessionWatch {
     state: SharedState,
     id: SessionId,
-    session: SessionRecord,
+    session: Arc<SessionRecord>,
     /// When the session stops being live unless used, as last seen.
     deadline: UnixTime,
     /// The upgrade request's audit fields (client, path).
@@ -79,7 +79,7 @@ impl SessionWatch {
     pub fn new(
         state: SharedState,
         id: SessionId,
-        session: SessionRecord,
+        session: Arc<SessionRecord>,
         audit: Record,
         active: Arc<AtomicBool>,
         route: WatchedRoute,
@@ -170,8 +170,8 @@ impl SessionWatch {
     /// service log for a store that did not answer.
     pub async fn report(self, ending: Ending) {
         let mut record = self.audit;
-        record.user = Some(self.session.user);
-        record.idp = Some(self.session.idp);
+        record.user = Some(self.session.user.clone());
+        record.idp = Some(self.session.idp.clone());
         record.session = Some(session_hash(self.id.expose()));
         let (event, reason) = match ending {
             Ending::Expired(reason) => (Event::SessionExpired, reason),

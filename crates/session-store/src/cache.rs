@@ -62,7 +62,7 @@ impl SessionCache {
 
     /// The record of `hash`, when it was read less than the TTL ago and invalidations are
     /// being received.
-    pub(crate) fn get(&self, hash: &str) -> Option<SessionRecord> {
+    pub(crate) fn get(&self, hash: &str) -> Option<Arc<SessionRecord>> {
         let ttl = self.ttl?;
         let found = {
             let mut entries = self.lock();
@@ -78,8 +78,7 @@ impl SessionCache {
                 None => None,
             }
         };
-        // The copy (groups and all) is made outside the lock.
-        found.map(|record| (*record).clone())
+        found
     }
 
     /// The ticket to take before reading a record from Redis.
@@ -92,7 +91,7 @@ impl SessionCache {
 
     /// Keeps `record` as read (or written) from Redis after `ticket` was taken, unless an
     /// invalidation arrived meanwhile (its session may have ended after the read).
-    pub(crate) fn put(&self, hash: &str, record: &SessionRecord, ticket: Ticket) {
+    pub(crate) fn put(&self, hash: &str, record: &Arc<SessionRecord>, ticket: Ticket) {
         let Some(ttl) = self.ttl else {
             return;
         };
@@ -108,7 +107,7 @@ impl SessionCache {
                 entries.clear();
             }
         }
-        entries.insert(hash.to_string(), (Arc::new(record.clone()), ticket.at));
+        entries.insert(hash.to_string(), (record.clone(), ticket.at));
     }
 
     /// Forgets `hash` (its session ended, or its record changed).
@@ -149,23 +148,23 @@ mod tests {
     #[test]
     fn serves_only_while_enabled_and_fresh() {
         let cache = SessionCache::new(Duration::from_millis(200));
-        cache.put("h", &record(), cache.ticket());
+        cache.put("h", &Arc::new(record()), cache.ticket());
         assert!(cache.get("h").is_none(), "not enabled yet");
         cache.set_enabled(true);
-        cache.put("h", &record(), cache.ticket());
+        cache.put("h", &Arc::new(record()), cache.ticket());
         assert!(cache.get("h").is_some());
         cache.remove("h");
         assert!(cache.get("h").is_none());
-        cache.put("h", &record(), cache.ticket());
+        cache.put("h", &Arc::new(record()), cache.ticket());
         cache.set_enabled(true);
         assert!(cache.get("h").is_none(), "a new subscription starts empty");
-        cache.put("h", &record(), cache.ticket());
+        cache.put("h", &Arc::new(record()), cache.ticket());
         cache.set_enabled(false);
         assert!(cache.get("h").is_none(), "no subscription, no cache");
         cache.set_enabled(true);
         let ticket = cache.ticket();
         std::thread::sleep(Duration::from_millis(250));
-        cache.put("h", &record(), ticket);
+        cache.put("h", &Arc::new(record()), ticket);
         assert!(
             cache.get("h").is_none(),
             "entries expire counting from the read"
@@ -179,14 +178,14 @@ mod tests {
         // use_session takes the ticket, reads Redis; meanwhile the session ends elsewhere.
         let before_read = cache.ticket();
         cache.remove("h");
-        cache.put("h", &record(), before_read);
+        cache.put("h", &Arc::new(record()), before_read);
         assert!(cache.get("h").is_none());
         // An invalidation of another session also discards it: no harm, one more read.
         let before_read = cache.ticket();
         cache.remove("other");
-        cache.put("h", &record(), before_read);
+        cache.put("h", &Arc::new(record()), before_read);
         assert!(cache.get("h").is_none());
-        cache.put("h", &record(), cache.ticket());
+        cache.put("h", &Arc::new(record()), cache.ticket());
         assert!(cache.get("h").is_some());
     }
 }

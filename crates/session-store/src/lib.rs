@@ -65,6 +65,14 @@ impl SessionTimeouts {
             .min(record.last_seen.saturating_add(self.idle))
     }
 
+    /// How long a session's `last_seen` may lag behind its use, in seconds: a tenth of the idle
+    /// timeout, at most 60 s, at least 1 s. Writing it at every request would cost a copy of
+    /// the record (memory) or a write (Redis) per request; the idle timeout is that much less
+    /// exact.
+    pub fn refresh_interval(&self) -> i64 {
+        (self.idle / 10).clamp(1, 60)
+    }
+
     /// True when `record` is of the current format and before its deadline at `now`.
     pub fn is_live(&self, record: &SessionRecord, now: UnixTime) -> bool {
         record.version == SESSION_VERSION && now < self.deadline(record)
@@ -124,9 +132,9 @@ impl EndReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionState {
     /// The session is live.
-    Live(SessionRecord),
+    Live(std::sync::Arc<SessionRecord>),
     /// The session passed its idle or absolute timeout.
-    Expired(SessionRecord),
+    Expired(std::sync::Arc<SessionRecord>),
     /// The session was ended before its time, for this reason.
     Ended(EndReason),
     /// Nothing is known of this ID (never issued, long gone, or of an unknown record format).
@@ -135,7 +143,7 @@ pub enum SessionState {
 
 impl SessionState {
     /// The record when live.
-    pub fn into_live(self) -> Option<SessionRecord> {
+    pub fn into_live(self) -> Option<std::sync::Arc<SessionRecord>> {
         match self {
             SessionState::Live(record) => Some(record),
             _ => None,
@@ -165,7 +173,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &SessionId,
         now: UnixTime,
-    ) -> Result<Option<SessionRecord>, StoreError> {
+    ) -> Result<Option<std::sync::Arc<SessionRecord>>, StoreError> {
         Ok(self.use_session(id, now).await?.into_live())
     }
 

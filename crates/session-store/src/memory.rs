@@ -85,7 +85,7 @@ impl SharedNames {
 #[derive(Default)]
 struct Maps {
     names: SharedNames,
-    sessions: HashMap<SessionId, SessionRecord>,
+    sessions: HashMap<SessionId, Arc<SessionRecord>>,
     pending: HashMap<String, (PendingRequest, UnixTime)>,
     assertions: HashMap<String, UnixTime>,
     /// Ended sessions: why, and until when the marker is kept.
@@ -199,29 +199,29 @@ impl Store for MemoryStore {
             self.limits.max_sessions,
         )?;
         record.groups = maps.names.intern_all(&record.groups);
-        maps.sessions.insert(id.clone(), record);
+        maps.sessions.insert(id.clone(), Arc::new(record));
         Ok(id)
     }
 
     async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError> {
         let mut maps = self.lock()?;
         let state = classify(&maps, self, id, now);
-        match &state {
-            SessionState::Live(_) => {
-                if let Some(record) = maps.sessions.get_mut(id) {
-                    record.last_seen = now;
-                }
-            }
-            // Reported once: the record goes as the expiry is reported.
-            SessionState::Expired(_) => {
-                maps.sessions.remove(id);
-            }
-            SessionState::Ended(_) | SessionState::Gone => {}
-        }
         Ok(match state {
-            SessionState::Live(mut record) => {
-                record.last_seen = now;
-                SessionState::Live(record)
+            // The record is shared with the requests that use it; `last_seen` is written (a
+            // copy, when one of them still holds it) once per refresh interval.
+            SessionState::Live(_) => match maps.sessions.get_mut(id) {
+                Some(record) => {
+                    if now.saturating_sub(record.last_seen) > self.timeouts.refresh_interval() {
+                        Arc::make_mut(record).last_seen = now;
+                    }
+                    SessionState::Live(record.clone())
+                }
+                None => SessionState::Gone,
+            },
+            // Reported once: the record goes as the expiry is reported.
+            SessionState::Expired(record) => {
+                maps.sessions.remove(id);
+                SessionState::Expired(record)
             }
             other => other,
         })
@@ -243,7 +243,7 @@ impl Store for MemoryStore {
         now: UnixTime,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let mut maps = self.lock()?;
-        let removed = maps.sessions.remove(id);
+        let removed = maps.sessions.remove(id).map(Arc::unwrap_or_clone);
         if removed.is_some() {
             // The marker only explains a closing WebSocket; without room it is left out rather
             // than failing the logout.
@@ -290,7 +290,7 @@ impl Store for MemoryStore {
                 }
                 ended.push(StoredSession {
                     hash: crate::session_hash(id.expose()),
-                    record,
+                    record: Arc::unwrap_or_clone(record),
                 });
             }
         }
@@ -402,6 +402,38 @@ mod tests {
 
         let idle = s.create_session(record(), 0).await.unwrap();
         assert!(s.get_session(&idle, 100).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_live_record_is_shared_and_its_last_seen_written_once_per_refresh_interval() {
+        let s = store(MemoryLimits::default()); // idle 100 s: refresh interval 10 s
+        let id = s.create_session(record(), 0).await.unwrap();
+        let a = s.get_session(&id, 5).await.unwrap().unwrap();
+        let b = s.get_session(&id, 10).await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "within the interval, one shared record"
+        );
+        assert_eq!(b.last_seen, 0);
+        let c = s.get_session(&id, 11).await.unwrap().unwrap();
+        assert_eq!(c.last_seen, 11, "written once the interval has passed");
+        assert_eq!(
+            a.last_seen, 0,
+            "a copy: the record a request holds does not change"
+        );
+        // The idle deadline counts from the write.
+        assert!(s
+            .session_alive(&id, 110)
+            .await
+            .unwrap()
+            .into_live()
+            .is_some());
+        assert!(s
+            .session_alive(&id, 111)
+            .await
+            .unwrap()
+            .into_live()
+            .is_none());
     }
 
     #[tokio::test]
@@ -591,7 +623,7 @@ mod tests {
                 .unwrap()
                 .into_live()
                 .unwrap();
-            lists.push(live.groups);
+            lists.push(live.groups.clone());
         }
         assert!(
             Arc::ptr_eq(&lists[0], &lists[1]),

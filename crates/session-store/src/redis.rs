@@ -415,8 +415,10 @@ impl RedisStore {
         now: UnixTime,
     ) -> SessionState {
         match record {
-            Some(record) if self.live(&record, now) => SessionState::Live(record),
-            Some(record) if record.version == SESSION_VERSION => SessionState::Expired(record),
+            Some(record) if self.live(&record, now) => SessionState::Live(Arc::new(record)),
+            Some(record) if record.version == SESSION_VERSION => {
+                SessionState::Expired(Arc::new(record))
+            }
             // Another format (a newer replica) or undecodable: logged out, left in place.
             Some(_) => SessionState::Gone,
             None if present => SessionState::Gone,
@@ -424,9 +426,9 @@ impl RedisStore {
         }
     }
 
-    /// See the module documentation: a tenth of the idle timeout, at most 60 s, at least 1 s.
+    /// See the module documentation and [`SessionTimeouts::refresh_interval`].
     fn refresh_interval(&self) -> i64 {
-        (self.timeouts.idle / 10).clamp(1, 60)
+        self.timeouts.refresh_interval()
     }
 }
 
@@ -625,12 +627,12 @@ impl Store for RedisStore {
 
     async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError> {
         let hash = sha256_hex(id.expose());
-        if let Some(mut record) = self.cache.get(&hash) {
-            // Served from memory while live and while its idle timeout needs no sliding.
+        if let Some(record) = self.cache.get(&hash) {
+            // Served from memory while live and while its idle timeout needs no sliding (its
+            // `last_seen` lags by less than the refresh interval, as in Redis).
             if self.timeouts.is_live(&record, now)
                 && now.saturating_sub(record.last_seen) <= self.refresh_interval()
             {
-                record.last_seen = now;
                 return Ok(SessionState::Live(record));
             }
         }
@@ -658,7 +660,7 @@ impl Store for RedisStore {
             other => return Ok(other),
         };
         if now.saturating_sub(record.last_seen) > self.refresh_interval() {
-            record.last_seen = now;
+            Arc::make_mut(&mut record).last_seen = now;
             let ttl = expiry(
                 self.session_ttl(&record, now)
                     .saturating_add(EXPIRED_RECORD_SECS),
@@ -681,7 +683,6 @@ impl Store for RedisStore {
         }
         // Cached as Redis holds it, so that the refresh rule keeps counting from the write.
         self.cache.put(&hash, &record, ticket);
-        record.last_seen = now;
         Ok(SessionState::Live(record))
     }
 
