@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import signal
-from datetime import datetime, timezone
 import re
 import textwrap
 from html.parser import HTMLParser
@@ -30,7 +29,7 @@ import testbed
 from flows import (NAVIGATE, cookie_header, forms, login_until_acs, new_client, post_to_acs,
                    run_app)
 from deploy import until
-from test_slo import redirect_query
+from test_slo import logout_request_xml, redirect_query
 
 # (name, label) of the IdPs, in config order.
 IDPS = (("staff", "Staff"), ("partners", "Partner portal"))
@@ -379,12 +378,7 @@ def test_health_and_metrics_show_every_idp(multi):
 
 
 def logout_request(multi, issuer, name_id, request_id):
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (f'<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
-            f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{request_id}" Version="2.0" '
-            f'IssueInstant="{now}" Destination="{multi.url}/saml/slo">'
-            f"<saml:Issuer>{issuer}</saml:Issuer>"
-            f"<saml:NameID>{name_id}</saml:NameID></samlp:LogoutRequest>")
+    return logout_request_xml(f"{multi.url}/saml/slo", issuer, name_id, request_id)
 
 
 def alive(multi, client):

@@ -221,13 +221,18 @@ def redirect_query(xml, key_pem=None, param="SAMLRequest"):
     return query
 
 
-def forged_request(slo, name_id, request_id="_forged1"):
+def logout_request_xml(destination, issuer, name_id, request_id):
+    """A LogoutRequest issued now, unsigned."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (f'<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
             f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{request_id}" Version="2.0" '
-            f'IssueInstant="{now}" Destination="{slo.slo_url}">'
-            f"<saml:Issuer>{slo.idp.entity_id}</saml:Issuer>"
+            f'IssueInstant="{now}" Destination="{destination}">'
+            f"<saml:Issuer>{issuer}</saml:Issuer>"
             f"<saml:NameID>{name_id}</saml:NameID></samlp:LogoutRequest>")
+
+
+def forged_request(slo, name_id, request_id="_forged1"):
+    return logout_request_xml(slo.slo_url, slo.idp.entity_id, name_id, request_id)
 
 
 def test_a_forged_logout_request_ends_nothing(slo):

@@ -91,6 +91,9 @@ pub struct RefreshStatus {
 pub struct Federation {
     /// The IdP's settings.
     pub idp: IdpConfig,
+    /// The IdP's entity ID: that of the metadata at start-up, which no refresh or reload
+    /// changes (a document for another entity ID is refused).
+    pub entity_id: String,
     current: ArcSwap<Trust>,
     /// The validator with everything but the IdP: each new trust is a copy of it.
     template: ResponseValidator,
@@ -446,6 +449,7 @@ impl Federation {
         };
         Federation {
             idp,
+            entity_id: trust.metadata.entity_id.clone(),
             current: ArcSwap::from_pointee(trust),
             template,
             unsolicited_max_age,
@@ -671,7 +675,7 @@ pub async fn refresh(state: crate::state::SharedState, index: usize) {
         federation.update_status(|s| s.next_attempt = Some(due));
         tokio::time::sleep(pause).await;
         let now = crate::state::unix_now();
-        let expected = federation.current().metadata.entity_id.clone();
+        let expected = federation.entity_id.clone();
         let in_force_until = federation.current().metadata.valid_until;
         let outcome = match fetch_checked(&federation.idp, url, chrono::Utc::now()).await {
             Ok((metadata, _)) if metadata.entity_id != expected => Err(FetchError::OtherIdp {
@@ -745,7 +749,7 @@ pub async fn refresh(state: crate::state::SharedState, index: usize) {
 pub async fn audit_change(state: &crate::state::AppState, federation: &Federation, change: String) {
     let record = crate::audit::Record {
         event: Some(crate::audit::Event::IdpTrustChanged),
-        idp: Some(federation.current().metadata.entity_id.clone()),
+        idp: Some(federation.entity_id.clone()),
         idp_name: Some(federation.idp.name.clone()),
         detail: Some(change),
         ..crate::audit::Record::default()

@@ -61,6 +61,19 @@ pub fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
 /// The script of [`auto_post`]: submits the page's form as soon as it loads.
 const AUTO_POST_SCRIPT: &str = "document.forms[0].submit();";
 
+/// The CSP of [`auto_post`]'s page. The form goes to the IdP, so form-action is left open (a
+/// browser also applies it to the IdP's own redirects after the post); scripts other than
+/// [`AUTO_POST_SCRIPT`] stay blocked.
+static AUTO_POST_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use base64::Engine;
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(openssl::sha::sha256(AUTO_POST_SCRIPT.as_bytes()));
+    format!(
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{hash}'; \
+         frame-ancestors 'none'"
+    )
+});
+
 /// A page that makes the browser POST `fields` to `action` at once (the SAML HTTP-POST
 /// binding): a form of hidden fields, submitted by a script that the page's CSP allows by its
 /// hash alone, with a button for browsers without scripts. Every value is escaped.
@@ -83,16 +96,7 @@ pub fn auto_post(action: &str, fields: &[(&str, &str)]) -> Response {
         escape_html(action)
     );
     let mut response = page(StatusCode::OK, "Signing in", &body);
-    use base64::Engine;
-    let hash = base64::engine::general_purpose::STANDARD
-        .encode(openssl::sha::sha256(AUTO_POST_SCRIPT.as_bytes()));
-    // The form goes to the IdP, so form-action is left open (a browser also applies it to the
-    // IdP's own redirects after the post); scripts other than this one stay blocked.
-    let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{hash}'; \
-         frame-ancestors 'none'"
-    );
-    if let Ok(value) = HeaderValue::from_str(&csp) {
+    if let Ok(value) = HeaderValue::from_str(&AUTO_POST_CSP) {
         response
             .headers_mut()
             .insert(header::CONTENT_SECURITY_POLICY, value);

@@ -67,7 +67,7 @@ pub async fn login(
                 .await
         }
     };
-    record.idp = Some(federation.current().metadata.entity_id.clone());
+    record.idp = Some(federation.entity_id.clone());
     record.idp_name = Some(federation.idp.name.clone());
     match start_login(&state, federation, &return_to, record).await {
         Ok(mut response) => {
@@ -371,12 +371,9 @@ async fn finish_login(
                 .ok_or(Failure::bad_request("relay_state_unknown"))?;
             record.request_id = Some(pending.request_id.clone());
             attempt.request_id = Some(pending.request_id.clone());
-            // A pending request recorded before IdPs had names belongs to the only IdP.
-            let federation = match (pending.idp.as_str(), state.idps.as_slice()) {
-                ("", [only]) => Some(only),
-                (name, _) => state.idp(name),
-            }
-            .ok_or(Failure::bad_request("unknown_idp"))?;
+            let federation = state
+                .pending_idp(&pending)
+                .ok_or(Failure::bad_request("unknown_idp"))?;
             note_idp(record, attempt, federation);
             // The trust in force when the response arrived: a refresh meanwhile changes the
             // next one.
@@ -393,9 +390,13 @@ async fn finish_login(
                 .map_err(Failure::from)?;
             (assertion, pending.return_to, federation)
         }
-        (None, Some((federation, unsolicited))) => {
+        (None, Some((federation, trust))) => {
             record.detail = Some("unsolicited".into());
             note_idp(record, attempt, federation);
+            let unsolicited = trust
+                .unsolicited
+                .as_ref()
+                .ok_or(Failure::bad_request("relay_state_not_bound"))?;
             let assertion = unsolicited
                 .validate(&saml_response, None, chrono::Utc::now(), &replay)
                 .await
@@ -483,13 +484,13 @@ fn note_idp(
     attempt: &mut crate::trace::AcsTrace,
     federation: &crate::federation::Federation,
 ) {
-    record.idp = Some(federation.current().metadata.entity_id.clone());
+    record.idp = Some(federation.entity_id.clone());
     record.idp_name = Some(federation.idp.name.clone());
     attempt.idp = Some(federation.idp.name.clone());
 }
 
-/// The IdP, and its validator for IdP-initiated responses, that an unsolicited response is
-/// judged against: the one its Issuer names, among those that accept such responses. The
+/// The IdP, and its trust in force (which has a validator for IdP-initiated responses), that an
+/// unsolicited response is judged against: the one its Issuer names, among those that accept such responses. The
 /// Issuer is read unverified, only to pick; that IdP's validator then checks it and the
 /// signature. `None`: no IdP accepts it (the caller refuses it as unbound).
 fn unsolicited_idp<'s>(
@@ -498,7 +499,7 @@ fn unsolicited_idp<'s>(
 ) -> Result<
     Option<(
         &'s crate::federation::Federation,
-        saml_sp::ResponseValidator,
+        std::sync::Arc<crate::federation::Trust>,
     )>,
     Failure,
 > {
@@ -510,7 +511,8 @@ fn unsolicited_idp<'s>(
             .map_err(Failure::from)?;
     Ok(issuer
         .and_then(|issuer| state.idp_by_entity_id(&issuer))
-        .and_then(|f| f.current().unsolicited.clone().map(|v| (f, v))))
+        .map(|f| (f, f.current()))
+        .filter(|(_, trust)| trust.unsolicited.is_some()))
 }
 
 fn new_session(

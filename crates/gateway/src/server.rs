@@ -379,7 +379,7 @@ async fn reload_on_hangup(state: SharedState) {
                         continue;
                     };
                     let name = &federation.idp.name;
-                    let expected = federation.current().metadata.entity_id.clone();
+                    let expected = federation.entity_id.clone();
                     if metadata.entity_id == expected {
                         crate::federation::log_expiry_warnings(name, metadata);
                         let origin = crate::federation::Origin::File;

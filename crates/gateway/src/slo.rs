@@ -398,11 +398,7 @@ async fn idp_response(
         Err(_) => return refused(state, peer, headers, "store_unavailable", None, None).await,
     };
     // The answer comes from the IdP the request went to, and only its keys verify it.
-    let federation = match (pending.idp.as_str(), state.idps.as_slice()) {
-        ("", [only]) => Some(only),
-        (name, _) => state.idp(name),
-    };
-    let Some(federation) = federation else {
+    let Some(federation) = state.pending_idp(&pending) else {
         return refused(state, peer, headers, "unknown_idp", None, None).await;
     };
     let trust = federation.current();
@@ -461,7 +457,7 @@ async fn refused(
     let reference = reference();
     let mut record = audit_record(peer, headers, "/saml/slo");
     record.event = Some(Event::Slo);
-    record.idp = federation.map(|f| f.current().metadata.entity_id.clone());
+    record.idp = federation.map(|f| f.entity_id.clone());
     record.idp_name = federation.map(|f| f.idp.name.clone());
     record.reason = Some(reason.into());
     record.reference = Some(reference.clone());

@@ -72,9 +72,7 @@ impl AppState {
 
     /// The IdP whose metadata in force has entity ID `entity_id`.
     pub fn idp_by_entity_id(&self, entity_id: &str) -> Option<&crate::federation::Federation> {
-        self.idps
-            .iter()
-            .find(|f| f.current().metadata.entity_id == entity_id)
+        self.idps.iter().find(|f| f.entity_id == entity_id)
     }
 
     /// The IdP that made `session`: by its name, or by its entity ID for a session recorded
@@ -89,7 +87,19 @@ impl AppState {
         } else {
             self.idp(&session.idp_name)
         }?;
-        (found.current().metadata.entity_id == session.idp).then_some(found)
+        (found.entity_id == session.idp).then_some(found)
+    }
+
+    /// The IdP a pending login or sign-out was sent to; one recorded before IdPs had names
+    /// belongs to the only IdP.
+    pub fn pending_idp(
+        &self,
+        pending: &session_store::PendingRequest,
+    ) -> Option<&crate::federation::Federation> {
+        match (pending.idp.as_str(), self.idps.as_slice()) {
+            ("", [only]) => Some(only),
+            (name, _) => self.idp(name),
+        }
     }
 
     /// The first IdP of the config: the one for messages that name no IdP.

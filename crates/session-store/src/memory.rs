@@ -205,26 +205,23 @@ impl Store for MemoryStore {
 
     async fn use_session(&self, id: &SessionId, now: UnixTime) -> Result<SessionState, StoreError> {
         let mut maps = self.lock()?;
-        let state = classify(&maps, self, id, now);
-        Ok(match state {
-            // The record is shared with the requests that use it; `last_seen` is written (a
-            // copy, when one of them still holds it) once per refresh interval.
-            SessionState::Live(_) => match maps.sessions.get_mut(id) {
-                Some(record) => {
-                    if now.saturating_sub(record.last_seen) > self.timeouts.refresh_interval() {
-                        Arc::make_mut(record).last_seen = now;
-                    }
-                    SessionState::Live(record.clone())
+        // The record is shared with the requests that use it; `last_seen` is written (a copy,
+        // when one of them still holds it) once per refresh interval. One lookup for a live
+        // session, the request path's case.
+        if let Some(record) = maps.sessions.get_mut(id) {
+            if self.live(record, now) {
+                if now.saturating_sub(record.last_seen) > self.timeouts.refresh_interval() {
+                    Arc::make_mut(record).last_seen = now;
                 }
-                None => SessionState::Gone,
-            },
-            // Reported once: the record goes as the expiry is reported.
-            SessionState::Expired(record) => {
-                maps.sessions.remove(id);
-                SessionState::Expired(record)
+                return Ok(SessionState::Live(record.clone()));
             }
-            other => other,
-        })
+        }
+        let state = classify(&maps, self, id, now);
+        if let SessionState::Expired(_) = state {
+            // Reported once: the record goes as the expiry is reported.
+            maps.sessions.remove(id);
+        }
+        Ok(state)
     }
 
     async fn session_alive(
