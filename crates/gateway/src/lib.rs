@@ -27,4 +27,5 @@ pub mod session_watch;
 pub mod slo;
 pub mod state;
 pub mod trace;
+pub mod upstream;
 pub mod ws_activity;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use session_store::{SessionId, SessionRecord};
@@ -28,6 +28,7 @@ use crate::identity::Identity;
 use crate::routing::Route;
 use crate::session_watch::{SessionWatch, WatchedRoute};
 use crate::state::{audit_record, SharedState};
+use crate::upstream::PooledBody;
 use crate::ws_activity::TrackedClient;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
@@ -107,6 +108,10 @@ pub fn strip_client_claims(
     identity: &IdentityHeaders,
     token: Option<&HeaderName>,
 ) {
+    // Clients rarely send any: then one pass over the names, and nothing built.
+    if !headers.keys().any(|n| is_claim_header(n, identity, token)) {
+        return;
+    }
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_claim_header(n, identity, token))
@@ -141,6 +146,7 @@ pub fn set_identity_headers(headers: &mut HeaderMap, names: &IdentityHeaders, id
             headers.remove(name);
         }
     }
+    headers.reserve(identity.headers.len());
     for (name, value) in &identity.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -154,8 +160,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds what to drop, without hashing; most messages carry none
+    // One pass over the names finds what to drop, without hashing; most requests carry none
     // of these, and then nothing is removed (or allocated).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let mut doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| is_hop_by_hop(name))
@@ -214,21 +223,8 @@ pub async fn forward(
         _ => None,
     };
 
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let uri = match Uri::builder()
-        .scheme("http")
-        .authority(route.upstream.authority().map(|a| a.as_str()).unwrap_or(""))
-        .path_and_query(path_and_query)
-        .build()
-    {
-        Ok(uri) => uri,
-        Err(_) => return bad_gateway(),
-    };
-    *request.uri_mut() = uri;
+    // The gate left the target in origin form (path and query), as an upstream connection
+    // carries it.
     *request.version_mut() = axum::http::Version::HTTP_11;
 
     let headers = request.headers_mut();
@@ -243,18 +239,24 @@ pub async fn forward(
     if let Some((_, _, identity)) = signed_in {
         set_identity_headers(headers, &state.config.identity_headers, identity);
     }
-    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.insert("x-forwarded-for", v);
-    }
+    headers.insert(X_FORWARDED_FOR, ip_header_value(peer.ip()));
     let proto = if state.config.secure_cookies {
         "https"
     } else {
         "http"
     };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    // HTTP/2 requests name their host in the target, not in a `Host` header.
+    if !headers.contains_key(header::HOST) {
+        if let Some(authority) = route.upstream.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, host);
+            }
+        }
+    }
 
-    let mut response = match state.client.request(request).await {
-        Ok(r) => r,
+    let (mut response, lease) = match state.upstreams.send(&route.upstream, request).await {
+        Ok(sent) => sent,
         Err(e) => {
             tracing::warn!(error = %e, upstream = %route.upstream, "upstream request failed");
             return bad_gateway();
@@ -295,11 +297,48 @@ pub async fn forward(
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
             });
+            // The connection now carries the WebSocket: it never goes back to the pool.
+            drop(lease);
             return response.map(Body::new);
         }
     }
     strip_hop_by_hop(response.headers_mut());
-    response.map(Body::new)
+    response.map(|body| Body::new(PooledBody::new(body, lease)))
+}
+
+/// `X-Forwarded-For`, set anew on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`, set anew on every request.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The client's address as a header value; an IPv4 address is written without the
+/// formatting machinery (this runs on every request).
+fn ip_header_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            text[len] = b'0' + d;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn bad_gateway() -> Response {
@@ -313,6 +352,21 @@ fn bad_gateway() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_as_header_values() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.99",
+            "::1",
+            "fe80::1",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(parsed), ip);
+        }
+    }
 
     #[test]
     fn header_text_never_carries_control_characters() {

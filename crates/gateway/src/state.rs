@@ -5,10 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::body::Body;
 use axum::http::HeaderMap;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use openssl::pkey::{PKey, Private};
 use saml_sp::encryption::{ContentAlgorithm, Decryption};
 use saml_sp::metadata::SpMetadata;
@@ -24,9 +21,6 @@ use crate::identity::{self, Identity, IdentityCache, IdentitySources};
 use crate::identity_token::TokenIssuer;
 use crate::keys::SpKeys;
 use crate::routing::RouteTable;
-
-/// The HTTP client used for upstream requests (pooled keep-alive connections).
-pub type UpstreamClient = Client<HttpConnector, Body>;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -47,8 +41,8 @@ pub struct AppState {
     pub request_signing_key: Option<PKey<Private>>,
     /// The SP key: signs Single Logout messages (always signed).
     pub sp_key: PKey<Private>,
-    /// The upstream HTTP client.
-    pub client: UpstreamClient,
+    /// Keep-alive connections to the upstreams.
+    pub upstreams: Arc<crate::upstream::Pool>,
     /// The routes in force: those of the config, or of the last successful reload.
     pub routes: ArcSwap<RouteTable>,
     /// Signs identity tokens, unless they are switched off.
@@ -231,9 +225,6 @@ impl AppState {
                 )
             })
             .collect();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         let tokens = match &config.identity_token {
             Some(t) => Some(
                 TokenIssuer::load(t, &config.public_url)
@@ -271,7 +262,7 @@ impl AppState {
             idps,
             store,
             audit,
-            client,
+            upstreams: Arc::default(),
             config,
         })
     }

@@ -1,0 +1,382 @@
+//! Keep-alive connections to the upstreams, shared by every request.
+//!
+//! A request takes an idle HTTP/1.1 connection to its upstream (the most recently used one
+//! first) or opens a new one, and the connection goes back to the pool when the response body
+//! has been read to its end ([`PooledBody`]). A response whose body is dropped early, a
+//! `101 Switching Protocols` (the connection now carries the WebSocket) and a connection the
+//! upstream closes never go back. A pooled connection that turns out closed when it is taken
+//! is dropped; when the upstream closed it just as a request went out, the request was not
+//! sent, and it goes again on another connection.
+//!
+//! This replaces a general-purpose client on the proxy's hot path: every upstream is a fixed
+//! `http://host:port` of the config, so a connection is found by comparing that string, under
+//! one short lock, with nothing hashed or spawned per request (docs/performance.md).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// Idle connections kept per upstream, at most; beyond that the oldest is closed.
+pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+/// How long an idle connection is kept before it is closed instead of used.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// `host:port` of the upstream.
+        address: String,
+        /// What the connect returned.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (handshake, request or response head).
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// The idle connections of every upstream, one slot per upstream authority (`host:port` as
+/// configured), slots kept for the life of the pool.
+#[derive(Default)]
+pub struct Pool {
+    slots: Mutex<Vec<Slot>>,
+}
+
+struct Slot {
+    authority: String,
+    idle: Vec<Idle>,
+}
+
+/// A connection taken from the pool, and whether it had served requests before.
+struct Taken {
+    sender: SendRequest<Body>,
+    reused: bool,
+}
+
+/// Where a response's connection goes back to once its body is read.
+pub struct Lease {
+    pool: Arc<Pool>,
+    slot: usize,
+    sender: SendRequest<Body>,
+}
+
+impl Pool {
+    /// The slot of `authority`, and its most recently used idle connection that is still open
+    /// and fresh.
+    fn take_idle(&self, authority: &str) -> (usize, Option<SendRequest<Body>>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match slots.iter().position(|s| s.authority == authority) {
+            Some(slot) => slot,
+            None => {
+                slots.push(Slot {
+                    authority: authority.to_string(),
+                    idle: Vec::new(),
+                });
+                slots.len() - 1
+            }
+        };
+        let idle = &mut slots[slot].idle;
+        while let Some(entry) = idle.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return (slot, Some(entry.sender));
+            }
+        }
+        (slot, None)
+    }
+
+    /// Puts a connection whose last response has ended back as idle.
+    fn put(&self, slot: usize, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let entry = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(idle) = slots.get_mut(slot).map(|s| &mut s.idle) else {
+            return;
+        };
+        if idle.len() >= MAX_IDLE_PER_UPSTREAM {
+            idle.retain(|e| !e.sender.is_closed() && e.since.elapsed() < IDLE_TIMEOUT);
+            if idle.len() >= MAX_IDLE_PER_UPSTREAM {
+                idle.remove(0);
+            }
+        }
+        idle.push(entry);
+    }
+
+    /// The number of idle connections to `authority`.
+    pub fn idle_count(&self, authority: &str) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .find(|s| s.authority == authority)
+            .map_or(0, |s| s.idle.len())
+    }
+
+    /// An idle connection to `upstream`, or a new one.
+    async fn take(&self, upstream: &hyper::Uri) -> Result<(usize, Taken), UpstreamError> {
+        let (slot, idle) = self.take_idle(authority(upstream));
+        if let Some(sender) = idle {
+            let taken = Taken {
+                sender,
+                reused: true,
+            };
+            return Ok((slot, taken));
+        }
+        let address = address(upstream);
+        let stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|source| UpstreamError::Connect { address, source })?;
+        // Without it, a response's last segment can wait for a delayed ACK (Nagle).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an upstream connection");
+        }
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        let taken = Taken {
+            sender,
+            reused: false,
+        };
+        Ok((slot, taken))
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) to `upstream` (an `http://host:port`
+    /// URL); returns the response and the lease of its connection, which [`PooledBody`] gives
+    /// back.
+    pub async fn send(
+        self: &Arc<Self>,
+        upstream: &hyper::Uri,
+        mut request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        loop {
+            let (slot, Taken { mut sender, reused }) = self.take(upstream).await?;
+            if let Err(e) = sender.ready().await {
+                // A pooled connection the upstream has closed since: try the next one.
+                if reused {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        pool: self.clone(),
+                        slot,
+                        sender,
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection closed as the request went out.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+}
+
+/// A response body from an upstream that gives its connection back to the pool once read
+/// to its end (or when dropped at its end, for a body the server never polls).
+pub struct PooledBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    /// `body`, whose connection goes back through `lease` at its end.
+    pub fn new(body: Incoming, lease: Lease) -> PooledBody {
+        PooledBody {
+            body,
+            lease: Some(lease),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.pool.put(lease.slot, lease.sender);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            // A body that failed mid-way leaves its connection in an unknown state.
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Dropped before its end, the connection cannot carry another request (hyper closes
+        // it); at its end (an empty body, or the last frame read), it can.
+        if hyper::body::Body::is_end_stream(&self.body) {
+            self.release();
+        }
+    }
+}
+
+/// The authority of an upstream URL, as configured: the pool's key.
+fn authority(upstream: &hyper::Uri) -> &str {
+    upstream.authority().map_or("", |a| a.as_str())
+}
+
+/// `host:port` of an `http://` upstream URL (port 80 when it names none), to connect to.
+fn address(upstream: &hyper::Uri) -> String {
+    let host = upstream.host().unwrap_or_default();
+    format!("{host}:{}", upstream.port_u16().unwrap_or(80))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An upstream on a free loopback port that answers `body` to every request (with
+    /// `Connection: close` when `close` is set), counting the connections it accepts.
+    async fn upstream(body: &'static str, close: bool) -> (hyper::Uri, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        let mut response = Response::new(http_body_util::Full::new(
+                            hyper::body::Bytes::from_static(body.as_bytes()),
+                        ));
+                        if close {
+                            response.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+        (uri, accepted)
+    }
+
+    fn get(upstream: &hyper::Uri) -> Request<Body> {
+        Request::builder()
+            .uri("/x")
+            .header(hyper::header::HOST, upstream.authority().unwrap().as_str())
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn read(pool: &Arc<Pool>, upstream: &hyper::Uri) -> String {
+        let (response, lease) = pool.send(upstream, get(upstream)).await.unwrap();
+        let body = PooledBody::new(response.into_body(), lease);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_one_request_after_another() {
+        let (uri, accepted) = upstream("hello", false).await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..5 {
+            assert_eq!(read(&pool, &uri).await, "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(authority(&uri)), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_keeps_its_connection_out_of_the_pool() {
+        let (uri, accepted) = upstream("a body that nobody reads", false).await;
+        let pool = Arc::new(Pool::default());
+        let (response, lease) = pool.send(&uri, get(&uri)).await.unwrap();
+        drop(PooledBody::new(response.into_body(), lease));
+        assert_eq!(pool.idle_count(authority(&uri)), 0);
+        assert_eq!(read(&pool, &uri).await, "a body that nobody reads");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_the_upstream_closes_are_replaced() {
+        let (uri, accepted) = upstream("bye", true).await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..3 {
+            assert_eq!(read(&pool, &uri).await, "bye");
+            // Let the connection task see the close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_does_not_listen_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri: hyper::Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(listener);
+        let pool = Arc::new(Pool::default());
+        let error = pool.send(&uri, get(&uri)).await.err().unwrap();
+        assert!(matches!(error, UpstreamError::Connect { .. }), "{error}");
+    }
+
+    #[test]
+    fn addresses_default_to_port_80() {
+        let uri: hyper::Uri = "http://app.internal".parse().unwrap();
+        assert_eq!(address(&uri), "app.internal:80");
+        let uri: hyper::Uri = "http://[::1]:8501".parse().unwrap();
+        assert_eq!(address(&uri), "[::1]:8501");
+    }
+}
