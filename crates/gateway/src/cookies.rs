@@ -162,22 +162,20 @@ pub fn is_gateway_cookie(name: &str) -> bool {
 /// Removes the upstream's `Set-Cookie` headers that would set or clear one of the gateway's own
 /// cookies: an app must not be able to plant a session ID (session fixation) or log users out.
 pub fn strip_gateway_set_cookies(headers: &mut HeaderMap) {
-    let values: Vec<HeaderValue> = headers
+    // Most responses set none of the gateway's cookies: then nothing is copied (this runs on
+    // every proxied response).
+    if !headers
         .get_all(header::SET_COOKIE)
         .iter()
+        .any(sets_gateway_cookie)
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets_gateway_cookie(v))
         .cloned()
-        .collect();
-    let kept: Vec<HeaderValue> = values
-        .into_iter()
-        .filter(|v| {
-            let text = String::from_utf8_lossy(v.as_bytes());
-            let name = text
-                .split_once('=')
-                .map_or(text.as_ref(), |(n, _)| n)
-                .trim();
-            // A nameless cookie (`=saml-session=x`) reaches the app as `saml-session=x`.
-            !name.is_empty() && !is_gateway_cookie(name)
-        })
         .collect();
     headers.remove(header::SET_COOKIE);
     for v in kept {
@@ -185,19 +183,56 @@ pub fn strip_gateway_set_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// True when a `Set-Cookie` value would set or clear one of the gateway's cookies, or names
+/// none (a nameless cookie, `=saml-session=x`, reaches a browser as `saml-session=x`).
+fn sets_gateway_cookie(value: &HeaderValue) -> bool {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let name = text
+        .split_once('=')
+        .map_or(text.as_ref(), |(n, _)| n)
+        .trim();
+    name.is_empty() || is_gateway_cookie(name)
+}
+
 /// Rewrites the `Cookie` headers to keep only the cookies the upstream may see: those matching
 /// `patterns`, less the gateway's own.
 pub fn filter_for_upstream(headers: &mut HeaderMap, patterns: &[String]) {
-    if !headers.contains_key(header::COOKIE) {
-        return;
+    let forwarded = |name: &str| allowed(name, patterns) && !is_gateway_cookie(name);
+    let (mut kept, mut dropped) = (0usize, 0usize);
+    for (name, _) in request_cookies(headers) {
+        if forwarded(name) {
+            kept += 1;
+        } else {
+            dropped += 1;
+        }
     }
-    let kept: Vec<String> = request_cookies(headers)
-        .filter(|(name, _)| allowed(name, patterns) && !is_gateway_cookie(name))
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
+    // Nothing to drop from one well-formed header (every piece a `name=value` the app may
+    // see): it goes as it is (this runs on every proxied request).
+    if dropped == 0 {
+        let mut all = headers.get_all(header::COOKIE).iter();
+        match (all.next(), all.next()) {
+            (None, _) => return,
+            // `kept` counts only pieces with a `=`: equal, every piece has one.
+            (Some(only), None) if only.to_str().is_ok_and(|v| v.split(';').count() == kept) => {
+                return
+            }
+            _ => {}
+        }
+    }
+    let mut value = String::new();
+    if kept > 0 {
+        for (name, v) in request_cookies(headers).filter(|(n, _)| forwarded(n)) {
+            if !value.is_empty() {
+                value.push_str("; ");
+            }
+            value.push_str(name);
+            value.push('=');
+            value.push_str(v);
+        }
+    }
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+    if !value.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(header::COOKIE, value);
         }
     }
@@ -219,6 +254,31 @@ mod tests {
             .to_str()
             .unwrap()
             .contains("Secure"));
+    }
+
+    #[test]
+    fn cookie_headers_with_nothing_to_drop_go_as_they_are() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1;b=2"));
+        filter_for_upstream(&mut h, &["*".to_string()]);
+        assert_eq!(h[header::COOKIE], "a=1;b=2");
+        // A piece without `=` is not a cookie: the header is rebuilt without it.
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; saml-session"),
+        );
+        filter_for_upstream(&mut h, &["*".to_string()]);
+        assert_eq!(h[header::COOKIE], "a=1");
+        // Nothing the app may see: no header at all.
+        h.insert(header::COOKIE, HeaderValue::from_static("saml-session=s"));
+        filter_for_upstream(&mut h, &["*".to_string()]);
+        assert!(!h.contains_key(header::COOKIE));
+        // Two headers become one.
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        filter_for_upstream(&mut h, &["*".to_string()]);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
     }
 
     #[test]

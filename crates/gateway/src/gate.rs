@@ -132,13 +132,18 @@ pub async fn protected(
         }
         RouteMatch::NoRoute | RouteMatch::CaseMismatch => return not_found("No application here."),
     };
-    let target = match request.uri().query() {
-        Some(q) => format!("{forwarded}?{q}"),
-        None => forwarded,
-    };
-    match target.parse::<Uri>() {
-        Ok(uri) => *request.uri_mut() = uri,
-        Err(_) => return not_found("No application here."),
+    // The upstream gets an origin-form target with the path as routed; a request's own target
+    // that is already that (nearly every one) is kept as it is.
+    let uri = request.uri();
+    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != forwarded {
+        let target = match uri.query() {
+            Some(q) => format!("{forwarded}?{q}"),
+            None => forwarded,
+        };
+        match target.parse::<Uri>() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return not_found("No application here."),
+        }
     }
     if route.public {
         return crate::proxy::forward(&state, route, None, peer, request).await;
