@@ -1,7 +1,7 @@
 //! Keep-alive connections to the upstreams, shared by every request.
 //!
 //! A request takes an idle HTTP/1.1 connection to its upstream (the most recently used one
-//! first) or opens a new one, and the connection goes back to the pool when the response body
+//! that is ready for a request) or opens a new one, and the connection goes back to the pool when the response body
 //! has been read to its end ([`PooledBody`]). A response whose body is dropped early, a
 //! `101 Switching Protocols` (the connection now carries the WebSocket) and a connection the
 //! upstream closes never go back. A pooled connection that turns out closed when it is taken
@@ -90,10 +90,18 @@ impl Pool {
                 slots.len() - 1
             }
         };
+        // From the most recently used: closed and stale connections go; one still busy (an
+        // upload the upstream answered before reading it all) stays for later, so that no
+        // request waits behind another's.
         let idle = &mut slots[slot].idle;
-        while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return (slot, Some(entry.sender));
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let entry = &idle[i];
+            if entry.sender.is_closed() || entry.since.elapsed() >= IDLE_TIMEOUT {
+                idle.remove(i);
+            } else if entry.sender.is_ready() {
+                return (slot, Some(idle.remove(i).sender));
             }
         }
         (slot, None)
@@ -345,6 +353,67 @@ mod tests {
         drop(PooledBody::new(response.into_body(), lease));
         assert_eq!(pool.idle_count(authority(&uri)), 0);
         assert_eq!(read(&pool, &uri).await, "a body that nobody reads");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A request body that never ends (a slow upload).
+    struct EndlessUpload;
+
+    impl hyper::body::Body for EndlessUpload {
+        type Data = hyper::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    /// An upstream that answers every connection's first request at once, then keeps the
+    /// connection open, reading whatever comes (a server that refuses an upload early).
+    async fn early_answering_upstream() -> (hyper::Uri, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ntoo large";
+                    let _ = stream.write_all(answer).await;
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+        (uri, accepted)
+    }
+
+    #[tokio::test]
+    async fn no_request_waits_behind_an_upload_still_going_out() {
+        // The upstream answers before the upload ends: the response is read to its end, so
+        // its connection goes back to the pool, but it cannot carry a request yet.
+        let (uri, accepted) = early_answering_upstream().await;
+        let pool = Arc::new(Pool::default());
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/upload")
+            .header(hyper::header::HOST, uri.authority().unwrap().as_str())
+            .header(hyper::header::CONTENT_LENGTH, "1000000")
+            .body(Body::new(EndlessUpload))
+            .unwrap();
+        let (response, lease) = pool.send(&uri, upload).await.unwrap();
+        let body = PooledBody::new(response.into_body(), lease);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "too large");
+        let next = tokio::time::timeout(Duration::from_secs(10), read(&pool, &uri)).await;
+        assert_eq!(next.expect("the next request waited").as_str(), "too large");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
