@@ -16,7 +16,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use session_store::{
     MemoryLimits, MemoryStore, RedisConnectError, RedisStore, SessionTimeouts, Store,
@@ -209,89 +208,107 @@ fn finish_response(method: &axum::http::Method, mut response: Response) -> Respo
     response
 }
 
-/// The service of one client connection: a request under `/saml/` or `/.well-known/` goes
-/// through the [`router`]; every other request (the proxied traffic, nearly all of it) goes
-/// straight to [`gate::protected`], as the router's fallback would send it, without the
-/// router's matching and boxing on the way ([`finish_response`] does what axum does after).
-#[derive(Clone)]
-pub struct Front {
+/// What serves the requests of one client connection: a request under `/saml/` or
+/// `/.well-known/` goes through the [`router`]; every other request (the proxied traffic,
+/// nearly all of it) goes straight to [`gate::protected`], as the router's fallback would send
+/// it, without the router's matching and boxing on the way ([`finish_response`] does what
+/// axum does after).
+struct Front {
     state: SharedState,
     router: Router,
     peer: SocketAddr,
 }
 
-impl tower_service::Service<axum::extract::Request> for Front {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: axum::extract::Request) -> Self::Future {
-        let peer = self.peer;
+impl Front {
+    /// The answer to one request of this connection.
+    async fn handle(
+        front: Arc<Front>,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<Response, std::convert::Infallible> {
+        let mut request = request.map(axum::body::Body::new);
         if for_router(request.uri().path()) {
             request
                 .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            let mut router = self.router.clone();
-            Box::pin(async move { tower_service::Service::call(&mut router, request).await })
-        } else {
-            let state = self.state.clone();
-            let method = request.method().clone();
-            Box::pin(async move {
-                let response =
-                    gate::protected(State(state), axum::extract::ConnectInfo(peer), request).await;
-                Ok(finish_response(&method, response))
-            })
+                .insert(axum::extract::ConnectInfo(front.peer));
+            let mut router = front.router.clone();
+            return tower_service::Service::call(&mut router, request).await;
         }
+        let method = request.method().clone();
+        let state = front.state.clone();
+        let response = gate::protected(
+            State(state),
+            axum::extract::ConnectInfo(front.peer),
+            request,
+        )
+        .await;
+        Ok(finish_response(&method, response))
     }
 }
 
-/// Makes a [`Front`] for each client connection.
-#[derive(Clone)]
-pub struct MakeFront {
+/// Serves the public listener until `shutdown` completes, then lets the requests under way
+/// finish: each connection over HTTP/1.1 or HTTP/2 (with upgrades, and the CONNECT protocol
+/// that HTTP/2 WebSockets need), every request through a [`Front`], as `axum::serve` would
+/// with less glue per request (no tower adapters, no boxed future per request).
+async fn serve_public(
+    listener: tokio::net::TcpListener,
     state: SharedState,
-    router: Router,
-}
-
-impl MakeFront {
-    /// The services of the public listener for `state`.
-    pub fn new(state: SharedState) -> MakeFront {
-        MakeFront {
-            router: router(state.clone()),
-            state,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let router = router(state.clone());
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY, the last segment of a response waits for the client's delayed
+        // ACK (Nagle): a 64 KiB page took ~40 ms at the 99th percentile.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
+        let front = Arc::new(Front {
+            state: state.clone(),
+            router: router.clone(),
+            peer,
+        });
+        let service =
+            hyper::service::service_fn(move |request| Front::handle(front.clone(), request));
+        let connection = builder
+            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "client connection ended with an error");
+            }
+        });
     }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
-impl<L> tower_service::Service<axum::serve::IncomingStream<'_, L>> for MakeFront
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    type Response = Front;
-    type Error = std::convert::Infallible;
-    type Future = std::future::Ready<Result<Front, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+/// After a failed accept: a connection that went away before it was taken is nothing; any
+/// other error (too many open files) is logged, and accepting pauses for a second.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
     }
-
-    fn call(&mut self, incoming: axum::serve::IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(Front {
-            state: self.state.clone(),
-            router: self.router.clone(),
-            peer: *incoming.remote_addr(),
-        }))
-    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// The URL map.
@@ -476,20 +493,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    // Without TCP_NODELAY, the last segment of a response waits for the client's delayed ACK
-    // (Nagle): a 64 KiB page took ~40 ms at the 99th percentile.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?
-        .tap_io(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
-            }
-        });
+        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, public_url = %state.config.public_url, "saml-gateway listening");
-    axum::serve(listener, MakeFront::new(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_public(listener, state, shutdown_signal()).await;
     tracing::info!("saml-gateway stopped");
     Ok(())
 }
