@@ -1,5 +1,7 @@
 """Instructions per proxied request: the gateway under valgrind's callgrind, for a fixed number
-of authenticated GETs of the 100-byte body (memory store), one connection.
+of authenticated GETs of the 100-byte body (memory store), one connection; and plain nginx as
+the reverse proxy in front of the same upstream, counted the same way in the same run, as the
+baseline (nginx with `master_process off`, so that its one process is the one counted).
 
 Run by hand, never part of the test suite, after benches/proxy/run.sh has installed nginx (it
 uses bench.py's upstream and gateway set-up):
@@ -10,7 +12,7 @@ Callgrind counts instructions, not time, so the figure repeats for the same bina
 requests whatever else the machine does: use it to compare two builds of the hot path. The
 counters are zeroed after a warm-up of 200 requests and dumped after REQUESTS more (default
 2000); the profile goes to BENCH_OUT/callgrind (default target/bench-instructions). Kernel
-time (the socket system calls) is not counted.
+time (the socket system calls) is not counted. BENCH_NGINX=0 skips the nginx baseline.
 """
 
 import glob
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -26,6 +29,87 @@ ROOT = HERE.parent.parent
 os.environ.setdefault("BENCH_OUT", str(ROOT / "target" / "bench-instructions"))
 OUT = Path(os.environ["BENCH_OUT"])
 PROFILES = OUT / "callgrind"
+
+
+def count(pid, port, cookie, requests):
+    """Zeroes the callgrind counters of `pid`, sends 200 + `requests` GETs, dumps; returns the
+    instructions per request and the dump's path."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def get():
+        conn.request("GET", "/small", headers={"Cookie": f"saml-session={cookie}"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status} from port {port}")
+
+    for _ in range(200):
+        get()
+    subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+    for _ in range(requests):
+        get()
+    subprocess.run(["callgrind_control", "--dump=load", str(pid)], check=True,
+                   capture_output=True)
+    [dump] = glob.glob(str(PROFILES / f"callgrind.{pid}.out.1"))
+    report = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
+                            capture_output=True, text=True, check=True).stdout
+    total = next(int(line.split()[0].replace(",", "")) for line in report.splitlines()
+                 if "PROGRAM TOTALS" in line)
+    return total / requests, dump, report
+
+
+class CountedNginx:
+    """nginx as the reverse proxy (bench.py's configuration), one process under callgrind."""
+
+    def __init__(self, bench, upstream_port):
+        self.proxy = bench.proxy_nginx(bench.OUT / "nginx-callgrind", upstream_port)
+        self.proc = None
+
+    def start(self):
+        work = self.proxy.work
+        tmp = work / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        temp_paths = "\n".join(f"    {kind}_temp_path {tmp}/{kind};"
+                               for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf = work / "nginx.conf"
+        conf.write_text(f"""\
+worker_processes 1;
+daemon off;
+master_process off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    default_type text/plain;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000;
+{temp_paths}
+{self.proxy.http_block}
+}}
+""")
+        log = open(work / "valgrind.log", "w")
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={PROFILES}/callgrind.%p.out",
+             "nginx", "-p", work, "-e", work / "error.log", "-c", conf],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                http.client.HTTPConnection("127.0.0.1", self.proxy.port, timeout=5).request(
+                    "GET", "/small")
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("nginx under callgrind did not start; see " + str(work))
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
 
 def main():
@@ -48,36 +132,27 @@ def main():
     bench.OUT.mkdir(parents=True, exist_ok=True)
     upstream = bench.upstream_nginx(bench.OUT / "upstream").start()
     echo = bench.EchoServer(bench.OUT / "ws-echo").start()
-    gateway, cookie, _ = bench.start_gateway("gw-memory", upstream.port, echo.port)
+    services = [upstream, echo]
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=60)
-
-        def get():
-            conn.request("GET", "/small", headers={"Cookie": f"saml-session={cookie}"})
-            r = conn.getresponse()
-            r.read()
-            if r.status != 200:
-                raise RuntimeError(f"HTTP {r.status} from the gateway")
-
-        for _ in range(200):
-            get()
-        pid = str(gateway.proc.pid)
-        subprocess.run(["callgrind_control", "--zero", pid], check=True, capture_output=True)
-        for _ in range(requests):
-            get()
-        subprocess.run(["callgrind_control", "--dump=load", pid], check=True,
-                       capture_output=True)
+        nginx_count = None
+        if os.environ.get("BENCH_NGINX", "1") != "0":
+            nginx = CountedNginx(bench, upstream.port).start()
+            services.append(nginx)
+            # A cookie of the session cookie's length, as in bench.py.
+            nginx_count, _, _ = count(nginx.proc.pid, nginx.proxy.port, "x" * 43, requests)
+            nginx.stop()
+        gateway, cookie, _ = bench.start_gateway("gw-memory", upstream.port, echo.port)
+        services.append(gateway)
+        per_request, dump, report = count(gateway.proc.pid, gateway.port, cookie, requests)
     finally:
-        for service in (gateway, echo, upstream):
+        for service in reversed(services):
             service.stop()
-    [dump] = glob.glob(str(PROFILES / f"callgrind.{pid}.out.1"))
-    report = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
-                            capture_output=True, text=True, check=True).stdout
-    total = next(int(line.split()[0].replace(",", "")) for line in report.splitlines()
-                 if "PROGRAM TOTALS" in line)
     (OUT / "callgrind-report.txt").write_text(report)
-    print(f"{total / requests:,.0f} instructions per request ({requests} requests); "
+    print(f"{per_request:,.0f} instructions per request ({requests} requests); "
           f"profile: {dump}; report: {OUT / 'callgrind-report.txt'}")
+    if nginx_count:
+        print(f"nginx as the proxy: {nginx_count:,.0f} instructions per request; "
+              f"gateway / nginx: {per_request / nginx_count:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""Connections to the upstream, and shutdown: the real gateway in front of a small HTTP/1.1
+upstream written here, which counts the connections it accepts and can answer slowly, close
+its connections, or cut a response short.
+
+The gateway keeps its connections to an upstream open and uses them again for later requests,
+whichever client connection they come from; a connection the upstream closed is replaced
+without the client noticing; a connection whose response was cut short is never used again;
+and on SIGTERM the gateway stops accepting, lets the request under way finish, and exits 0.
+The routes are public (no login), so that only the proxy is at work; the IdP metadata is the
+test bed's.
+"""
+
+import http.server
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+import testbed
+
+
+class Upstream:
+    """A threaded HTTP/1.1 server on a free loopback port. `/n` answers `ok`; `/slow` after
+    1.5 s; `/close` with `Connection: close`; `/cut` promises 100 bytes and sends 10.
+    An idle keep-alive connection is closed after `idle_timeout` seconds."""
+
+    def __init__(self, idle_timeout=None):
+        self.connections = 0
+        self.lock = threading.Lock()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = idle_timeout
+
+            def setup(self):
+                with upstream.lock:
+                    upstream.connections += 1
+                super().setup()
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path == "/slow":
+                    time.sleep(1.5)
+                body = b"slow" if self.path == "/slow" else b"ok"
+                if self.path == "/cut":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(b"0123456789")
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                if self.path == "/close":
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", testbed.free_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self):
+        with self.lock:
+            return self.connections
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_gateway(bed, name, upstream):
+    work = testbed.fresh_work(bed.work, name)
+    shutil.copy(bed.work / "idp-metadata.xml", work / "idp-metadata.xml")
+    port = testbed.free_port()
+    routes = f"  - path: /\n    upstream: http://127.0.0.1:{upstream.port}\n    public: true\n"
+    text = testbed.gateway_config(work, port, None, routes=routes)
+    return testbed.Gateway(bed.gateway.binary, text, work).start()
+
+
+@pytest.fixture
+def upstream():
+    u = Upstream()
+    try:
+        yield u
+    finally:
+        u.stop()
+
+
+@pytest.fixture
+def gateway(bed, upstream, request):
+    gw = start_gateway(bed, request.node.name, upstream)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def test_requests_share_upstream_connections(gateway, upstream):
+    with requests.Session() as client:
+        for _ in range(20):
+            r = client.get(gateway.base_url + "/n", timeout=10)
+            assert (r.status_code, r.text) == (200, "ok")
+    # Each of these on a new client connection: the upstream connection is pooled, not tied
+    # to the client's.
+    for _ in range(20):
+        r = requests.get(gateway.base_url + "/n", headers={"Connection": "close"}, timeout=10)
+        assert (r.status_code, r.text) == (200, "ok")
+    assert upstream.count() == 1
+
+
+def test_connections_the_upstream_closes_are_replaced(bed):
+    upstream = Upstream(idle_timeout=0.3)
+    gw = start_gateway(bed, "upstream-idle-close", upstream)
+    try:
+        with requests.Session() as client:
+            for path in ("/n", "/close", "/n", "/n"):
+                r = client.get(gw.base_url + path, timeout=10)
+                assert (r.status_code, r.text) == (200, "ok"), path
+            # The upstream closes the idle connection the gateway keeps.
+            time.sleep(1.0)
+            r = client.get(gw.base_url + "/n", timeout=10)
+            assert (r.status_code, r.text) == (200, "ok")
+        # One for the first requests, one after /close, one after the idle close.
+        assert upstream.count() == 3
+    finally:
+        gw.stop()
+        upstream.stop()
+
+
+def test_a_connection_whose_response_was_cut_is_not_used_again(gateway, upstream):
+    r = requests.get(gateway.base_url + "/n", timeout=10)
+    assert r.status_code == 200 and upstream.count() == 1
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get(gateway.base_url + "/cut", timeout=10).content
+    r = requests.get(gateway.base_url + "/n", timeout=10)
+    assert (r.status_code, r.text) == (200, "ok")
+    assert upstream.count() == 2
+
+
+def test_sigterm_lets_the_request_under_way_finish(bed, upstream):
+    gw = start_gateway(bed, "upstream-shutdown", upstream)
+    answers = []
+    request = threading.Thread(
+        target=lambda: answers.append(requests.get(gw.base_url + "/slow", timeout=10)))
+    try:
+        request.start()
+        time.sleep(0.5)
+        os.kill(gw.proc.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        # No longer accepting...
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(gw.base_url + "/n", timeout=5)
+        # ...but the request under way is answered in full, and then the gateway exits.
+        request.join(10)
+        assert [(r.status_code, r.text) for r in answers] == [(200, "slow")]
+        assert gw.proc.wait(10) == 0
+    finally:
+        request.join(10)
+        gw.stop()
