@@ -105,13 +105,19 @@ def proc_children(pid):
     return kids
 
 
-def cpu_ticks(pids):
-    """utime + stime of the processes (all their threads), in clock ticks."""
-    total = 0
+def cpu_split(pids):
+    """(utime, stime) of the processes (all their threads), in clock ticks."""
+    user = system = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-    return total
+        user += int(fields[11])  # field 14 of stat(5)
+        system += int(fields[12])  # field 15
+    return user, system
+
+
+def cpu_ticks(pids):
+    """utime + stime of the processes (all their threads), in clock ticks."""
+    return sum(cpu_split(pids))
 
 
 def rss_bytes(pids):
@@ -441,11 +447,12 @@ def wrk_once(target, path, connections, threads, duration, label):
                         .replace(f":{target['port']}/", ":<port>/"))
     pids = target["pids"]()
     extra = target.get("extra_pids", lambda: [])()
-    c0, e0, k0 = cpu_ticks(pids), cpu_ticks(extra), core_times()
+    s0, e0, k0 = cpu_split(pids), cpu_ticks(extra), core_times()
     w0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True)
     wall = time.monotonic() - w0
-    c1, e1, k1 = cpu_ticks(pids), cpu_ticks(extra), core_times()
+    s1, e1, k1 = cpu_split(pids), cpu_ticks(extra), core_times()
+    c0, c1 = sum(s0), sum(s1)
     out = r.stdout
     if r.returncode != 0:
         raise RuntimeError(f"wrk failed: {r.stderr or out}")
@@ -461,6 +468,10 @@ def wrk_once(target, path, connections, threads, duration, label):
         "rps": rps, "requests": requests,
         "p50_ms": to_ms(lat["50"]), "p99_ms": to_ms(lat["99"]),
         "cpu_us_per_req": (c1 - c0) / CLK_TCK * 1e6 / max(1, requests) if pids else None,
+        "user_us_per_req": ((s1[0] - s0[0]) / CLK_TCK * 1e6 / max(1, requests)
+                            if pids else None),
+        "sys_us_per_req": ((s1[1] - s0[1]) / CLK_TCK * 1e6 / max(1, requests)
+                           if pids else None),
         "extra_cpu_us_per_req": (e1 - e0) / CLK_TCK * 1e6 / max(1, requests) if extra else None,
         "proxy_core_busy_pct": busy[PROXY_CPU], "load_core_busy_pct": busy[LOAD_CPU],
         "proxy_core_us_per_req": ((k1[PROXY_CPU][0] - k0[PROXY_CPU][0]) / CLK_TCK * 1e6
@@ -600,6 +611,26 @@ def report(results, meta):
                      f"{'–' if name == 'direct' else f2(med(added)) + ' ms'} | "
                      f"{fmb(s['rss'])} | {f0(s['load_busy'])} % |")
     L.append("")
+    if runs[(0, list(BODIES)[0], "nginx")].get("user_us_per_req") is not None:
+        L.append("Where each proxy's CPU time per request goes (median of the repetitions; "
+                 "utime and stime from /proc/PID/stat; the kernel's share is mostly the "
+                 "loopback TCP path, charged to the proxy's process):")
+        L.append("")
+        L.append("| Body | Proxy | user µs/req | kernel µs/req | user ratio to nginx |")
+        L.append("|---|---|---|---|---|")
+        for body in BODIES:
+            for name in names:
+                if name == "direct":
+                    continue
+                rs = [runs[(r, body, name)] for r in range(REPEATS)]
+                ngx = [runs[(r, body, "nginx")] for r in range(REPEATS)]
+                user = med([x["user_us_per_req"] for x in rs])
+                kernel = med([x["sys_us_per_req"] for x in rs])
+                ratio = [a["user_us_per_req"] / max(1e-9, b["user_us_per_req"])
+                         for a, b in zip(rs, ngx)]
+                L.append(f"| {body} | {labels[name]} | {f1(user)} | {f1(kernel)} | "
+                         f"{'1' if name == 'nginx' else ratio_cell(ratio)} |")
+        L.append("")
     L.append("Per run (repetition, body, proxy): req/s, ratio to nginx in the same repetition, "
              "proxy CPU µs/req, whole proxy core busy µs/req (includes softirq and anything "
              "else on that core), p50, p99, busy % of proxy core / load core:")
