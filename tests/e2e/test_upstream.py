@@ -150,6 +150,17 @@ def test_a_connection_whose_response_was_cut_is_not_used_again(gateway, upstream
     assert upstream.count() == 2
 
 
+def test_connect_is_refused(gateway, upstream):
+    # A tunnel is nothing an app serves; over HTTP/2 it would be a WebSocket without an
+    # Upgrade header, past the origin check.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1:{upstream.port}\r\n\r\n".encode())
+        head = s.recv(4096).decode("latin-1")
+    assert head.startswith("HTTP/1.1 405 "), head
+    assert upstream.count() == 0
+
+
 def test_sigterm_lets_the_request_under_way_finish(bed, upstream):
     gw = start_gateway(bed, "upstream-shutdown", upstream)
     answers = []

@@ -1786,6 +1786,7 @@ audit:
         for (block, key, words) in [
             ("  - path: /a/../b\n    upstream: http://h:1\n", "routes[0].path", "normal form"),
             ("  - path: /a;x\n    upstream: http://h:1\n", "routes[0].path", "normal form"),
+            ("  - path: /a\n    upstream: http://u:p@h:1\n", "routes[0].upstream", "user name"),
             ("  - path: /saml\n    upstream: http://h:1\n", "routes[0].path", "reserved"),
             ("  - path: /a\n    upstream: http://h:1\n    allow: {}\n", "routes[0].allow", "no entries"),
             ("  - path: /a\n    upstream: http://h:1\n    allow: {groups: [x]}\n    allow_groups: [y]\n", "routes[0].allow_groups", "not both"),

@@ -98,6 +98,20 @@ pub async fn protected(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
+    // A tunnel is nothing an app behind the gateway serves (and an HTTP/2 extended CONNECT
+    // would be a WebSocket without an `Upgrade` header, past the origin check below).
+    if request.method() == Method::CONNECT {
+        let mut response = pages::page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "<p>CONNECT is not served here.</p>",
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            header::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return response;
+    }
     // Routing, rules and the upstream all see one normal form of the path (crate::paths).
     let path = match crate::paths::normalize(request.uri().path()) {
         Ok(p) => p,

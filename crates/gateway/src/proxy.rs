@@ -223,8 +223,19 @@ pub async fn forward(
         _ => None,
     };
 
-    // The gate left the target in origin form (path and query), as an upstream connection
-    // carries it.
+    // An upstream connection carries the target in origin form (path and query), as the
+    // gate leaves it; anything else is made so here rather than sent as it is.
+    if request.uri().authority().is_some() {
+        let origin_form = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse::<axum::http::Uri>();
+        match origin_form {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return bad_gateway(),
+        }
+    }
     *request.version_mut() = axum::http::Version::HTTP_11;
 
     let headers = request.headers_mut();
@@ -248,10 +259,8 @@ pub async fn forward(
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     // HTTP/2 requests name their host in the target, not in a `Host` header.
     if !headers.contains_key(header::HOST) {
-        if let Some(authority) = route.upstream.authority() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, host);
-            }
+        if let Some(host) = crate::upstream::host_header(&route.upstream) {
+            headers.insert(header::HOST, host);
         }
     }
 
@@ -297,13 +306,15 @@ pub async fn forward(
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
             });
-            // The connection now carries the WebSocket: it never goes back to the pool.
-            drop(lease);
+            // The connection now carries the WebSocket (the pool gave no lease for it).
             return response.map(Body::new);
         }
     }
     strip_hop_by_hop(response.headers_mut());
-    response.map(|body| Body::new(PooledBody::new(body, lease)))
+    match lease {
+        Some(lease) => response.map(|body| Body::new(PooledBody::new(body, lease))),
+        None => response.map(Body::new),
+    }
 }
 
 /// `X-Forwarded-For`, set anew on every request.

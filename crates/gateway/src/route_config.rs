@@ -251,6 +251,12 @@ fn check_route(
     if url.scheme() != "http" || url.host().is_none() {
         return Err(err("upstream", "must be an http:// URL with a host"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err(
+            "upstream",
+            "must not carry a user name or password (the Host header would carry them)",
+        ));
+    }
     if url.path() != "/" || url.query().is_some() {
         return Err(err(
             "upstream",

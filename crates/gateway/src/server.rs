@@ -246,18 +246,19 @@ impl Front {
 }
 
 /// Serves the public listener until `shutdown` completes, then lets the requests under way
-/// finish: each connection over HTTP/1.1 or HTTP/2 (with upgrades, and the CONNECT protocol
-/// that HTTP/2 WebSockets need), every request through a [`Front`], as `axum::serve` would
-/// with less glue per request (no tower adapters, no boxed future per request).
+/// finish (for at most [`SHUTDOWN_DRAIN`]): each connection over HTTP/1.1 (with upgrades) or
+/// HTTP/2, every request through a [`Front`], as `axum::serve` would with less glue per
+/// request (no tower adapters, no boxed future per request).
 async fn serve_public(
     listener: tokio::net::TcpListener,
     state: SharedState,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let router = router(state.clone());
-    let mut builder =
+    // No HTTP/2 extended CONNECT (RFC 8441): the gate refuses CONNECT, WebSockets come as
+    // HTTP/1.1 upgrades.
+    let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder.http2().enable_connect_protocol();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -265,8 +266,11 @@ async fn serve_public(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    accept_failed(e).await;
-                    continue;
+                    // The pause after a failed accept gives way to a shutdown.
+                    tokio::select! {
+                        () = accept_failed(e) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -294,8 +298,19 @@ async fn serve_public(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = SHUTDOWN_DRAIN.as_secs(),
+            "requests still under way at shutdown were cut off after the drain time"
+        );
+    }
 }
+
+/// How long a shutdown waits for the requests under way before it cuts them off.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 
 /// After a failed accept: a connection that went away before it was taken is nothing; any
 /// other error (too many open files) is logged, and accepting pauses for a second.

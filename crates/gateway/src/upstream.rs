@@ -29,6 +29,9 @@ pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// How long an idle connection is kept before it is closed instead of used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long opening a connection to an upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why an upstream request got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -39,6 +42,12 @@ pub enum UpstreamError {
         address: String,
         /// What the connect returned.
         source: std::io::Error,
+    },
+    /// The TCP connection was not open within [`CONNECT_TIMEOUT`].
+    #[error("no connection to {address} within {} s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout {
+        /// `host:port` of the upstream.
+        address: String,
     },
     /// The HTTP exchange failed (handshake, request or response head).
     #[error("{0}")]
@@ -73,6 +82,9 @@ pub struct Lease {
     pool: Arc<Pool>,
     slot: usize,
     sender: SendRequest<Body>,
+    /// The request had a body: one the upstream answered before reading it all must not
+    /// leave its connection to another request.
+    sent_body: bool,
 }
 
 impl Pool {
@@ -149,9 +161,14 @@ impl Pool {
             return Ok((slot, taken));
         }
         let address = address(upstream);
-        let stream = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|source| UpstreamError::Connect { address, source })?;
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(source)) => return Err(UpstreamError::Connect { address, source }),
+                Err(_) => return Err(UpstreamError::ConnectTimeout { address }),
+            };
         // Without it, a response's last segment can wait for a delayed ACK (Nagle).
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on an upstream connection");
@@ -173,12 +190,15 @@ impl Pool {
 
     /// Sends `request` (origin-form target, `Host` set) to `upstream` (an `http://host:port`
     /// URL); returns the response and the lease of its connection, which [`PooledBody`] gives
-    /// back.
+    /// back. There is no lease when the connection now carries something else: after a `101
+    /// Switching Protocols`, or a `2xx` to CONNECT.
     pub async fn send(
         self: &Arc<Self>,
         upstream: &hyper::Uri,
         mut request: Request<Body>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        let sent_body = !hyper::body::Body::is_end_stream(request.body());
+        let connect = request.method() == hyper::Method::CONNECT;
         loop {
             let (slot, Taken { mut sender, reused }) = self.take(upstream).await?;
             if let Err(e) = sender.ready().await {
@@ -190,11 +210,15 @@ impl Pool {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let lease = Lease {
+                    let status = response.status();
+                    let switched = status == hyper::StatusCode::SWITCHING_PROTOCOLS
+                        || (connect && status.is_success());
+                    let lease = (!switched).then(|| Lease {
                         pool: self.clone(),
                         slot,
                         sender,
-                    };
+                        sent_body,
+                    });
                     return Ok((response, lease));
                 }
                 Err(mut e) => match e.take_message() {
@@ -224,9 +248,16 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.pool.put(lease.slot, lease.sender);
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        // A request body still going out when its response has ended: the upstream answered
+        // early, and the rest of the body would reach it as the start of the next request
+        // unless it reads or closes; the connection goes, not back.
+        if lease.sent_body && !lease.sender.is_ready() {
+            return;
         }
+        lease.pool.put(lease.slot, lease.sender);
     }
 }
 
@@ -266,6 +297,17 @@ impl Drop for PooledBody {
             self.release();
         }
     }
+}
+
+/// The `Host` header for a request to `upstream` that names none (HTTP/2 requests name their
+/// host in the target): its host and port as configured.
+pub fn host_header(upstream: &hyper::Uri) -> Option<hyper::header::HeaderValue> {
+    let host = upstream.host()?;
+    let value = match upstream.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    hyper::header::HeaderValue::from_str(&value).ok()
 }
 
 /// The authority of an upstream URL, as configured: the pool's key.
@@ -329,7 +371,7 @@ mod tests {
 
     async fn read(pool: &Arc<Pool>, upstream: &hyper::Uri) -> String {
         let (response, lease) = pool.send(upstream, get(upstream)).await.unwrap();
-        let body = PooledBody::new(response.into_body(), lease);
+        let body = PooledBody::new(response.into_body(), lease.unwrap());
         let bytes = body.collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
@@ -350,7 +392,7 @@ mod tests {
         let (uri, accepted) = upstream("a body that nobody reads", false).await;
         let pool = Arc::new(Pool::default());
         let (response, lease) = pool.send(&uri, get(&uri)).await.unwrap();
-        drop(PooledBody::new(response.into_body(), lease));
+        drop(PooledBody::new(response.into_body(), lease.unwrap()));
         assert_eq!(pool.idle_count(authority(&uri)), 0);
         assert_eq!(read(&pool, &uri).await, "a body that nobody reads");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -410,11 +452,51 @@ mod tests {
             .body(Body::new(EndlessUpload))
             .unwrap();
         let (response, lease) = pool.send(&uri, upload).await.unwrap();
-        let body = PooledBody::new(response.into_body(), lease);
+        let body = PooledBody::new(response.into_body(), lease.unwrap());
         assert_eq!(body.collect().await.unwrap().to_bytes(), "too large");
         let next = tokio::time::timeout(Duration::from_secs(10), read(&pool, &uri)).await;
         assert_eq!(next.expect("the next request waited").as_str(), "too large");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_switched_protocols_is_never_pooled() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: hyper::Uri = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+                           Upgrade: websocket\r\n\r\n";
+            let _ = stream.write_all(answer).await;
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let pool = Arc::new(Pool::default());
+        let mut upgrade = get(&uri);
+        upgrade.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("upgrade"),
+        );
+        upgrade.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("websocket"),
+        );
+        let (response, lease) = pool.send(&uri, upgrade).await.unwrap();
+        assert_eq!(response.status(), hyper::StatusCode::SWITCHING_PROTOCOLS);
+        assert!(lease.is_none(), "a lease for a switched connection");
+        assert_eq!(pool.idle_count(authority(&uri)), 0);
+    }
+
+    #[test]
+    fn host_headers_name_host_and_port_only() {
+        let uri: hyper::Uri = "http://app.internal:8501".parse().unwrap();
+        assert_eq!(host_header(&uri).unwrap(), "app.internal:8501");
+        let uri: hyper::Uri = "http://app.internal".parse().unwrap();
+        assert_eq!(host_header(&uri).unwrap(), "app.internal");
     }
 
     #[tokio::test]
