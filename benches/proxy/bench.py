@@ -235,15 +235,19 @@ def pin(pid, cpu):
 
 
 class Nginx(testbed.Service):
-    """Debian's nginx, one worker, in the foreground, under taskset."""
+    """Debian's nginx, one worker, in the foreground, under taskset. `master_process` and
+    `command_prefix` (what nginx runs under) may be changed before `start()`: instructions.py
+    runs one process under callgrind."""
 
     def __init__(self, work, name, http_block, cpu):
         self.name = name
         super().__init__(work)
         self.http_block = http_block.replace("@PORT@", str(self.port))
         self.cpu = cpu
+        self.master_process = True
+        self.command_prefix = ["taskset", "-c", cpu]
 
-    def start(self):
+    def start(self, timeout=30.0):
         tmp = self.work / "tmp"
         tmp.mkdir(exist_ok=True)
         conf = self.work / "nginx.conf"
@@ -252,7 +256,7 @@ class Nginx(testbed.Service):
         conf.write_text(f"""\
 worker_processes 1;
 daemon off;
-master_process on;
+master_process {"on" if self.master_process else "off"};
 pid {self.work}/nginx.pid;
 error_log {self.work}/error.log warn;
 events {{
@@ -268,10 +272,10 @@ http {{
 {self.http_block}
 }}
 """)
-        self._spawn(["taskset", "-c", self.cpu, "nginx", "-p", self.work, "-e",
+        self._spawn([*self.command_prefix, "nginx", "-p", self.work, "-e",
                      self.work / "error.log", "-c", conf])
         self._wait_until(lambda: testbed.http_get(self.base_url + "/small")[0] == 200,
-                         "200 for /small")
+                         "200 for /small", timeout)
         return self
 
     def pids(self):

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -58,60 +57,6 @@ def count(pid, port, cookie, requests):
     return total / requests, dump, report
 
 
-class CountedNginx:
-    """nginx as the reverse proxy (bench.py's configuration), one process under callgrind."""
-
-    def __init__(self, bench, upstream_port):
-        self.proxy = bench.proxy_nginx(bench.OUT / "nginx-callgrind", upstream_port)
-        self.proc = None
-
-    def start(self):
-        work = self.proxy.work
-        tmp = work / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        temp_paths = "\n".join(f"    {kind}_temp_path {tmp}/{kind};"
-                               for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        conf = work / "nginx.conf"
-        conf.write_text(f"""\
-worker_processes 1;
-daemon off;
-master_process off;
-pid {work}/nginx.pid;
-error_log {work}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    default_type text/plain;
-    tcp_nodelay on;
-    keepalive_timeout 120s;
-    keepalive_requests 1000000;
-{temp_paths}
-{self.proxy.http_block}
-}}
-""")
-        log = open(work / "valgrind.log", "w")
-        self.proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={PROFILES}/callgrind.%p.out",
-             "nginx", "-p", work, "-e", work / "error.log", "-c", conf],
-            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                http.client.HTTPConnection("127.0.0.1", self.proxy.port, timeout=5).request(
-                    "GET", "/small")
-                return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("nginx under callgrind did not start; see " + str(work))
-
-    def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -136,10 +81,14 @@ def main():
     try:
         nginx_count = None
         if os.environ.get("BENCH_NGINX", "1") != "0":
-            nginx = CountedNginx(bench, upstream.port).start()
-            services.append(nginx)
+            # bench.py's nginx proxy, as one process under callgrind.
+            nginx = bench.proxy_nginx(bench.OUT / "nginx-callgrind", upstream.port)
+            nginx.master_process = False
+            nginx.command_prefix = ["valgrind", "--tool=callgrind",
+                                    f"--callgrind-out-file={PROFILES}/callgrind.%p.out"]
+            services.append(nginx.start(timeout=60.0))
             # A cookie of the session cookie's length, as in bench.py.
-            nginx_count, _, _ = count(nginx.proc.pid, nginx.proxy.port, "x" * 43, requests)
+            nginx_count, _, _ = count(nginx.proc.pid, nginx.port, "x" * 43, requests)
             nginx.stop()
         gateway, cookie, _ = bench.start_gateway("gw-memory", upstream.port, echo.port)
         services.append(gateway)

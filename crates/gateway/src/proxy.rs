@@ -223,19 +223,6 @@ pub async fn forward(
         _ => None,
     };
 
-    // An upstream connection carries the target in origin form (path and query), as the
-    // gate leaves it; anything else is made so here rather than sent as it is.
-    if request.uri().authority().is_some() {
-        let origin_form = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .parse::<axum::http::Uri>();
-        match origin_form {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(_) => return bad_gateway(),
-        }
-    }
     *request.version_mut() = axum::http::Version::HTTP_11;
 
     let headers = request.headers_mut();

@@ -188,8 +188,8 @@ impl Pool {
         Ok((slot, taken))
     }
 
-    /// Sends `request` (origin-form target, `Host` set) to `upstream` (an `http://host:port`
-    /// URL); returns the response and the lease of its connection, which [`PooledBody`] gives
+    /// Sends `request` (`Host` set; an absolute-form target goes in origin form) to `upstream`
+    /// (an `http://host:port` URL); returns the response and the lease of its connection, which [`PooledBody`] gives
     /// back. There is no lease when the connection now carries something else: after a `101
     /// Switching Protocols`, or a `2xx` to CONNECT.
     pub async fn send(
@@ -197,6 +197,11 @@ impl Pool {
         upstream: &hyper::Uri,
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        // A connection carries the target in origin form (path and query).
+        if request.uri().authority().is_some() {
+            let path_and_query = request.uri().path_and_query().cloned();
+            *request.uri_mut() = path_and_query.map_or_else(hyper::Uri::default, hyper::Uri::from);
+        }
         let sent_body = !hyper::body::Body::is_end_stream(request.body());
         let connect = request.method() == hyper::Method::CONNECT;
         loop {
@@ -327,9 +332,13 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// An upstream on a free loopback port that answers `body` to every request (with
-    /// `Connection: close` when `close` is set), counting the connections it accepts.
-    async fn upstream(body: &'static str, close: bool) -> (hyper::Uri, Arc<AtomicUsize>) {
+    /// A loopback listener on a free port that counts the connections it accepts and serves
+    /// each with `serve`.
+    async fn listen<F, Fut>(serve: F) -> (hyper::Uri, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -338,27 +347,47 @@ mod tests {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| async move {
-                        let mut response = Response::new(http_body_util::Full::new(
-                            hyper::body::Bytes::from_static(body.as_bytes()),
-                        ));
-                        if close {
-                            response.headers_mut().insert(
-                                hyper::header::CONNECTION,
-                                hyper::header::HeaderValue::from_static("close"),
-                            );
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve(stream));
             }
         });
         let uri = format!("http://127.0.0.1:{port}").parse().unwrap();
         (uri, accepted)
+    }
+
+    /// An upstream that answers `body` to every request (with `Connection: close` when
+    /// `close` is set).
+    async fn upstream(body: &'static str, close: bool) -> (hyper::Uri, Arc<AtomicUsize>) {
+        listen(move |stream| async move {
+            let service = hyper::service::service_fn(move |_req| async move {
+                let mut response = Response::new(http_body_util::Full::new(
+                    hyper::body::Bytes::from_static(body.as_bytes()),
+                ));
+                if close {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
+        .await
+    }
+
+    /// An upstream that answers each connection's first request with the bytes `answer` at
+    /// once, then keeps the connection open, reading whatever comes.
+    async fn raw_upstream(answer: &'static [u8]) -> (hyper::Uri, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        listen(move |mut stream| async move {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(answer).await;
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await
     }
 
     fn get(upstream: &hyper::Uri) -> Request<Body> {
@@ -413,36 +442,13 @@ mod tests {
         }
     }
 
-    /// An upstream that answers every connection's first request at once, then keeps the
-    /// connection open, reading whatever comes (a server that refuses an upload early).
-    async fn early_answering_upstream() -> (hyper::Uri, Arc<AtomicUsize>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = stream.read(&mut buf).await;
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ntoo large";
-                    let _ = stream.write_all(answer).await;
-                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                });
-            }
-        });
-        let uri = format!("http://127.0.0.1:{port}").parse().unwrap();
-        (uri, accepted)
-    }
-
     #[tokio::test]
     async fn no_request_waits_behind_an_upload_still_going_out() {
         // The upstream answers before the upload ends: the response is read to its end, so
         // its connection goes back to the pool, but it cannot carry a request yet.
-        let (uri, accepted) = early_answering_upstream().await;
+        // (a server that refuses an upload early)
+        let (uri, accepted) =
+            raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ntoo large").await;
         let pool = Arc::new(Pool::default());
         let upload = Request::builder()
             .method("POST")
@@ -461,20 +467,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_switched_protocols_is_never_pooled() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uri: hyper::Uri = format!("http://{}", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            let answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
-                           Upgrade: websocket\r\n\r\n";
-            let _ = stream.write_all(answer).await;
-            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-        });
+        let (uri, _) = raw_upstream(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+              Upgrade: websocket\r\n\r\n",
+        )
+        .await;
         let pool = Arc::new(Pool::default());
         let mut upgrade = get(&uri);
         upgrade.headers_mut().insert(
@@ -489,6 +486,30 @@ mod tests {
         assert_eq!(response.status(), hyper::StatusCode::SWITCHING_PROTOCOLS);
         assert!(lease.is_none(), "a lease for a switched connection");
         assert_eq!(pool.idle_count(authority(&uri)), 0);
+    }
+
+    #[tokio::test]
+    async fn an_absolute_target_goes_in_origin_form() {
+        // An upstream that answers with the target it was sent.
+        let (uri, _) = listen(|stream| async move {
+            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                let target = request.uri().to_string();
+                let body = http_body_util::Full::new(hyper::body::Bytes::from(target));
+                Ok::<_, std::convert::Infallible>(Response::new(body))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        })
+        .await;
+        let pool = Arc::new(Pool::default());
+        let mut request = get(&uri);
+        *request.uri_mut() = format!("http://{}/abs?q=1", uri.authority().unwrap())
+            .parse()
+            .unwrap();
+        let (response, lease) = pool.send(&uri, request).await.unwrap();
+        let body = PooledBody::new(response.into_body(), lease.unwrap());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "/abs?q=1");
     }
 
     #[test]
