@@ -5,7 +5,9 @@ its connections, or cut a response short.
 The gateway keeps its connections to an upstream open and uses them again for later requests,
 whichever client connection they come from; a connection the upstream closed is replaced
 without the client noticing; a connection whose response was cut short is never used again;
-and on SIGTERM the gateway stops accepting, lets the request under way finish, and exits 0.
+on SIGTERM the gateway stops accepting, lets the request under way finish, and exits 0; and a
+client connection that goes quiet for `server.client_timeout` (a request head sent a byte at a
+time, an idle keep-alive connection) is closed, while a slow request or a busy connection is not.
 The routes are public (no login), so that only the proxy is at work; the IdP metadata is the
 test bed's.
 """
@@ -81,12 +83,12 @@ class Upstream:
         self.server.server_close()
 
 
-def start_gateway(bed, name, upstream):
+def start_gateway(bed, name, upstream, extra=""):
     work = testbed.fresh_work(bed.work, name)
     shutil.copy(bed.work / "idp-metadata.xml", work / "idp-metadata.xml")
     port = testbed.free_port()
     routes = f"  - path: /\n    upstream: http://127.0.0.1:{upstream.port}\n    public: true\n"
-    text = testbed.gateway_config(work, port, None, routes=routes)
+    text = testbed.gateway_config(work, port, None, routes=routes, extra=extra)
     return testbed.Gateway(bed.gateway.binary, text, work).start()
 
 
@@ -181,3 +183,80 @@ def test_sigterm_lets_the_request_under_way_finish(bed, upstream):
     finally:
         request.join(10)
         gw.stop()
+
+
+def closed_after(sock, limit):
+    """Seconds until the gateway closes `sock` (reads nothing more), at most `limit`."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def quick_timeout(bed, upstream, request):
+    gw = start_gateway(bed, request.node.name, upstream, extra="server:\n  client_timeout: 1s\n")
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(quick_timeout, upstream):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
+        s.sendall(b"GET /n HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                s.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            s.settimeout(0.25)
+            try:
+                if s.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                closed = True
+                break
+    took = time.monotonic() - started
+    assert closed, "the slow request head was still being read after 8 s"
+    # Not before the timeout of 1 s; within it and a check or two after.
+    assert 0.9 <= took <= 4, took
+    assert upstream.count() == 0
+
+
+def test_an_idle_keep_alive_connection_is_closed(quick_timeout):
+    with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
+        s.sendall(b"GET /n HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"ok"), head
+        took = closed_after(s, 8)
+    assert 0.9 <= took <= 4, took
+
+
+def test_a_connection_that_never_sends_is_closed(quick_timeout):
+    with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
+        took = closed_after(s, 8)
+    assert 0.9 <= took <= 4, took
+
+
+def test_slow_answers_and_busy_connections_are_not_cut(quick_timeout):
+    with requests.Session() as client:
+        # The upstream takes 1.5 s, longer than the timeout: the request is under way.
+        r = client.get(quick_timeout.base_url + "/slow", timeout=10)
+        assert (r.status_code, r.text) == (200, "slow")
+        # A request every 0.4 s for 3 s, all on one client connection.
+        for _ in range(8):
+            time.sleep(0.4)
+            r = client.get(quick_timeout.base_url + "/n", timeout=10)
+            assert (r.status_code, r.text) == (200, "ok")
+

@@ -80,6 +80,8 @@ pub struct TraceConfig {
 struct RawServer {
     worker_threads: Option<usize>,
     admin_listen: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
+    client_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +393,9 @@ pub struct Config {
     /// Threads serving requests; `None`: one per CPU the process may use. One thread runs
     /// everything on the main thread (the cheapest per request when pinned to one core).
     pub worker_threads: Option<usize>,
+    /// How long a client connection may stay quiet (no request head completed, nothing
+    /// written to it, no request under way) before it is closed.
+    pub client_timeout: Duration,
 }
 
 impl Config {
@@ -486,6 +491,10 @@ fn expand_env(
     }
     Ok(())
 }
+
+/// `server.client_timeout` when the file sets none: as long as nginx waits for a request head
+/// (`client_header_timeout`) or between two writes to a client (`send_timeout`).
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Parses `90s`, `30m`, `8h`, `1d` (or a bare number of seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -739,6 +748,17 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     {
         return Err(err("server.worker_threads", "must be between 1 and 256"));
     }
+    let client_timeout = match raw.server.client_timeout.as_deref() {
+        None => DEFAULT_CLIENT_TIMEOUT,
+        Some(v) => parse_duration(v)
+            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(d))
+            .ok_or_else(|| {
+                err(
+                    "server.client_timeout",
+                    "not a duration from 1s to 1h, such as 30s or 2m",
+                )
+            })?,
+    };
 
     let admin_listen = match &raw.server.admin_listen {
         None => None,
@@ -780,6 +800,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         trace,
         admin_listen,
         worker_threads: raw.server.worker_threads,
+        client_timeout,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -1859,5 +1880,18 @@ audit:
             "{GOOD}identity_token:\n  key_file: a.key\n  next_key_file: a.key\n"
         ));
         assert_eq!(e.key, "identity_token.next_key_file");
+    }
+
+    #[test]
+    fn client_timeout_is_checked() {
+        let (_dir, result) = load(GOOD);
+        assert_eq!(result.unwrap().client_timeout, DEFAULT_CLIENT_TIMEOUT);
+        let (_dir, result) = load(&format!("{GOOD}server:\n  client_timeout: 5s\n"));
+        assert_eq!(result.unwrap().client_timeout, Duration::from_secs(5));
+        for bad in ["0", "2h", "soon"] {
+            let e = error_of(&format!("{GOOD}server:\n  client_timeout: {bad}\n"));
+            assert_eq!(e.key, "server.client_timeout", "{bad}");
+            assert!(e.message.contains("from 1s to 1h"), "{}", e.message);
+        }
     }
 }

@@ -113,17 +113,24 @@ fn header_value(text: String) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// Every `name=value` pair of the request's `Cookie` headers.
+/// Every `name=value` pair of the request's `Cookie` headers (a header with anything but
+/// visible ASCII, space and tab is skipped whole).
 pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            Some((name.trim(), value.trim()))
-        })
+        .filter_map(cookie_pair)
+}
+
+/// One `name=value` piece of a `Cookie` header, both sides trimmed; `None` without a `=`.
+/// Checked header text is ASCII, so trimming ASCII whitespace is all of it: bytes are
+/// compared, nothing is decoded (this runs on every request).
+fn cookie_pair(piece: &str) -> Option<(&str, &str)> {
+    let eq = piece.bytes().position(|b| b == b'=')?;
+    let (name, value) = (&piece[..eq], &piece[eq + 1..]);
+    Some((name.trim_ascii(), value.trim_ascii()))
 }
 
 /// The value of cookie `name`; `None` when absent or sent more than once (ambiguous).

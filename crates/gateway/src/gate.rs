@@ -8,6 +8,7 @@
 //! ([`crate::routing`]). With a session, the route's rule is checked ([`crate::authz`]), and the
 //! request goes to [`crate::proxy`] with the normalized path. Public routes skip the session.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -223,7 +224,7 @@ fn not_found(text: &str) -> Response {
 
 /// The host the request is for, as routes compare it; `Some(None)` when it names none, `None`
 /// when an absolute-form target and the `Host` header disagree.
-fn request_host(request: &Request) -> Option<Option<String>> {
+fn request_host(request: &Request) -> Option<Option<Cow<'_, str>>> {
     let from_header = request
         .headers()
         .get(header::HOST)

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attributes;
 pub mod audit;
 pub mod authz;
+pub mod client_timeout;
 pub mod config;
 pub mod cookies;
 pub mod decode;

@@ -239,7 +239,7 @@ fn check_route(
                     "must be a host name such as dash.example.com, without port",
                 ));
             }
-            Some(key)
+            Some(key.into_owned())
         }
     };
     let url = Url::parse(&raw.upstream).map_err(|_| {

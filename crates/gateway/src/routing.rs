@@ -8,6 +8,8 @@
 //! were ignored (`/OPS` next to a route `/ops`) matches none, so that a catch-all with a
 //! weaker rule never serves what an upstream may read as the stricter route's path.
 
+use std::borrow::Cow;
+
 use crate::authz::{CompiledRule, GroupsFilter, Rule};
 
 /// One proxied application.
@@ -72,15 +74,21 @@ fn prefix_matches(prefix: &str, path: &str, ignore_case: bool) -> bool {
     same && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
-/// The request's host as routes compare it: lower case, without port.
-pub fn host_key(host: &str) -> String {
+/// The request's host as routes compare it: lower case, without port. Borrowed when it is
+/// lower case already (as browsers send it), so that nothing is built per request.
+pub fn host_key(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let key = without_port.trim_end_matches('.');
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(key.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(key)
+    }
 }
 
 impl RouteTable {

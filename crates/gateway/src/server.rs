@@ -25,7 +25,7 @@ use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::keys::{self, SpKeys};
 use crate::state::{unix_now, AppState, SharedState};
-use crate::{gate, saml};
+use crate::{client_timeout, gate, saml};
 
 /// Loads the SP key pair named by the config, generating it when both files are absent, and
 /// the next pair of a rollover when configured (it must exist: `saml-gateway keygen`).
@@ -217,12 +217,25 @@ struct Front {
     state: SharedState,
     router: Router,
     peer: SocketAddr,
+    /// What the connection has done, for [`client_timeout`].
+    activity: Arc<client_timeout::Activity>,
 }
 
 impl Front {
     /// The answer to one request of this connection.
     async fn handle(
         front: Arc<Front>,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<Response, std::convert::Infallible> {
+        front.activity.request_started();
+        let response = Front::answer(&front, request).await;
+        front.activity.request_answered();
+        response
+    }
+
+    /// The answer to one request, as [`Front::handle`] gives it.
+    async fn answer(
+        front: &Front,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Result<Response, std::convert::Infallible> {
         let mut request = request.map(axum::body::Body::new);
@@ -280,10 +293,13 @@ async fn serve_public(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
+        let activity = Arc::new(client_timeout::Activity::default());
+        let stream = client_timeout::Watched::new(stream, activity.clone());
         let front = Arc::new(Front {
             state: state.clone(),
             router: router.clone(),
             peer,
+            activity: activity.clone(),
         });
         let service =
             hyper::service::service_fn(move |request| Front::handle(front.clone(), request));
@@ -291,9 +307,16 @@ async fn serve_public(
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let timeout = state.config.client_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::trace!(error = %e, "client connection ended with an error");
+            match client_timeout::run(connection, &activity, timeout).await {
+                client_timeout::Ended::Finished(Ok(())) => {}
+                client_timeout::Ended::Finished(Err(e)) => {
+                    tracing::trace!(error = %e, "client connection ended with an error");
+                }
+                client_timeout::Ended::TimedOut => {
+                    tracing::debug!(%peer, "closed a client connection quiet for server.client_timeout");
+                }
             }
         });
     }
