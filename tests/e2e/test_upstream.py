@@ -7,11 +7,13 @@ whichever client connection they come from; a connection the upstream closed is 
 without the client noticing; a connection whose response was cut short is never used again;
 on SIGTERM the gateway stops accepting, lets the request under way finish, and exits 0; and a
 client connection that goes quiet for `server.client_timeout` (a request head sent a byte at a
-time, an idle keep-alive connection) is closed, while a slow request or a busy connection is not.
+time, an idle keep-alive connection, a client that stops reading, HTTP/2 PINGs alone, an HTTP/2
+request given up) is closed, while a slow request or a busy connection is not.
 The routes are public (no login), so that only the proxy is at work; the IdP metadata is the
 test bed's.
 """
 
+import http.client
 import http.server
 import os
 import shutil
@@ -26,9 +28,13 @@ import requests
 import testbed
 
 
+BIG = 64 * 1024 * 1024
+
+
 class Upstream:
     """A threaded HTTP/1.1 server on a free loopback port. `/n` answers `ok`; `/slow` after
-    1.5 s; `/close` with `Connection: close`; `/cut` promises 100 bytes and sends 10.
+    1.5 s; `/hang` after 20 s; `/big` with 64 MiB; `/close` with `Connection: close`; `/cut`
+    promises 100 bytes and sends 10.
     An idle keep-alive connection is closed after `idle_timeout` seconds."""
 
     def __init__(self, idle_timeout=None):
@@ -51,6 +57,17 @@ class Upstream:
             def do_GET(self):
                 if self.path == "/slow":
                     time.sleep(1.5)
+                if self.path == "/hang":
+                    time.sleep(20)
+                if self.path == "/big":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(BIG))
+                    self.end_headers()
+                    try:
+                        self.wfile.write(b"x" * BIG)
+                    except OSError:
+                        self.close_connection = True
+                    return
                 body = b"slow" if self.path == "/slow" else b"ok"
                 if self.path == "/cut":
                     self.send_response(200)
@@ -237,8 +254,12 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(quick_timeout, upstream
 def test_an_idle_keep_alive_connection_is_closed(quick_timeout):
     with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
         s.sendall(b"GET /n HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        head = s.recv(4096)
-        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"ok"), head
+        answer = b""
+        while not answer.endswith(b"\r\n\r\nok"):
+            chunk = s.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
         took = closed_after(s, 8)
     assert 0.9 <= took <= 4, took
 
@@ -250,13 +271,118 @@ def test_a_connection_that_never_sends_is_closed(quick_timeout):
 
 
 def test_slow_answers_and_busy_connections_are_not_cut(quick_timeout):
-    with requests.Session() as client:
+    conn = http.client.HTTPConnection("127.0.0.1", quick_timeout.port, timeout=10)
+    try:
         # The upstream takes 1.5 s, longer than the timeout: the request is under way.
-        r = client.get(quick_timeout.base_url + "/slow", timeout=10)
-        assert (r.status_code, r.text) == (200, "slow")
-        # A request every 0.4 s for 3 s, all on one client connection.
-        for _ in range(8):
-            time.sleep(0.4)
-            r = client.get(quick_timeout.base_url + "/n", timeout=10)
-            assert (r.status_code, r.text) == (200, "ok")
+        conn.request("GET", "/slow")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"slow")
+        sock = conn.sock
+        # A request every 0.7 s for 5 s, each on the same client connection: none is ever
+        # more than 1 s away from the last.
+        for _ in range(7):
+            time.sleep(0.7)
+            conn.request("GET", "/n")
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"ok")
+            assert conn.sock is sock, "the client connection was replaced"
+    finally:
+        conn.close()
 
+
+def test_a_client_that_stops_reading_is_cut_off(quick_timeout):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    try:
+        s.connect(("127.0.0.1", quick_timeout.port))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = len(s.recv(4096))
+        # Stop reading: the response cannot go out, for longer than the timeout.
+        time.sleep(3)
+        s.settimeout(5)
+        try:
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+        except (ConnectionResetError, socket.timeout):
+            pass
+    finally:
+        s.close()
+    assert 0 < received < BIG / 2, received
+
+
+# HTTP/2 with prior knowledge, frame by frame (RFC 9113): a client that never completes a
+# request but keeps the server writing (PING answers), and one that gives up its request.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") \
+        + payload
+
+
+def recv_exactly(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def h2_open(port):
+    """A connection that has said its preface and settings and acknowledged the server's."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(PREFACE + h2_frame(4, 0, 0))
+    head = recv_exactly(s, 9)
+    assert head[3] == 4, head  # the server's SETTINGS
+    recv_exactly(s, int.from_bytes(head[:3], "big"))
+    s.sendall(h2_frame(4, 1, 0))  # SETTINGS ACK
+    return s
+
+
+def h2_get(path, port):
+    """A HEADERS block for GET `path` (HPACK literals, no Huffman), ending the stream."""
+    authority = f"127.0.0.1:{port}".encode()
+    block = (b"\x82\x86" + b"\x04" + bytes([len(path)]) + path.encode()
+             + b"\x01" + bytes([len(authority)]) + authority)
+    return h2_frame(1, 0x5, 1, block)
+
+
+def closed_while(s, send, limit):
+    """Seconds until the gateway closes `s`, calling `send` every 0.25 s meanwhile; None when
+    still open after `limit` seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        try:
+            send()
+            # Whatever the server says for 0.25 s (PING answers), until it closes.
+            pause = time.monotonic() + 0.25
+            while (left := pause - time.monotonic()) > 0:
+                s.settimeout(left)
+                if s.recv(65536) == b"":
+                    return time.monotonic() - started
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+    return None
+
+
+def test_http2_pings_do_not_keep_a_connection_open(quick_timeout):
+    with h2_open(quick_timeout.port) as s:
+        took = closed_while(s, lambda: s.sendall(h2_frame(6, 0, 0, bytes(8))), 8)
+    assert took is not None, "PINGs kept the connection open"
+    assert took <= 4, took
+
+
+def test_an_http2_request_given_up_does_not_keep_a_connection_open(quick_timeout, upstream):
+    with h2_open(quick_timeout.port) as s:
+        # The upstream would answer in 20 s; the client resets the stream at once.
+        s.sendall(h2_get("/hang", quick_timeout.port))
+        time.sleep(0.3)
+        s.sendall(h2_frame(3, 0, 1, (8).to_bytes(4, "big")))  # RST_STREAM, CANCEL
+        took = closed_while(s, lambda: None, 8)
+    assert took is not None, "the reset request kept the connection open"
+    assert took <= 4, took
+    assert upstream.count() == 1

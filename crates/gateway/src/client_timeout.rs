@@ -1,13 +1,25 @@
 //! Closing client connections that have gone quiet: the defence against slow-header clients
-//! (slowloris) and against idle connections piling up until file descriptors run out.
+//! (slowloris), clients that stop reading, and idle connections piling up until file
+//! descriptors run out.
 //!
-//! A connection is closed when, for `server.client_timeout`, no request head has been
-//! completed on it, nothing has been written to it, and no request of it is under way (its
-//! response head not yet given). That covers a request head sent a byte at a time, a
-//! keep-alive connection left idle, a connection that never sends anything, and a client that
-//! stops reading a response; it never cuts a request whose upstream takes its time, nor a
-//! response that keeps flowing. A slow request *body* is not cut either: its request is under
-//! way. A WebSocket leaves this watch when it is upgraded (its own activity rules apply).
+//! Each request of a connection is tracked from its head to the end of its response body: an
+//! [`UnderWay`] guard, carried by the response body ([`Tracked`]). Against
+//! `server.client_timeout`:
+//!
+//! - with no request under way, the connection is closed when no request has started for the
+//!   whole timeout: a request head sent a byte at a time, an idle keep-alive connection, a
+//!   connection that never sends anything. What the server writes meanwhile does not count
+//!   (an HTTP/2 client could otherwise keep the connection open with PINGs, each answered);
+//! - with every request under way answered and its body going out, it is closed when nothing
+//!   has been written to the client for the whole timeout: a client that stops reading, or an
+//!   upstream that stops sending;
+//! - while a request waits for its response head, it is never closed: an upstream that takes
+//!   its time, a slow upload (its request is under way).
+//!
+//! A WebSocket leaves the watch when it is upgraded: the tunnel then runs until either side
+//! closes or the session ends (`session_watch`). A connection is closed by dropping it, without
+//! an HTTP/2 GOAWAY; that happens only when no request has started for the whole timeout, or
+//! when a response has stalled for it.
 //!
 //! The check costs no timer per request: each connection has one [`Activity`] (a few
 //! counters, bumped with relaxed atomics) and one interval that looks at them four times per
@@ -22,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -30,29 +43,110 @@ use tokio::time::Instant;
 pub struct Activity {
     /// Requests whose head has been read.
     started: AtomicU64,
-    /// Requests whose response head has been given to the connection.
+    /// Requests whose response head is ready, or that were given up before.
     answered: AtomicU64,
+    /// Requests whose response has been sent to its end, or given up.
+    finished: AtomicU64,
     /// Writes to the client that moved bytes.
     writes: AtomicU64,
 }
 
+/// The counters of an [`Activity`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    started: u64,
+    answered: u64,
+    finished: u64,
+    writes: u64,
+}
+
 impl Activity {
-    /// A request head has been read: a request is under way.
-    pub fn request_started(&self) {
+    /// A request head has been read: the request is under way until the returned guard is
+    /// dropped (with the response body it is moved into, see [`Tracked`]).
+    pub fn request_started(self: &Arc<Self>) -> UnderWay {
         self.started.fetch_add(1, Ordering::Relaxed);
+        UnderWay {
+            activity: self.clone(),
+            answered: false,
+        }
     }
 
-    /// The response head of a request has been given to the connection.
-    pub fn request_answered(&self) {
-        self.answered.fetch_add(1, Ordering::Relaxed);
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            started: self.started.load(Ordering::Relaxed),
+            answered: self.answered.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One request under way on a client connection. Dropped when its response has been sent
+/// to its end, or when the request is given up (the client went away, an HTTP/2 stream was
+/// reset): either way the connection no longer waits for it.
+#[derive(Debug)]
+pub struct UnderWay {
+    activity: Arc<Activity>,
+    answered: bool,
+}
+
+impl UnderWay {
+    /// The response head is ready: what follows is its body going out.
+    pub fn answered(mut self) -> UnderWay {
+        self.activity.answered.fetch_add(1, Ordering::Relaxed);
+        self.answered = true;
+        self
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.activity.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        self.activity.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request [`UnderWay`] until it has been sent to its end,
+/// has failed, or is dropped. It holds the body as it is (nothing allocated).
+#[derive(Debug)]
+pub struct Tracked<B> {
+    body: B,
+    under_way: Option<UnderWay>,
+}
+
+impl<B> Tracked<B> {
+    /// `body`, the response of the request `under_way`.
+    pub fn new(body: B, under_way: UnderWay) -> Tracked<B> {
+        Tracked {
+            body,
+            under_way: Some(under_way),
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.under_way = None;
+        }
+        polled
     }
 
-    /// The counters now, and whether a request is under way.
-    fn snapshot(&self) -> ([u64; 3], bool) {
-        let started = self.started.load(Ordering::Relaxed);
-        let answered = self.answered.load(Ordering::Relaxed);
-        let writes = self.writes.load(Ordering::Relaxed);
-        ([started, answered, writes], started != answered)
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -129,8 +223,22 @@ pub enum Ended<T> {
     TimedOut,
 }
 
-/// Runs `connection` until it ends, or until `activity` has stayed the same, with no request
-/// under way, for `timeout`.
+/// True when a connection that went from `before` to `now` has shown no sign of life: no
+/// request started while none was under way, or nothing written while every request under
+/// way had its answer going out. A request still waiting for its response head is life.
+fn quiet(before: Snapshot, now: Snapshot) -> bool {
+    if now.answered != now.started {
+        return false;
+    }
+    if now.finished == now.started {
+        now.started == before.started
+    } else {
+        now.writes == before.writes && now.answered == before.answered
+    }
+}
+
+/// Runs `connection` until it ends, or until `activity` has been quiet (see [`quiet`]) for
+/// `timeout`.
 pub async fn run<F: Future>(
     connection: F,
     activity: &Activity,
@@ -140,7 +248,7 @@ pub async fn run<F: Future>(
     let period = timeout / 4;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut seen, _) = activity.snapshot();
+    let mut since = activity.snapshot();
     let mut quiet_since = Instant::now();
     loop {
         tokio::select! {
@@ -148,9 +256,9 @@ pub async fn run<F: Future>(
             biased;
             output = &mut connection => return Ended::Finished(output),
             _ = tick.tick() => {
-                let (now, under_way) = activity.snapshot();
-                if now != seen || under_way {
-                    seen = now;
+                let now = activity.snapshot();
+                if !quiet(since, now) {
+                    since = now;
                     quiet_since = Instant::now();
                 } else if quiet_since.elapsed() >= timeout {
                     return Ended::TimedOut;
@@ -163,62 +271,121 @@ pub async fn run<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Runs `connection` watched by `activity`; how long it took and how it ended.
+    async fn watch<F: Future<Output = ()>>(connection: F, activity: &Activity) -> (Duration, bool) {
+        let started = Instant::now();
+        let ended = run(connection, activity, TIMEOUT).await;
+        (started.elapsed(), matches!(ended, Ended::TimedOut))
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_connection_is_closed_after_the_timeout() {
         let activity = Activity::default();
-        let started = Instant::now();
-        let ended = run(
-            std::future::pending::<()>(),
-            &activity,
-            Duration::from_secs(60),
-        )
-        .await;
-        assert!(matches!(ended, Ended::TimedOut));
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_secs(60) && took <= Duration::from_secs(75),
-            "{took:?}"
-        );
+        let (took, timed_out) = watch(std::future::pending(), &activity).await;
+        assert!(timed_out);
+        assert!(took >= TIMEOUT && took <= TIMEOUT * 5 / 4, "{took:?}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_under_way_keeps_its_connection() {
-        let activity = Activity::default();
-        activity.request_started();
-        let connection = tokio::time::sleep(Duration::from_secs(600));
-        let ended = run(connection, &activity, Duration::from_secs(60)).await;
-        assert!(matches!(ended, Ended::Finished(())));
+    async fn a_request_waiting_for_its_answer_keeps_its_connection() {
+        let activity = Arc::new(Activity::default());
+        let under_way = activity.request_started();
+        let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
+        assert!(!timed_out);
+        drop(under_way);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn activity_puts_the_timeout_off() {
+    async fn requests_put_the_timeout_off_and_writes_alone_do_not() {
         let activity = Arc::new(Activity::default());
         let busy = activity.clone();
-        // A request every 50 s, each answered at once, for 500 s: never 60 s quiet.
+        // A request every 50 s, each answered at once, for 500 s: never 60 s without one.
         let connection = async move {
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_secs(50)).await;
-                busy.request_started();
-                busy.request_answered();
+                drop(busy.request_started().answered());
             }
         };
-        let ended = run(connection, &activity, Duration::from_secs(60)).await;
-        assert!(matches!(ended, Ended::Finished(())));
+        let (_, timed_out) = watch(connection, &activity).await;
+        assert!(!timed_out);
+        // Writes with no request under way (HTTP/2 PING answers) keep nothing open.
+        let writer = activity.clone();
+        let pings = async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                writer.writes.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let (took, timed_out) = watch(pings, &activity).await;
+        assert!(timed_out && took <= TIMEOUT * 5 / 4, "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_going_out_keeps_its_connection_and_a_stalled_one_does_not() {
+        let activity = Arc::new(Activity::default());
+        let under_way = activity.request_started().answered();
+        let writer = activity.clone();
+        // A write every 30 s for 300 s.
+        let flowing = async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                writer.writes.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let (_, timed_out) = watch(flowing, &activity).await;
+        assert!(!timed_out);
+        // Then nothing goes out: the client stopped reading.
+        let (took, timed_out) = watch(std::future::pending(), &activity).await;
+        assert!(timed_out && took <= TIMEOUT * 5 / 4, "{took:?}");
+        drop(under_way);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_given_up_before_its_answer_is_no_longer_under_way() {
+        let activity = Arc::new(Activity::default());
+        // A service future dropped before it answered (an HTTP/2 stream reset).
+        drop(activity.request_started());
+        let (_, timed_out) = watch(std::future::pending(), &activity).await;
+        assert!(timed_out);
+        assert_eq!(activity.snapshot().answered, 1);
+        assert_eq!(activity.snapshot().finished, 1);
+    }
+
+    #[tokio::test]
+    async fn a_tracked_body_ends_its_request_when_read_to_its_end_or_dropped() {
+        let activity = Arc::new(Activity::default());
+        let body = Tracked::new(
+            http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")),
+            activity.request_started().answered(),
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(activity.snapshot().finished, 1);
+        let body = Tracked::new(
+            http_body_util::Full::new(hyper::body::Bytes::from_static(b"ok")),
+            activity.request_started().answered(),
+        );
+        assert_eq!(activity.snapshot().finished, 1);
+        drop(body);
+        assert_eq!(activity.snapshot().finished, 2);
     }
 
     #[tokio::test]
     async fn writes_that_move_bytes_are_counted() {
         let activity = Arc::new(Activity::default());
-        let (client, server) = tokio::io::duplex(64);
+        let (mut client, server) = tokio::io::duplex(64);
         let mut watched = Watched::new(server, activity.clone());
         watched.write_all(b"hello").await.unwrap();
-        watched.write_all(b"").await.unwrap();
-        let mut client = client;
+        // A write of nothing moves nothing.
+        let empty = std::future::poll_fn(|cx| Pin::new(&mut watched).poll_write(cx, b"")).await;
+        assert_eq!(empty.unwrap(), 0);
         let mut buf = [0u8; 5];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"hello");
-        assert_eq!(activity.snapshot(), ([0, 0, 1], false));
+        assert_eq!(activity.snapshot().writes, 1);
     }
 }

@@ -22,10 +22,11 @@ use session_store::{
 };
 
 use crate::audit::AuditLog;
+use crate::client_timeout::{self, Tracked};
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::keys::{self, SpKeys};
 use crate::state::{unix_now, AppState, SharedState};
-use crate::{client_timeout, gate, saml};
+use crate::{gate, saml};
 
 /// Loads the SP key pair named by the config, generating it when both files are absent, and
 /// the next pair of a rollover when configured (it must exist: `saml-gateway keygen`).
@@ -226,11 +227,12 @@ impl Front {
     async fn handle(
         front: Arc<Front>,
         request: hyper::Request<hyper::body::Incoming>,
-    ) -> Result<Response, std::convert::Infallible> {
-        front.activity.request_started();
-        let response = Front::answer(&front, request).await;
-        front.activity.request_answered();
-        response
+    ) -> Result<hyper::Response<Tracked<axum::body::Body>>, std::convert::Infallible> {
+        // Under way until the response has gone out, or the request is given up (the
+        // future dropped): see `client_timeout`.
+        let under_way = front.activity.request_started();
+        let Ok(response) = Front::answer(&front, request).await;
+        Ok(response.map(|body| Tracked::new(body, under_way.answered())))
     }
 
     /// The answer to one request, as [`Front::handle`] gives it.
@@ -261,7 +263,9 @@ impl Front {
 /// Serves the public listener until `shutdown` completes, then lets the requests under way
 /// finish (for at most [`SHUTDOWN_DRAIN`]): each connection over HTTP/1.1 (with upgrades) or
 /// HTTP/2, every request through a [`Front`], as `axum::serve` would with less glue per
-/// request (no tower adapters, no boxed future per request).
+/// request (no tower adapters, no boxed future per request). Each connection's stream is
+/// [`client_timeout::Watched`] and the connection closed when it stays quiet for
+/// `server.client_timeout` ([`client_timeout::run`]).
 async fn serve_public(
     listener: tokio::net::TcpListener,
     state: SharedState,
