@@ -9,10 +9,10 @@
 //! passed. The session itself is still looked up on every request, so a logout or a
 //! revocation takes effect at once; stale entries are swept when the cache is full.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::header::{HeaderName, HeaderValue};
+use rustc_hash::FxHashMap;
 use session_store::{SessionId, SessionRecord};
 
 use crate::config::IdentityHeaders;
@@ -45,7 +45,9 @@ pub struct IdentityCache {
 
 #[derive(Default)]
 struct Entries {
-    by_session: HashMap<String, Vec<Arc<Identity>>>,
+    /// FxHash: the keys are the IDs of live sessions, random values the gateway made (see
+    /// the memory store's maps).
+    by_session: FxHashMap<String, Vec<Arc<Identity>>>,
     /// Header bytes held, for [`CACHE_BYTES`].
     bytes: usize,
 }

@@ -43,23 +43,37 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// True for a [`HOP_BY_HOP`] header. Compared as strings (header names arrive lower-cased)
-/// in a `match`, which looks at the length first: no hashing, nothing built, and most names
-/// ruled out by one comparison (this runs on every header of every request and response).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let hop_by_hop = matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    );
-    debug_assert_eq!(hop_by_hop, HOP_BY_HOP.contains(&name.as_str()));
-    hop_by_hop
+/// [`HOP_BY_HOP`] as header names, in the same order.
+const HOP_BY_HOP_NAMES: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The place of `name` in [`HOP_BY_HOP`], if it is one. Compared as strings (header names
+/// arrive lower-cased) in a `match`, which looks at the length first: no hashing, nothing
+/// built, and most names ruled out by one comparison (this runs on every header of every
+/// request and response).
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    let index = match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    };
+    debug_assert_eq!(HOP_BY_HOP[index], name.as_str());
+    debug_assert_eq!(HOP_BY_HOP_NAMES[index], name);
+    Some(index)
 }
 
 /// Headers that tell an upstream who the client is or how it reached the proxy; a client's own
@@ -173,32 +187,41 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds what to drop, without hashing; most requests carry none
-    // of these, and then nothing is removed (or allocated).
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds which are present, without hashing or allocating; most
+    // requests carry none of these (a response from nginx carries `Connection` only).
+    let mut present = 0u8;
+    // `Connection` naming more than `keep-alive` (the usual value, nothing to look up).
+    let mut names_more = false;
+    for (name, value) in headers.iter() {
+        if let Some(index) = hop_by_hop_index(name) {
+            present |= 1 << index;
+            names_more |= index == 0 && !value.as_bytes().eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    if present == 0 {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name))
-        .cloned()
-        .collect();
-    if doomed.contains(&header::CONNECTION) {
-        // Headers named in Connection are hop-by-hop too.
-        doomed.extend(
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                // `keep-alive` and the like are dropped already (`close` is a name like any
-                // other: a `Close` field goes too).
-                .filter(|n| !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n)))
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
-        );
+    // Headers named in Connection are hop-by-hop too (`keep-alive` and the like are dropped
+    // anyway; `close` is a name like any other: a `Close` field goes too).
+    let listed: Vec<HeaderName> = if names_more {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n)))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (index, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
-    for name in doomed {
+    for name in listed {
         headers.remove(name);
     }
 }
@@ -446,5 +469,19 @@ mod tests {
         h.append("x-secret", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert!(h.contains_key("x-secret"));
+        // `keep-alive` alone names nothing more; a second Connection field still does.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.append("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-secret"]
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 }

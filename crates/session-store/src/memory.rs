@@ -10,6 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rustc_hash::FxHashMap;
+
 use crate::record::SESSION_VERSION;
 use crate::{
     EndReason, Groups, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts,
@@ -82,14 +84,18 @@ impl SharedNames {
     }
 }
 
+/// The maps keyed by session ID use FxHash, which is not keyed against chosen inputs: the
+/// IDs in them are 256-bit random values the gateway made, so no one can make them collide,
+/// and a lookup of a chosen ID costs one probe sequence like any other. SipHash cost about
+/// 250 instructions per lookup of the proxy's hot path (docs/performance.md).
 #[derive(Default)]
 struct Maps {
     names: SharedNames,
-    sessions: HashMap<SessionId, Arc<SessionRecord>>,
+    sessions: FxHashMap<SessionId, Arc<SessionRecord>>,
     pending: HashMap<String, (PendingRequest, UnixTime)>,
     assertions: HashMap<String, UnixTime>,
     /// Ended sessions: why, and until when the marker is kept.
-    ended: HashMap<SessionId, (EndReason, UnixTime)>,
+    ended: FxHashMap<SessionId, (EndReason, UnixTime)>,
 }
 
 /// Sessions, pending requests and replay cache in this process's memory.
