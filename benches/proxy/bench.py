@@ -16,11 +16,12 @@ time (/proc/stat); the proxy's resident memory (VmRSS). Results go to BENCH_OUT
 
 Settings (environment): BENCH_DURATION (s, default 10), BENCH_REPEATS (3),
 BENCH_CONNECTIONS (32), BENCH_WRK_THREADS (2), BENCH_LOW_DURATION (5, the -c1 runs),
-BENCH_WS_DURATION (5), BENCH_WS_INFLIGHT (65536: bytes of messages in flight, at least 8
-messages), BENCH_SESSIONS (100000), BENCH_MAX_FOREIGN and BENCH_RETRIES (below),
+BENCH_WS_DURATION (5), BENCH_WS_INFLIGHT (1048576: bytes of messages in flight, at least 8
+messages; enough that the run measures throughput, not the round trip of one more hop), BENCH_SESSIONS (100000), BENCH_MAX_FOREIGN and BENCH_RETRIES (below),
 BENCH_PERF (1: profile the gateway once with perf), BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1),
 BENCH_WORKER_THREADS (1: `server.worker_threads` when the gateway knows the key; empty: leave
-it out), BENCH_OUT (target/bench-proxy), GATEWAY_BIN (target/release/saml-gateway).
+it out), BENCH_OUT (target/bench-proxy), GATEWAY_BIN (target/release/saml-gateway),
+WS_ECHO_BIN (target/release/examples/ws_echo).
 
 Other load on the machine (a build, a test run) spoils a run on two cores. The CPU time used
 during a run by processes that are not this script's (neither its descendants nor kernel
@@ -64,7 +65,7 @@ CONNECTIONS = env_int("BENCH_CONNECTIONS", 32)
 WRK_THREADS = env_int("BENCH_WRK_THREADS", 2)
 LOW_DURATION = env_int("BENCH_LOW_DURATION", 5)
 WS_DURATION = env_int("BENCH_WS_DURATION", 5)
-WS_INFLIGHT = env_int("BENCH_WS_INFLIGHT", 64 * 1024)
+WS_INFLIGHT = env_int("BENCH_WS_INFLIGHT", 1024 * 1024)
 MAX_FOREIGN = env_int("BENCH_MAX_FOREIGN", 10)
 RETRIES = env_int("BENCH_RETRIES", 2)
 QUIET_WAIT = env_int("BENCH_QUIET_WAIT", 30)
@@ -75,6 +76,10 @@ LOAD_CPU = str(env_int("BENCH_LOAD_CPU", 1))
 WORKER_THREADS = os.environ.get("BENCH_WORKER_THREADS", "1").strip()
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "target" / "bench-proxy")).resolve()
 GATEWAY_BIN = Path(os.environ.get("GATEWAY_BIN", ROOT / "target" / "release" / "saml-gateway"))
+# The WebSocket echo server and load client (crates/gateway/examples/ws_echo.rs), compiled so
+# that they, not an interpreter, keep up with the proxy between them.
+WS_ECHO_BIN = Path(os.environ.get("WS_ECHO_BIN",
+                                  ROOT / "target" / "release" / "examples" / "ws_echo"))
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -323,8 +328,7 @@ class EchoServer(testbed.Service):
     name = "ws-echo"
 
     def start(self):
-        self._spawn(["taskset", "-c", LOAD_CPU, PYTHON, HERE / "ws_echo.py", "serve",
-                     "--port", self.port], env={"PYTHONUNBUFFERED": "1"})
+        self._spawn(["taskset", "-c", LOAD_CPU, WS_ECHO_BIN, "serve", "--port", self.port])
         self._wait_until(lambda: "listening" in testbed.log_tail(self.log_path), "listening")
         return self
 
@@ -500,7 +504,7 @@ def run_ws(target, size, duration):
 
 def ws_once(target, size, duration):
     url = f"ws://127.0.0.1:{target['port']}/ws"
-    argv = ["taskset", "-c", LOAD_CPU, PYTHON, str(HERE / "ws_echo.py"), "client", "--url", url,
+    argv = ["taskset", "-c", LOAD_CPU, str(WS_ECHO_BIN), "client", "--url", url,
             "--size", str(size), "--window", str(ws_window(size)), "--duration", str(duration)]
     if target.get("cookie"):
         argv += ["--header", f"Cookie: saml-session={target['cookie']}",
@@ -869,6 +873,8 @@ def main():
     global GATEWAY_BIN
     if not GATEWAY_BIN.exists():
         sys.exit(f"no gateway binary at {GATEWAY_BIN}; build it first (run.sh does)")
+    if not WS_ECHO_BIN.exists():
+        sys.exit(f"no WebSocket echo binary at {WS_ECHO_BIN}; build it first (run.sh does)")
     OUT.mkdir(parents=True, exist_ok=True)
     say(f"results in {OUT}")
     # A copy, so that a rebuild of target/ during the run changes nothing.

@@ -8,10 +8,11 @@
 #
 # Settings (environment): BENCH_DURATION (10 s per run), BENCH_REPEATS (3),
 # BENCH_CONNECTIONS (32), BENCH_WRK_THREADS (2), BENCH_LOW_DURATION (5), BENCH_WS_DURATION (5),
-# BENCH_WS_INFLIGHT (65536 bytes), BENCH_SESSIONS (100000), BENCH_PERF (1), BENCH_PROXY_CPU (0),
+# BENCH_WS_INFLIGHT (1048576 bytes), BENCH_SESSIONS (100000), BENCH_PERF (1), BENCH_PROXY_CPU (0),
 # BENCH_LOAD_CPU (1), BENCH_WORKER_THREADS (1), BENCH_MAX_FOREIGN (10 % of a core),
 # BENCH_RETRIES (2), BENCH_QUIET_WAIT (30 s), BENCH_OUT (target/bench-proxy),
-# GATEWAY_BIN (default: build target/release/saml-gateway). bench.py's docstring explains them.
+# GATEWAY_BIN (default: build target/release/saml-gateway), WS_ECHO_BIN (default: build
+# target/release/examples/ws_echo). bench.py's docstring explains them.
 #
 # Installs what is missing (Debian's nginx, wrk, linux-perf; the test bed's packages and .venv
 # through scripts/setup.sh), builds the gateway, then runs benches/proxy/bench.py, which prints
@@ -51,6 +52,10 @@ scripts/setup.sh
 if [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release --locked --bin saml-gateway
   export GATEWAY_BIN="$PWD/target/release/saml-gateway"
+fi
+if [ -z "${WS_ECHO_BIN:-}" ]; then
+  # The WebSocket echo server and client (crates/gateway/examples/ws_echo.rs).
+  cargo build --release --locked -q -p gateway --example ws_echo
 fi
 if [ "${BENCH_SESSIONS:-100000}" != 0 ]; then
   # The memory_rss example (session store alone); built now so that the build is not timed.
