@@ -870,16 +870,18 @@ def rerender(path):
 
 
 def main():
-    global GATEWAY_BIN
+    global GATEWAY_BIN, WS_ECHO_BIN
     if not GATEWAY_BIN.exists():
         sys.exit(f"no gateway binary at {GATEWAY_BIN}; build it first (run.sh does)")
     if not WS_ECHO_BIN.exists():
         sys.exit(f"no WebSocket echo binary at {WS_ECHO_BIN}; build it first (run.sh does)")
     OUT.mkdir(parents=True, exist_ok=True)
     say(f"results in {OUT}")
-    # A copy, so that a rebuild of target/ during the run changes nothing.
+    # Copies, so that a rebuild of target/ during the run changes nothing.
     shutil.copy2(GATEWAY_BIN, OUT / "saml-gateway")
     GATEWAY_BIN = OUT / "saml-gateway"
+    shutil.copy2(WS_ECHO_BIN, OUT / "ws_echo")
+    WS_ECHO_BIN = OUT / "ws_echo"
 
     upstream = upstream_nginx(OUT / "upstream").start()
     echo = EchoServer(OUT / "ws-echo").start()

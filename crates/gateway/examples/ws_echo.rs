@@ -236,15 +236,25 @@ async fn client(
     let mut payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     xor_mask(&mut payload, mask);
     message.extend_from_slice(&payload);
-    let batch = message.repeat(window);
-    stream.write_all(&batch).await?;
+    // The writer runs beside the reader: a write of a window larger than the socket buffers
+    // must not wait for a reader that is waiting for it.
+    let (mut reader, mut writer) = stream.into_split();
+    let (credits, mut to_send) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let frames = message.clone();
+    let writing = tokio::spawn(async move {
+        while let Some(n) = to_send.recv().await {
+            writer.write_all(&frames.repeat(n)).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    credits.send(window)?;
     let (mut sent, mut received) = (window, 0usize);
     let start = Instant::now();
     let deadline = start + duration;
     let mut sending = true;
     let mut chunk = vec![0u8; 1 << 20];
     while received < sent {
-        let n = stream.read(&mut chunk).await?;
+        let n = reader.read(&mut chunk).await?;
         if n == 0 {
             return Err("connection closed during the run".into());
         }
@@ -267,11 +277,13 @@ async fn client(
             if Instant::now() >= deadline {
                 sending = false;
             } else {
-                stream.write_all(&message.repeat(got)).await?;
+                credits.send(got)?;
                 sent += got;
             }
         }
     }
+    drop(credits);
+    let mut stream = writing.await??;
     let elapsed = start.elapsed().as_secs_f64();
     let mut close = frame_header(OP_CLOSE, 2, Some(mask));
     let mut code = 1000u16.to_be_bytes();

@@ -205,14 +205,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too (`keep-alive` and the like are dropped
     // anyway; `close` is a name like any other: a `Close` field goes too).
     let listed: Vec<HeaderName> = if names_more {
+        // Split as bytes: a value with a non-ASCII byte still names its other fields.
         headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n)))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_bytes().eq_ignore_ascii_case(n))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect()
     } else {
         Vec::new()
@@ -494,6 +498,14 @@ mod tests {
         );
         h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.append(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        // A byte outside ASCII in the value does not hide the names beside it.
+        h.append("x-secret", HeaderValue::from_static("1"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-secret, \xff").unwrap(),
+        );
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty(), "{h:?}");
     }

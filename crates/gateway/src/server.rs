@@ -263,9 +263,8 @@ impl Front {
 /// Serves the public listener until `shutdown` completes, then lets the requests under way
 /// finish (for at most [`SHUTDOWN_DRAIN`]): each connection over HTTP/1.1 (with upgrades) or
 /// HTTP/2, every request through a [`Front`], as `axum::serve` would with less glue per
-/// request (no tower adapters, no boxed future per request). Each connection's stream is
-/// [`client_timeout::Watched`] and the connection closed when it stays quiet for
-/// `server.client_timeout` ([`client_timeout::run`]).
+/// request (no tower adapters, no boxed future per request). Each connection is closed when it
+/// stays quiet for `server.client_timeout` ([`client_timeout::run`]).
 async fn serve_public(
     listener: tokio::net::TcpListener,
     state: SharedState,
@@ -298,7 +297,6 @@ async fn serve_public(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
         let activity = Arc::new(client_timeout::Activity::default());
-        let stream = client_timeout::Watched::new(stream, activity.clone());
         let front = Arc::new(Front {
             state: state.clone(),
             router: router.clone(),
