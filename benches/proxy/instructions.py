@@ -12,7 +12,9 @@ Callgrind counts instructions, not time, so the figure repeats for the same bina
 requests whatever else the machine does: use it to compare two builds of the hot path. The
 counters are zeroed after a warm-up of 200 requests and dumped after REQUESTS more (default
 2000); the profile goes to BENCH_OUT/callgrind (default target/bench-instructions). Kernel
-time (the socket system calls) is not counted. BENCH_NGINX=0 skips the nginx baseline.
+time (the socket system calls) is not counted. BENCH_NGINX=0 skips the nginx baseline;
+BENCH_STORE=redis counts the gateway with the Redis store (its own redis-server) instead of
+the memory store.
 """
 
 import glob
@@ -90,7 +92,14 @@ def main():
             # A cookie of the session cookie's length, as in bench.py.
             nginx_count, _, _ = count(nginx.proc.pid, nginx.port, "x" * 43, requests)
             nginx.stop()
-        gateway, cookie, _ = bench.start_gateway("gw-memory", upstream.port, echo.port)
+        redis_url = None
+        if os.environ.get("BENCH_STORE", "memory") == "redis":
+            # The Redis store: its own redis-server, as bench.py starts it.
+            redis = bench.testbed.Redis(bench.OUT / "redis").start()
+            services.append(redis)
+            redis_url = redis.url
+        gateway, cookie, _ = bench.start_gateway("gw-" + ("redis" if redis_url else "memory"),
+                                                 upstream.port, echo.port, redis_url=redis_url)
         services.append(gateway)
         per_request, dump, report = count(gateway.proc.pid, gateway.port, cookie, requests)
     finally:

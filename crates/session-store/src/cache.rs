@@ -13,10 +13,11 @@
 //! timeouts) is still decided from the record at each request, and the idle timeout still
 //! slides in Redis at the refresh interval (a cached record older than that is read again).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::SessionRecord;
 
@@ -25,10 +26,12 @@ pub const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most records held; beyond it, expired entries are dropped, then all of them.
 const MAX_ENTRIES: usize = 50_000;
 
-/// Session records by session hash, with the time they were read.
+/// Session records by session hash, with the time they were read. FxHash, not a keyed hash:
+/// an entry is made only for a session Redis holds, so every key is the SHA-256 of a random ID
+/// the gateway made (see the memory store's maps).
 #[derive(Default)]
 pub(crate) struct SessionCache {
-    entries: Mutex<HashMap<String, (Arc<SessionRecord>, Instant)>>,
+    entries: Mutex<FxHashMap<String, (Arc<SessionRecord>, Instant)>>,
     /// True while the invalidation subscription is up (changed under the entries' lock).
     enabled: AtomicBool,
     /// Counts invalidations (changed under the entries' lock).
@@ -43,7 +46,7 @@ pub(crate) struct Ticket {
     at: Instant,
 }
 
-type Entries = HashMap<String, (Arc<SessionRecord>, Instant)>;
+type Entries = FxHashMap<String, (Arc<SessionRecord>, Instant)>;
 
 impl SessionCache {
     /// A cache whose entries live `ttl` from their read.
