@@ -285,8 +285,7 @@ pub fn audit_record(peer: SocketAddr, headers: &HeaderMap, path: &str) -> Record
 
 /// A short random reference for an error page and its audit record.
 pub fn reference() -> String {
-    let bytes = session_store::random_bytes::<6>().unwrap_or_default();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    session_store::hex(&session_store::random_bytes::<6>().unwrap_or_default())
 }
 
 /// Hash of a session ID for audit records: never the ID itself.

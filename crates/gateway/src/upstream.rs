@@ -59,6 +59,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// True when the connection can serve no more: closed, or idle too long.
+    fn is_spent(&self) -> bool {
+        self.sender.is_closed() || self.since.elapsed() >= IDLE_TIMEOUT
+    }
+}
+
 /// The idle connections of every upstream, one slot per upstream authority (`host:port` as
 /// configured), slots kept for the life of the pool.
 #[derive(Default)]
@@ -69,12 +76,6 @@ pub struct Pool {
 struct Slot {
     authority: String,
     idle: Vec<Idle>,
-}
-
-/// A connection taken from the pool, and whether it had served requests before.
-struct Taken {
-    sender: SendRequest<Body>,
-    reused: bool,
 }
 
 /// Where a response's connection goes back to once its body is read.
@@ -109,10 +110,9 @@ impl Pool {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            let entry = &idle[i];
-            if entry.sender.is_closed() || entry.since.elapsed() >= IDLE_TIMEOUT {
+            if idle[i].is_spent() {
                 idle.remove(i);
-            } else if entry.sender.is_ready() {
+            } else if idle[i].sender.is_ready() {
                 return (slot, Some(idle.remove(i).sender));
             }
         }
@@ -133,7 +133,7 @@ impl Pool {
             return;
         };
         if idle.len() >= MAX_IDLE_PER_UPSTREAM {
-            idle.retain(|e| !e.sender.is_closed() && e.since.elapsed() < IDLE_TIMEOUT);
+            idle.retain(|e| !e.is_spent());
             if idle.len() >= MAX_IDLE_PER_UPSTREAM {
                 idle.remove(0);
             }
@@ -150,15 +150,15 @@ impl Pool {
             .map_or(0, |s| s.idle.len())
     }
 
-    /// An idle connection to `upstream`, or a new one.
-    async fn take(&self, upstream: &hyper::Uri) -> Result<(usize, Taken), UpstreamError> {
+    /// The slot of `upstream`, an idle connection to it or a new one, and whether it is one
+    /// that served requests before.
+    async fn take(
+        &self,
+        upstream: &hyper::Uri,
+    ) -> Result<(usize, SendRequest<Body>, bool), UpstreamError> {
         let (slot, idle) = self.take_idle(authority(upstream));
         if let Some(sender) = idle {
-            let taken = Taken {
-                sender,
-                reused: true,
-            };
-            return Ok((slot, taken));
+            return Ok((slot, sender, true));
         }
         let address = address(upstream);
         let stream =
@@ -181,17 +181,13 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        let taken = Taken {
-            sender,
-            reused: false,
-        };
-        Ok((slot, taken))
+        Ok((slot, sender, false))
     }
 
     /// Sends `request` (`Host` set; an absolute-form target goes in origin form) to `upstream`
-    /// (an `http://host:port` URL); returns the response and the lease of its connection, which [`PooledBody`] gives
-    /// back. There is no lease when the connection now carries something else: after a `101
-    /// Switching Protocols`, or a `2xx` to CONNECT.
+    /// (an `http://host:port` URL); returns the response and the lease of its connection, which
+    /// [`PooledBody`] gives back. There is no lease when the connection now carries something
+    /// else: after a `101 Switching Protocols`, or a `2xx` to CONNECT.
     pub async fn send(
         self: &Arc<Self>,
         upstream: &hyper::Uri,
@@ -205,7 +201,7 @@ impl Pool {
         let sent_body = !hyper::body::Body::is_end_stream(request.body());
         let connect = request.method() == hyper::Method::CONNECT;
         loop {
-            let (slot, Taken { mut sender, reused }) = self.take(upstream).await?;
+            let (slot, mut sender, reused) = self.take(upstream).await?;
             if let Err(e) = sender.ready().await {
                 // A pooled connection the upstream has closed since: try the next one.
                 if reused {
