@@ -461,11 +461,12 @@ class Redis(Service):
 class Gateway(Service):
     """`saml-gateway serve --config FILE` with `config_text` written to {work}/gateway.yaml.
     The port comes from the config's `listen:` line; `env` adds environment variables (for
-    `${NAME}` in the config)."""
+    `${NAME}` in the config); `launcher` is a command the gateway's is run under (`taskset -c 0`,
+    `prlimit ...`), which must exec it so that `proc` is the gateway."""
 
     name = "gateway"
 
-    def __init__(self, binary, config_text, work, env=None):
+    def __init__(self, binary, config_text, work, env=None, launcher=()):
         m = re.search(r"^listen:\s*[\w.\[\]:]*:(\d+)\s*$", config_text, re.M)
         if not m:
             raise ValueError("gateway config has no 'listen: HOST:PORT' line")
@@ -474,6 +475,7 @@ class Gateway(Service):
         self.config_text = config_text
         self.config_path = self.work / "gateway.yaml"
         self.env = dict(env or {})
+        self.launcher = list(launcher)
 
     @property
     def metadata_url(self):
@@ -481,7 +483,7 @@ class Gateway(Service):
 
     def start(self):
         self.config_path.write_text(self.config_text)
-        self._spawn([self.binary, "serve", "--config", self.config_path],
+        self._spawn([*self.launcher, self.binary, "serve", "--config", self.config_path],
                     env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1",
                          **self.env})
         self._wait_until(lambda: http_get(self.metadata_url)[0] == 200, "200 from /saml/metadata")

@@ -338,16 +338,7 @@ class PinnedGateway(testbed.Gateway):
     (tokio sizes its worker pool from std::thread::available_parallelism, which reads it)."""
 
     def __init__(self, binary, config_text, work, cpu):
-        super().__init__(binary, config_text, work)
-        self.cpu = cpu
-
-    def start(self):
-        self.config_path.write_text(self.config_text)
-        self._spawn(["taskset", "-c", self.cpu, self.binary, "serve", "--config",
-                     self.config_path], env={"RUST_LOG": "info", "NO_COLOR": "1"})
-        self._wait_until(lambda: testbed.http_get(self.metadata_url)[0] == 200,
-                         "200 from /saml/metadata")
-        return self
+        super().__init__(binary, config_text, work, launcher=["taskset", "-c", cpu])
 
     def pids(self):
         return [self.proc.pid]

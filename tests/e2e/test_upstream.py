@@ -1,11 +1,13 @@
 """Connections to the upstream, and shutdown: the real gateway in front of a small HTTP/1.1
 upstream written here, which counts the connections it accepts and can answer slowly, close
-its connections, or cut a response short.
+its connections, cut a response short, or echo the bytes of an upgraded connection.
 
 The gateway keeps its connections to an upstream open and uses them again for later requests,
 whichever client connection they come from; a connection the upstream closed is replaced
 without the client noticing; a connection whose response was cut short is never used again;
-on SIGTERM the gateway stops accepting, lets the request under way finish, and exits 0; and a
+on SIGTERM the gateway stops accepting, lets the request under way finish, and exits 0; an
+upgraded connection carries every byte both ways, in order, and passes each side's end on; the
+soft limit on open files is raised to the hard limit; a
 client connection that goes quiet for `server.client_timeout` (a request head sent a byte at a
 time, an idle keep-alive connection, a client that stops reading, HTTP/2 PINGs alone, an HTTP/2
 request given up) is closed, while a slow request or a busy connection is not.
@@ -16,6 +18,7 @@ test bed's.
 import http.client
 import http.server
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,12 +32,14 @@ import testbed
 
 
 BIG = 64 * 1024 * 1024
+UPSTREAM_HELLO = b"upstream-first-bytes"
 
 
 class Upstream:
     """A threaded HTTP/1.1 server on a free loopback port. `/n` answers `ok`; `/slow` after
     1.5 s; `/hang` after 20 s; `/big` with 64 MiB; `/close` with `Connection: close`; `/cut`
-    promises 100 bytes and sends 10.
+    promises 100 bytes and sends 10; `/ws` switches protocols, sends UPSTREAM_HELLO in the
+    same write as its `101` head, then echoes every byte it gets until the client finishes.
     An idle keep-alive connection is closed after `idle_timeout` seconds."""
 
     def __init__(self, idle_timeout=None):
@@ -55,6 +60,9 @@ class Upstream:
                 pass
 
             def do_GET(self):
+                if self.path == "/ws":
+                    self.echo_after_upgrade()
+                    return
                 if self.path == "/slow":
                     time.sleep(1.5)
                 if self.path == "/hang":
@@ -86,6 +94,16 @@ class Upstream:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def echo_after_upgrade(self):
+                self.close_connection = True
+                self.connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\n"
+                                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                                        + UPSTREAM_HELLO)
+                # rfile may hold bytes the client sent right behind its request head.
+                while chunk := self.rfile.read1(65536):
+                    self.connection.sendall(chunk)
+                self.connection.shutdown(socket.SHUT_WR)
+
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", testbed.free_port()), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -100,13 +118,13 @@ class Upstream:
         self.server.server_close()
 
 
-def start_gateway(bed, name, upstream, extra=""):
+def start_gateway(bed, name, upstream, extra="", launcher=()):
     work = testbed.fresh_work(bed.work, name)
     shutil.copy(bed.work / "idp-metadata.xml", work / "idp-metadata.xml")
     port = testbed.free_port()
     routes = f"  - path: /\n    upstream: http://127.0.0.1:{upstream.port}\n    public: true\n"
     text = testbed.gateway_config(work, port, None, routes=routes, extra=extra)
-    return testbed.Gateway(bed.gateway.binary, text, work).start()
+    return testbed.Gateway(bed.gateway.binary, text, work, launcher=launcher).start()
 
 
 @pytest.fixture
@@ -199,6 +217,71 @@ def test_sigterm_lets_the_request_under_way_finish(bed, upstream):
         assert gw.proc.wait(10) == 0
     finally:
         request.join(10)
+        gw.stop()
+
+
+def pipes_of(pid):
+    """How many pipes process `pid` holds open."""
+    fds = f"/proc/{pid}/fd"
+    count = 0
+    for fd in os.listdir(fds):
+        try:
+            count += os.readlink(f"{fds}/{fd}").startswith("pipe:")
+        except FileNotFoundError:
+            pass
+    return count
+
+
+def test_websocket_bytes_pass_through_whole_and_in_order(gateway, upstream):
+    """The join of an upgraded connection: bytes each side sent in the same write as its
+    upgrade head come first, 16 MiB each way arrive unchanged, the client's end of sending
+    reaches the upstream, and the upstream's close reaches the client. The upstream's bytes go
+    through a pipe (splice), which the gateway holds while the socket is open and closes after."""
+    before = pipes_of(gateway.proc.pid)
+    client_hello = b"client-first-bytes"
+    data = os.urandom(16 << 20)
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=20)
+    try:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n" + client_hello)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += sock.recv(4096)
+        head, got = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        while len(got) < len(UPSTREAM_HELLO + client_hello):
+            got += sock.recv(4096)
+        assert pipes_of(gateway.proc.pid) == before + 2
+
+        def send():
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        chunks = [got]
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+        sender.join(20)
+        assert b"".join(chunks) == UPSTREAM_HELLO + client_hello + data
+    finally:
+        sock.close()
+    deadline = time.monotonic() + 5
+    while pipes_of(gateway.proc.pid) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pipes_of(gateway.proc.pid) == before
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_limit(bed, upstream):
+    """Each open WebSocket holds four descriptors; a gateway started with the common soft limit
+    would run out long before its hard limit."""
+    gw = start_gateway(bed, "open-file-limit", upstream, launcher=["prlimit", "--nofile=256:4096"])
+    try:
+        limits = open(f"/proc/{gw.proc.pid}/limits").read()
+        assert re.search(r"^Max open files\s+4096\s+4096\s", limits, re.M), limits
+        assert "raised the open-file limit" in testbed.log_tail(gw.log_path)
+    finally:
         gw.stop()
 
 

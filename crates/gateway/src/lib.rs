@@ -30,3 +30,4 @@ pub mod state;
 pub mod trace;
 pub mod upstream;
 pub mod ws_activity;
+pub mod ws_join;

@@ -5,11 +5,10 @@
 //! the session, and the `Cookie` header keeps only the cookies the route forwards (never the
 //! gateway's own, never a same-host IdP's). On the way back, a `Set-Cookie` for one of the
 //! gateway's cookies is dropped. A WebSocket upgrade keeps its `Upgrade` and `Connection`
-//! headers; when the upstream answers `101`, both upgraded connections are joined with
-//! `copy_bidirectional_with_sizes` ([`WEBSOCKET_BUFFER`] each way), so whatever extension the
-//! two ends agree on (Streamlit's browser offers permessage-deflate) passes through untouched.
-//! The copy runs until either side closes or the session ends ([`crate::session_watch`]),
-//! whichever comes first.
+//! headers; when the upstream answers `101`, both upgraded connections are joined as raw bytes
+//! ([`crate::ws_join`]), so whatever extension the two ends agree on (Streamlit's browser offers
+//! permessage-deflate) passes through untouched. The join runs until both sides have closed,
+//! either fails, or the session ends ([`crate::session_watch`]), whichever comes first.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -20,7 +19,6 @@ use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use session_store::{SessionId, SessionRecord};
 
 use crate::config::IdentityHeaders;
@@ -30,7 +28,6 @@ use crate::routing::Route;
 use crate::session_watch::{SessionWatch, WatchedRoute};
 use crate::state::{audit_record, SharedState};
 use crate::upstream::PooledBody;
-use crate::ws_activity::TrackedClient;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -294,8 +291,8 @@ pub async fn forward(
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
-                        let mut client = TrackedClient::new(TokioIo::new(client), active);
-                        let mut upstream = TokioIo::new(upstream);
+                        // Boxed, so that it can be dropped (both sockets closed) at the end.
+                        let mut joined = Box::pin(crate::ws_join::join(client, upstream, active));
                         let mut watch = watch;
                         let ended = async {
                             match watch.as_mut() {
@@ -304,24 +301,23 @@ pub async fn forward(
                             }
                         };
                         let ending = tokio::select! {
-                            _ = tokio::io::copy_bidirectional_with_sizes(
-                                &mut client,
-                                &mut upstream,
-                                WEBSOCKET_BUFFER,
-                                WEBSOCKET_BUFFER,
-                            ) => None,
+                            result = &mut joined => {
+                                if let Err(e) = result {
+                                    tracing::debug!(error = %e, "websocket ended with an error");
+                                }
+                                None
+                            }
                             ending = ended => Some(ending),
                         };
-                        // The copy has stopped; the record is written before the close, so
+                        // The join has stopped; the record is written before the close, so
                         // that whoever sees the socket closed finds it in the audit log.
                         if let (Some(ending), Some(watch)) = (ending, watch) {
                             watch.report(ending).await;
                         }
                         // Closing both connections mid-stream is the only safe cut: a close
-                        // frame could land inside a frame the copy had half passed on. The
+                        // frame could land inside a frame the join had half passed on. The
                         // browser sees an abnormal close, reconnects, gets 401 and reloads.
-                        drop(client);
-                        drop(upstream);
+                        drop(joined);
                     }
                     Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                 }
@@ -336,13 +332,6 @@ pub async fn forward(
         None => response.map(Body::new),
     }
 }
-
-/// The buffer of each direction of a proxied WebSocket: what one read takes from one side and
-/// one write gives the other. With tokio's default (8 KiB), 64 KiB messages went through at a
-/// quarter of the direct rate, the gateway's core busy with system calls; 32 KiB per
-/// direction (64 KiB per open socket) kept up with a direct connection in the benchmark,
-/// 16 KiB did not (docs/performance.md).
-const WEBSOCKET_BUFFER: usize = 32 * 1024;
 
 /// `X-Forwarded-For`, set anew on every request.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -334,6 +334,33 @@ async fn serve_public(
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as nginx's `worker_rlimit_nofile` and
+/// Go's runtime do. Each open WebSocket holds four descriptors (client, upstream, and the pipe
+/// of [`crate::ws_join`]) and each proxied request two, so the usual soft limit of 1,024 would
+/// stop a gateway at about 250 open Streamlit tabs while the hard limit allows far more.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // Linux refuses an unlimited soft limit for open files; its default ceiling (nr_open).
+    const NR_OPEN: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let target = limit.maximum.unwrap_or(NR_OPEN);
+    let Some(current) = limit.current.filter(|&current| current < target) else {
+        return;
+    };
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(from = current, to = target, "raised the open-file limit"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            limit = current,
+            "cannot raise the open-file limit; each WebSocket holds four descriptors"
+        ),
+    }
+}
+
 /// How long a shutdown waits for the requests under way before it cuts them off.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 
@@ -485,6 +512,7 @@ async fn reload_on_hangup(state: SharedState) {
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let (keys, generated) = load_keys(&config)?;
     if generated {
         tracing::warn!(

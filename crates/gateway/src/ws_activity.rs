@@ -111,12 +111,35 @@ fn payload_len(header: &[u8]) -> u64 {
     }
 }
 
+/// Watches the bytes a client sends and raises a shared flag at each data frame.
+#[derive(Debug)]
+pub struct ActivityMark {
+    frames: ClientFrames,
+    active: Arc<AtomicBool>,
+}
+
+impl ActivityMark {
+    /// Starts at a frame boundary; `active` is shared with whoever asks about activity.
+    pub fn new(active: Arc<AtomicBool>) -> ActivityMark {
+        ActivityMark {
+            frames: ClientFrames::default(),
+            active,
+        }
+    }
+
+    /// Reads the next bytes the client sent; raises the flag if a data frame began in them.
+    pub fn note(&mut self, bytes: &[u8]) {
+        if self.frames.feed(bytes) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The client side of a proxied WebSocket: passes everything through and raises `active` when
 /// the client sends a data frame.
 pub struct TrackedClient<S> {
     inner: S,
-    frames: ClientFrames,
-    active: Arc<AtomicBool>,
+    mark: ActivityMark,
 }
 
 impl<S> TrackedClient<S> {
@@ -124,9 +147,13 @@ impl<S> TrackedClient<S> {
     pub fn new(inner: S, active: Arc<AtomicBool>) -> TrackedClient<S> {
         TrackedClient {
             inner,
-            frames: ClientFrames::default(),
-            active,
+            mark: ActivityMark::new(active),
         }
+    }
+
+    /// Reads bytes the client sent that reached the gateway before this wrapper did.
+    pub fn note_sent(&mut self, bytes: &[u8]) {
+        self.mark.note(bytes);
     }
 }
 
@@ -140,9 +167,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedClient<S> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
-            if this.frames.feed(&buf.filled()[before..]) {
-                this.active.store(true, Ordering::Relaxed);
-            }
+            this.mark.note(&buf.filled()[before..]);
         }
         poll
     }

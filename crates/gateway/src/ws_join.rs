@@ -1,0 +1,372 @@
+//! Joins the two sides of a proxied WebSocket once both have switched protocols.
+//!
+//! What the client sends is read into a buffer, so that its frame headers tell whether the user
+//! did anything ([`crate::ws_activity`]), and written on to the upstream. What the upstream
+//! sends (Streamlit's page deltas, dataframes and charts: most of the bytes) never enters the
+//! gateway's memory: `splice(2)` moves it from the upstream socket into a pipe and from the pipe
+//! to the client socket, inside the kernel. With both directions copied through user space, the
+//! gateway's core was the limit for 64 KiB messages (docs/performance.md).
+//!
+//! When one side has finished sending, the other side's sending half is shut down, as
+//! `copy_bidirectional` does; the join ends when both directions have finished, or when either
+//! fails. Dropping the join closes both sockets.
+//!
+//! Both upgraded connections are plain TCP sockets here: the gateway terminates no TLS and its
+//! upstreams are `http://`. When either is not, or no pipe can be made (the process is out of
+//! file descriptors, say), both directions are copied through user space instead.
+
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::ws_activity::{ActivityMark, TrackedClient};
+
+/// What one read from the client takes and one write to the upstream gives. With tokio's 8 KiB,
+/// 64 KiB messages went through at a quarter of the direct rate (docs/performance.md).
+pub const CLIENT_BUFFER: usize = 32 * 1024;
+
+/// Joins `client` and `upstream` until both have finished; `active` is raised whenever the
+/// client sends a data frame.
+pub async fn join(client: Upgraded, upstream: Upgraded, active: Arc<AtomicBool>) -> io::Result<()> {
+    // The server's connections are read through hyper-util's version detection, which wraps
+    // them; its own downcast unwraps them.
+    let client =
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(client) {
+            Ok(parts) => parts,
+            Err(client) => {
+                tracing::debug!("websocket client side is not a TCP socket; copying in user space");
+                return copy_in_user_space(
+                    TokioIo::new(client),
+                    &[],
+                    TokioIo::new(upstream),
+                    &[],
+                    active,
+                )
+                .await;
+            }
+        };
+    let client_early = client.read_buf;
+    let client = client.io.into_inner();
+    let upstream = match upstream.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(upstream) => {
+            tracing::debug!("websocket upstream side is not a TCP socket; copying in user space");
+            return copy_in_user_space(client, &client_early, TokioIo::new(upstream), &[], active)
+                .await;
+        }
+    };
+    let upstream_early = upstream.read_buf;
+    let upstream = upstream.io.into_inner();
+    join_sockets(client, &client_early, upstream, &upstream_early, active).await
+}
+
+/// Joins two TCP sockets: `client_early` and `upstream_early` are bytes each side sent that were
+/// read before the upgrade completed.
+pub async fn join_sockets(
+    client: TcpStream,
+    client_early: &[u8],
+    upstream: TcpStream,
+    upstream_early: &[u8],
+    active: Arc<AtomicBool>,
+) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    match splice::Pipe::new() {
+        Ok(pipe) => {
+            return splice::join(
+                &client,
+                client_early,
+                &upstream,
+                upstream_early,
+                &pipe,
+                ActivityMark::new(active),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipe for a websocket; copying in user space");
+        }
+    }
+    copy_in_user_space(client, client_early, upstream, upstream_early, active).await
+}
+
+/// Joins both sides through user-space buffers ([`CLIENT_BUFFER`] each way), after passing on
+/// what each side sent before the upgrade completed.
+async fn copy_in_user_space<C, U>(
+    client: C,
+    client_early: &[u8],
+    mut upstream: U,
+    upstream_early: &[u8],
+    active: Arc<AtomicBool>,
+) -> io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut client = TrackedClient::new(client, active);
+    client.note_sent(client_early);
+    upstream.write_all(client_early).await?;
+    client.write_all(upstream_early).await?;
+    tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        CLIENT_BUFFER,
+        CLIENT_BUFFER,
+    )
+    .await
+    .map(drop)
+}
+
+/// Writes all of `bytes` to `to`, waiting whenever its send buffer is full.
+async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what the client sends, marks its data frames, and writes it to the upstream until the
+/// client has finished; then shuts down the upstream's receiving side of the join.
+async fn client_to_upstream(
+    client: &TcpStream,
+    client_early: &[u8],
+    upstream: &TcpStream,
+    mut mark: ActivityMark,
+) -> io::Result<()> {
+    mark.note(client_early);
+    write_all(upstream, client_early).await?;
+    let mut buffer = vec![0u8; CLIENT_BUFFER];
+    loop {
+        client.readable().await?;
+        let n = match client.try_read(&mut buffer) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(read) = buffer.get(..n).filter(|read| !read.is_empty()) else {
+            return shut_down_sending(upstream);
+        };
+        mark.note(read);
+        write_all(upstream, read).await?;
+    }
+}
+
+/// Tells the peer of `stream` that nothing more will come (a TCP FIN).
+fn shut_down_sending(stream: &TcpStream) -> io::Result<()> {
+    rustix::net::shutdown(stream, rustix::net::Shutdown::Write).map_err(io::Error::from)
+}
+
+/// The upstream-to-client direction through a pipe, by `splice(2)`.
+#[cfg(target_os = "linux")]
+mod splice {
+    use std::io;
+    use std::os::fd::OwnedFd;
+
+    use rustix::pipe::{pipe_with, PipeFlags, SpliceFlags};
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    use super::{client_to_upstream, shut_down_sending, write_all};
+    use crate::ws_activity::ActivityMark;
+
+    /// The most one splice asks to move from the upstream socket: a pipe's default capacity.
+    const CHUNK: usize = 64 * 1024;
+
+    /// A pipe the upstream's bytes pass through; empty between transfers.
+    pub(super) struct Pipe {
+        read: OwnedFd,
+        write: OwnedFd,
+    }
+
+    impl Pipe {
+        /// A new non-blocking pipe (two file descriptors, closed on drop).
+        pub(super) fn new() -> io::Result<Pipe> {
+            let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+            Ok(Pipe { read, write })
+        }
+    }
+
+    /// Joins the two sockets: client to upstream through user space, upstream to client through
+    /// `pipe`.
+    pub(super) async fn join(
+        client: &TcpStream,
+        client_early: &[u8],
+        upstream: &TcpStream,
+        upstream_early: &[u8],
+        pipe: &Pipe,
+        mark: ActivityMark,
+    ) -> io::Result<()> {
+        tokio::try_join!(
+            client_to_upstream(client, client_early, upstream, mark),
+            upstream_to_client(upstream, upstream_early, client, pipe),
+        )
+        .map(drop)
+    }
+
+    /// Moves what the upstream sends to the client until the upstream has finished; then shuts
+    /// down the client's receiving side of the join.
+    async fn upstream_to_client(
+        upstream: &TcpStream,
+        upstream_early: &[u8],
+        client: &TcpStream,
+        pipe: &Pipe,
+    ) -> io::Result<()> {
+        write_all(client, upstream_early).await?;
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        loop {
+            // The pipe is empty here, so only the socket can be not ready (EAGAIN), which is
+            // what tokio's readiness needs to hear.
+            let filled = upstream
+                .async_io(Interest::READABLE, || {
+                    Ok(rustix::pipe::splice(
+                        upstream,
+                        None,
+                        &pipe.write,
+                        None,
+                        CHUNK,
+                        flags,
+                    )?)
+                })
+                .await?;
+            if filled == 0 {
+                return shut_down_sending(client);
+            }
+            // The pipe holds `left` bytes, so only the client socket can be not ready.
+            let mut left = filled;
+            while left > 0 {
+                left -= client
+                    .async_io(Interest::WRITABLE, || {
+                        Ok(rustix::pipe::splice(
+                            &pipe.read, None, client, None, left, flags,
+                        )?)
+                    })
+                    .await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Two connected loopback sockets: (the end a test holds, the end the join holds).
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (near, far) = tokio::join!(TcpStream::connect(address), listener.accept());
+        (near.unwrap(), far.unwrap().0)
+    }
+
+    /// A masked client frame with `opcode` and `len` payload bytes of `fill`.
+    fn frame(opcode: u8, len: usize, fill: u8) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode, 0x80 | 127];
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f.extend(std::iter::repeat_n(fill, len));
+        f
+    }
+
+    /// Bytes that repeat no shorter pattern, so that a reordered or lost piece shows.
+    fn numbered(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+            .collect()
+    }
+
+    /// Runs the join with early bytes on both sides; checks both directions byte for byte, the
+    /// half-closes, and the activity mark.
+    async fn carries_everything_in_order(spliced: bool) {
+        let (mut browser, client) = socket_pair().await;
+        let (mut app, upstream) = socket_pair().await;
+        let active = Arc::new(AtomicBool::new(false));
+        let pong = frame(0xA, 3, 0x81);
+        let up_rest = [frame(0x2, 3 << 20, 0x82), frame(0xA, 10, 0)].concat();
+        let down = numbered(5 << 20);
+        let joined = {
+            let active = active.clone();
+            let (pong, down) = (pong.clone(), down.clone());
+            tokio::spawn(async move {
+                if spliced {
+                    join_sockets(client, &pong, upstream, &down[..100], active).await
+                } else {
+                    copy_in_user_space(client, &pong, upstream, &down[..100], active).await
+                }
+            })
+        };
+        // Nothing but a pong yet: no activity.
+        let mut first = vec![0; pong.len()];
+        app.read_exact(&mut first).await.unwrap();
+        assert_eq!(first, pong);
+        assert!(!active.load(Ordering::Relaxed));
+
+        let (mut app_read, mut app_write) = app.split();
+        let (mut browser_read, mut browser_write) = browser.split();
+        let app_side = async {
+            app_write.write_all(&down[100..]).await.unwrap();
+            app_write.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            app_read.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let browser_side = async {
+            browser_write.write_all(&up_rest).await.unwrap();
+            browser_write.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            browser_read.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (app_got, browser_got) = tokio::join!(app_side, browser_side);
+        assert!(app_got == up_rest, "client to upstream, spliced: {spliced}");
+        assert!(
+            browser_got == down,
+            "upstream to client, spliced: {spliced}"
+        );
+        assert!(active.load(Ordering::Relaxed));
+        joined.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn splice_join_carries_both_directions_in_order_and_passes_half_closes() {
+        carries_everything_in_order(true).await;
+    }
+
+    #[tokio::test]
+    async fn user_space_join_carries_both_directions_in_order_and_passes_half_closes() {
+        carries_everything_in_order(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_is_passed_on_and_the_join_ends_when_the_upstream_closes() {
+        let (browser, client) = socket_pair().await;
+        let (mut app, upstream) = socket_pair().await;
+        let joined = tokio::spawn(join_sockets(
+            client,
+            &[],
+            upstream,
+            &[],
+            Arc::new(AtomicBool::new(false)),
+        ));
+        drop(browser);
+        // The app hears the end of the client's stream ...
+        let mut rest = Vec::new();
+        app.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert!(!joined.is_finished());
+        // ... and once it closes too, nothing is left to carry.
+        drop(app);
+        joined.await.unwrap().unwrap();
+    }
+}
