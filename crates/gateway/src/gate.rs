@@ -19,6 +19,7 @@ use session_store::{SessionId, SessionRecord, SessionState, StoreError};
 use crate::audit::Event;
 use crate::cookies::cookie;
 use crate::pages::{self, escape_html};
+use crate::proxy::Peer;
 use crate::routing::{host_key, Route, RouteMatch, RouteTable};
 use crate::session_watch::expiry_reason;
 use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
@@ -97,8 +98,15 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
 pub async fn protected(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
+    request: Request,
 ) -> Response {
+    guard(state, &Peer::new(peer), request).await
+}
+
+/// [`protected`] for a connection whose [`Peer`] is known (the public listener makes one per
+/// connection): checks the route and the session, then forwards or answers.
+pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> Response {
+    let peer = client.addr;
     // A tunnel is nothing an app behind the gateway serves (and an HTTP/2 extended CONNECT
     // would be a WebSocket without an `Upgrade` header, past the origin check below).
     if request.method() == Method::CONNECT {
@@ -161,7 +169,7 @@ pub async fn protected(
         }
     }
     if route.public {
-        return crate::proxy::forward(&state, route, None, peer, request).await;
+        return crate::proxy::forward(&state, route, None, client, request).await;
     }
     let (id, session) = match signed_in(&state, request.headers(), peer, &path).await {
         Ok(Some(found)) => found,
@@ -187,7 +195,7 @@ pub async fn protected(
         &state,
         route,
         Some((&id, &session, &identity)),
-        peer,
+        client,
         request,
     )
     .await

@@ -149,18 +149,12 @@ pub fn header_text(value: &str) -> String {
     out
 }
 
-/// Removes client-sent identity headers, then adds those of `identity`. An insert replaces
-/// every value of its name, so only the names `identity` leaves out are removed (each removal
-/// hashes the name: this runs on every request).
-pub fn set_identity_headers(headers: &mut HeaderMap, names: &IdentityHeaders, identity: &Identity) {
-    for name in names.all() {
-        if !identity.headers.iter().any(|(set, _)| set == name) {
-            headers.remove(name);
-        }
-    }
+/// Adds the headers of `identity` to a request that [`strip_client_claims`] has cleared of
+/// every identity header name, so each is appended (no old value to look for or replace).
+pub fn set_identity_headers(headers: &mut HeaderMap, identity: &Identity) {
     headers.reserve(identity.headers.len());
     for (name, value) in &identity.headers {
-        headers.insert(name.clone(), value.clone());
+        headers.append(name.clone(), value.clone());
     }
 }
 
@@ -221,9 +215,10 @@ pub async fn forward(
     state: &SharedState,
     route: &Route,
     signed_in: Option<(&SessionId, &SessionRecord, &Identity)>,
-    peer: SocketAddr,
+    client: &Peer,
     mut request: Request,
 ) -> Response {
+    let peer = client.addr;
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let active = Arc::new(AtomicBool::new(false));
@@ -260,9 +255,9 @@ pub async fn forward(
     }
     filter_for_upstream(headers, &route.forward_cookies);
     if let Some((_, _, identity)) = signed_in {
-        set_identity_headers(headers, &state.config.identity_headers, identity);
+        set_identity_headers(headers, identity);
     }
-    headers.insert(X_FORWARDED_FOR, ip_header_value(peer.ip()));
+    headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     let proto = if state.config.secure_cookies {
         "https"
     } else {
@@ -330,6 +325,25 @@ pub async fn forward(
     match lease {
         Some(lease) => response.map(|body| Body::new(PooledBody::new(body, lease))),
         None => response.map(Body::new),
+    }
+}
+
+/// The client end of a connection, as requests from it are forwarded.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP address as the `X-Forwarded-For` value, written once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            forwarded_for: ip_header_value(addr.ip()),
+        }
     }
 }
 

@@ -7,7 +7,6 @@
 //! until that time has passed (so that a gateway started together with its Redis waits for
 //! it); a bad URL still stops start-up at once.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use crate::audit::AuditLog;
 use crate::client_timeout::{self, Tracked};
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::keys::{self, SpKeys};
+use crate::proxy::Peer;
 use crate::state::{unix_now, AppState, SharedState};
 use crate::{gate, saml};
 
@@ -217,7 +217,7 @@ fn finish_response(method: &axum::http::Method, mut response: Response) -> Respo
 struct Front {
     state: SharedState,
     router: Router,
-    peer: SocketAddr,
+    peer: Peer,
     /// What the connection has done, for [`client_timeout`].
     activity: Arc<client_timeout::Activity>,
 }
@@ -244,18 +244,13 @@ impl Front {
         if for_router(request.uri().path()) {
             request
                 .extensions_mut()
-                .insert(axum::extract::ConnectInfo(front.peer));
+                .insert(axum::extract::ConnectInfo(front.peer.addr));
             let mut router = front.router.clone();
             return tower_service::Service::call(&mut router, request).await;
         }
         let method = request.method().clone();
         let state = front.state.clone();
-        let response = gate::protected(
-            State(state),
-            axum::extract::ConnectInfo(front.peer),
-            request,
-        )
-        .await;
+        let response = gate::guard(state, &front.peer, request).await;
         Ok(finish_response(&method, response))
     }
 }
@@ -300,7 +295,7 @@ async fn serve_public(
         let front = Arc::new(Front {
             state: state.clone(),
             router: router.clone(),
-            peer,
+            peer: Peer::new(peer),
             activity: activity.clone(),
         });
         let service =
@@ -334,19 +329,21 @@ async fn serve_public(
     }
 }
 
-/// Raises the soft limit on open files to the hard limit, as nginx's `worker_rlimit_nofile` and
-/// Go's runtime do. Each open WebSocket holds four descriptors (client, upstream, and the pipe
-/// of [`crate::ws_join`]) and each proxied request two, so the usual soft limit of 1,024 would
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does for every
+/// program. Each open WebSocket holds four descriptors (client, upstream, and the pipe of
+/// [`crate::ws_join`]) and each proxied request two, so the usual soft limit of 1,024 would
 /// stop a gateway at about 250 open Streamlit tabs while the hard limit allows far more.
+/// Nothing changes when the hard limit is unlimited (Linux never has one for open files;
+/// elsewhere the soft limit's own ceiling is unknown here).
 fn raise_open_file_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    // Linux refuses an unlimited soft limit for open files; its default ceiling (nr_open).
-    const NR_OPEN: u64 = 1 << 20;
     let limit = getrlimit(Resource::Nofile);
-    let target = limit.maximum.unwrap_or(NR_OPEN);
-    let Some(current) = limit.current.filter(|&current| current < target) else {
+    let (Some(current), Some(target)) = (limit.current, limit.maximum) else {
         return;
     };
+    if current >= target {
+        return;
+    }
     let raised = Rlimit {
         current: Some(target),
         maximum: limit.maximum,

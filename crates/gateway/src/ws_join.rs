@@ -109,8 +109,10 @@ where
 {
     let mut client = TrackedClient::new(client, active);
     client.note_sent(client_early);
-    upstream.write_all(client_early).await?;
-    client.write_all(upstream_early).await?;
+    tokio::try_join!(
+        upstream.write_all(client_early),
+        client.write_all(upstream_early)
+    )?;
     tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
@@ -119,50 +121,6 @@ where
     )
     .await
     .map(drop)
-}
-
-/// Writes all of `bytes` to `to`, waiting whenever its send buffer is full.
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        to.writable().await?;
-        match to.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads what the client sends, marks its data frames, and writes it to the upstream until the
-/// client has finished; then shuts down the upstream's receiving side of the join.
-async fn client_to_upstream(
-    client: &TcpStream,
-    client_early: &[u8],
-    upstream: &TcpStream,
-    mut mark: ActivityMark,
-) -> io::Result<()> {
-    mark.note(client_early);
-    write_all(upstream, client_early).await?;
-    let mut buffer = vec![0u8; CLIENT_BUFFER];
-    loop {
-        client.readable().await?;
-        let n = match client.try_read(&mut buffer) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        let Some(read) = buffer.get(..n).filter(|read| !read.is_empty()) else {
-            return shut_down_sending(upstream);
-        };
-        mark.note(read);
-        write_all(upstream, read).await?;
-    }
-}
-
-/// Tells the peer of `stream` that nothing more will come (a TCP FIN).
-fn shut_down_sending(stream: &TcpStream) -> io::Result<()> {
-    rustix::net::shutdown(stream, rustix::net::Shutdown::Write).map_err(io::Error::from)
 }
 
 /// The upstream-to-client direction through a pipe, by `splice(2)`.
@@ -175,11 +133,60 @@ mod splice {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    use super::{client_to_upstream, shut_down_sending, write_all};
+    use super::CLIENT_BUFFER;
     use crate::ws_activity::ActivityMark;
 
     /// The most one splice asks to move from the upstream socket: a pipe's default capacity.
     const CHUNK: usize = 64 * 1024;
+
+    /// Writes all of `bytes` to `to`, waiting whenever its send buffer is full.
+    async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            to.writable().await?;
+            match to.try_write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the client sends, marks its data frames, and writes it to the upstream until the
+    /// client has finished; then shuts down the upstream's receiving side of the join.
+    async fn client_to_upstream(
+        client: &TcpStream,
+        client_early: &[u8],
+        upstream: &TcpStream,
+        mut mark: ActivityMark,
+    ) -> io::Result<()> {
+        mark.note(client_early);
+        write_all(upstream, client_early).await?;
+        let mut buffer = vec![0u8; CLIENT_BUFFER];
+        loop {
+            // readable() and try_read() spend none of the task's budget: without this, a client
+            // that keeps sending would hold the worker thread, and starve the other direction of
+            // this same task, until its upstream's socket buffer filled.
+            tokio::task::coop::consume_budget().await;
+            client.readable().await?;
+            let n = match client.try_read(&mut buffer) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(read) = buffer.get(..n).filter(|read| !read.is_empty()) else {
+                return shut_down_sending(upstream);
+            };
+            mark.note(read);
+            write_all(upstream, read).await?;
+        }
+    }
+
+    /// Tells the peer of `stream` that nothing more will come (a TCP FIN).
+    fn shut_down_sending(stream: &TcpStream) -> io::Result<()> {
+        rustix::net::shutdown(stream, rustix::net::Shutdown::Write).map_err(io::Error::from)
+    }
 
     /// A pipe the upstream's bytes pass through; empty between transfers.
     pub(super) struct Pipe {
@@ -189,8 +196,17 @@ mod splice {
 
     impl Pipe {
         /// A new non-blocking pipe (two file descriptors, closed on drop).
+        /// Refused when it would hold less than [`CHUNK`]: once a user's pipes pass
+        /// `fs.pipe-user-pages-soft`, Linux gives new ones a page or two, and splicing a page
+        /// at a time costs more than the user-space copy.
         pub(super) fn new() -> io::Result<Pipe> {
             let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+            let size = rustix::pipe::fcntl_getpipe_size(&write)?;
+            if size < CHUNK {
+                return Err(io::Error::other(format!(
+                    "a new pipe holds {size} bytes (fs.pipe-user-pages-soft reached)"
+                )));
+            }
             Ok(Pipe { read, write })
         }
     }
@@ -224,7 +240,9 @@ mod splice {
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
         loop {
             // The pipe is empty here, so only the socket can be not ready (EAGAIN), which is
-            // what tokio's readiness needs to hear.
+            // what tokio's readiness needs to hear. (Urgent data at the head of the upstream's
+            // queue would also read as EAGAIN and stall this direction; upstreams are the
+            // operator's own apps, which send none.)
             let filled = upstream
                 .async_io(Interest::READABLE, || {
                     Ok(rustix::pipe::splice(
@@ -240,16 +258,22 @@ mod splice {
             if filled == 0 {
                 return shut_down_sending(client);
             }
-            // The pipe holds `left` bytes, so only the client socket can be not ready.
+            // The pipe holds `left` bytes, so only the client socket can be not ready. A client
+            // gone away makes this splice raise SIGPIPE, which Rust's runtime ignores before
+            // `main`: it fails with EPIPE instead.
             let mut left = filled;
             while left > 0 {
-                left -= client
+                let moved = client
                     .async_io(Interest::WRITABLE, || {
                         Ok(rustix::pipe::splice(
                             &pipe.read, None, client, None, left, flags,
                         )?)
                     })
                     .await?;
+                if moved == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                left -= moved;
             }
         }
     }
@@ -286,26 +310,40 @@ mod tests {
             .collect()
     }
 
-    /// Runs the join with early bytes on both sides; checks both directions byte for byte, the
-    /// half-closes, and the activity mark.
+    /// Starts a join, by splice or in user space, of `client` and `upstream` with early bytes.
+    fn start(
+        spliced: bool,
+        (client, client_early): (TcpStream, Vec<u8>),
+        (upstream, upstream_early): (TcpStream, Vec<u8>),
+        active: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<io::Result<()>> {
+        tokio::spawn(async move {
+            if spliced {
+                join_sockets(client, &client_early, upstream, &upstream_early, active).await
+            } else {
+                copy_in_user_space(client, &client_early, upstream, &upstream_early, active).await
+            }
+        })
+    }
+
+    /// Runs the join with early bytes on both sides, the client's the first bytes of a pong
+    /// header; checks both directions byte for byte, the half-closes, and the activity mark.
     async fn carries_everything_in_order(spliced: bool) {
         let (mut browser, client) = socket_pair().await;
         let (mut app, upstream) = socket_pair().await;
         let active = Arc::new(AtomicBool::new(false));
-        let pong = frame(0xA, 3, 0x81);
+        // A pong whose payload would read as text frame headers if the parser lost its place
+        // (had it missed the early bytes, say).
+        let pong = frame(0xA, 300, 0x81);
         let up_rest = [frame(0x2, 3 << 20, 0x82), frame(0xA, 10, 0)].concat();
         let down = numbered(5 << 20);
-        let joined = {
-            let active = active.clone();
-            let (pong, down) = (pong.clone(), down.clone());
-            tokio::spawn(async move {
-                if spliced {
-                    join_sockets(client, &pong, upstream, &down[..100], active).await
-                } else {
-                    copy_in_user_space(client, &pong, upstream, &down[..100], active).await
-                }
-            })
-        };
+        let joined = start(
+            spliced,
+            (client, pong[..3].to_vec()),
+            (upstream, down[..100].to_vec()),
+            active.clone(),
+        );
+        browser.write_all(&pong[3..]).await.unwrap();
         // Nothing but a pong yet: no activity.
         let mut first = vec![0; pong.len()];
         app.read_exact(&mut first).await.unwrap();
@@ -346,6 +384,26 @@ mod tests {
     #[tokio::test]
     async fn user_space_join_carries_both_directions_in_order_and_passes_half_closes() {
         carries_everything_in_order(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_data_frame_among_the_early_bytes_is_activity() {
+        for spliced in [true, false] {
+            let (_browser, client) = socket_pair().await;
+            let (mut app, upstream) = socket_pair().await;
+            let active = Arc::new(AtomicBool::new(false));
+            let text = frame(0x1, 5, b'a');
+            let _joined = start(
+                spliced,
+                (client, text.clone()),
+                (upstream, Vec::new()),
+                active.clone(),
+            );
+            let mut got = vec![0; text.len()];
+            app.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, text);
+            assert!(active.load(Ordering::Relaxed), "spliced: {spliced}");
+        }
     }
 
     #[tokio::test]
