@@ -236,12 +236,24 @@ def pipes_of(pid):
 def test_websocket_bytes_pass_through_whole_and_in_order(gateway, upstream):
     """The join of an upgraded connection: bytes each side sent in the same write as its
     upgrade head come first, 16 MiB each way arrive unchanged, the client's end of sending
-    reaches the upstream, and the upstream's close reaches the client. The upstream's bytes go
-    through a pipe (splice), which the gateway holds while the socket is open and closes after."""
+    reaches the upstream, and the upstream's close reaches the client. Small messages are
+    copied; large ones from the upstream go through a pipe (splice), which the gateway makes
+    only then and closes with the socket."""
     before = pipes_of(gateway.proc.pid)
     client_hello = b"client-first-bytes"
     data = os.urandom(16 << 20)
+    first, rest = data[:4 << 20], data[4 << 20:]
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=20)
+
+    def receive(count, got=b""):
+        chunks, have = [got], len(got)
+        while have < count:
+            chunk = sock.recv(min(1 << 20, count - have))
+            assert chunk, f"closed after {have} of {count} bytes"
+            chunks.append(chunk)
+            have += len(chunk)
+        return b"".join(chunks)
+
     try:
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -251,21 +263,27 @@ def test_websocket_bytes_pass_through_whole_and_in_order(gateway, upstream):
             got += sock.recv(4096)
         head, got = got.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 101"), head
-        while len(got) < len(UPSTREAM_HELLO + client_hello):
-            got += sock.recv(4096)
-        assert pipes_of(gateway.proc.pid) == before + 2
+        hello = UPSTREAM_HELLO + client_hello
+        assert receive(len(hello), got) == hello
+        assert pipes_of(gateway.proc.pid) == before, "a pipe for small messages"
 
-        def send():
-            sock.sendall(data)
+        sender = threading.Thread(target=lambda: sock.sendall(first))
+        sender.start()
+        assert receive(len(first)) == first
+        sender.join(20)
+        assert pipes_of(gateway.proc.pid) == before + 2, "no pipe for 4 MiB"
+
+        def send_rest():
+            sock.sendall(rest)
             sock.shutdown(socket.SHUT_WR)
 
-        sender = threading.Thread(target=send)
+        sender = threading.Thread(target=send_rest)
         sender.start()
-        chunks = [got]
+        chunks = []
         while chunk := sock.recv(1 << 20):
             chunks.append(chunk)
         sender.join(20)
-        assert b"".join(chunks) == UPSTREAM_HELLO + client_hello + data
+        assert b"".join(chunks) == rest
     finally:
         sock.close()
     deadline = time.monotonic() + 5

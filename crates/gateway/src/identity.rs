@@ -289,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn client_identity_headers_are_replaced() {
+    fn client_identity_headers_are_stripped_and_the_sessions_set() {
         let names = names();
         let sources = IdentitySources {
             names: &names,

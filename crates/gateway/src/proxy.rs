@@ -151,7 +151,7 @@ pub fn header_text(value: &str) -> String {
 
 /// Adds the headers of `identity` to a request that [`strip_client_claims`] has cleared of
 /// every identity header name, so each is appended (no old value to look for or replace).
-pub fn set_identity_headers(headers: &mut HeaderMap, identity: &Identity) {
+pub(crate) fn set_identity_headers(headers: &mut HeaderMap, identity: &Identity) {
     headers.reserve(identity.headers.len());
     for (name, value) in &identity.headers {
         headers.append(name.clone(), value.clone());

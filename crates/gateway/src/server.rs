@@ -211,8 +211,8 @@ fn finish_response(method: &axum::http::Method, mut response: Response) -> Respo
 
 /// What serves the requests of one client connection: a request under `/saml/` or
 /// `/.well-known/` goes through the [`router`]; every other request (the proxied traffic,
-/// nearly all of it) goes straight to [`gate::protected`], as the router's fallback would send
-/// it, without the router's matching and boxing on the way ([`finish_response`] does what
+/// nearly all of it) goes straight to [`gate::guard`], as the router's fallback
+/// ([`gate::protected`]) would send it, without the router's matching and boxing on the way ([`finish_response`] does what
 /// axum does after).
 struct Front {
     state: SharedState,
@@ -330,9 +330,10 @@ async fn serve_public(
 }
 
 /// Raises the soft limit on open files to the hard limit, as Go's runtime does for every
-/// program. Each open WebSocket holds four descriptors (client, upstream, and the pipe of
-/// [`crate::ws_join`]) and each proxied request two, so the usual soft limit of 1,024 would
-/// stop a gateway at about 250 open Streamlit tabs while the hard limit allows far more.
+/// program. Each open WebSocket holds up to four descriptors (client, upstream, and the pipe
+/// [`crate::ws_join`] makes for large messages) and each proxied request two, so the usual soft
+/// limit of 1,024 could stop a gateway at about 250 open Streamlit tabs while the hard limit
+/// allows far more.
 /// Nothing changes when the hard limit is unlimited (Linux never has one for open files;
 /// elsewhere the soft limit's own ceiling is unknown here).
 fn raise_open_file_limit() {
@@ -353,7 +354,7 @@ fn raise_open_file_limit() {
         Err(e) => tracing::warn!(
             error = %e,
             limit = current,
-            "cannot raise the open-file limit; each WebSocket holds four descriptors"
+            "cannot raise the open-file limit; each WebSocket holds up to four descriptors"
         ),
     }
 }

@@ -6,8 +6,10 @@
 //! into a smaller buffer while it comes in small pieces; when a read fills that buffer (a large
 //! message, or a backlog), the bytes go by `splice(2)` instead: from the upstream socket into a
 //! pipe and from the pipe to the client socket, inside the kernel, never through the gateway's
-//! memory, for as long as each splice moves enough to be worth its two system calls. Large
-//! messages cost the gateway about 6 % less CPU that way (docs/performance.md).
+//! memory, for as long as each splice moves enough to be worth its two system calls. The
+//! pipe is made when the first large message comes. Measured, this holds 48 KiB of buffers
+//! per socket instead of 64; its CPU saving for large messages was within the benchmark
+//! machine's noise (docs/performance.md).
 //!
 //! When one side has finished sending, the other side's sending half is shut down, as
 //! `copy_bidirectional` does; the join ends when both directions have finished, or when either
@@ -77,22 +79,11 @@ pub async fn join_sockets(
     active: Arc<AtomicBool>,
 ) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    match splice::Pipe::new() {
-        Ok(pipe) => {
-            return splice::join(
-                &client,
-                client_early,
-                &upstream,
-                upstream_early,
-                &pipe,
-                ActivityMark::new(active),
-            )
-            .await
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "no pipe for a websocket; copying in user space");
-        }
+    {
+        let mark = ActivityMark::new(active);
+        splice::join(&client, client_early, &upstream, upstream_early, mark).await
     }
+    #[cfg(not(target_os = "linux"))]
     copy_in_user_space(client, client_early, upstream, upstream_early, active).await
 }
 
@@ -148,8 +139,12 @@ mod splice {
     /// slots and each takes one received segment, so small messages make small splices.
     const WORTH_SPLICING: usize = 16 * 1024;
 
-    /// Reads through the buffer after a small splice before splicing is tried again.
+    /// Reads through the buffer after a small splice before a full read may lead to splicing
+    /// again.
     const COPIES_AFTER_SMALL_SPLICE: u32 = 16;
+
+    /// How many slots a pipe needs to be worth splicing through: a pipe's default.
+    const PIPE_SLOTS: usize = 16;
 
     /// How the upstream's next bytes go to the client: read into a buffer and written, or
     /// spliced. Copying comes first; a read that fills the buffer means a large message or a
@@ -161,6 +156,8 @@ mod splice {
         Copy { before_splice: u32 },
         /// Through the pipe.
         Splice,
+        /// Through the buffer for good: no pipe could be made.
+        CopyOnly,
     }
 
     impl Way {
@@ -175,6 +172,7 @@ mod splice {
                     before_splice: COPIES_AFTER_SMALL_SPLICE,
                 },
                 Way::Splice => Way::Splice,
+                Way::CopyOnly => Way::CopyOnly,
             }
         }
     }
@@ -236,43 +234,57 @@ mod splice {
     }
 
     /// A pipe the upstream's bytes pass through; empty between transfers.
-    pub(super) struct Pipe {
+    struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
     }
 
     impl Pipe {
-        /// A new non-blocking pipe (two file descriptors, closed on drop).
-        /// Refused when it would hold less than [`CHUNK`]: once a user's pipes pass
-        /// `fs.pipe-user-pages-soft`, Linux gives new ones a page or two, and splicing a page
+        /// A new non-blocking pipe (two file descriptors, closed on drop), made only when a
+        /// socket first has a large message to splice (most Streamlit sockets never do).
+        /// Refused with fewer than [`PIPE_SLOTS`] slots: once a user's pipes pass
+        /// `fs.pipe-user-pages-soft`, Linux gives new ones one or two, and splicing a segment
         /// at a time costs more than the user-space copy.
-        pub(super) fn new() -> io::Result<Pipe> {
+        fn new() -> io::Result<Pipe> {
             let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-            let size = rustix::pipe::fcntl_getpipe_size(&write)?;
-            if size < CHUNK {
+            let slots = rustix::pipe::fcntl_getpipe_size(&write)? / rustix::param::page_size();
+            if slots < PIPE_SLOTS {
                 return Err(io::Error::other(format!(
-                    "a new pipe holds {size} bytes (fs.pipe-user-pages-soft reached)"
+                    "a new pipe has {slots} slots (fs.pipe-user-pages-soft reached)"
                 )));
             }
             Ok(Pipe { read, write })
         }
     }
 
-    /// Joins the two sockets: client to upstream through user space, upstream to client through
-    /// `pipe`.
+    /// The bytes the upstream sent, by the way they went to the client.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct Carried {
+        /// Read into the buffer and written.
+        copied: u64,
+        /// Spliced through the pipe.
+        spliced: u64,
+    }
+
+    /// Joins the two sockets: client to upstream through user space, upstream to client
+    /// through user space or a pipe ([`Way`]).
     pub(super) async fn join(
         client: &TcpStream,
         client_early: &[u8],
         upstream: &TcpStream,
         upstream_early: &[u8],
-        pipe: &Pipe,
         mark: ActivityMark,
     ) -> io::Result<()> {
-        tokio::try_join!(
+        let ((), carried) = tokio::try_join!(
             client_to_upstream(client, client_early, upstream, mark),
-            upstream_to_client(upstream, upstream_early, client, pipe),
-        )
-        .map(drop)
+            upstream_to_client(upstream, upstream_early, client),
+        )?;
+        tracing::debug!(
+            copied = carried.copied,
+            spliced = carried.spliced,
+            "websocket: bytes from the upstream"
+        );
+        Ok(())
     }
 
     /// Moves what the upstream sends to the client until the upstream has finished; then shuts
@@ -281,23 +293,38 @@ mod splice {
         upstream: &TcpStream,
         upstream_early: &[u8],
         client: &TcpStream,
-        pipe: &Pipe,
-    ) -> io::Result<()> {
+    ) -> io::Result<Carried> {
         write_all(client, upstream_early).await?;
+        let mut carried = Carried::default();
         let mut way = Way::Copy { before_splice: 0 };
+        let mut pipe = None;
         let mut buffer = vec![0u8; UPSTREAM_BUFFER];
         loop {
-            let moved = match way {
-                Way::Copy { .. } => {
-                    let n = read_some(upstream, &mut buffer).await?;
-                    let read = buffer.get(..n).unwrap_or_default();
-                    write_all(client, read).await?;
+            if way == Way::Splice && pipe.is_none() {
+                match Pipe::new() {
+                    Ok(made) => pipe = Some(made),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no pipe for a websocket; copying in user space");
+                        way = Way::CopyOnly;
+                    }
+                }
+            }
+            let moved = match (way, &pipe) {
+                (Way::Splice, Some(pipe)) => {
+                    let n = splice_once(upstream, client, pipe).await?;
+                    carried.spliced += n as u64;
                     n
                 }
-                Way::Splice => splice_once(upstream, client, pipe).await?,
+                _ => {
+                    let n = read_some(upstream, &mut buffer).await?;
+                    write_all(client, buffer.get(..n).unwrap_or_default()).await?;
+                    carried.copied += n as u64;
+                    n
+                }
             };
             if moved == 0 {
-                return shut_down_sending(client);
+                shut_down_sending(client)?;
+                return Ok(carried);
             }
             way = way.next(moved);
         }
@@ -372,6 +399,56 @@ mod splice {
                 assert!(matches!(way, Way::Copy { .. }));
             }
             assert_eq!(way.next(UPSTREAM_BUFFER), Way::Splice);
+            assert_eq!(Way::CopyOnly.next(UPSTREAM_BUFFER), Way::CopyOnly);
+        }
+
+        /// Two connected loopback sockets: (the end a test holds, the end the join holds).
+        async fn socket_pair() -> (TcpStream, TcpStream) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let (near, far) = tokio::join!(TcpStream::connect(address), listener.accept());
+            (near.unwrap(), far.unwrap().0)
+        }
+
+        /// Sends 20 messages of 100 bytes from `app`, each read by `browser` before the next.
+        async fn small_messages(app: &mut TcpStream, browser: &mut TcpStream) {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            for i in 0..20u8 {
+                app.write_all(&[i; 100]).await.unwrap();
+                let mut got = [0u8; 100];
+                browser.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, [i; 100]);
+            }
+        }
+
+        #[tokio::test]
+        async fn small_messages_are_copied_a_large_one_spliced_and_small_ones_copied_again() {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut browser, client) = socket_pair().await;
+            let (mut app, upstream) = socket_pair().await;
+            let run =
+                tokio::spawn(async move { upstream_to_client(&upstream, &[], &client).await });
+            small_messages(&mut app, &mut browser).await;
+            let large: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+            let mut got = vec![0u8; large.len()];
+            let (sent, read) = tokio::join!(app.write_all(&large), browser.read_exact(&mut got));
+            sent.unwrap();
+            read.unwrap();
+            assert!(got == large);
+            small_messages(&mut app, &mut browser).await;
+            app.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            browser.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+            let carried = run.await.unwrap().unwrap();
+            assert_eq!(carried.copied + carried.spliced, 4_000 + (4 << 20));
+            assert!(carried.spliced >= 3 << 20, "{carried:?}");
+            // The first messages, the large one's first full read, and at least 19 of the
+            // last messages (the first may end a splice) went through the buffer.
+            assert!(
+                carried.copied >= 2_000 + UPSTREAM_BUFFER as u64 + 1_900,
+                "{carried:?}"
+            );
         }
     }
 }
