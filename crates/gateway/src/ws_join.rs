@@ -377,6 +377,7 @@ mod splice {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::ws_join::tests::socket_pair;
 
         #[test]
         fn a_full_read_leads_to_splicing_and_a_small_splice_back_to_copying() {
@@ -400,14 +401,6 @@ mod splice {
             }
             assert_eq!(way.next(UPSTREAM_BUFFER), Way::Splice);
             assert_eq!(Way::CopyOnly.next(UPSTREAM_BUFFER), Way::CopyOnly);
-        }
-
-        /// Two connected loopback sockets: (the end a test holds, the end the join holds).
-        async fn socket_pair() -> (TcpStream, TcpStream) {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let (near, far) = tokio::join!(TcpStream::connect(address), listener.accept());
-            (near.unwrap(), far.unwrap().0)
         }
 
         /// Sends 20 messages of 100 bytes from `app`, each read by `browser` before the next.
@@ -461,7 +454,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// Two connected loopback sockets: (the end a test holds, the end the join holds).
-    async fn socket_pair() -> (TcpStream, TcpStream) {
+    pub(super) async fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (near, far) = tokio::join!(TcpStream::connect(address), listener.accept());
