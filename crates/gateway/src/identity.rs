@@ -307,8 +307,7 @@ mod tests {
         h.append("x-auth-user", HeaderValue::from_static("mallory"));
         h.append("x-auth-user", HeaderValue::from_static("mallory2"));
         h.append("x-auth-email", HeaderValue::from_static("m@evil"));
-        crate::proxy::strip_client_claims(&mut h, &names, None);
-        crate::proxy::set_identity_headers(&mut h, &identity);
+        crate::proxy::replace_claims(&mut h, &names, None, Some(&identity));
         assert_eq!(
             h.get_all("x-auth-user").iter().collect::<Vec<_>>(),
             ["alice"]

@@ -113,9 +113,27 @@ fn is_claim_header(
         || identity.all().chain(token).any(|n| same_folded(name, n))
 }
 
-/// Removes every client-sent header that [`is_claim_header`] names (`token`: the identity
-/// token header, when tokens are on).
-pub fn strip_client_claims(
+/// Removes every client-sent header that [`is_claim_header`] names, then adds the headers of
+/// `identity` (none on a public route). One function, so that no caller can add identity to a
+/// request that still carries the client's claims; each is appended, since no value of its
+/// name is left to look for or replace. `token`: the identity token header, when tokens are on.
+pub fn replace_claims(
+    headers: &mut HeaderMap,
+    names: &IdentityHeaders,
+    token: Option<&HeaderName>,
+    identity: Option<&Identity>,
+) {
+    strip_client_claims(headers, names, token);
+    if let Some(identity) = identity {
+        headers.reserve(identity.headers.len());
+        for (name, value) in &identity.headers {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Removes every client-sent header that [`is_claim_header`] names.
+fn strip_client_claims(
     headers: &mut HeaderMap,
     identity: &IdentityHeaders,
     token: Option<&HeaderName>,
@@ -147,15 +165,6 @@ pub fn header_text(value: &str) -> String {
         }
     }
     out
-}
-
-/// Adds the headers of `identity` to a request that [`strip_client_claims`] has cleared of
-/// every identity header name, so each is appended (no old value to look for or replace).
-pub(crate) fn set_identity_headers(headers: &mut HeaderMap, identity: &Identity) {
-    headers.reserve(identity.headers.len());
-    for (name, value) in &identity.headers {
-        headers.append(name.clone(), value.clone());
-    }
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -247,16 +256,19 @@ pub async fn forward(
 
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
-    let token_header = state.config.identity_token.as_ref().map(|t| &t.header);
-    strip_client_claims(headers, &state.config.identity_headers, token_header);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     filter_for_upstream(headers, &route.forward_cookies);
-    if let Some((_, _, identity)) = signed_in {
-        set_identity_headers(headers, identity);
-    }
+    let token_header = state.config.identity_token.as_ref().map(|t| &t.header);
+    let identity = signed_in.map(|(_, _, identity)| identity);
+    replace_claims(
+        headers,
+        &state.config.identity_headers,
+        token_header,
+        identity,
+    );
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     let proto = if state.config.secure_cookies {
         "https"

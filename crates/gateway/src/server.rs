@@ -212,8 +212,8 @@ fn finish_response(method: &axum::http::Method, mut response: Response) -> Respo
 /// What serves the requests of one client connection: a request under `/saml/` or
 /// `/.well-known/` goes through the [`router`]; every other request (the proxied traffic,
 /// nearly all of it) goes straight to [`gate::guard`], as the router's fallback
-/// ([`gate::protected`]) would send it, without the router's matching and boxing on the way ([`finish_response`] does what
-/// axum does after).
+/// ([`gate::protected`]) would send it, without the router's matching and boxing on the way
+/// ([`finish_response`] does what axum does after).
 struct Front {
     state: SharedState,
     router: Router,
