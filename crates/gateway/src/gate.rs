@@ -158,16 +158,21 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
     // The upstream gets an origin-form target with the path as routed; a request's own target
     // that is already that (nearly every one) is kept as it is.
     let uri = request.uri();
-    if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != forwarded {
+    let path = if uri.scheme().is_some() || uri.authority().is_some() || uri.path() != forwarded {
         let target = match uri.query() {
             Some(q) => format!("{forwarded}?{q}"),
-            None => forwarded,
+            None => forwarded.into_owned(),
         };
+        // The path no longer borrows the target it is about to replace.
+        let path = Cow::Owned(path.into_owned());
         match target.parse::<Uri>() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => return not_found("No application here."),
         }
-    }
+        path
+    } else {
+        path
+    };
     if route.public {
         return crate::proxy::forward(&state, route, None, client, request).await;
     }

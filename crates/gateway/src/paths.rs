@@ -15,6 +15,8 @@
 //!
 //! The query string is not touched.
 
+use std::borrow::Cow;
+
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -103,12 +105,13 @@ fn is_normal(path: &str) -> bool {
     true
 }
 
-/// Normalizes a request path (without its query) as the module docs describe.
-pub fn normalize(path: &str) -> Result<String, PathError> {
+/// Normalizes a request path (without its query) as the module docs describe; a path already
+/// in normal form (nearly every one) comes back as it is, without a copy.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if is_normal(path) {
-        return Ok(path.to_string());
+        return Ok(Cow::Borrowed(path));
     }
-    normalize_steps(path)
+    normalize_steps(path).map(Cow::Owned)
 }
 
 /// The steps of [`normalize`], for a path not known to be in normal form.
@@ -182,7 +185,7 @@ mod tests {
     }
 
     fn n(p: &str) -> String {
-        normalize(p).unwrap_or_else(|e| format!("error: {e}"))
+        normalize(p).map_or_else(|e| format!("error: {e}"), Cow::into_owned)
     }
 
     #[test]

@@ -229,11 +229,16 @@ pub async fn forward(
 ) -> Response {
     let peer = client.addr;
     let upgrade = is_upgrade(request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let active = Arc::new(AtomicBool::new(false));
+    // The client's side of an upgrade, and the flag its join raises on activity.
+    let client_upgrade = upgrade.then(|| {
+        (
+            hyper::upgrade::on(&mut request),
+            Arc::new(AtomicBool::new(false)),
+        )
+    });
     // A socket of a session is closed when the session ends; a public route's has no session.
-    let watch = match (upgrade, signed_in) {
-        (true, Some((id, session, identity))) => {
+    let watch = match (&client_upgrade, signed_in) {
+        (Some((_, active)), Some((id, session, identity))) => {
             let audit = audit_record(peer, request.headers(), request.uri().path());
             let route = WatchedRoute {
                 name: route.name.clone(),
@@ -292,7 +297,7 @@ pub async fn forward(
     };
     strip_gateway_set_cookies(response.headers_mut());
 
-    if let Some(client_upgrade) = client_upgrade {
+    if let Some((client_upgrade, active)) = client_upgrade {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {

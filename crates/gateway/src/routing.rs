@@ -39,9 +39,10 @@ pub struct Route {
 
 /// The result of looking a request up.
 #[derive(Debug)]
-pub enum RouteMatch<'t> {
-    /// This route, and the path to send upstream.
-    Found(&'t Route, String),
+pub enum RouteMatch<'t, 'p> {
+    /// This route, and the path to send upstream (the request's own when it is spelled as
+    /// the route's prefix, nearly always).
+    Found(&'t Route, Cow<'p, str>),
     /// Only a different spelling of the path's case would match (with case-sensitive paths).
     CaseMismatch,
     /// No route.
@@ -132,7 +133,7 @@ impl RouteTable {
     }
 
     /// The route for a request to `host` (see [`host_key`]) and a normalized `path`.
-    pub fn find(&self, host: Option<&str>, path: &str) -> RouteMatch<'_> {
+    pub fn find<'p>(&self, host: Option<&str>, path: &'p str) -> RouteMatch<'_, 'p> {
         let Some(route) = self.find_with(host, path, !self.case_sensitive) else {
             return RouteMatch::NoRoute;
         };
@@ -146,10 +147,10 @@ impl RouteTable {
             return RouteMatch::CaseMismatch;
         }
         // The prefix as configured, so that the upstream sees one spelling.
-        let forwarded = if route.path == "/" {
-            path.to_string()
+        let forwarded = if route.path == "/" || path.starts_with(route.path.as_str()) {
+            Cow::Borrowed(path)
         } else {
-            format!("{}{}", route.path, &path[route.path.len()..])
+            Cow::Owned(format!("{}{}", route.path, &path[route.path.len()..]))
         };
         RouteMatch::Found(route, forwarded)
     }
@@ -176,7 +177,7 @@ mod tests {
 
     fn found(t: &RouteTable, host: Option<&str>, path: &str) -> Option<(String, String)> {
         match t.find(host, path) {
-            RouteMatch::Found(r, p) => Some((r.name.clone(), p)),
+            RouteMatch::Found(r, p) => Some((r.name.clone(), p.into_owned())),
             _ => None,
         }
     }
