@@ -465,6 +465,8 @@ class Gateway(Service):
     `prlimit ...`), which must exec it so that `proc` is the gateway."""
 
     name = "gateway"
+    # Seconds to wait for the metadata endpoint (longer under valgrind).
+    start_timeout = 30.0
 
     def __init__(self, binary, config_text, work, env=None, launcher=()):
         m = re.search(r"^listen:\s*[\w.\[\]:]*:(\d+)\s*$", config_text, re.M)
@@ -486,7 +488,8 @@ class Gateway(Service):
         self._spawn([*self.launcher, self.binary, "serve", "--config", self.config_path],
                     env={"RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1",
                          **self.env})
-        self._wait_until(lambda: http_get(self.metadata_url)[0] == 200, "200 from /saml/metadata")
+        self._wait_until(lambda: http_get(self.metadata_url)[0] == 200, "200 from /saml/metadata",
+                         self.start_timeout)
         return self
 
 

@@ -14,7 +14,13 @@ counters are zeroed after a warm-up of 200 requests and dumped after REQUESTS mo
 2000); the profile goes to BENCH_OUT/callgrind (default target/bench-instructions). Kernel
 time (the socket system calls) is not counted. BENCH_NGINX=0 skips the nginx baseline;
 BENCH_STORE=redis counts the gateway with the Redis store (its own redis-server) instead of
-the memory store.
+the memory store. BENCH_CACHE_SIM=1 also simulates the caches (callgrind's --cache-sim=yes, the
+host's cache sizes) and prints the first-level instruction and data cache misses per request:
+a hot path whose code does not fit the 32 KiB instruction cache runs at fewer instructions per
+cycle, which the instruction count alone does not show. BENCH_FLOOR=1 also counts
+crates/gateway/examples/hyper_floor.rs with the gateway's six added headers (benches/proxy/
+floor.py explains it; build it first with `cargo build --release -p gateway --example
+hyper_floor`), after the gateway.
 """
 
 import glob
@@ -30,11 +36,14 @@ ROOT = HERE.parent.parent
 os.environ.setdefault("BENCH_OUT", str(ROOT / "target" / "bench-instructions"))
 OUT = Path(os.environ["BENCH_OUT"])
 PROFILES = OUT / "callgrind"
+CACHE_SIM = os.environ.get("BENCH_CACHE_SIM", "0") == "1"
+VALGRIND = ["valgrind", "--tool=callgrind", *(["--cache-sim=yes"] if CACHE_SIM else [])]
 
 
 def count(pid, port, cookie, requests):
     """Zeroes the callgrind counters of `pid`, sends 200 + `requests` GETs, dumps; returns the
-    instructions per request and the dump's path."""
+    instructions per request (with BENCH_CACHE_SIM, a dict of every event per request), the
+    dump's path and callgrind_annotate's report."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def get():
@@ -54,9 +63,37 @@ def count(pid, port, cookie, requests):
     [dump] = glob.glob(str(PROFILES / f"callgrind.{pid}.out.1"))
     report = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
                             capture_output=True, text=True, check=True).stdout
-    total = next(int(line.split()[0].replace(",", "")) for line in report.splitlines()
-                 if "PROGRAM TOTALS" in line)
-    return total / requests, dump, report
+    events = next(line for line in report.splitlines() if line.startswith("Events shown:"))
+    names = events.split(":", 1)[1].split()
+    totals = next(line for line in report.splitlines() if "PROGRAM TOTALS" in line)
+    values = [int(v.replace(",", "")) for v in totals.split() if v.replace(",", "").isdigit()]
+    per_request = {name: value / requests for name, value in zip(names, values)}
+    return (per_request if CACHE_SIM else per_request["Ir"]), dump, report
+
+
+def shown(count):
+    """A count as printed: instructions, and with BENCH_CACHE_SIM the cache misses."""
+    if not CACHE_SIM:
+        return f"{count:,.0f} instructions"
+    return (f"{count['Ir']:,.0f} instructions, {count['I1mr']:,.0f} first-level instruction "
+            f"cache misses, {count['D1mr'] + count['D1mw']:,.0f} data cache misses")
+
+
+def count_floor(upstream_port, cookie, requests):
+    """hyper_floor (with `--headers`) under the same valgrind, counted as the gateway is."""
+    import bench  # noqa: E402  (imported by main() with the environment it needs)
+    binary = ROOT / "target" / "release" / "examples" / "hyper_floor"
+    port = bench.testbed.free_port()
+    proc = subprocess.Popen([*VALGRIND, f"--callgrind-out-file={PROFILES}/callgrind.%p.out",
+                             binary, "--port", str(port), "--upstream-port", str(upstream_port),
+                             "--cookie", cookie, "--headers"], stdout=subprocess.PIPE, text=True)
+    try:
+        if not proc.stdout.readline().startswith("listening"):
+            raise RuntimeError(f"{binary} did not start")
+        return count(proc.pid, port, cookie, requests)[0]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main():
@@ -68,7 +105,7 @@ def main():
     PROFILES.mkdir(parents=True)
     # The gateway started by bench.py, under callgrind: a wrapper in its place.
     wrapper = PROFILES / "saml-gateway"
-    wrapper.write_text("#!/bin/sh\nexec valgrind --tool=callgrind "
+    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(VALGRIND)} "
                        f"--callgrind-out-file={PROFILES}/callgrind.%p.out {binary} \"$@\"\n")
     wrapper.chmod(0o755)
     os.environ["GATEWAY_BIN"] = str(wrapper)
@@ -77,6 +114,8 @@ def main():
     import bench  # noqa: E402  (reads the environment set above)
 
     bench.OUT.mkdir(parents=True, exist_ok=True)
+    # Under valgrind, the gateway's start (a key generated) takes several times as long.
+    bench.PinnedGateway.start_timeout = 180.0
     upstream = bench.upstream_nginx(bench.OUT / "upstream").start()
     echo = bench.EchoServer(bench.OUT / "ws-echo").start()
     services = [upstream, echo]
@@ -86,7 +125,7 @@ def main():
             # bench.py's nginx proxy, as one process under callgrind.
             nginx = bench.proxy_nginx(bench.OUT / "nginx-callgrind", upstream.port)
             nginx.master_process = False
-            nginx.command_prefix = ["valgrind", "--tool=callgrind",
+            nginx.command_prefix = [*VALGRIND,
                                     f"--callgrind-out-file={PROFILES}/callgrind.%p.out"]
             services.append(nginx.start(timeout=60.0))
             # A cookie of the session cookie's length, as in bench.py.
@@ -102,15 +141,22 @@ def main():
                                                  upstream.port, echo.port, redis_url=redis_url)
         services.append(gateway)
         per_request, dump, report = count(gateway.proc.pid, gateway.port, cookie, requests)
+        floor_count = None
+        if os.environ.get("BENCH_FLOOR", "0") == "1":
+            floor_count = count_floor(upstream.port, cookie, requests)
     finally:
         for service in reversed(services):
             service.stop()
     (OUT / "callgrind-report.txt").write_text(report)
-    print(f"{per_request:,.0f} instructions per request ({requests} requests); "
+    print(f"{shown(per_request)} per request ({requests} requests); "
           f"profile: {dump}; report: {OUT / 'callgrind-report.txt'}")
     if nginx_count:
-        print(f"nginx as the proxy: {nginx_count:,.0f} instructions per request; "
-              f"gateway / nginx: {per_request / nginx_count:.2f}x")
+        ratio = (per_request["Ir"] / nginx_count["Ir"] if CACHE_SIM
+                 else per_request / nginx_count)
+        print(f"nginx as the proxy: {shown(nginx_count)} per request; "
+              f"gateway / nginx instructions: {ratio:.2f}x")
+    if floor_count:
+        print(f"hyper_floor with six headers: {shown(floor_count)} per request")
 
 
 if __name__ == "__main__":
