@@ -84,7 +84,8 @@ fn decode_safe_escapes(path: &str) -> Result<String, PathError> {
 
 /// True when `path` is its own normal form: it starts with `/`, has only visible ASCII
 /// without `%`, `\\` or `;`, no empty segment but a last one, and no `.` or `..` segment. Nearly
-/// every request's path is; it is then copied as it is, without the steps of [`normalize`].
+/// every request's path is; it is then returned borrowed, without a copy or the steps of
+/// [`normalize`].
 fn is_normal(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
