@@ -324,6 +324,25 @@ def proxy_nginx(work, upstream_port):
     }}""", PROXY_CPU)
 
 
+FLOOR_BIN = Path(os.environ.get("FLOOR_BIN", ROOT / "target" / "release" / "examples" /
+                                "hyper_floor"))
+
+
+def start_floor(upstream_port, cookie, headers, launcher):
+    """crates/gateway/examples/hyper_floor.rs in front of the upstream, accepting `cookie` as
+    the session (with `headers`, adding the gateway's six), run under `launcher` (taskset,
+    valgrind); returns (process, port) once it listens. floor.py and instructions.py use it."""
+    port = testbed.free_port()
+    argv = [*launcher, FLOOR_BIN, "--port", str(port), "--upstream-port", str(upstream_port),
+            "--cookie", cookie, *(["--headers"] if headers else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    if not proc.stdout.readline().startswith("listening"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{FLOOR_BIN} did not start")
+    return proc, port
+
+
 class EchoServer(testbed.Service):
     name = "ws-echo"
 

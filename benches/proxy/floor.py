@@ -15,12 +15,11 @@ repetition (nginx's CPU time per request over the target's), with its range, and
 CPU and user time per request.
 
 Settings (environment): REPS (5), BENCH_DURATION (bench.py's, 10 s), BENCH_OUT
-(target/bench-floor), FLOOR_BIN (target/release/examples/hyper_floor).
+(target/bench-floor), FLOOR_BIN (bench.py's: target/release/examples/hyper_floor).
 """
 
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,25 +31,9 @@ if len(sys.argv) > 1:
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402
 
-FLOOR_BIN = Path(os.environ.get("FLOOR_BIN", ROOT / "target" / "release" / "examples" /
-                                "hyper_floor"))
-
-
-def start_floor(upstream_port, cookie, headers):
-    """hyper_floor pinned as the gateway is; returns (process, port)."""
-    port = bench.testbed.free_port()
-    argv = ["taskset", "-c", bench.PROXY_CPU, FLOOR_BIN, "--port", str(port),
-            "--upstream-port", str(upstream_port), "--cookie", cookie]
-    proc = subprocess.Popen(argv + (["--headers"] if headers else []), stdout=subprocess.PIPE,
-                            text=True)
-    if not proc.stdout.readline().startswith("listening"):
-        raise RuntimeError(f"{FLOOR_BIN} did not start")
-    return proc, port
-
-
 def main():
     reps = int(os.environ.get("REPS", "5"))
-    for binary in (bench.GATEWAY_BIN, bench.WS_ECHO_BIN, FLOOR_BIN):
+    for binary in (bench.GATEWAY_BIN, bench.WS_ECHO_BIN, bench.FLOOR_BIN):
         if not binary.exists():
             sys.exit(f"no {binary}; see this file's docstring")
     bench.OUT.mkdir(parents=True, exist_ok=True)
@@ -71,7 +54,8 @@ def main():
             {"name": "gateway", "port": gateway.port, "cookie": cookie, "pids": gateway.pids},
         ]
         for name, headers in (("floor, bare", False), ("floor, 6 headers", True)):
-            proc, port = start_floor(upstream.port, cookie, headers)
+            proc, port = bench.start_floor(upstream.port, cookie, headers,
+                                           ["taskset", "-c", bench.PROXY_CPU])
             floors.append(proc)
             targets.append({"name": name, "port": port, "cookie": cookie,
                             "pids": lambda pid=proc.pid: [pid]})

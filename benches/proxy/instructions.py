@@ -82,14 +82,10 @@ def shown(count):
 def count_floor(upstream_port, cookie, requests):
     """hyper_floor (with `--headers`) under the same valgrind, counted as the gateway is."""
     import bench  # noqa: E402  (imported by main() with the environment it needs)
-    binary = ROOT / "target" / "release" / "examples" / "hyper_floor"
-    port = bench.testbed.free_port()
-    proc = subprocess.Popen([*VALGRIND, f"--callgrind-out-file={PROFILES}/callgrind.%p.out",
-                             binary, "--port", str(port), "--upstream-port", str(upstream_port),
-                             "--cookie", cookie, "--headers"], stdout=subprocess.PIPE, text=True)
+    proc, port = bench.start_floor(
+        upstream_port, cookie, True,
+        [*VALGRIND, f"--callgrind-out-file={PROFILES}/callgrind.%p.out"])
     try:
-        if not proc.stdout.readline().startswith("listening"):
-            raise RuntimeError(f"{binary} did not start")
         return count(proc.pid, port, cookie, requests)[0]
     finally:
         proc.kill()

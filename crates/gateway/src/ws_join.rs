@@ -32,7 +32,7 @@ use crate::ws_activity::{ActivityMark, TrackedClient};
 
 /// What one read from the client takes and one write to the upstream gives. With tokio's 8 KiB,
 /// 64 KiB messages went through at a quarter of the direct rate (docs/performance.md).
-pub const CLIENT_BUFFER: usize = 32 * 1024;
+const CLIENT_BUFFER: usize = 32 * 1024;
 
 /// Joins `client` and `upstream` until both have finished; `active` is raised whenever the
 /// client sends a data frame.
@@ -71,17 +71,24 @@ pub async fn join(client: Upgraded, upstream: Upgraded, active: Arc<AtomicBool>)
 
 /// Joins two TCP sockets: `client_early` and `upstream_early` are bytes each side sent that were
 /// read before the upgrade completed.
-pub async fn join_sockets(
-    client: TcpStream,
+async fn join_sockets(
+    mut client: TcpStream,
     client_early: &[u8],
-    upstream: TcpStream,
+    mut upstream: TcpStream,
     upstream_early: &[u8],
     active: Arc<AtomicBool>,
 ) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let mark = ActivityMark::new(active);
-        splice::join(&client, client_early, &upstream, upstream_early, mark).await
+        splice::join(
+            &mut client,
+            client_early,
+            &mut upstream,
+            upstream_early,
+            mark,
+        )
+        .await
     }
     #[cfg(not(target_os = "linux"))]
     copy_in_user_space(client, client_early, upstream, upstream_early, active).await
@@ -123,7 +130,8 @@ mod splice {
     use std::os::fd::OwnedFd;
 
     use rustix::pipe::{pipe_with, PipeFlags, SpliceFlags};
-    use tokio::io::Interest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+    use tokio::net::tcp::{ReadHalf, WriteHalf};
     use tokio::net::TcpStream;
 
     use super::CLIENT_BUFFER;
@@ -177,60 +185,26 @@ mod splice {
         }
     }
 
-    /// Writes all of `bytes` to `to`, waiting whenever its send buffer is full.
-    async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            to.writable().await?;
-            match to.try_write(bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads what `from` has into `buffer`, waiting until it has something; 0 at its end.
-    async fn read_some(from: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // readable() and try_read() spend none of the task's budget: without this, a peer
-            // that keeps sending would hold the worker thread, and starve the other direction
-            // of this same task, until the receiving socket's buffer filled.
-            tokio::task::coop::consume_budget().await;
-            from.readable().await?;
-            match from.try_read(buffer) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     /// Reads what the client sends, marks its data frames, and writes it to the upstream until the
     /// client has finished; then shuts down the upstream's receiving side of the join.
     async fn client_to_upstream(
-        client: &TcpStream,
+        client: &mut ReadHalf<'_>,
         client_early: &[u8],
-        upstream: &TcpStream,
+        upstream: &mut WriteHalf<'_>,
         mut mark: ActivityMark,
     ) -> io::Result<()> {
         mark.note(client_early);
-        write_all(upstream, client_early).await?;
+        upstream.write_all(client_early).await?;
         let mut buffer = vec![0u8; CLIENT_BUFFER];
         loop {
-            let n = read_some(client, &mut buffer).await?;
+            let n = client.read(&mut buffer).await?;
             let Some(read) = buffer.get(..n).filter(|read| !read.is_empty()) else {
-                return shut_down_sending(upstream);
+                // A TCP FIN: nothing more will come.
+                return upstream.shutdown().await;
             };
             mark.note(read);
-            write_all(upstream, read).await?;
+            upstream.write_all(read).await?;
         }
-    }
-
-    /// Tells the peer of `stream` that nothing more will come (a TCP FIN).
-    fn shut_down_sending(stream: &TcpStream) -> io::Result<()> {
-        rustix::net::shutdown(stream, rustix::net::Shutdown::Write).map_err(io::Error::from)
     }
 
     /// A pipe the upstream's bytes pass through; empty between transfers.
@@ -268,16 +242,20 @@ mod splice {
 
     /// Joins the two sockets: client to upstream through user space, upstream to client
     /// through user space or a pipe ([`Way`]).
+    /// tokio's reads and writes spend the task's budget, so a peer that keeps sending cannot
+    /// hold the worker thread and starve the other direction.
     pub(super) async fn join(
-        client: &TcpStream,
+        client: &mut TcpStream,
         client_early: &[u8],
-        upstream: &TcpStream,
+        upstream: &mut TcpStream,
         upstream_early: &[u8],
         mark: ActivityMark,
     ) -> io::Result<()> {
+        let (mut client_read, mut client_write) = client.split();
+        let (mut upstream_read, mut upstream_write) = upstream.split();
         let ((), carried) = tokio::try_join!(
-            client_to_upstream(client, client_early, upstream, mark),
-            upstream_to_client(upstream, upstream_early, client),
+            client_to_upstream(&mut client_read, client_early, &mut upstream_write, mark),
+            upstream_to_client(&mut upstream_read, upstream_early, &mut client_write),
         )?;
         tracing::debug!(
             copied = carried.copied,
@@ -290,11 +268,11 @@ mod splice {
     /// Moves what the upstream sends to the client until the upstream has finished; then shuts
     /// down the client's receiving side of the join.
     async fn upstream_to_client(
-        upstream: &TcpStream,
+        upstream: &mut ReadHalf<'_>,
         upstream_early: &[u8],
-        client: &TcpStream,
+        client: &mut WriteHalf<'_>,
     ) -> io::Result<Carried> {
-        write_all(client, upstream_early).await?;
+        client.write_all(upstream_early).await?;
         let mut carried = Carried::default();
         let mut way = Way::Copy { before_splice: 0 };
         let mut pipe = None;
@@ -311,19 +289,21 @@ mod splice {
             }
             let moved = match (way, &pipe) {
                 (Way::Splice, Some(pipe)) => {
-                    let n = splice_once(upstream, client, pipe).await?;
+                    let n = splice_once(upstream.as_ref(), client.as_ref(), pipe).await?;
                     carried.spliced += n as u64;
                     n
                 }
                 _ => {
-                    let n = read_some(upstream, &mut buffer).await?;
-                    write_all(client, buffer.get(..n).unwrap_or_default()).await?;
+                    let n = upstream.read(&mut buffer).await?;
+                    client
+                        .write_all(buffer.get(..n).unwrap_or_default())
+                        .await?;
                     carried.copied += n as u64;
                     n
                 }
             };
             if moved == 0 {
-                shut_down_sending(client)?;
+                client.shutdown().await?;
                 return Ok(carried);
             }
             way = way.next(moved);
@@ -417,10 +397,13 @@ mod splice {
         #[tokio::test]
         async fn small_messages_are_copied_a_large_one_spliced_and_small_ones_copied_again() {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut browser, client) = socket_pair().await;
-            let (mut app, upstream) = socket_pair().await;
-            let run =
-                tokio::spawn(async move { upstream_to_client(&upstream, &[], &client).await });
+            let (mut browser, mut client) = socket_pair().await;
+            let (mut app, mut upstream) = socket_pair().await;
+            let run = tokio::spawn(async move {
+                let (mut upstream_read, _) = upstream.split();
+                let (_, mut client_write) = client.split();
+                upstream_to_client(&mut upstream_read, &[], &mut client_write).await
+            });
             small_messages(&mut app, &mut browser).await;
             let large: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
             let mut got = vec![0u8; large.len()];
