@@ -201,40 +201,95 @@ fn sets_gateway_cookie(value: &HeaderValue) -> bool {
     name.is_empty() || is_gateway_cookie(name)
 }
 
-/// Rewrites the `Cookie` headers to keep only the cookies the upstream may see: those matching
-/// `patterns`, less the gateway's own.
-pub fn filter_for_upstream(headers: &mut HeaderMap, patterns: &[String]) {
-    let forwarded = |name: &str| allowed(name, patterns) && !is_gateway_cookie(name);
-    let (mut kept, mut dropped) = (0usize, 0usize);
-    for (name, _) in request_cookies(headers) {
-        if forwarded(name) {
-            kept += 1;
-        } else {
+/// What one walk over a request's `Cookie` headers found, for the gate and the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieScan<'h> {
+    /// The session cookie's value; `None` when absent or sent more than once (ambiguous).
+    pub session: Option<&'h str>,
+    /// What the `Cookie` headers need before the request goes upstream.
+    pub upstream: UpstreamCookies,
+}
+
+/// What a request's `Cookie` headers need before going upstream ([`for_upstream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamCookies {
+    /// Nothing to drop (no header, or one well-formed header the app may see all of).
+    AsTheyAre,
+    /// Nothing the app may see: the headers go.
+    Remove,
+    /// Some go, some stay: one header is written with those that stay.
+    Rebuild,
+}
+
+/// Walks the request's `Cookie` headers once: the value of cookie `session_name` (when given),
+/// and what the headers need for an upstream that may see the cookies matching `patterns`,
+/// less the gateway's own (this runs on every proxied request).
+pub fn scan<'h>(
+    headers: &'h HeaderMap,
+    session_name: Option<&str>,
+    patterns: &[String],
+) -> CookieScan<'h> {
+    let (mut fields, mut kept, mut dropped) = (0usize, 0usize, 0usize);
+    let (mut session, mut sessions) = (None, 0usize);
+    for field in headers.get_all(header::COOKIE) {
+        fields += 1;
+        // A header with anything but visible ASCII, space and tab is dropped whole.
+        let Ok(text) = field.to_str() else {
             dropped += 1;
-        }
-    }
-    // Nothing to drop from one well-formed header (every piece a `name=value` the app may
-    // see): it goes as it is (this runs on every proxied request).
-    if dropped == 0 {
-        let mut all = headers.get_all(header::COOKIE).iter();
-        match (all.next(), all.next()) {
-            (None, _) => return,
-            // `kept` counts only pieces with a `=`: equal, every piece has one.
-            (Some(only), None) if only.to_str().is_ok_and(|v| v.split(';').count() == kept) => {
-                return
+            continue;
+        };
+        for piece in text.split(';') {
+            // A piece without `=` is not a cookie: it is dropped.
+            let Some((name, value)) = cookie_pair(piece) else {
+                dropped += 1;
+                continue;
+            };
+            if Some(name) == session_name {
+                sessions += 1;
+                session = Some(value);
             }
-            _ => {}
+            if for_app(name, patterns) {
+                kept += 1;
+            } else {
+                dropped += 1;
+            }
         }
     }
+    let upstream = if fields == 0 || (dropped == 0 && fields == 1) {
+        UpstreamCookies::AsTheyAre
+    } else if kept == 0 {
+        UpstreamCookies::Remove
+    } else {
+        UpstreamCookies::Rebuild
+    };
+    CookieScan {
+        session: session.filter(|_| sessions == 1),
+        upstream,
+    }
+}
+
+/// True when the upstream may see cookie `name`: it matches `patterns`, and is not the
+/// gateway's own.
+fn for_app(name: &str, patterns: &[String]) -> bool {
+    allowed(name, patterns) && !is_gateway_cookie(name)
+}
+
+/// Rewrites the `Cookie` headers as `plan` (from [`scan`] with the same `patterns`) says, to
+/// keep only the cookies the upstream may see.
+pub fn for_upstream(headers: &mut HeaderMap, patterns: &[String], plan: UpstreamCookies) {
     let mut value = String::new();
-    if kept > 0 {
-        for (name, v) in request_cookies(headers).filter(|(n, _)| forwarded(n)) {
-            if !value.is_empty() {
-                value.push_str("; ");
+    match plan {
+        UpstreamCookies::AsTheyAre => return,
+        UpstreamCookies::Remove => {}
+        UpstreamCookies::Rebuild => {
+            for (name, v) in request_cookies(headers).filter(|(n, _)| for_app(n, patterns)) {
+                if !value.is_empty() {
+                    value.push_str("; ");
+                }
+                value.push_str(name);
+                value.push('=');
+                value.push_str(v);
             }
-            value.push_str(name);
-            value.push('=');
-            value.push_str(v);
         }
     }
     headers.remove(header::COOKIE);
@@ -248,6 +303,13 @@ pub fn filter_for_upstream(headers: &mut HeaderMap, patterns: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the proxy does with the `Cookie` headers of a request to an upstream that may see
+    /// `patterns`.
+    fn filter_for_upstream(headers: &mut HeaderMap, patterns: &[String]) {
+        let plan = scan(headers, None, patterns).upstream;
+        for_upstream(headers, patterns, plan);
+    }
 
     #[test]
     fn secure_policy_uses_host_prefix() {
@@ -337,6 +399,46 @@ mod tests {
         strip_gateway_set_cookies(&mut h);
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, ["_streamlit_xsrf=t; Path=/"]);
+    }
+
+    #[test]
+    fn one_walk_finds_the_session_and_what_goes_upstream() {
+        let app = ["_streamlit_*".to_string()];
+        let scanned = |fields: &[&'static [u8]]| {
+            let mut h = HeaderMap::new();
+            for f in fields {
+                h.append(header::COOKIE, HeaderValue::from_bytes(f).unwrap());
+            }
+            let found = scan(&h, Some("saml-session"), &app);
+            (found.session.map(str::to_string), found.upstream)
+        };
+        use UpstreamCookies::*;
+        assert_eq!(scanned(&[]), (None, AsTheyAre));
+        assert_eq!(scanned(&[b"saml-session=s"]), (Some("s".into()), Remove));
+        assert_eq!(
+            scanned(&[b"_streamlit_xsrf=x; saml-session = s "]),
+            (Some("s".into()), Rebuild)
+        );
+        assert_eq!(
+            scanned(&[b"_streamlit_a=1;_streamlit_b=2"]),
+            (None, AsTheyAre)
+        );
+        // Sent twice: no session, whatever the values.
+        assert_eq!(
+            scanned(&[b"saml-session=s", b"saml-session=s"]),
+            (None, Remove)
+        );
+        // Two fields the app may see all of still become one.
+        assert_eq!(
+            scanned(&[b"_streamlit_a=1", b"_streamlit_b=2"]),
+            (None, Rebuild)
+        );
+        // A piece without `=`, a field that is not text: dropped.
+        assert_eq!(scanned(&[b"_streamlit_a=1; junk"]), (None, Rebuild));
+        assert_eq!(scanned(&[b"_streamlit_a=\xff"]), (None, Remove));
+        assert_eq!(scanned(&[b"PHPSESSID=p"]), (None, Remove));
+        // The session cookie's name has to match exactly.
+        assert_eq!(scanned(&[b"Saml-Session=s"]), (None, Remove));
     }
 
     #[test]

@@ -19,10 +19,10 @@ use session_store::{SessionId, SessionRecord, SessionState, StoreError};
 use crate::audit::Event;
 use crate::cookies::cookie;
 use crate::pages::{self, escape_html};
-use crate::proxy::Peer;
+use crate::proxy::{Peer, Upstream};
 use crate::routing::{host_key, Route, RouteMatch, RouteTable};
 use crate::session_watch::expiry_reason;
-use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
+use crate::state::{audit_record, session_hash, unix_now, SharedState};
 
 /// The session named by the request's session cookie, when live and made for this SP; the
 /// lookup counts as use. The lookup that finds the session expired writes `session_expired`
@@ -33,10 +33,23 @@ pub async fn current_session(
     peer: SocketAddr,
     path: &str,
 ) -> Result<Option<(SessionId, std::sync::Arc<SessionRecord>)>, StoreError> {
-    let Some(id) = cookie(headers, state.cookies.session_name).and_then(SessionId::parse) else {
+    let cookie = cookie(headers, state.cookies.session_name);
+    session_named(state, cookie, headers, peer, path, unix_now()).await
+}
+
+/// [`current_session`] for the session cookie's value `cookie`, found in `headers` already,
+/// at `now`.
+async fn session_named(
+    state: &SharedState,
+    cookie: Option<&str>,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    path: &str,
+    now: i64,
+) -> Result<Option<(SessionId, std::sync::Arc<SessionRecord>)>, StoreError> {
+    let Some(id) = cookie.and_then(SessionId::parse) else {
         return Ok(None);
     };
-    let now = unix_now();
     let session = match state.store.use_session(&id, now).await? {
         SessionState::Live(session) => session,
         SessionState::Expired(session) if session.sp_entity_id == state.config.sp.entity_id => {
@@ -147,10 +160,12 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
     let (route, forwarded) = match routes.find(host.as_deref(), &path) {
         RouteMatch::Found(route, forwarded) => (route, forwarded),
         RouteMatch::NoRoute if path == "/" && !routes.has_catch_all() => {
-            return match signed_in(&state, request.headers(), peer, &path).await {
+            let cookie = cookie(request.headers(), state.cookies.session_name);
+            let now = unix_now();
+            return match session_named(&state, cookie, request.headers(), peer, &path, now).await {
                 Ok(Some((_, session))) => index(&routes, &session),
                 Ok(None) => unauthenticated(&request),
-                Err(answer) => *answer,
+                Err(_) => crate::saml::store_unavailable_page(),
             };
         }
         RouteMatch::NoRoute | RouteMatch::CaseMismatch => return not_found("No application here."),
@@ -173,13 +188,25 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
     } else {
         path
     };
+    // One walk over the cookies finds the session's and what the upstream may see.
+    let cookies = crate::cookies::scan(
+        request.headers(),
+        Some(state.cookies.session_name),
+        &route.forward_cookies,
+    );
     if route.public {
-        return crate::proxy::forward(&state, route, None, client, request).await;
+        let to = Upstream {
+            route,
+            cookies: cookies.upstream,
+        };
+        return crate::proxy::forward(&state, to, None, client, request).await;
     }
-    let (id, session) = match signed_in(&state, request.headers(), peer, &path).await {
+    let now = unix_now();
+    let found = session_named(&state, cookies.session, request.headers(), peer, &path, now).await;
+    let (id, session) = match found {
         Ok(Some(found)) => found,
         Ok(None) => return unauthenticated(&request),
-        Err(answer) => return *answer,
+        Err(_) => return crate::saml::store_unavailable_page(),
     };
     // A WebSocket carries the session cookie from any page that opens it; only this site's
     // own pages may (cross-site WebSocket hijacking), whatever the upstream checks itself.
@@ -192,39 +219,22 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
             "<p>This connection was not opened by this site.</p>",
         );
     }
-    let identity = state.identity(&id, &session, route, routes.generation(), unix_now());
+    let identity = state.identity(&id, &session, route, routes.generation(), now);
     if !identity.allowed {
         return denied(&state, route, &id, &session, peer, request.headers(), &path).await;
     }
+    let to = Upstream {
+        route,
+        cookies: cookies.upstream,
+    };
     crate::proxy::forward(
         &state,
-        route,
+        to,
         Some((&id, &session, &identity)),
         client,
         request,
     )
     .await
-}
-
-/// The live session of the request (`None`: signed out), or the answer to give when the store
-/// cannot tell (503).
-async fn signed_in(
-    state: &SharedState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    path: &str,
-) -> Result<Option<(SessionId, std::sync::Arc<SessionRecord>)>, Box<Response>> {
-    current_session(state, headers, peer, path)
-        .await
-        .map_err(|_| {
-            Box::new(pages::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Temporarily unavailable",
-                "store_unavailable",
-                "The session store cannot be reached. Try again in a moment.",
-                &reference(),
-            ))
-        })
 }
 
 fn not_found(text: &str) -> Response {

@@ -227,12 +227,13 @@ impl IdentityCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::authz::{GroupsFilter, Rule};
     use axum::http::HeaderMap;
 
-    fn names() -> IdentityHeaders {
+    /// The default identity header names.
+    pub(crate) fn names() -> IdentityHeaders {
         IdentityHeaders {
             user: HeaderName::from_static("x-auth-user"),
             email: HeaderName::from_static("x-auth-email"),
@@ -307,7 +308,8 @@ mod tests {
         h.append("x-auth-user", HeaderValue::from_static("mallory"));
         h.append("x-auth-user", HeaderValue::from_static("mallory2"));
         h.append("x-auth-email", HeaderValue::from_static("m@evil"));
-        crate::proxy::replace_claims(&mut h, &names, None, Some(&identity));
+        let claims = crate::proxy::ClaimNames::new(&names, None);
+        crate::proxy::replace_claims(&mut h, &claims, Some(&identity));
         assert_eq!(
             h.get_all("x-auth-user").iter().collect::<Vec<_>>(),
             ["alice"]

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use session_store::{SessionId, SessionRecord};
 
 use crate::config::IdentityHeaders;
-use crate::cookies::{filter_for_upstream, strip_gateway_set_cookies};
+use crate::cookies::{for_upstream, strip_gateway_set_cookies, UpstreamCookies};
 use crate::identity::Identity;
 use crate::routing::Route;
 use crate::session_watch::{SessionWatch, WatchedRoute};
@@ -41,12 +41,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The place of `name` in [`HOP_BY_HOP`], if it is one. Compared as strings (header names
-/// arrive lower-cased) in a `match`, which looks at the length first: no hashing, nothing
-/// built, and most names ruled out by one comparison (this runs on every header of every
-/// request and response).
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    let index = match name.as_str() {
+/// The place of header name `name` (as text) in [`HOP_BY_HOP`], if it is one. Compared as
+/// strings (header names arrive lower-cased) in a `match`, which looks at the length first: no
+/// hashing, nothing built, and most names ruled out by one comparison (this runs on every
+/// header of every request and response).
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    let index = match name {
         "connection" => 0,
         "keep-alive" => 1,
         "proxy-authenticate" => 2,
@@ -57,8 +57,65 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "upgrade" => 7,
         _ => return None,
     };
-    debug_assert_eq!(HOP_BY_HOP[index], name);
+    debug_assert_eq!(HOP_BY_HOP[index].as_str(), name);
     Some(index)
+}
+
+/// The hop-by-hop headers of one header map, noted in a pass over its names, to be dropped by
+/// [`HopByHop::strip`].
+#[derive(Debug, Default)]
+struct HopByHop {
+    /// Bit `i` set when `HOP_BY_HOP[i]` is present.
+    present: u8,
+    /// `Connection` names more than `keep-alive` (the usual value, nothing to look up).
+    names_more: bool,
+}
+
+impl HopByHop {
+    /// Notes the header `name` (as text) with `value`; true when it is hop-by-hop.
+    fn note(&mut self, name: &str, value: &HeaderValue) -> bool {
+        let Some(index) = hop_by_hop_index(name) else {
+            return false;
+        };
+        self.present |= 1 << index;
+        self.names_more |= index == 0 && !value.as_bytes().eq_ignore_ascii_case(b"keep-alive");
+        true
+    }
+
+    /// Drops the headers noted, and those that `Connection` names.
+    fn strip(self, headers: &mut HeaderMap) {
+        // Most requests carry none of these (a response from nginx carries `Connection` only).
+        if self.present == 0 {
+            return;
+        }
+        // Headers named in Connection are hop-by-hop too (`keep-alive` and the like are
+        // dropped anyway; `close` is a name like any other: a `Close` field goes too).
+        let listed: Vec<HeaderName> = if self.names_more {
+            // Split as bytes: a value with a non-ASCII byte still names its other fields.
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .map(<[u8]>::trim_ascii)
+                .filter(|n| {
+                    !HOP_BY_HOP
+                        .iter()
+                        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(n))
+                })
+                .filter_map(|n| HeaderName::from_bytes(n).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            if self.present & (1 << index) != 0 {
+                headers.remove(name);
+            }
+        }
+        for name in listed {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Headers that tell an upstream who the client is or how it reached the proxy; a client's own
@@ -91,39 +148,71 @@ fn same_folded(a: &HeaderName, b: &HeaderName) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
-/// True when a client-sent header could pass for identity or routing information the gateway
-/// vouches for: all of `X-Auth-*` and `X-Forwarded-*`, the [`CLIENT_CLAIM_HEADERS`], the
-/// configured identity headers and the token header, each also in its `_` spelling (so
-/// `X_Auth_User` is caught too). Compared byte by byte, so that the common case (no claim
-/// header) allocates nothing.
-fn is_claim_header(
-    name: &HeaderName,
-    identity: &IdentityHeaders,
-    token: Option<&HeaderName>,
-) -> bool {
-    let bytes = name.as_str().as_bytes();
-    let starts = |prefix: &[u8]| {
-        bytes.len() >= prefix.len() && bytes.iter().zip(prefix).all(|(a, b)| fold(*a) == *b)
-    };
-    starts(b"x-auth-")
-        || starts(b"x-forwarded-")
-        || CLIENT_CLAIM_HEADERS
-            .iter()
-            .any(|h| h.len() == bytes.len() && starts(h.as_bytes()))
-        || identity.all().chain(token).any(|n| same_folded(name, n))
+/// The header names a client may not send: all of `X-Auth-*` and `X-Forwarded-*`, the
+/// [`CLIENT_CLAIM_HEADERS`], the configured identity headers and the token header, each also
+/// in its `_` spelling (so `X_Auth_User` is caught too). Made once from the config.
+#[derive(Debug, Clone)]
+pub struct ClaimNames {
+    /// The configured identity header names and the token header.
+    configured: Vec<HeaderName>,
+    /// Bit `b` set when a claim name can start with byte `b` (after [`fold`]): every other
+    /// name is ruled out by its first byte, which is nearly every name a browser sends.
+    first_bytes: u128,
 }
 
-/// Removes every client-sent header that [`is_claim_header`] names, then adds the headers of
-/// `identity` (none on a public route). One function, so that no caller can add identity to a
-/// request that still carries the client's claims; each is appended, since no value of its
-/// name is left to look for or replace. `token`: the identity token header, when tokens are on.
-pub fn replace_claims(
-    headers: &mut HeaderMap,
-    names: &IdentityHeaders,
-    token: Option<&HeaderName>,
-    identity: Option<&Identity>,
-) {
-    strip_client_claims(headers, names, token);
+impl ClaimNames {
+    /// The claim names for identity headers `identity` and token header `token` (when tokens
+    /// are on).
+    pub fn new(identity: &IdentityHeaders, token: Option<&HeaderName>) -> ClaimNames {
+        let configured: Vec<HeaderName> = identity.all().chain(token).cloned().collect();
+        let fixed = [b"x-auth-".as_slice(), b"x-forwarded-"]
+            .into_iter()
+            .chain(CLIENT_CLAIM_HEADERS.iter().map(|h| h.as_bytes()));
+        let first_bytes = fixed
+            .chain(configured.iter().map(|n| n.as_str().as_bytes()))
+            .filter_map(|name| name.first())
+            .fold(0u128, |bits, b| bits | first_byte_bit(fold(*b)));
+        ClaimNames {
+            configured,
+            first_bytes,
+        }
+    }
+
+    /// True when a client-sent header `name` could pass for identity or routing information
+    /// the gateway vouches for. Compared byte by byte, so that the common case (no claim
+    /// header) allocates nothing.
+    fn matches(&self, name: &HeaderName) -> bool {
+        let bytes = name.as_str().as_bytes();
+        let Some(first) = bytes.first() else {
+            return false;
+        };
+        if self.first_bytes & first_byte_bit(fold(*first)) == 0 {
+            return false;
+        }
+        let starts = |prefix: &[u8]| {
+            bytes.len() >= prefix.len() && bytes.iter().zip(prefix).all(|(a, b)| fold(*a) == *b)
+        };
+        starts(b"x-auth-")
+            || starts(b"x-forwarded-")
+            || CLIENT_CLAIM_HEADERS
+                .iter()
+                .any(|h| h.len() == bytes.len() && starts(h.as_bytes()))
+            || self.configured.iter().any(|n| same_folded(name, n))
+    }
+}
+
+/// The bit of [`ClaimNames::first_bytes`] for byte `b`; every byte past ASCII (which no header
+/// name has) shares the top bit, so that it is never ruled out.
+fn first_byte_bit(b: u8) -> u128 {
+    1 << b.min(127)
+}
+
+/// Removes every client-sent header that `claims` names, then adds the headers of `identity`
+/// (none on a public route). One function, so that no caller can add identity to a request
+/// that still carries the client's claims; each is appended, since no value of its name is
+/// left to look for or replace.
+pub fn replace_claims(headers: &mut HeaderMap, claims: &ClaimNames, identity: Option<&Identity>) {
+    strip_client_claims(headers, claims);
     if let Some(identity) = identity {
         headers.reserve(identity.headers.len());
         for (name, value) in &identity.headers {
@@ -132,19 +221,15 @@ pub fn replace_claims(
     }
 }
 
-/// Removes every client-sent header that [`is_claim_header`] names.
-fn strip_client_claims(
-    headers: &mut HeaderMap,
-    identity: &IdentityHeaders,
-    token: Option<&HeaderName>,
-) {
+/// Removes every client-sent header that `claims` names.
+fn strip_client_claims(headers: &mut HeaderMap, claims: &ClaimNames) {
     // Clients rarely send any: then one pass over the names, and nothing built.
-    if !headers.keys().any(|n| is_claim_header(n, identity, token)) {
+    if !headers.keys().any(|n| claims.matches(n)) {
         return;
     }
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_claim_header(n, identity, token))
+        .filter(|n| claims.matches(n))
         .cloned()
         .collect();
     for name in doomed {
@@ -174,59 +259,35 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// Drops the hop-by-hop headers of `headers` (a response's: a request's are dropped in the
+/// pass of [`forward`] that also looks for `Host`).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds which are present, without hashing or allocating; most
-    // requests carry none of these (a response from nginx carries `Connection` only).
-    let mut present = 0u8;
-    // `Connection` naming more than `keep-alive` (the usual value, nothing to look up).
-    let mut names_more = false;
+    let mut found = HopByHop::default();
     for (name, value) in headers.iter() {
-        if let Some(index) = hop_by_hop_index(name) {
-            present |= 1 << index;
-            names_more |= index == 0 && !value.as_bytes().eq_ignore_ascii_case(b"keep-alive");
-        }
+        found.note(name.as_str(), value);
     }
-    if present == 0 {
-        return;
-    }
-    // Headers named in Connection are hop-by-hop too (`keep-alive` and the like are dropped
-    // anyway; `close` is a name like any other: a `Close` field goes too).
-    let listed: Vec<HeaderName> = if names_more {
-        // Split as bytes: a value with a non-ASCII byte still names its other fields.
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|n| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(n))
-            })
-            .filter_map(|n| HeaderName::from_bytes(n).ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for (index, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << index) != 0 {
-            headers.remove(name);
-        }
-    }
-    for name in listed {
-        headers.remove(name);
-    }
+    found.strip(headers);
+}
+
+/// Where a request goes: its route, and what its `Cookie` headers need on the way.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'r> {
+    /// The route the request matched.
+    pub route: &'r Route,
+    /// What [`crate::cookies::scan`] found the `Cookie` headers need for this route.
+    pub cookies: UpstreamCookies,
 }
 
 /// Sends `request` to the route's upstream, as the session `signed_in` (its ID and its live
 /// record) or, on a public route, without identity; returns the upstream's answer.
 pub async fn forward(
     state: &SharedState,
-    route: &Route,
+    to: Upstream<'_>,
     signed_in: Option<(&SessionId, &SessionRecord, &Identity)>,
     client: &Peer,
     mut request: Request,
 ) -> Response {
+    let route = to.route;
     let peer = client.addr;
     let upgrade = is_upgrade(request.headers());
     // The client's side of an upgrade, and the flag its join raises on activity.
@@ -260,20 +321,21 @@ pub async fn forward(
     *request.version_mut() = axum::http::Version::HTTP_11;
 
     let headers = request.headers_mut();
-    strip_hop_by_hop(headers);
+    // One pass over the names finds the hop-by-hop headers and whether there is a `Host`.
+    let (mut hop_by_hop, mut host) = (HopByHop::default(), false);
+    for (name, value) in headers.iter() {
+        if !hop_by_hop.note(name.as_str(), value) {
+            host |= name == header::HOST;
+        }
+    }
+    hop_by_hop.strip(headers);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    filter_for_upstream(headers, &route.forward_cookies);
-    let token_header = state.config.identity_token.as_ref().map(|t| &t.header);
+    for_upstream(headers, &route.forward_cookies, to.cookies);
     let identity = signed_in.map(|(_, _, identity)| identity);
-    replace_claims(
-        headers,
-        &state.config.identity_headers,
-        token_header,
-        identity,
-    );
+    replace_claims(headers, &state.claim_names, identity);
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     let proto = if state.config.secure_cookies {
         "https"
@@ -282,7 +344,7 @@ pub async fn forward(
     };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     // HTTP/2 requests name their host in the target, not in a `Host` header.
-    if !headers.contains_key(header::HOST) {
+    if !host {
         if let Some(host) = crate::upstream::host_header(&route.upstream) {
             headers.insert(header::HOST, host);
         }
@@ -414,9 +476,9 @@ mod tests {
     #[test]
     fn every_hop_by_hop_name_is_found_in_its_place() {
         for (index, name) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop_index(name), Some(index), "{name}");
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(index), "{name}");
         }
-        assert_eq!(hop_by_hop_index(&header::HOST), None);
+        assert_eq!(hop_by_hop_index("host"), None);
     }
 
     #[test]
@@ -471,12 +533,54 @@ mod tests {
         }
         h.insert("accept", HeaderValue::from_static("text/html"));
         h.insert("x_identity_token", HeaderValue::from_static("x"));
-        strip_client_claims(
-            &mut h,
-            &names,
-            Some(&HeaderName::from_static("x-identity-token")),
-        );
+        let token = HeaderName::from_static("x-identity-token");
+        strip_client_claims(&mut h, &ClaimNames::new(&names, Some(&token)));
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn the_first_byte_filter_never_rules_out_a_claim() {
+        let names = IdentityHeaders {
+            user: HeaderName::from_static("_user"),
+            email: HeaderName::from_static("mail"),
+            name: HeaderName::from_static("x-auth-name"),
+            groups: HeaderName::from_static("x-auth-groups"),
+            given_name: None,
+            surname: None,
+            idp: Some(HeaderName::from_static("idp")),
+        };
+        let token = HeaderName::from_static("jwt");
+        let claims = ClaimNames::new(&names, Some(&token));
+        for claim in [
+            "-user",
+            "_user",
+            "mail",
+            "idp",
+            "jwt",
+            "x-auth-x",
+            "x_forwarded_for",
+            "forwarded",
+            "true-client-ip",
+            "true_client_ip",
+            "x-real-ip",
+            "x-remote-user",
+        ] {
+            let name = HeaderName::from_bytes(claim.as_bytes()).unwrap();
+            assert!(claims.matches(&name), "{claim}");
+        }
+        for other in [
+            "accept", "cookie", "host", "user", "mailer", "te", "x-other", "idp2", "jw",
+        ] {
+            let name = HeaderName::from_bytes(other.as_bytes()).unwrap();
+            assert!(!claims.matches(&name), "{other}");
+        }
+        // Only the fixed families and the configured names' first bytes pass the filter.
+        let defaults = ClaimNames::new(&crate::identity::tests::names(), None);
+        let passing: Vec<char> = (0u8..128)
+            .filter(|b| defaults.first_bytes & first_byte_bit(*b) != 0)
+            .map(char::from)
+            .collect();
+        assert_eq!(passing, ['f', 't', 'x']);
     }
 
     #[test]

@@ -726,6 +726,7 @@ pub(crate) fn signed_out_page() -> Response {
     )
 }
 
+/// The answer when the session store cannot tell whether a session is live (503).
 pub(crate) fn store_unavailable_page() -> Response {
     pages::error(
         StatusCode::SERVICE_UNAVAILABLE,

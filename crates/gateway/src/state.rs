@@ -49,6 +49,8 @@ pub struct AppState {
     pub tokens: Option<TokenIssuer>,
     /// Access decisions and identity headers per session and route.
     pub identities: IdentityCache,
+    /// The header names a client may not send (the identity headers and their kin).
+    pub claim_names: crate::proxy::ClaimNames,
     /// When the SP certificate expires (Unix seconds), for the metrics.
     pub sp_cert_not_after: Option<i64>,
     /// The login trace file, when `debug.trace_logins` is set.
@@ -255,6 +257,10 @@ impl AppState {
             routes: ArcSwap::from_pointee(config.routes.clone()),
             tokens,
             identities: IdentityCache::default(),
+            claim_names: crate::proxy::ClaimNames::new(
+                &config.identity_headers,
+                config.identity_token.as_ref().map(|t| &t.header),
+            ),
             sp_metadata_xml: sp_metadata(&config, &keys)?,
             cookies: CookiePolicy::new(config.secure_cookies),
             request_signing_key: config.sp.sign_authn_requests.then(|| keys.key.clone()),
