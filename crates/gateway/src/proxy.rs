@@ -28,6 +28,7 @@ use crate::routing::Route;
 use crate::session_watch::{SessionWatch, WatchedRoute};
 use crate::state::{audit_record, SharedState};
 use crate::upstream::PooledBody;
+use hyper::upgrade::OnUpgrade;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -362,40 +363,7 @@ pub async fn forward(
     if let Some((client_upgrade, active)) = client_upgrade {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        // Boxed, so that it can be dropped (both sockets closed) at the end.
-                        let mut joined = Box::pin(crate::ws_join::join(client, upstream, active));
-                        let mut watch = watch;
-                        let ended = async {
-                            match watch.as_mut() {
-                                Some(w) => w.until_ended().await,
-                                None => std::future::pending().await,
-                            }
-                        };
-                        let ending = tokio::select! {
-                            result = &mut joined => {
-                                if let Err(e) = result {
-                                    tracing::debug!(error = %e, "websocket ended with an error");
-                                }
-                                None
-                            }
-                            ending = ended => Some(ending),
-                        };
-                        // The join has stopped; the record is written before the close, so
-                        // that whoever sees the socket closed finds it in the audit log.
-                        if let (Some(ending), Some(watch)) = (ending, watch) {
-                            watch.report(ending).await;
-                        }
-                        // Closing both connections mid-stream is the only safe cut: a close
-                        // frame could land inside a frame the join had half passed on. The
-                        // browser sees an abnormal close, reconnects, gets 401 and reloads.
-                        drop(joined);
-                    }
-                    Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-                }
-            });
+            spawn_websocket(client_upgrade, upstream_upgrade, active, watch);
             // The connection now carries the WebSocket (the pool gave no lease for it).
             return response.map(Body::new);
         }
@@ -405,6 +373,54 @@ pub async fn forward(
         Some(lease) => response.map(|body| Body::new(PooledBody::new(body, lease))),
         None => response.map(Body::new),
     }
+}
+
+/// Joins the client's and the upstream's upgraded connections as raw bytes in a task of their
+/// own ([`crate::ws_join`]), until both sides have closed, either fails, or the session ends
+/// (`watch`; none on a public route). `active` is raised on traffic, for the watch. Not
+/// inlined: the task is large, and inlined into [`forward`] it widened the stack frame of
+/// every proxied request (docs/performance.md).
+#[inline(never)]
+fn spawn_websocket(
+    client_upgrade: OnUpgrade,
+    upstream_upgrade: OnUpgrade,
+    active: Arc<AtomicBool>,
+    watch: Option<SessionWatch>,
+) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((client, upstream)) => {
+                // Boxed, so that it can be dropped (both sockets closed) at the end.
+                let mut joined = Box::pin(crate::ws_join::join(client, upstream, active));
+                let mut watch = watch;
+                let ended = async {
+                    match watch.as_mut() {
+                        Some(w) => w.until_ended().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let ending = tokio::select! {
+                    result = &mut joined => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "websocket ended with an error");
+                        }
+                        None
+                    }
+                    ending = ended => Some(ending),
+                };
+                // The join has stopped; the record is written before the close, so
+                // that whoever sees the socket closed finds it in the audit log.
+                if let (Some(ending), Some(watch)) = (ending, watch) {
+                    watch.report(ending).await;
+                }
+                // Closing both connections mid-stream is the only safe cut: a close
+                // frame could land inside a frame the join had half passed on. The
+                // browser sees an abnormal close, reconnects, gets 401 and reloads.
+                drop(joined);
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
 }
 
 /// The client end of a connection, as requests from it are forwarded.
