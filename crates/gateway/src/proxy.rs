@@ -267,6 +267,21 @@ pub struct Upstream<'r> {
     pub cookies: UpstreamCookies,
 }
 
+/// Drops the hop-by-hop headers of a request's `headers`; true when a `Host` header is left.
+/// One pass over the names finds both.
+fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let (mut found, mut host) = (HopByHop::default(), false);
+    for (name, value) in headers.iter() {
+        if !found.note(name, value) {
+            host |= name == header::HOST;
+        }
+    }
+    let listed = found.names_more;
+    found.strip(headers);
+    // `Connection` can name `Host` itself, which then goes too.
+    host && (!listed || headers.contains_key(header::HOST))
+}
+
 /// Sends `request` to the route's upstream, as the session `signed_in` (its ID and its live
 /// record) or, on a public route, without identity; returns the upstream's answer.
 pub async fn forward(
@@ -310,14 +325,7 @@ pub async fn forward(
     *request.version_mut() = axum::http::Version::HTTP_11;
 
     let headers = request.headers_mut();
-    // One pass over the names finds the hop-by-hop headers and whether there is a `Host`.
-    let (mut hop_by_hop, mut host) = (HopByHop::default(), false);
-    for (name, value) in headers.iter() {
-        if !hop_by_hop.note(name, value) {
-            host |= name == header::HOST;
-        }
-    }
-    hop_by_hop.strip(headers);
+    let host = strip_request_hop_by_hop(headers);
     // Room for every header added below (the identity's; the two `X-Forwarded-*`; `Host`;
     // `Connection` and `Upgrade` on an upgrade) at once: the map grows (its entries moved,
     // its index rebuilt) once, not once for the identity and again for `X-Forwarded-*`.
@@ -595,6 +603,21 @@ mod tests {
             .map(char::from)
             .collect();
         assert_eq!(passing, ['f', 't', 'x']);
+    }
+
+    #[test]
+    fn a_request_keeps_its_host_unless_connection_names_it() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, HeaderValue::from_static("app"));
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert!(strip_request_hop_by_hop(&mut h));
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["host"]);
+        h.append(header::CONNECTION, HeaderValue::from_static("Host"));
+        assert!(!strip_request_hop_by_hop(&mut h));
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("x-other"));
+        assert!(!strip_request_hop_by_hop(&mut h));
     }
 
     #[test]
