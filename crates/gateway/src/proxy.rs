@@ -190,8 +190,8 @@ impl ClaimNames {
     }
 }
 
-/// The bit of [`ClaimNames::first_bytes`] for byte `b`; every byte past ASCII (which no header
-/// name has) shares the top bit, so that it is never ruled out.
+/// The bit of [`ClaimNames::first_bytes`] for byte `b`. Header names are visible ASCII; a
+/// byte past it would share the top bit with DEL, and no name has either.
 fn first_byte_bit(b: u8) -> u128 {
     1 << b.min(127)
 }
@@ -248,23 +248,14 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Drops the hop-by-hop headers of `headers` (a response's: a request's are dropped in the
-/// pass of [`forward`] that also looks for `Host`).
+/// Drops the hop-by-hop headers of `headers` (a response's; a request's go through
+/// [`strip_request_hop_by_hop`]).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut found = HopByHop::default();
     for (name, value) in headers.iter() {
         found.note(name, value);
     }
     found.strip(headers);
-}
-
-/// Where a request goes: its route, and what its `Cookie` headers need on the way.
-#[derive(Debug, Clone, Copy)]
-pub struct Upstream<'r> {
-    /// The route the request matched.
-    pub route: &'r Route,
-    /// What [`crate::cookies::scan`] found the `Cookie` headers need for this route.
-    pub cookies: UpstreamCookies,
 }
 
 /// Drops the hop-by-hop headers of a request's `headers`; true when a `Host` header is left.
@@ -280,6 +271,15 @@ fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> bool {
     found.strip(headers);
     // `Connection` can name `Host` itself, which then goes too.
     host && (!listed || headers.contains_key(header::HOST))
+}
+
+/// Where a request goes: its route, and what its `Cookie` headers need on the way.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'r> {
+    /// The route the request matched.
+    pub route: &'r Route,
+    /// What [`crate::cookies::scan`] found the `Cookie` headers need for this route.
+    pub cookies: UpstreamCookies,
 }
 
 /// Sends `request` to the route's upstream, as the session `signed_in` (its ID and its live
