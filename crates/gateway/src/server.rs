@@ -223,7 +223,9 @@ struct Front {
 }
 
 impl Front {
-    /// The answer to one request of this connection.
+    /// The answer to one request of this connection: the [`router`]'s for the gateway's own
+    /// endpoints, [`gate::guard`]'s for the rest. One `async fn` between hyper and the guard
+    /// (a second one cost 184 instructions per request, docs/performance.md).
     async fn handle(
         front: Arc<Front>,
         request: hyper::Request<hyper::body::Incoming>,
@@ -231,27 +233,20 @@ impl Front {
         // Under way until the response has gone out, or the request is given up (the
         // future dropped): see `client_timeout`.
         let under_way = front.activity.request_started();
-        let Ok(response) = Front::answer(&front, request).await;
-        Ok(response.map(|body| Tracked::new(body, under_way.answered())))
-    }
-
-    /// The answer to one request, as [`Front::handle`] gives it.
-    async fn answer(
-        front: &Front,
-        request: hyper::Request<hyper::body::Incoming>,
-    ) -> Result<Response, std::convert::Infallible> {
         let mut request = request.map(axum::body::Body::new);
-        if for_router(request.uri().path()) {
+        let response = if for_router(request.uri().path()) {
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(front.peer.addr));
             let mut router = front.router.clone();
-            return tower_service::Service::call(&mut router, request).await;
-        }
-        let method = request.method().clone();
-        let state = front.state.clone();
-        let response = gate::guard(state, &front.peer, request).await;
-        Ok(finish_response(&method, response))
+            let Ok(response) = tower_service::Service::call(&mut router, request).await;
+            response
+        } else {
+            let method = request.method().clone();
+            let state = front.state.clone();
+            finish_response(&method, gate::guard(state, &front.peer, request).await)
+        };
+        Ok(response.map(|body| Tracked::new(body, under_way.answered())))
     }
 }
 
