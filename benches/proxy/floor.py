@@ -1,6 +1,6 @@
 """How close to plain nginx a proxy built from the gateway's own parts gets: the gateway, and
 crates/gateway/examples/hyper_floor.rs (the same runtime, hyper server and hyper client, and a
-cookie looked up in a hash map, nothing else) bare and with the six headers the gateway adds,
+cookie looked up in a hash set, nothing else) bare and with the six headers the gateway adds,
 each against plain nginx in front of the same upstream. It tells how much of the gap to nginx
 is the gateway's own work and how much is its parts'. Run by hand, after benches/proxy/run.sh
 has installed nginx and wrk and built the echo example:

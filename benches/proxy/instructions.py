@@ -41,8 +41,8 @@ VALGRIND = ["valgrind", "--tool=callgrind", *(["--cache-sim=yes"] if CACHE_SIM e
 
 
 def count(pid, port, cookie, requests):
-    """Zeroes the callgrind counters of `pid`, sends 200 + `requests` GETs, dumps; returns the
-    instructions per request (with BENCH_CACHE_SIM, a dict of every event per request), the
+    """Zeroes the callgrind counters of `pid`, sends 200 + `requests` GETs, dumps; returns every
+    event per request (`Ir`, the instructions; with BENCH_CACHE_SIM also the cache misses), the
     dump's path and callgrind_annotate's report."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
@@ -68,13 +68,13 @@ def count(pid, port, cookie, requests):
     totals = next(line for line in report.splitlines() if "PROGRAM TOTALS" in line)
     values = [int(v.replace(",", "")) for v in totals.split() if v.replace(",", "").isdigit()]
     per_request = {name: value / requests for name, value in zip(names, values)}
-    return (per_request if CACHE_SIM else per_request["Ir"]), dump, report
+    return per_request, dump, report
 
 
 def shown(count):
     """A count as printed: instructions, and with BENCH_CACHE_SIM the cache misses."""
     if not CACHE_SIM:
-        return f"{count:,.0f} instructions"
+        return f"{count['Ir']:,.0f} instructions"
     return (f"{count['Ir']:,.0f} instructions, {count['I1mr']:,.0f} first-level instruction "
             f"cache misses, {count['D1mr'] + count['D1mw']:,.0f} data cache misses")
 
@@ -147,10 +147,8 @@ def main():
     print(f"{shown(per_request)} per request ({requests} requests); "
           f"profile: {dump}; report: {OUT / 'callgrind-report.txt'}")
     if nginx_count:
-        ratio = (per_request["Ir"] / nginx_count["Ir"] if CACHE_SIM
-                 else per_request / nginx_count)
         print(f"nginx as the proxy: {shown(nginx_count)} per request; "
-              f"gateway / nginx instructions: {ratio:.2f}x")
+              f"gateway / nginx instructions: {per_request['Ir'] / nginx_count['Ir']:.2f}x")
     if floor_count:
         print(f"hyper_floor with six headers: {shown(floor_count)} per request")
 

@@ -133,15 +133,10 @@ fn cookie_pair(piece: &str) -> Option<(&str, &str)> {
     Some((name.trim_ascii(), value.trim_ascii()))
 }
 
-/// The value of cookie `name`; `None` when absent or sent more than once (ambiguous).
+/// The value of cookie `name`; `None` when absent or sent more than once (ambiguous). As
+/// [`scan`] finds the session cookie, for requests that do not go upstream.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    let mut values = request_cookies(headers)
-        .filter(|(n, _)| *n == name)
-        .map(|(_, v)| v);
-    match (values.next(), values.next()) {
-        (Some(v), None) => Some(v),
-        _ => None,
-    }
+    scan(headers, Some(name), &[]).session
 }
 
 /// True when `name` matches one of `patterns` (exact, or a prefix ending in `*`).

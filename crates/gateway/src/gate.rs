@@ -194,11 +194,11 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
         Some(state.cookies.session_name),
         &route.forward_cookies,
     );
+    let to = Upstream {
+        route,
+        cookies: cookies.upstream,
+    };
     if route.public {
-        let to = Upstream {
-            route,
-            cookies: cookies.upstream,
-        };
         return crate::proxy::forward(&state, to, None, client, request).await;
     }
     let now = unix_now();
@@ -223,10 +223,6 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
     if !identity.allowed {
         return denied(&state, route, &id, &session, peer, request.headers(), &path).await;
     }
-    let to = Upstream {
-        route,
-        cookies: cookies.upstream,
-    };
     crate::proxy::forward(
         &state,
         to,

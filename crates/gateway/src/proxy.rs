@@ -248,19 +248,9 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Drops the hop-by-hop headers of `headers` (a response's; a request's go through
-/// [`strip_request_hop_by_hop`]).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found = HopByHop::default();
-    for (name, value) in headers.iter() {
-        found.note(name, value);
-    }
-    found.strip(headers);
-}
-
-/// Drops the hop-by-hop headers of a request's `headers`; true when a `Host` header is left.
-/// One pass over the names finds both.
-fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> bool {
+/// Drops the hop-by-hop headers of `headers`; true when a `Host` header is left (what a
+/// request needs to know). One pass over the names finds both.
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let (mut found, mut host) = (HopByHop::default(), false);
     for (name, value) in headers.iter() {
         if !found.note(name, value) {
@@ -325,7 +315,7 @@ pub async fn forward(
     *request.version_mut() = axum::http::Version::HTTP_11;
 
     let headers = request.headers_mut();
-    let host = strip_request_hop_by_hop(headers);
+    let host = strip_hop_by_hop(headers);
     // Room for every header added below (the identity's; the two `X-Forwarded-*`; `Host`;
     // `Connection` and `Upgrade` on an upgrade) at once: the map grows (its entries moved,
     // its index rebuilt) once, not once for the identity and again for `X-Forwarded-*`.
@@ -610,14 +600,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::HOST, HeaderValue::from_static("app"));
         h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        assert!(strip_request_hop_by_hop(&mut h));
+        assert!(strip_hop_by_hop(&mut h));
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["host"]);
         h.append(header::CONNECTION, HeaderValue::from_static("Host"));
-        assert!(!strip_request_hop_by_hop(&mut h));
+        assert!(!strip_hop_by_hop(&mut h));
         assert!(h.is_empty(), "{h:?}");
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("x-other"));
-        assert!(!strip_request_hop_by_hop(&mut h));
+        assert!(!strip_hop_by_hop(&mut h));
     }
 
     #[test]

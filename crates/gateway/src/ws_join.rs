@@ -242,6 +242,7 @@ mod splice {
 
     /// Joins the two sockets: client to upstream through user space, upstream to client
     /// through user space or a pipe ([`Way`]).
+    ///
     /// tokio's reads and writes spend the task's budget, so a peer that keeps sending cannot
     /// hold the worker thread and starve the other direction.
     pub(super) async fn join(
