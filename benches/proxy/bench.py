@@ -8,10 +8,13 @@ store, or with the Redis store) is pinned to BENCH_PROXY_CPU; wrk, the upstream 
 WebSocket echo server and client, and redis-server to BENCH_LOAD_CPU. Per repetition every
 target is measured in turn (the order rotates), with the same wrk connections, duration and
 request bytes (nginx and the upstream get a cookie of the same length as the session cookie).
+The WebSocket echo runs go direct, through nginx (which tunnels /ws to the echo server) and
+through the gateway, the order rotated too.
 
 Measured per run: wrk's requests/s, p50 and p99; the proxy's CPU time (utime + stime of every
 process of the proxy, from /proc/PID/stat, before and after) per request; each core's busy
-time (/proc/stat); the proxy's resident memory (VmRSS). Results go to BENCH_OUT
+time (/proc/stat), and for WebSocket runs the load core's busy time per message; the proxy's
+resident memory (VmRSS). Results go to BENCH_OUT
 (results.json, results.md, logs); the markdown is also printed at the end.
 
 Settings (environment): BENCH_DURATION (s, default 10), BENCH_REPEATS (3),
@@ -302,8 +305,21 @@ def upstream_nginx(work):
     }}""", LOAD_CPU)
 
 
-def proxy_nginx(work, upstream_port):
-    # Buffers large enough for the 64 KiB body (no temp file); keep-alive to the upstream.
+def proxy_nginx(work, upstream_port, echo_port=None):
+    """nginx as the reference proxy. Buffers large enough for the 64 KiB body (no temp file);
+    keep-alive to the upstream. With `echo_port`, `/ws` is tunnelled to the WebSocket echo
+    server, through buffers of the gateway's size (32 KiB each way: nginx's tunnel uses
+    `proxy_buffer_size` for both directions)."""
+    ws = (f"""
+        location /ws {{
+            proxy_pass http://127.0.0.1:{echo_port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_buffer_size 32k;
+            proxy_buffers 4 32k;
+            proxy_read_timeout 120s;
+        }}""" if echo_port else "")
     return Nginx(work, "proxy", f"""\
     upstream app {{
         server 127.0.0.1:{upstream_port};
@@ -320,7 +336,7 @@ def proxy_nginx(work, upstream_port):
             proxy_buffer_size 8k;
             proxy_buffers 16 8k;
             proxy_max_temp_file_size 0;
-        }}
+        }}{ws}
     }}""", PROXY_CPU)
 
 
@@ -524,14 +540,20 @@ def ws_once(target, size, duration):
                         .replace(target.get("cookie") or "\0", "<cookie>")
                         .replace(f":{target['port']}", ":<port>"))
     pids = target["pids"]()
-    c0 = cpu_ticks(pids)
+    c0, k0 = cpu_ticks(pids), core_times()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
-    c1 = cpu_ticks(pids)
+    c1, k1 = cpu_ticks(pids), core_times()
     if r.returncode != 0:
         raise RuntimeError(f"ws client failed: {r.stderr or r.stdout}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    res["cpu_us_per_msg"] = ((c1 - c0) / CLK_TCK * 1e6 / max(1, res["messages"]) / 2
+    messages = max(1, res["messages"])
+    res["cpu_us_per_msg"] = ((c1 - c0) / CLK_TCK * 1e6 / messages / 2
                              if pids else None)  # each message crosses the proxy twice
+    for cpu, key in ((PROXY_CPU, "proxy_core"), (LOAD_CPU, "load_core")):
+        busy, total = (k1[cpu][0] - k0[cpu][0]), max(1, k1[cpu][1] - k0[cpu][1])
+        res[f"{key}_busy_pct"] = 100.0 * busy / total
+        # The whole core's busy time (client and echo server, kernel included) per message.
+        res[f"{key}_us_per_msg"] = busy / CLK_TCK * 1e6 / messages
     return res
 
 
@@ -559,6 +581,10 @@ def f1(v):
 
 def f2(v):
     return "–" if v is None else f"{v:.2f}"
+
+
+def f3(v):
+    return "–" if v is None else f"{v:.3f}"
 
 
 def fmb(v):
@@ -697,22 +723,39 @@ def report(results, meta):
              + ", ".join(f"{ws_window(n):,} of {n:,} B" for n in WS_SIZES)
              + f"; median of {REPEATS})")
     L.append("")
-    L.append("| Message | Direct msg/s | Direct MB/s | Gateway msg/s | Gateway MB/s | "
-             "ratio (range) | gateway CPU µs per message and direction | other processes (max) |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| Message | Direct msg/s | Direct MB/s | nginx: ratio to direct (range) | "
+             "Gateway msg/s | Gateway MB/s | gateway: ratio to direct (range) | "
+             "CPU µs per message and direction: nginx, gateway | load core µs per message: "
+             "direct, nginx, gateway | other processes (max) |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     ws = results["ws"]
     ws_ratio = {}
+
+    def load_core(rs):
+        # Runs saved before the load core was measured have no reading.
+        return f3(med([x.get("load_core_us_per_msg") for x in rs]))
+
     for size in WS_SIZES:
         d = [ws[(r, size, "direct")] for r in range(REPEATS)]
+        n = [ws[(r, size, "nginx")] for r in range(REPEATS) if (r, size, "nginx") in ws]
         g = [ws[(r, size, "gw-memory")] for r in range(REPEATS)]
         ratios = [a["messages_per_s"] / b["messages_per_s"] for a, b in zip(g, d)]
+        nginx_ratios = [a["messages_per_s"] / b["messages_per_s"] for a, b in zip(n, d)]
         ws_ratio[size] = ratios
         L.append(f"| {size:,} B | {f0(med([x['messages_per_s'] for x in d]))} | "
                  f"{f1(med([x['mb_per_s'] for x in d]))} | "
+                 f"{ratio_cell(nginx_ratios) if n else '–'} | "
                  f"{f0(med([x['messages_per_s'] for x in g]))} | "
                  f"{f1(med([x['mb_per_s'] for x in g]))} | {ratio_cell(ratios)} | "
-                 f"{f1(med([x['cpu_us_per_msg'] for x in g]))} | "
-                 f"{foreign_cell(max(d + g, key=lambda x: x['foreign_pct']))} |")
+                 f"{f3(med([x['cpu_us_per_msg'] for x in n])) if n else '–'}, "
+                 f"{f3(med([x['cpu_us_per_msg'] for x in g]))} | "
+                 f"{load_core(d)}, {load_core(n) if n else '–'}, {load_core(g)} | "
+                 f"{foreign_cell(max(d + n + g, key=lambda x: x['foreign_pct']))} |")
+    L.append("")
+    L.append("The echo server and the client share the load core, which is busy all through "
+             "every WebSocket run, so a proxy's throughput is bounded by what it makes that core "
+             "spend per message; nginx's ratio is the reference for what any proxy on another "
+             "core costs here.")
     L.append("")
     mem = results["memory"]
     L.append("### Resident memory (VmRSS)")
@@ -895,7 +938,7 @@ def main():
 
     upstream = upstream_nginx(OUT / "upstream").start()
     echo = EchoServer(OUT / "ws-echo").start()
-    nginx = proxy_nginx(OUT / "nginx-proxy", upstream.port).start()
+    nginx = proxy_nginx(OUT / "nginx-proxy", upstream.port, echo.port).start()
     redis = testbed.Redis(OUT / "redis").start()
     pin(redis.proc.pid, LOAD_CPU)
 
@@ -950,7 +993,8 @@ def main():
             results["low"][(r, name)] = res
             say(f"rep {r + 1} c1     {name:9} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} "
                 f"p99 {res['p99_ms']:.3f} ms  others {res['foreign_pct']:.0f} %")
-        ws_order = ["direct", "gw-memory"] if r % 2 == 0 else ["gw-memory", "direct"]
+        ws_names = ["direct", "nginx", "gw-memory"]
+        ws_order = ws_names[r % 3:] + ws_names[:r % 3]
         for size in WS_SIZES:
             for name in ws_order:
                 t = dict(targets[name])

@@ -4,11 +4,12 @@ has installed what it needs and built the echo pair:
 
     .venv/bin/python benches/proxy/ws_compare.py OLD_BINARY NEW_BINARY [...]
 
-One echo server (crates/gateway/examples/ws_echo.rs), and one gateway per binary, each with its
-own IdP and one login, all set up as bench.py does (gateways pinned to BENCH_PROXY_CPU, the echo
-server and client to BENCH_LOAD_CPU). Per repetition, for each message size, the echo client
-runs against direct and every gateway in turn, the order rotated. Printed per size and
-binary: the median ratio of MB/s to the direct run of the same repetition, and the gateway's
+One echo server (crates/gateway/examples/ws_echo.rs), nginx tunnelling to it (bench.py's
+reference proxy, one worker), and one gateway per binary, each with its own IdP and one login,
+all set up as bench.py does (proxies pinned to BENCH_PROXY_CPU, the echo server and client to
+BENCH_LOAD_CPU). Per repetition, for each message size, the echo client runs against direct,
+nginx and every gateway in turn, the order rotated. Printed per size, for nginx and each
+binary: the median ratio of MB/s to the direct run of the same repetition, and the proxy's
 CPU time per message and direction (utime + stime from /proc), with ranges.
 
 Settings (environment): REPS (8), SIZES (65536,64), SECONDS (4 per run), BENCH_WS_INFLIGHT
@@ -35,7 +36,12 @@ def main(binaries):
     if not bench.WS_ECHO_BIN.exists():
         sys.exit(f"no WebSocket echo binary at {bench.WS_ECHO_BIN}; run benches/proxy/run.sh")
     echo = bench.EchoServer(bench.OUT / "ws-echo").start()
-    gateways = []
+    # nginx tunnels /ws to the same echo server: a proxy's cost, for reference. It needs an
+    # upstream for its start-up check.
+    upstream = bench.upstream_nginx(bench.OUT / "upstream").start()
+    nginx = bench.proxy_nginx(bench.OUT / "nginx-proxy", upstream.port, echo.port).start()
+    gateways = [{"name": "nginx", "port": nginx.port, "cookie": None, "pids": nginx.pids,
+                 "service": nginx}]
     try:
         for i, binary in enumerate(binaries):
             bench.GATEWAY_BIN = Path(binary).resolve()
@@ -57,19 +63,30 @@ def main(binaries):
     finally:
         for g in gateways:
             g["service"].stop()
+        upstream.stop()
         echo.stop()
 
     for size in sizes:
         directs = runs[(size, "direct")]
         print(f"{size} B messages: direct {statistics.median(d['mb_per_s'] for d in directs):.0f}"
-              " MB/s (median)")
+              f" MB/s (median); {cores(directs)}")
         for g in gateways:
             mine = runs[(size, g["name"])]
             ratios = [m["mb_per_s"] / d["mb_per_s"] for m, d in zip(mine, directs)]
             cpu = [m["cpu_us_per_msg"] for m in mine]
             print(f"  {g['name']}: {statistics.median(ratios):.2f}x of direct "
                   f"({min(ratios):.2f}-{max(ratios):.2f}); CPU per message and direction "
-                  f"{statistics.median(cpu):.2f} us ({min(cpu):.2f}-{max(cpu):.2f})")
+                  f"{statistics.median(cpu):.3f} us ({min(cpu):.3f}-{max(cpu):.3f}); "
+                  f"{cores(mine)}")
+
+
+def cores(runs):
+    """Both cores' busy share and the load core's busy time per message, as medians: the load
+    core runs the echo server and client, so its time per message bounds the rate."""
+    def m(key):
+        return statistics.median(r[key] for r in runs)
+    return (f"proxy core {m('proxy_core_busy_pct'):.0f} % busy, load core "
+            f"{m('load_core_busy_pct'):.0f} % busy, {m('load_core_us_per_msg'):.3f} us per message")
 
 
 if __name__ == "__main__":

@@ -30,14 +30,14 @@ enum Step {
 #[derive(Debug)]
 pub struct ClientFrames {
     step: Step,
-    header: [u8; 14],
+    header: [u8; MAX_HEADER],
 }
 
 impl Default for ClientFrames {
     fn default() -> Self {
         ClientFrames {
             step: Step::Header { have: 0 },
-            header: [0; 14],
+            header: [0; MAX_HEADER],
         }
     }
 }
@@ -53,6 +53,19 @@ impl ClientFrames {
                     bytes = &bytes[skip..];
                     self.step = next_after(left - skip as u64);
                 }
+                // The common case: a whole header in view, read where it lies, and the
+                // frame's payload skipped with it.
+                Step::Header { have: 0 } if bytes.len() >= MAX_HEADER => {
+                    let header = &bytes[..header_len(bytes)];
+                    data |= is_data(header[0]);
+                    let payload = payload_len(header);
+                    let after = &bytes[header.len()..];
+                    let skip = usize::try_from(payload)
+                        .unwrap_or(usize::MAX)
+                        .min(after.len());
+                    bytes = &after[skip..];
+                    self.step = next_after(payload - skip as u64);
+                }
                 Step::Header { have } => {
                     let need = header_len(&self.header[..have]);
                     let take = (need - have).min(bytes.len());
@@ -63,15 +76,22 @@ impl ClientFrames {
                         self.step = Step::Header { have };
                         continue;
                     }
-                    let opcode = self.header[0] & 0x0f;
-                    // Continuation, text, binary: the user's messages. Close, ping, pong: not.
-                    data |= matches!(opcode, 0x0..=0x2);
+                    data |= is_data(self.header[0]);
                     self.step = next_after(payload_len(&self.header[..have]));
                 }
             }
         }
         data
     }
+}
+
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEADER: usize = 14;
+
+/// Whether a frame whose header starts with `first` carries the user's data: continuation,
+/// text and binary frames do; close, ping and pong do not.
+fn is_data(first: u8) -> bool {
+    matches!(first & 0x0f, 0x0..=0x2)
 }
 
 fn next_after(payload_left: u64) -> Step {
@@ -237,6 +257,35 @@ mod tests {
             assert!(seen, "split, {len} bytes");
             // After the stream the parser stands at a frame boundary again.
             assert!(!p.feed(&frame(0xA, 1)));
+        }
+    }
+
+    #[test]
+    fn reads_cut_anywhere_find_what_single_bytes_find() {
+        // Frames of every opcode, with lengths around each length encoding's edges.
+        let lengths = [0, 1, 13, 14, 64, 125, 126, 127, 300, 65535, 65536, 70_000];
+        let opcodes = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA];
+        let mut seed = 7u32;
+        let mut next = move |n: usize| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as usize % n
+        };
+        let stream: Vec<u8> = (0..400)
+            .flat_map(|_| frame(opcodes[next(opcodes.len())], lengths[next(lengths.len())]))
+            .collect();
+        for most in [1, 2, 5, 13, 14, 15, 29, 100, 4096, 40_000] {
+            let (mut cut, mut whole_bytes) = (ClientFrames::default(), ClientFrames::default());
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let (read, after) = rest.split_at((1 + next(most)).min(rest.len()));
+                let by_bytes = read.iter().fold(false, |seen, b| {
+                    whole_bytes.feed(std::slice::from_ref(b)) | seen
+                });
+                assert_eq!(cut.feed(read), by_bytes, "reads of up to {most} bytes");
+                assert_eq!(cut.step, whole_bytes.step, "reads of up to {most} bytes");
+                rest = after;
+            }
+            assert_eq!(cut.step, Step::Header { have: 0 });
         }
     }
 
