@@ -41,7 +41,8 @@ class Upstream:
     1.5 s; `/hang` after 20 s; `/big` with 64 MiB; `/close` with `Connection: close`; `/cut`
     promises 100 bytes and sends 10; `/ws` switches protocols, sends UPSTREAM_HELLO in the
     same write as its `101` head, then echoes every byte it gets until the client finishes.
-    An idle keep-alive connection is closed after `idle_timeout` seconds."""
+    A POST is read to the end of its body and answered `got N` (N bytes). An idle keep-alive
+    connection is closed after `idle_timeout` seconds."""
 
     def __init__(self, idle_timeout=None):
         self.connections = 0
@@ -92,6 +93,14 @@ class Upstream:
                 if self.path == "/close":
                     self.send_header("Connection", "close")
                     self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                got = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                body = f"got {got}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -356,6 +365,30 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(quick_timeout, upstream
     # Not before the timeout of 1 s; within it and a check or two after.
     assert 0.9 <= took <= 4, took
     assert upstream.count() == 0
+
+
+def test_a_request_body_that_stops_coming_is_cut_off(quick_timeout, upstream):
+    with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
+                  + b"x" * 10)
+        took = closed_after(s, 8)
+    # Not before the timeout of 1 s; within it and a check or two after.
+    assert 0.9 <= took <= 4, took
+
+
+def test_a_slow_upload_that_keeps_coming_is_not_cut(quick_timeout):
+    with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8\r\n\r\n")
+        # A byte every 0.4 s for 3.2 s: three times the timeout, never 1 s without a piece.
+        for _ in range(8):
+            time.sleep(0.4)
+            s.sendall(b"x")
+        answer = b""
+        while not answer.endswith(b"got 8"):
+            chunk = s.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
 
 
 def test_an_idle_keep_alive_connection_is_closed(quick_timeout):

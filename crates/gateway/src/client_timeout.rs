@@ -6,18 +6,22 @@
 //! [`UnderWay`] guard, carried by the response body ([`Tracked`]). Against
 //! `server.client_timeout`:
 //!
-//! - while a request waits for its response head, it is never closed: an upstream that takes
-//!   its time, a slow upload (its request is under way);
-//! - otherwise it is closed when, for the whole timeout, no request has started or ended and
-//!   no response has sent a piece of its body: a request head sent a byte at a time, an idle
+//! - while a request waits for its response head with its body received to the end, it is
+//!   never closed: an upstream that takes its time;
+//! - otherwise it is closed when, for the whole timeout, no request has started or ended, no
+//!   piece of a request body has come in and no response has sent a piece of its body: a
+//!   request head sent a byte at a time, a request body that stops coming (nginx's
+//!   `client_body_timeout`; a slow upload that keeps moving is not cut), an idle
 //!   keep-alive connection, a connection that never sends anything, a client that stops
 //!   reading (or an HTTP/2 client that leaves its window shut), an upstream that stops
 //!   sending. What the server writes on its own does not count: an HTTP/2 client could
 //!   otherwise keep the connection open with PINGs, each answered.
 //!
-//! Body progress is counted where the body is polled ([`Tracked`]): hyper polls the next piece
-//! only when the one before has gone out (or into its bounded buffer), so a client that does
-//! not read stops the count.
+//! Body progress is counted where the body is polled ([`Tracked`] for responses, [`Upload`]
+//! for requests): hyper polls the next piece only when the one before has gone out (or into
+//! its bounded buffer), so a client that does not read stops the count. A request body is
+//! read as fast as the upstream takes it, so an upstream that stops reading an upload for the
+//! whole timeout gets it cut too.
 //!
 //! A WebSocket leaves the watch when it is upgraded: the tunnel then runs until either side
 //! closes or the session ends (`session_watch`). A connection is closed by dropping it, without
@@ -50,6 +54,12 @@ pub struct Activity {
     finished: AtomicU64,
     /// Pieces of response bodies given to the connection.
     sent: AtomicU64,
+    /// Request bodies that have begun to come in (requests with no body have none).
+    uploads: AtomicU64,
+    /// Request bodies received to their end, failed, or given up.
+    uploads_ended: AtomicU64,
+    /// Pieces of request bodies received.
+    received: AtomicU64,
 }
 
 /// The counters of an [`Activity`] at one moment.
@@ -59,6 +69,9 @@ struct Snapshot {
     answered: u64,
     finished: u64,
     sent: u64,
+    uploads: u64,
+    uploads_ended: u64,
+    received: u64,
 }
 
 impl Activity {
@@ -78,6 +91,9 @@ impl Activity {
             answered: self.answered.load(Ordering::Relaxed),
             finished: self.finished.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
+            uploads: self.uploads.load(Ordering::Relaxed),
+            uploads_ended: self.uploads_ended.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
         }
     }
 }
@@ -109,25 +125,79 @@ impl Drop for UnderWay {
     }
 }
 
-/// A response body that keeps its request [`UnderWay`] until it has been sent to its end,
-/// has failed, or is dropped. It holds the body as it is (nothing allocated).
-#[derive(Debug)]
-pub struct Tracked<B> {
-    body: B,
-    under_way: Option<UnderWay>,
+/// What a [`Watched`] body reports to: told of each piece the body yields, and dropped at the
+/// body's end.
+pub trait Watcher {
+    /// The body has yielded a piece.
+    fn piece(&self);
 }
+
+/// A body that tells its [`Watcher`] of each piece it yields and drops it at the body's end:
+/// its last piece, a failure, or the body's own drop. It holds the body as it is (nothing
+/// allocated).
+#[derive(Debug)]
+pub struct Watched<B, W> {
+    body: B,
+    watcher: Option<W>,
+}
+
+/// A response body that keeps its request [`UnderWay`] until it has been sent to its end,
+/// has failed, or is dropped, and counts its pieces as the connection's activity.
+pub type Tracked<B> = Watched<B, UnderWay>;
+
+/// A request body that counts its pieces as the connection's activity and is awaited
+/// ([`Receiving`]) until it has been received to its end, has failed, or is dropped. A request
+/// without a body needs none.
+pub type Upload<B> = Watched<B, Receiving>;
 
 impl<B> Tracked<B> {
     /// `body`, the response of the request `under_way`.
     pub fn new(body: B, under_way: UnderWay) -> Tracked<B> {
-        Tracked {
+        Watched {
             body,
-            under_way: Some(under_way),
+            watcher: Some(under_way),
         }
     }
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
+impl<B> Upload<B> {
+    /// `body`, a request body that has yet to come in on the connection of `activity`.
+    pub fn new(body: B, activity: &Arc<Activity>) -> Upload<B> {
+        activity.uploads.fetch_add(1, Ordering::Relaxed);
+        Watched {
+            body,
+            watcher: Some(Receiving {
+                activity: activity.clone(),
+            }),
+        }
+    }
+}
+
+impl Watcher for UnderWay {
+    fn piece(&self) {
+        self.activity.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A request body still coming in on its connection, until dropped.
+#[derive(Debug)]
+pub struct Receiving {
+    activity: Arc<Activity>,
+}
+
+impl Watcher for Receiving {
+    fn piece(&self) {
+        self.activity.received.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.activity.uploads_ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<B: Body + Unpin, W: Watcher + Unpin> Body for Watched<B, W> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -138,11 +208,14 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
-                if let Some(under_way) = &self.under_way {
-                    under_way.activity.sent.fetch_add(1, Ordering::Relaxed);
+                if let Some(watcher) = &self.watcher {
+                    watcher.piece();
+                }
+                if self.body.is_end_stream() {
+                    self.watcher = None;
                 }
             }
-            Poll::Ready(None | Some(Err(_))) => self.under_way = None,
+            Poll::Ready(None | Some(Err(_))) => self.watcher = None,
             Poll::Pending => {}
         }
         polled
@@ -167,9 +240,12 @@ pub enum Ended<T> {
 }
 
 /// True when a connection that went from `before` to `now` has shown no sign of life: no
-/// request waits for its response head, and no request started or ended and no body moved.
+/// request started or ended and no body moved, and no request waits for its response head
+/// with its body received (the upstream's turn), unless a request body is still to come (the
+/// client's turn).
 fn quiet(before: Snapshot, now: Snapshot) -> bool {
-    now.answered == now.started && now == before
+    let upstream_turn = now.answered != now.started && now.uploads == now.uploads_ended;
+    now == before && !upstream_turn
 }
 
 /// Runs `connection` until it ends, or until `activity` has been quiet (see [`quiet`]) for
@@ -326,6 +402,48 @@ mod tests {
         let (took, timed_out) = watch(std::future::pending(), &activity).await;
         assert!(timed_out && took <= TIMEOUT * 5 / 4, "{took:?}");
         drop(stalled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_keeps_coming_keeps_its_connection_and_a_stalled_one_does_not() {
+        let activity = Arc::new(Activity::default());
+        // A piece every 30 s for 300 s, its request waiting for its answer all along.
+        let under_way = activity.request_started();
+        let upload = Upload::new(trickle(10, Duration::from_secs(30)), &activity);
+        let (_, timed_out) = watch(
+            async move {
+                upload.collect().await.unwrap();
+            },
+            &activity,
+        )
+        .await;
+        assert!(!timed_out);
+        // Received to its end: waiting for the answer is the upstream's turn, never cut.
+        let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
+        assert!(!timed_out);
+        // A body that stops coming while its request waits (slowloris on the body).
+        let stalled = Upload::new(trickle(10, Duration::from_secs(1)), &activity);
+        let (took, timed_out) = watch(std::future::pending(), &activity).await;
+        assert!(timed_out && took <= TIMEOUT * 5 / 4, "{took:?}");
+        // Dropped (the request given up), it is no longer awaited.
+        drop(stalled);
+        let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
+        assert!(!timed_out);
+        drop(under_way);
+    }
+
+    #[tokio::test]
+    async fn an_upload_counts_its_pieces_and_ends_at_its_last() {
+        let activity = Arc::new(Activity::default());
+        let upload = Upload::new(
+            http_body_util::Full::new(Bytes::from_static(b"abc")),
+            &activity,
+        );
+        let before = activity.snapshot();
+        assert_eq!((before.uploads, before.uploads_ended), (1, 0));
+        let (collected, after) = (upload.collect().await, activity.snapshot());
+        assert_eq!(collected.unwrap().to_bytes(), "abc");
+        assert_eq!((after.received, after.uploads_ended), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]

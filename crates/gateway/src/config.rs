@@ -393,8 +393,9 @@ pub struct Config {
     /// Threads serving requests; `None`: one per CPU the process may use. One thread runs
     /// everything on the main thread (the cheapest per request when pinned to one core).
     pub worker_threads: Option<usize>,
-    /// How long a client connection may stay quiet (no request head completed, nothing
-    /// written to it, no request under way) before it is closed.
+    /// How long a client connection may stay quiet (no request head completed, no request
+    /// body received, nothing written to it, no request waiting for its answer with its body
+    /// received) before it is closed (`client_timeout`).
     pub client_timeout: Duration,
 }
 
@@ -493,7 +494,8 @@ fn expand_env(
 }
 
 /// `server.client_timeout` when the file sets none: as long as nginx waits for a request head
-/// (`client_header_timeout`) or between two writes to a client (`send_timeout`).
+/// (`client_header_timeout`), between two reads of a request body (`client_body_timeout`) or
+/// between two writes to a client (`send_timeout`).
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Parses `90s`, `30m`, `8h`, `1d` (or a bare number of seconds).

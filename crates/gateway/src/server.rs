@@ -233,7 +233,15 @@ impl Front {
         // Under way until the response has gone out, or the request is given up (the
         // future dropped): see `client_timeout`.
         let under_way = front.activity.request_started();
-        let mut request = request.map(axum::body::Body::new);
+        // A request body must keep coming while its request waits (client_timeout); a
+        // request without one (nearly every proxied request) is left as it is.
+        let mut request = request.map(|body| {
+            if hyper::body::Body::is_end_stream(&body) {
+                axum::body::Body::new(body)
+            } else {
+                axum::body::Body::new(client_timeout::Upload::new(body, &front.activity))
+            }
+        });
         let response = if for_router(request.uri().path()) {
             request
                 .extensions_mut()
