@@ -97,12 +97,16 @@ class Upstream:
                 self.wfile.write(body)
 
             def do_POST(self):
-                got = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                body = f"got {got}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    got = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                    body = f"got {got}".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    # The gateway gave the request up (a body that stopped coming).
+                    self.close_connection = True
 
             def echo_after_upgrade(self):
                 self.close_connection = True
