@@ -6,8 +6,9 @@
 //! [`UnderWay`] guard, carried by the response body ([`Tracked`]). Against
 //! `server.client_timeout`:
 //!
-//! - while a request waits for its response head with its body received to the end, it is
-//!   never closed: an upstream that takes its time;
+//! - while a request waits for its response head, it is never closed (an upstream that takes
+//!   its time, or one that stops reading an upload), unless the gateway is waiting for a
+//!   piece of a request body from the client;
 //! - otherwise it is closed when, for the whole timeout, no request has started or ended, no
 //!   piece of a request body has come in and no response has sent a piece of its body: a
 //!   request head sent a byte at a time, a request body that stops coming (nginx's
@@ -20,16 +21,18 @@
 //! Body progress is counted where the body is polled ([`Tracked`] for responses, [`Upload`]
 //! for requests): hyper polls the next piece only when the one before has gone out (or into
 //! its bounded buffer), so a client that does not read stops the count. A request body is
-//! read as fast as the upstream takes it, so an upstream that stops reading an upload for the
-//! whole timeout gets it cut too.
+//! the client's turn only while it is polled and has nothing: a body not yet asked for (the
+//! upstream still connecting) or no longer asked for (an upstream that stops reading) is not.
+//! On HTTP/2 the rule holds for the connection, not per stream: a stream whose upload has
+//! stalled for the whole timeout closes the connection with its other streams.
 //!
 //! A WebSocket leaves the watch when it is upgraded: the tunnel then runs until either side
 //! closes or the session ends (`session_watch`). A connection is closed by dropping it, without
 //! an HTTP/2 GOAWAY; that happens only when no request has started for the whole timeout, or
 //! when a response has stalled for it.
 //!
-//! The check costs no timer per request: each connection has one [`Activity`] (four
-//! counters, bumped with relaxed atomics) and one interval that looks at them four times per
+//! The check costs no timer per request: each connection has one [`Activity`] (seven
+//! counters, bumped with relaxed atomics; a request without a body touches four) and one interval that looks at them four times per
 //! timeout. hyper's own `header_read_timeout` arms a timer for every request head, which cost
 //! 6 % more instructions per proxied request (docs/performance.md).
 
@@ -54,10 +57,10 @@ pub struct Activity {
     finished: AtomicU64,
     /// Pieces of response bodies given to the connection.
     sent: AtomicU64,
-    /// Request bodies that have begun to come in (requests with no body have none).
-    uploads: AtomicU64,
-    /// Request bodies received to their end, failed, or given up.
-    uploads_ended: AtomicU64,
+    /// Times a request body was asked for a piece it did not have: the client's turn.
+    waits: AtomicU64,
+    /// Of those, the ones that are over (a piece came, the body ended or was dropped).
+    waits_over: AtomicU64,
     /// Pieces of request bodies received.
     received: AtomicU64,
 }
@@ -69,8 +72,8 @@ struct Snapshot {
     answered: u64,
     finished: u64,
     sent: u64,
-    uploads: u64,
-    uploads_ended: u64,
+    waits: u64,
+    waits_over: u64,
     received: u64,
 }
 
@@ -91,8 +94,8 @@ impl Activity {
             answered: self.answered.load(Ordering::Relaxed),
             finished: self.finished.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
-            uploads: self.uploads.load(Ordering::Relaxed),
-            uploads_ended: self.uploads_ended.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            waits_over: self.waits_over.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
         }
     }
@@ -125,15 +128,18 @@ impl Drop for UnderWay {
     }
 }
 
-/// What a [`Watched`] body reports to: told of each piece the body yields, and dropped at the
-/// body's end.
+/// What a [`Watched`] body reports to: told of each piece the body yields and of each poll
+/// that found none, and dropped at the body's end.
 pub trait Watcher {
     /// The body has yielded a piece.
-    fn piece(&self);
+    fn piece(&mut self);
+
+    /// The body was asked for a piece and has none yet.
+    fn pending(&mut self) {}
 }
 
-/// A body that tells its [`Watcher`] of each piece it yields and drops it at the body's end:
-/// its last piece, a failure, or the body's own drop. It holds the body as it is (nothing
+/// A body that tells its [`Watcher`] what happens to it, and drops it at the body's end (its
+/// end of stream, a failure, or the body's own drop). It holds the body as it is (nothing
 /// allocated).
 #[derive(Debug)]
 pub struct Watched<B, W> {
@@ -145,9 +151,8 @@ pub struct Watched<B, W> {
 /// has failed, or is dropped, and counts its pieces as the connection's activity.
 pub type Tracked<B> = Watched<B, UnderWay>;
 
-/// A request body that counts its pieces as the connection's activity and is awaited
-/// ([`Receiving`]) until it has been received to its end, has failed, or is dropped. A request
-/// without a body needs none.
+/// A request body that counts its pieces as the connection's activity, and the times the
+/// gateway waits for one ([`Receiving`]). A request without a body needs none.
 pub type Upload<B> = Watched<B, Receiving>;
 
 impl<B> Tracked<B> {
@@ -163,37 +168,57 @@ impl<B> Tracked<B> {
 impl<B> Upload<B> {
     /// `body`, a request body that has yet to come in on the connection of `activity`.
     pub fn new(body: B, activity: &Arc<Activity>) -> Upload<B> {
-        activity.uploads.fetch_add(1, Ordering::Relaxed);
         Watched {
             body,
             watcher: Some(Receiving {
                 activity: activity.clone(),
+                waiting: false,
             }),
         }
     }
 }
 
 impl Watcher for UnderWay {
-    fn piece(&self) {
+    fn piece(&mut self) {
         self.activity.sent.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// A request body still coming in on its connection, until dropped.
+/// A request body coming in on its connection: its pieces, and whether the gateway is
+/// waiting for the next one.
 #[derive(Debug)]
 pub struct Receiving {
     activity: Arc<Activity>,
+    /// Asked for a piece and found none: a wait counted in `waits`, not yet over.
+    waiting: bool,
+}
+
+impl Receiving {
+    fn wait_over(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            self.activity.waits_over.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Watcher for Receiving {
-    fn piece(&self) {
+    fn piece(&mut self) {
+        self.wait_over();
         self.activity.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn pending(&mut self) {
+        if !self.waiting {
+            self.waiting = true;
+            self.activity.waits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Receiving {
     fn drop(&mut self) {
-        self.activity.uploads_ended.fetch_add(1, Ordering::Relaxed);
+        self.wait_over();
     }
 }
 
@@ -208,15 +233,16 @@ impl<B: Body + Unpin, W: Watcher + Unpin> Body for Watched<B, W> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
-                if let Some(watcher) = &self.watcher {
+                if let Some(watcher) = &mut self.watcher {
                     watcher.piece();
-                }
-                if self.body.is_end_stream() {
-                    self.watcher = None;
                 }
             }
             Poll::Ready(None | Some(Err(_))) => self.watcher = None,
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Some(watcher) = &mut self.watcher {
+                    watcher.pending();
+                }
+            }
         }
         polled
     }
@@ -241,10 +267,10 @@ pub enum Ended<T> {
 
 /// True when a connection that went from `before` to `now` has shown no sign of life: no
 /// request started or ended and no body moved, and no request waits for its response head
-/// with its body received (the upstream's turn), unless a request body is still to come (the
+/// (the upstream's turn) unless the gateway is waiting for a piece of a request body (the
 /// client's turn).
 fn quiet(before: Snapshot, now: Snapshot) -> bool {
-    let upstream_turn = now.answered != now.started && now.uploads == now.uploads_ended;
+    let upstream_turn = now.answered != now.started && now.waits == now.waits_over;
     now == before && !upstream_turn
 }
 
@@ -421,29 +447,47 @@ mod tests {
         // Received to its end: waiting for the answer is the upstream's turn, never cut.
         let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
         assert!(!timed_out);
-        // A body that stops coming while its request waits (slowloris on the body).
-        let stalled = Upload::new(trickle(10, Duration::from_secs(1)), &activity);
-        let (took, timed_out) = watch(std::future::pending(), &activity).await;
-        assert!(timed_out && took <= TIMEOUT * 5 / 4, "{took:?}");
-        // Dropped (the request given up), it is no longer awaited.
-        drop(stalled);
+        // A body nobody has asked for yet (the upstream still connecting): not the client's
+        // turn either.
+        let unasked = Upload::new(trickle(10, Duration::from_secs(1)), &activity);
         let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
         assert!(!timed_out);
-        drop(under_way);
+        // A body asked for a piece that does not come (slowloris on the body): cut.
+        let mut stalled = Upload::new(trickle(1, TIMEOUT * 1000), &activity);
+        let (took, timed_out) = watch(
+            async move {
+                stalled.frame().await;
+            },
+            &activity,
+        )
+        .await;
+        assert!(timed_out && took <= TIMEOUT * 5 / 4, "{took:?}");
+        // Dropped with the connection, it is no longer waited for.
+        let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
+        assert!(!timed_out);
+        drop((unasked, under_way));
     }
 
-    #[tokio::test]
-    async fn an_upload_counts_its_pieces_and_ends_at_its_last() {
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_counts_its_pieces_and_the_waits_for_them() {
         let activity = Arc::new(Activity::default());
-        let upload = Upload::new(
-            http_body_util::Full::new(Bytes::from_static(b"abc")),
-            &activity,
-        );
-        let before = activity.snapshot();
-        assert_eq!((before.uploads, before.uploads_ended), (1, 0));
-        let (collected, after) = (upload.collect().await, activity.snapshot());
-        assert_eq!(collected.unwrap().to_bytes(), "abc");
-        assert_eq!((after.received, after.uploads_ended), (1, 1));
+        let counts = |a: &Activity| {
+            let now = a.snapshot();
+            (now.waits, now.waits_over, now.received)
+        };
+        let mut upload = Upload::new(trickle(3, Duration::from_secs(1)), &activity);
+        assert_eq!(counts(&activity), (0, 0, 0), "nothing asked yet");
+        // Asked, nothing yet (a wait), then the piece comes.
+        assert!(upload.frame().await.is_some());
+        assert_eq!(counts(&activity), (1, 1, 1));
+        assert!(upload.frame().await.is_some());
+        assert_eq!(counts(&activity), (2, 2, 2));
+        // A wait given up before the piece came (the request dropped mid-body).
+        let asked = tokio::time::timeout(Duration::from_millis(1), upload.frame()).await;
+        assert!(asked.is_err());
+        assert_eq!(counts(&activity), (3, 2, 2));
+        drop(upload);
+        assert_eq!(counts(&activity), (3, 3, 2));
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,12 +504,18 @@ mod tests {
     #[tokio::test]
     async fn a_tracked_body_counts_its_pieces_and_ends_its_request() {
         let activity = Arc::new(Activity::default());
-        let body = Tracked::new(
+        let mut body = Tracked::new(
             http_body_util::Full::new(Bytes::from_static(b"ok")),
             activity.request_started().answered(),
         );
-        assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+        assert!(body.frame().await.is_some());
         assert_eq!(activity.snapshot().sent, 1);
+        // Under way until the body says it has ended (hyper's HTTP/2 may still hold the
+        // last piece, waiting for window), not at its last piece.
+        assert_eq!(activity.snapshot().finished, 0);
+        assert!(body.frame().await.is_none());
+        assert_eq!(activity.snapshot().finished, 1);
+        drop(body);
         assert_eq!(activity.snapshot().finished, 1);
         let body = Tracked::new(
             http_body_util::Full::new(Bytes::from_static(b"ok")),

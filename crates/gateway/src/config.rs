@@ -393,9 +393,9 @@ pub struct Config {
     /// Threads serving requests; `None`: one per CPU the process may use. One thread runs
     /// everything on the main thread (the cheapest per request when pinned to one core).
     pub worker_threads: Option<usize>,
-    /// How long a client connection may stay quiet (no request head completed, no request
-    /// body received, nothing written to it, no request waiting for its answer with its body
-    /// received) before it is closed (`client_timeout`).
+    /// How long a client connection may stay quiet (no request head completed, no piece of a
+    /// request body received, nothing written to it, no request waiting for its answer unless
+    /// the gateway waits for its body) before it is closed (`client_timeout`).
     pub client_timeout: Duration,
 }
 

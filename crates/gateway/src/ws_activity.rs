@@ -263,14 +263,14 @@ mod tests {
     #[test]
     fn reads_cut_anywhere_find_what_single_bytes_find() {
         // Frames of every opcode, with lengths around each length encoding's edges.
-        let lengths = [0, 1, 13, 14, 64, 125, 126, 127, 300, 65535, 65536, 70_000];
+        let lengths = [0, 1, 13, 14, 64, 125, 126, 127, 300, 65535, 65536];
         let opcodes = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA];
         let mut seed = 7u32;
         let mut next = move |n: usize| {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
             (seed >> 16) as usize % n
         };
-        let stream: Vec<u8> = (0..400)
+        let stream: Vec<u8> = (0..200)
             .flat_map(|_| frame(opcodes[next(opcodes.len())], lengths[next(lengths.len())]))
             .collect();
         for most in [1, 2, 5, 13, 14, 15, 29, 100, 4096, 40_000] {
