@@ -299,7 +299,30 @@ pub fn session_hash(id: &str) -> String {
     session_store::session_hash(id)
 }
 
-/// Current Unix time in seconds.
+/// Current Unix time in seconds (rounded down, as `chrono`'s `timestamp` does), read from the
+/// system clock without building a calendar date.
 pub fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
+    use std::time::{SystemTime, UNIX_EPOCH};
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        // A clock set before 1970.
+        Err(before) => {
+            let before = before.duration();
+            let whole = i64::try_from(before.as_secs()).unwrap_or(i64::MAX);
+            -whole - i64::from(before.subsec_nanos() > 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_now_tells_the_second_chrono_tells() {
+        let before = chrono::Utc::now().timestamp();
+        let now = unix_now();
+        let after = chrono::Utc::now().timestamp();
+        assert!(before <= now && now <= after, "{before} {now} {after}");
+    }
 }

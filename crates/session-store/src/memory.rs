@@ -579,6 +579,13 @@ mod tests {
         assert!(SessionId::parse(id.expose()).is_some());
         assert!(SessionId::parse("short").is_none());
         assert!(SessionId::parse(&"a".repeat(42).replace('a', "*")).is_none());
+        // 43 bytes, but not 43 characters of the alphabet.
+        assert!(SessionId::parse(&format!("{}a", "é".repeat(21))).is_none());
+        assert!(SessionId::parse(&"a".repeat(44)).is_none());
+        assert_eq!(
+            SessionId::parse(&"a".repeat(43)).unwrap().expose(),
+            "a".repeat(43)
+        );
         assert_eq!(format!("{id:?}"), "SessionId(..)");
     }
 

@@ -15,29 +15,35 @@ pub fn groups<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Groups {
     names.into_iter().map(|n| Arc::from(n.as_ref())).collect()
 }
 
-/// An opaque session ID: 256 random bits, URL-safe base64.
+/// Characters in a session ID: 256 random bits in URL-safe base64 without padding.
+const ID_LEN: usize = 43;
+
+/// An opaque session ID: 256 random bits, URL-safe base64. Held inline (no allocation per
+/// request that presents one).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+pub struct SessionId([u8; ID_LEN]);
 
 impl SessionId {
     /// Wraps a cookie value; `None` when it cannot be a session ID (wrong length or alphabet),
     /// so that junk never reaches a store lookup.
     pub fn parse(value: &str) -> Option<SessionId> {
-        let ok = value.len() == 43
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| SessionId(value.to_string()))
+        let bytes: [u8; ID_LEN] = value.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .then_some(SessionId(bytes))
     }
 
     /// Draws a fresh random ID.
     pub fn generate() -> Result<SessionId, crate::StoreError> {
-        crate::random_token().map(SessionId)
+        // A token that is no ID would be a generator gone wrong.
+        SessionId::parse(&crate::random_token()?).ok_or(crate::StoreError::Random)
     }
 
     /// The cookie value. Never log it: it is a bearer credential.
     pub fn expose(&self) -> &str {
-        &self.0
+        // ASCII by construction (`parse`), so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
