@@ -32,9 +32,10 @@
 //! when a response has stalled for it.
 //!
 //! The check costs no timer per request: each connection has one [`Activity`] (seven
-//! counters, bumped with relaxed atomics; a request without a body touches four) and one interval that looks at them four times per
-//! timeout. hyper's own `header_read_timeout` arms a timer for every request head, which cost
-//! 6 % more instructions per proxied request (docs/performance.md).
+//! counters, bumped with relaxed atomics; a request without a body touches four) and one
+//! interval that looks at them four times per timeout. hyper's own `header_read_timeout` arms
+//! a timer for every request head, which cost 6 % more instructions per proxied request
+//! (docs/performance.md).
 
 use std::future::Future;
 use std::pin::Pin;
