@@ -324,14 +324,30 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_limit(bed, upstream):
 
 def closed_after(sock, limit):
     """Seconds until the gateway closes `sock` (reads nothing more), at most `limit`."""
+    return read_to_close(sock, limit)[0]
+
+
+def read_to_close(sock, limit):
+    """(seconds until the gateway closes `sock`, at most `limit`; the bytes read until then)."""
     started = time.monotonic()
     sock.settimeout(limit)
+    received = b""
     try:
-        while sock.recv(4096):
-            pass
+        while chunk := sock.recv(4096):
+            received += chunk
     except (ConnectionResetError, socket.timeout):
         pass
-    return time.monotonic() - started
+    return time.monotonic() - started, received
+
+
+def read_until(sock, ending):
+    """What `sock` sends up to and with `ending` (the end of an answer); fails if it closes."""
+    answer = b""
+    while not answer.endswith(ending):
+        chunk = sock.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    return answer
 
 
 @pytest.fixture
@@ -375,15 +391,7 @@ def test_a_request_body_that_stops_coming_is_cut_off(quick_timeout, upstream):
     with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
                   + b"x" * 10)
-        started = time.monotonic()
-        s.settimeout(8)
-        answer = b""
-        try:
-            while chunk := s.recv(4096):
-                answer += chunk
-        except (ConnectionResetError, socket.timeout):
-            pass
-        took = time.monotonic() - started
+        took, answer = read_to_close(s, 8)
     # Closed, not answered: not before the timeout of 1 s; within it and a check or two after.
     assert answer == b"", answer
     assert 0.9 <= took <= 4, took
@@ -396,22 +404,14 @@ def test_a_slow_upload_that_keeps_coming_is_not_cut(quick_timeout):
         for _ in range(8):
             time.sleep(0.25)
             s.sendall(b"x")
-        answer = b""
-        while not answer.endswith(b"got 8"):
-            chunk = s.recv(4096)
-            assert chunk, answer
-            answer += chunk
+        answer = read_until(s, b"got 8")
     assert answer.startswith(b"HTTP/1.1 200 "), answer
 
 
 def test_an_idle_keep_alive_connection_is_closed(quick_timeout):
     with socket.create_connection(("127.0.0.1", quick_timeout.port), timeout=10) as s:
         s.sendall(b"GET /n HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        answer = b""
-        while not answer.endswith(b"\r\n\r\nok"):
-            chunk = s.recv(4096)
-            assert chunk, answer
-            answer += chunk
+        answer = read_until(s, b"\r\n\r\nok")
         assert answer.startswith(b"HTTP/1.1 200 "), answer
         took = closed_after(s, 8)
     assert 0.9 <= took <= 4, took

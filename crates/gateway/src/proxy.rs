@@ -19,6 +19,7 @@ use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
 use session_store::{SessionId, SessionRecord};
 
 use crate::config::IdentityHeaders;
@@ -28,7 +29,6 @@ use crate::routing::Route;
 use crate::session_watch::{SessionWatch, WatchedRoute};
 use crate::state::{audit_record, SharedState};
 use crate::upstream::PooledBody;
-use hyper::upgrade::OnUpgrade;
 
 /// Headers that apply to one connection only (RFC 9110 7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -48,63 +48,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// (this runs on every header of every request and response).
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     HOP_BY_HOP.iter().position(|h| h == name)
-}
-
-/// The hop-by-hop headers of one header map, noted in a pass over its names, to be dropped by
-/// [`HopByHop::strip`].
-#[derive(Debug, Default)]
-struct HopByHop {
-    /// Bit `i` set when `HOP_BY_HOP[i]` is present.
-    present: u8,
-    /// `Connection` names more than `keep-alive` (the usual value, nothing to look up).
-    names_more: bool,
-}
-
-impl HopByHop {
-    /// Notes the header `name` with `value`; true when it is hop-by-hop.
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
-        let Some(index) = hop_by_hop_index(name) else {
-            return false;
-        };
-        self.present |= 1 << index;
-        self.names_more |= index == 0 && !value.as_bytes().eq_ignore_ascii_case(b"keep-alive");
-        true
-    }
-
-    /// Drops the headers noted, and those that `Connection` names.
-    fn strip(self, headers: &mut HeaderMap) {
-        // Most requests carry none of these (a response from nginx carries `Connection` only).
-        if self.present == 0 {
-            return;
-        }
-        // Headers named in Connection are hop-by-hop too (`keep-alive` and the like are
-        // dropped anyway; `close` is a name like any other: a `Close` field goes too).
-        let listed: Vec<HeaderName> = if self.names_more {
-            // Split as bytes: a value with a non-ASCII byte still names its other fields.
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-                .map(<[u8]>::trim_ascii)
-                .filter(|n| {
-                    !HOP_BY_HOP
-                        .iter()
-                        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(n))
-                })
-                .filter_map(|n| HeaderName::from_bytes(n).ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for (index, name) in HOP_BY_HOP.iter().enumerate() {
-            if self.present & (1 << index) != 0 {
-                headers.remove(name);
-            }
-        }
-        for name in listed {
-            headers.remove(name);
-        }
-    }
 }
 
 /// Headers that tell an upstream who the client is or how it reached the proxy; a client's own
@@ -248,19 +191,57 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Drops the hop-by-hop headers of `headers`; true when a `Host` header is left (what a
-/// request needs to know). One pass over the names finds both.
+/// Drops the hop-by-hop headers of `headers`, and those its `Connection` names; true when a
+/// `Host` header is left (what a request needs to know). One pass over the names finds them
+/// and `Host`, without hashing or allocating.
 fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    let (mut found, mut host) = (HopByHop::default(), false);
+    // Bit `i` set when `HOP_BY_HOP[i]` is present.
+    let mut present = 0u8;
+    // `Connection` names more than `keep-alive` (the usual value, nothing to look up).
+    let mut names_more = false;
+    let mut host = false;
     for (name, value) in headers.iter() {
-        if !found.note(name, value) {
-            host |= name == header::HOST;
+        match hop_by_hop_index(name) {
+            Some(index) => {
+                present |= 1 << index;
+                names_more |= index == 0 && !value.as_bytes().eq_ignore_ascii_case(b"keep-alive");
+            }
+            None => host |= name == header::HOST,
         }
     }
-    let listed = found.names_more;
-    found.strip(headers);
+    // Most requests carry none of these (a response from nginx carries `Connection` only).
+    if present == 0 {
+        return host;
+    }
+    // Headers named in Connection are hop-by-hop too (`keep-alive` and the like are dropped
+    // anyway; `close` is a name like any other: a `Close` field goes too).
+    let listed: Vec<HeaderName> = if names_more {
+        // Split as bytes: a value with a non-ASCII byte still names its other fields.
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(n))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in listed {
+        headers.remove(name);
+    }
     // `Connection` can name `Host` itself, which then goes too.
-    host && (!listed || headers.contains_key(header::HOST))
+    host && (!names_more || headers.contains_key(header::HOST))
 }
 
 /// Where a request goes: its route, and what its `Cookie` headers need on the way.
