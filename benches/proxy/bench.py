@@ -24,7 +24,9 @@ messages; enough that the run measures throughput, not the round trip of one mor
 BENCH_PERF (1: profile the gateway once with perf), BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1),
 BENCH_WORKER_THREADS (1: `server.worker_threads` when the gateway knows the key; empty: leave
 it out), BENCH_OUT (target/bench-proxy), GATEWAY_BIN (target/release/saml-gateway),
-WS_ECHO_BIN (target/release/examples/ws_echo).
+GATEWAY_PLAIN_BIN (unset: when set, another build of the gateway, measured with the memory store
+in the HTTP runs as a row of its own: run.sh sets it to the plain build when GATEWAY_BIN is the
+profile-guided one), WS_ECHO_BIN (target/release/examples/ws_echo).
 
 Other load on the machine (a build, a test run) spoils a run on two cores. The CPU time used
 during a run by processes that are not this script's (neither its descendants nor kernel
@@ -79,6 +81,7 @@ LOAD_CPU = str(env_int("BENCH_LOAD_CPU", 1))
 WORKER_THREADS = os.environ.get("BENCH_WORKER_THREADS", "1").strip()
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "target" / "bench-proxy")).resolve()
 GATEWAY_BIN = Path(os.environ.get("GATEWAY_BIN", ROOT / "target" / "release" / "saml-gateway"))
+PLAIN_BIN = Path(os.environ["GATEWAY_PLAIN_BIN"]) if os.environ.get("GATEWAY_PLAIN_BIN") else None
 # The WebSocket echo server and load client (crates/gateway/examples/ws_echo.rs), compiled so
 # that they, not an interpreter, keep up with the proxy between them.
 WS_ECHO_BIN = Path(os.environ.get("WS_ECHO_BIN",
@@ -792,6 +795,10 @@ def report(results, meta):
     for body in BODIES:
         tgt(f"memory store, {body}: ≥ 1.0× nginx per proxy core (nginx µs/req ÷ gateway "
             f"µs/req)", summary[(body, "gw-memory")]["core_ratio"], 1.0)
+    if "gw-plain" in names:
+        for body in BODIES:
+            tgt(f"(the same for the plain build, no PGO, {body})",
+                summary[(body, "gw-plain")]["core_ratio"], 1.0)
     for body in BODIES:
         tgt(f"Redis store, {body}: ≥ 0.9× nginx per proxy core",
             summary[(body, "gw-redis")]["core_ratio"], 0.9)
@@ -935,6 +942,10 @@ def main():
     GATEWAY_BIN = OUT / "saml-gateway"
     shutil.copy2(WS_ECHO_BIN, OUT / "ws_echo")
     WS_ECHO_BIN = OUT / "ws_echo"
+    plain_bin = None
+    if PLAIN_BIN:
+        plain_bin = OUT / "saml-gateway-plain"
+        shutil.copy2(PLAIN_BIN, plain_bin)
 
     upstream = upstream_nginx(OUT / "upstream").start()
     echo = EchoServer(OUT / "ws-echo").start()
@@ -945,6 +956,13 @@ def main():
     gw_mem, cookie_mem, idle_mem = start_gateway("gw-memory", upstream.port, echo.port)
     gw_red, cookie_red, idle_red = start_gateway("gw-redis", upstream.port, echo.port,
                                                  redis_url=redis.url)
+    gw_plain = None
+    if plain_bin:
+        measured, GATEWAY_BIN = GATEWAY_BIN, plain_bin
+        gw_plain, cookie_plain, _ = start_gateway("gw-plain", upstream.port, echo.port)
+        GATEWAY_BIN = measured
+        if len(cookie_plain) != len(cookie_mem):
+            raise RuntimeError("session cookies of different lengths")
     if len(cookie_mem) != len(cookie_red):
         raise RuntimeError("session cookies of different lengths")
     fake = (secrets.token_urlsafe(64))[:len(cookie_mem)]
@@ -960,6 +978,10 @@ def main():
     }
     labels = {"direct": "direct to upstream (no proxy)", "nginx": "nginx",
               "gw-memory": "gateway, memory store", "gw-redis": "gateway, Redis store"}
+    if gw_plain:
+        targets["gw-plain"] = {"name": "gw-plain", "port": gw_plain.port,
+                               "cookie": cookie_plain, "pids": gw_plain.pids}
+        labels["gw-plain"] = "gateway, memory store, plain build (no PGO)"
     names = list(targets)
     if len({len(str(t["port"])) for t in targets.values()}) != 1:
         raise RuntimeError("ports of different lengths: the requests would differ in size")
@@ -1026,8 +1048,9 @@ def main():
         COMMANDS["memory_rss"] = ("cargo run --release --locked -p session-store --example "
                                   f"memory_rss -- {SESSIONS}")
 
-    for svc in (gw_mem, gw_red, nginx, redis, echo, upstream):
-        svc.stop()
+    for svc in (gw_plain, gw_mem, gw_red, nginx, redis, echo, upstream):
+        if svc:
+            svc.stop()
 
     git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
@@ -1043,7 +1066,9 @@ def main():
         "cpu_model": cpu_model, "nproc": os.cpu_count(), "kernel": platform.release(),
         "nginx": version(["nginx", "-v"], r"nginx version: (\S+)"),
         "wrk": version(["wrk", "-v"], r"wrk (\S+)"),
-        "gateway": f"release build of {git}" + (" with uncommitted changes" if dirty else ""),
+        "gateway": (("profile-guided (scripts/build-pgo.sh) " if plain_bin else "")
+                    + f"release build of {git}"
+                    + (" with uncommitted changes" if dirty else "")),
         "gateway_threads": (f"{len(gw_threads)} ({', '.join(thread_names)}), allowed CPUs "
                             f"{', '.join(masks)}; server.worker_threads "
                             f"{WORKER_THREADS if USE_WORKER_THREADS else 'not set'}"),

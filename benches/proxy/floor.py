@@ -6,7 +6,11 @@ is the gateway's own work and how much is its parts'. Run by hand, after benches
 has installed nginx and wrk and built the echo example:
 
     cargo build --release --locked -p gateway --example hyper_floor
-    .venv/bin/python benches/proxy/floor.py [GATEWAY_BINARY]
+    .venv/bin/python benches/proxy/floor.py [GATEWAY_BINARY [OTHER_GATEWAY_BINARY...]]
+
+Further gateway binaries (another build of the same code: with PGO, or before a change) are
+measured too, each with its own session, in the same rotation; FLOOR=0 leaves the two floor
+proxies out.
 
 Authenticated GETs of the 100-byte body at 32 connections, as bench.py runs them (the proxy
 pinned to BENCH_PROXY_CPU, wrk and the upstream to BENCH_LOAD_CPU), the targets in a rotated
@@ -14,7 +18,7 @@ order per repetition. Printed per target: the median per-core ratio to nginx of 
 repetition (nginx's CPU time per request over the target's), with its range, and the median
 CPU and user time per request.
 
-Settings (environment): REPS (5), BENCH_DURATION (bench.py's, 10 s), BENCH_OUT
+Settings (environment): REPS (5), FLOOR (1), BENCH_DURATION (bench.py's, 10 s), BENCH_OUT
 (target/bench-floor), FLOOR_BIN (bench.py's: target/release/examples/hyper_floor).
 """
 
@@ -28,12 +32,15 @@ ROOT = HERE.parent.parent
 os.environ.setdefault("BENCH_OUT", str(ROOT / "target" / "bench-floor"))
 if len(sys.argv) > 1:
     os.environ["GATEWAY_BIN"] = str(Path(sys.argv[1]).resolve())
+OTHER_GATEWAYS = [Path(a).resolve() for a in sys.argv[2:]]
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402
 
 def main():
     reps = int(os.environ.get("REPS", "5"))
-    for binary in (bench.GATEWAY_BIN, bench.WS_ECHO_BIN, bench.FLOOR_BIN):
+    floor = os.environ.get("FLOOR", "1") != "0"
+    for binary in (bench.GATEWAY_BIN, bench.WS_ECHO_BIN, *([bench.FLOOR_BIN] if floor else []),
+                   *OTHER_GATEWAYS):
         if not binary.exists():
             sys.exit(f"no {binary}; see this file's docstring")
     bench.OUT.mkdir(parents=True, exist_ok=True)
@@ -53,7 +60,16 @@ def main():
             {"name": "nginx", "port": nginx.port, "cookie": cookie, "pids": nginx.pids},
             {"name": "gateway", "port": gateway.port, "cookie": cookie, "pids": gateway.pids},
         ]
-        for name, headers in (("floor, bare", False), ("floor, 6 headers", True)):
+        main_binary = bench.GATEWAY_BIN
+        for i, binary in enumerate(OTHER_GATEWAYS, start=2):
+            bench.GATEWAY_BIN = binary
+            other, other_cookie, _ = bench.start_gateway(f"gw-memory-{i}", upstream.port,
+                                                         echo.port)
+            services.append(other)
+            targets.append({"name": f"gateway {i} ({binary.name})", "port": other.port,
+                            "cookie": other_cookie, "pids": other.pids})
+        bench.GATEWAY_BIN = main_binary
+        for name, headers in (("floor, bare", False), ("floor, 6 headers", True))[:2 * floor]:
             proc, port = bench.start_floor(upstream.port, cookie, headers,
                                            ["taskset", "-c", bench.PROXY_CPU])
             floors.append(proc)
