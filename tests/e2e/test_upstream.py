@@ -234,6 +234,26 @@ def test_sigterm_lets_the_request_under_way_finish(bed, upstream):
         gw.stop()
 
 
+def test_sigterm_closes_an_idle_keep_alive_connection_at_once(bed, upstream):
+    """An idle keep-alive connection does not hold the shutdown up for the drain time (30 s):
+    it is woken, closed, and the gateway exits."""
+    gw = start_gateway(bed, "upstream-shutdown-idle", upstream)
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            s.sendall(f"GET /n HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\n\r\n".encode())
+            answer = read_until(s, b"ok")
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            started = time.monotonic()
+            os.kill(gw.proc.pid, signal.SIGTERM)
+            took, rest = read_to_close(s, 10)
+            assert rest == b""
+            assert took < 5, f"the idle connection stayed open {took:.1f} s"
+            assert gw.proc.wait(10) == 0
+            assert time.monotonic() - started < 5
+    finally:
+        gw.stop()
+
+
 def pipes_of(pid):
     """How many pipes process `pid` holds open."""
     fds = f"/proc/{pid}/fd"

@@ -262,7 +262,8 @@ impl Front {
 /// finish (for at most [`SHUTDOWN_DRAIN`]): each connection over HTTP/1.1 (with upgrades) or
 /// HTTP/2, every request through a [`Front`], as `axum::serve` would with less glue per
 /// request (no tower adapters, no boxed future per request). Each connection is closed when it
-/// stays quiet for `server.client_timeout` ([`client_timeout::run`]).
+/// stays quiet for `server.client_timeout`, and asked to close at shutdown
+/// ([`client_timeout::run`]).
 async fn serve_public(
     listener: tokio::net::TcpListener,
     state: SharedState,
@@ -273,7 +274,7 @@ async fn serve_public(
     // HTTP/1.1 upgrades.
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let closing = Arc::new(client_timeout::Closing::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -306,10 +307,15 @@ async fn serve_public(
         let connection = builder
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let open = closing.open();
         let timeout = state.config.client_timeout;
         tokio::spawn(async move {
-            match client_timeout::run(connection, &activity, timeout).await {
+            let close = |connection: std::pin::Pin<&mut _>| {
+                hyper_util::server::conn::auto::UpgradeableConnection::graceful_shutdown(
+                    connection,
+                );
+            };
+            match client_timeout::run(connection, &activity, timeout, open, close).await {
                 client_timeout::Ended::Finished(Ok(())) => {}
                 client_timeout::Ended::Finished(Err(e)) => {
                     tracing::trace!(error = %e, "client connection ended with an error");
@@ -321,7 +327,7 @@ async fn serve_public(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_DRAIN, graceful.shutdown())
+    if tokio::time::timeout(SHUTDOWN_DRAIN, closing.close_all())
         .await
         .is_err()
     {
