@@ -505,6 +505,14 @@ mod tests {
         assert!(ready_now(&mut close_all).await);
     }
 
+    /// A connection that has `count` requests, one every 50 s, each answered at once.
+    async fn requests_every_50_s(activity: Arc<Activity>, count: usize) {
+        for _ in 0..count {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            drop(activity.request_started().answered());
+        }
+    }
+
     /// A body of `left` one-byte pieces, one every `every`.
     struct Trickle {
         left: usize,
@@ -558,14 +566,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_put_the_timeout_off() {
         let activity = Arc::new(Activity::default());
-        let busy = activity.clone();
         // A request every 50 s, each answered at once, for 500 s: never 60 s without one.
-        let connection = async move {
-            for _ in 0..10 {
-                tokio::time::sleep(Duration::from_secs(50)).await;
-                drop(busy.request_started().answered());
-            }
-        };
+        let connection = requests_every_50_s(activity.clone(), 10);
         let (_, timed_out) = watch(connection, &activity).await;
         assert!(!timed_out);
     }
@@ -591,13 +593,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_quiet_after_its_requests_is_closed_a_timeout_after_the_last() {
         let activity = Arc::new(Activity::default());
-        let busy = activity.clone();
         // A request every 50 s for 200 s, then nothing: only the check timer wakes it.
+        let requests = requests_every_50_s(activity.clone(), 4);
         let connection = async move {
-            for _ in 0..4 {
-                tokio::time::sleep(Duration::from_secs(50)).await;
-                drop(busy.request_started().answered());
-            }
+            requests.await;
             std::future::pending::<()>().await;
         };
         let (took, timed_out) = watch(connection, &activity).await;
