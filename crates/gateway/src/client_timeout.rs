@@ -37,23 +37,24 @@
 //! a timer for every request head, which cost 6 % more instructions per proxied request
 //! (docs/performance.md).
 //!
-//! The same driver ([`run`]) closes connections at shutdown: [`Closing::close_all`] asks each
-//! to finish its requests under way and close (idle keep-alive connections at once), and
-//! waits until the last has ended. Per wake-up of a connection it reads an atomic flag and
-//! the timer's state, nothing more: hyper-util's graceful-shutdown wrapper, with tokio's
-//! `select!` over the connection and an interval, cost about 1,000 instructions per proxied
-//! request more (docs/performance.md).
+//! The same driver ([`run`]) closes connections at shutdown:
+//! [`crate::closing::Closing::close_all`] asks each to finish its requests under way and
+//! close (idle keep-alive connections at once), and waits until the last has ended. Per
+//! wake-up of a connection it reads an atomic flag and the timer's state, nothing more:
+//! hyper-util's graceful-shutdown wrapper, with tokio's `select!` over the connection and an
+//! interval, cost about 1,000 instructions per proxied request more (docs/performance.md).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::closing::Open;
 
 /// What one client connection has done, as counters only ever going up.
 #[derive(Debug, Default)]
@@ -283,74 +284,16 @@ fn quiet(before: Snapshot, now: Snapshot) -> bool {
     now == before && !upstream_turn
 }
 
-/// The shutdown of a server's client connections: asks each to close once its requests under
-/// way are done, and tells when the last has ended. Each connection is counted from the moment
-/// it is accepted ([`Closing::open`]) to the end of its [`run`].
-#[derive(Debug, Default)]
-pub struct Closing {
-    /// Set once, when the server stops accepting: every connection is to close.
-    asked: AtomicBool,
-    /// Wakes the connections, idle ones included, when `asked` is set.
-    ask: Notify,
-    /// Connections accepted and not yet ended.
-    open: AtomicUsize,
-    /// Woken when the last open connection ends.
-    last_ended: Notify,
-}
-
-/// One client connection counted by its [`Closing`] until this is dropped.
-#[derive(Debug)]
-pub struct Open {
-    closing: Arc<Closing>,
-}
-
-impl Closing {
-    /// Counts a connection just accepted as open, until the returned guard is dropped.
-    pub fn open(self: &Arc<Self>) -> Open {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Open {
-            closing: self.clone(),
-        }
-    }
-
-    /// Asks every connection to close once its requests under way are done, and waits until
-    /// every open connection has ended.
-    pub async fn close_all(&self) {
-        self.asked.store(true, Ordering::Release);
-        self.ask.notify_waiters();
-        loop {
-            let last_ended = self.last_ended.notified();
-            let mut last_ended = std::pin::pin!(last_ended);
-            // Registered before the count is read, so that an end in between still wakes it.
-            last_ended.as_mut().enable();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            last_ended.await;
-        }
-    }
-
-    fn is_asked(&self) -> bool {
-        self.asked.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        if self.closing.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.closing.last_ended.notify_waiters();
-        }
-    }
-}
-
 /// Runs `connection` (counted by `open`) until it ends, or until `activity` has been quiet
-/// (see [`quiet`]) for `timeout`. When its [`Closing`] is asked, `close` is called once on the
+/// (see [`quiet`]) for `timeout`. When its [`crate::closing::Closing`] is asked, `close` is called once on the
 /// connection (hyper's graceful shutdown: no new request, then the end).
 ///
 /// This is polled on every wake-up of a connection, so it costs next to nothing per poll: the
 /// shutdown signal and the check timer each register the task's waker once (the timer again
 /// after each check), and between times only an atomic flag and the timer's state are read.
-/// That holds because a spawned task's waker does not change from one poll to the next.
+/// That holds only because a task's waker does not change from one poll to the next: await
+/// it directly in the task that runs the connection, never under a combinator that gives
+/// each future a waker of its own (`FuturesUnordered` and the like).
 pub async fn run<F: Future>(
     connection: F,
     activity: &Activity,
@@ -358,10 +301,10 @@ pub async fn run<F: Future>(
     open: Open,
     close: impl FnOnce(Pin<&mut F>),
 ) -> Ended<F::Output> {
-    let closing = &*open.closing;
+    let closing = open.closing();
     let mut connection = std::pin::pin!(connection);
     let mut close = Some(close);
-    let asked = closing.ask.notified();
+    let asked = closing.asked();
     let mut asked = std::pin::pin!(asked);
     let period = timeout / 4;
     let mut tick = std::pin::pin!(tokio::time::sleep(period));
@@ -412,10 +355,10 @@ pub async fn run<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::closing::Closing;
     use http_body_util::BodyExt;
     use hyper::body::Bytes;
     use std::convert::Infallible;
-    use tokio::sync::oneshot;
 
     const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -423,86 +366,12 @@ mod tests {
     async fn watch<F: Future<Output = ()>>(connection: F, activity: &Activity) -> (Duration, bool) {
         let started = Instant::now();
         let open = Arc::new(Closing::default()).open();
-        let ended = run(connection, activity, TIMEOUT, open, |_| {}).await;
+        let ended = run(connection, activity, TIMEOUT, open, |_| {});
+        // Fails, rather than hangs, when a wake-up is lost (the clock is paused).
+        let ended = tokio::time::timeout(TIMEOUT * 20, ended)
+            .await
+            .expect("still running after twenty timeouts: a wake-up was lost");
         (started.elapsed(), matches!(ended, Ended::TimedOut))
-    }
-
-    /// A connection that ends `linger` after it is asked to close (never before), and the
-    /// sender that asks it.
-    fn closable(linger: Duration) -> (impl Future<Output = ()>, oneshot::Sender<()>) {
-        let (ask, asked) = oneshot::channel::<()>();
-        let connection = async move {
-            if asked.await.is_ok() {
-                tokio::time::sleep(linger).await;
-            }
-        };
-        (connection, ask)
-    }
-
-    /// Runs a [`closable`] connection under `closing`, spawned as the server does; how long
-    /// it ran and whether it timed out.
-    fn spawn_closable(
-        closing: &Arc<Closing>,
-        linger: Duration,
-    ) -> tokio::task::JoinHandle<(Duration, bool)> {
-        let (connection, ask) = closable(linger);
-        let open = closing.open();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let activity = Activity::default();
-            let close = move |_: Pin<&mut _>| {
-                let _ = ask.send(());
-            };
-            let ended = run(connection, &activity, TIMEOUT, open, close).await;
-            (started.elapsed(), matches!(ended, Ended::TimedOut))
-        })
-    }
-
-    /// Polls `future` once: whether it is ready.
-    async fn ready_now<F: Future + Unpin>(future: &mut F) -> bool {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx).is_ready())).await
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn closing_with_no_connection_open_returns_at_once() {
-        let closing = Arc::new(Closing::default());
-        let started = Instant::now();
-        closing.close_all().await;
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn closing_wakes_idle_connections_and_waits_for_the_slowest() {
-        let closing = Arc::new(Closing::default());
-        let quick = spawn_closable(&closing, Duration::ZERO);
-        let slow = spawn_closable(&closing, Duration::from_secs(20));
-        // Both idle (polled, waiting) well inside the timeout when the shutdown comes.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let started = Instant::now();
-        closing.close_all().await;
-        assert_eq!(started.elapsed(), Duration::from_secs(20));
-        let (quick_ran, quick_timed_out) = quick.await.unwrap();
-        let (slow_ran, slow_timed_out) = slow.await.unwrap();
-        assert_eq!(quick_ran, Duration::from_secs(5));
-        assert_eq!(slow_ran, Duration::from_secs(25));
-        assert!(!quick_timed_out && !slow_timed_out);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_first_polled_after_the_shutdown_closes_at_once() {
-        let closing = Arc::new(Closing::default());
-        let (connection, ask) = closable(Duration::ZERO);
-        // Accepted (counted) before the shutdown, polled only after it has been asked.
-        let open = closing.open();
-        let mut close_all = Box::pin(closing.close_all());
-        assert!(!ready_now(&mut close_all).await);
-        let activity = Activity::default();
-        let close = move |_: Pin<&mut _>| {
-            let _ = ask.send(());
-        };
-        let ended = run(connection, &activity, TIMEOUT, open, close).await;
-        assert!(matches!(ended, Ended::Finished(())));
-        assert!(ready_now(&mut close_all).await);
     }
 
     /// A connection that has `count` requests, one every 50 s, each answered at once.

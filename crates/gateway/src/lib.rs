@@ -7,6 +7,7 @@ pub mod attributes;
 pub mod audit;
 pub mod authz;
 pub mod client_timeout;
+pub mod closing;
 pub mod config;
 pub mod cookies;
 pub mod decode;

@@ -274,7 +274,7 @@ async fn serve_public(
     // HTTP/1.1 upgrades.
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    let closing = Arc::new(client_timeout::Closing::default());
+    let closing = Arc::new(crate::closing::Closing::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
