@@ -374,6 +374,14 @@ mod tests {
         (started.elapsed(), matches!(ended, Ended::TimedOut))
     }
 
+    /// Reads `body` to its end on a connection watched by `activity`; whether it timed out.
+    async fn read_watched<B: Body<Error = Infallible>>(body: B, activity: &Activity) -> bool {
+        let read = async move {
+            body.collect().await.unwrap();
+        };
+        watch(read, activity).await.1
+    }
+
     /// A connection that has `count` requests, one every 50 s, each answered at once.
     async fn requests_every_50_s(activity: Arc<Activity>, count: usize) {
         for _ in 0..count {
@@ -485,14 +493,7 @@ mod tests {
             trickle(10, Duration::from_secs(30)),
             activity.request_started().answered(),
         );
-        let (_, timed_out) = watch(
-            async move {
-                body.collect().await.unwrap();
-            },
-            &activity,
-        )
-        .await;
-        assert!(!timed_out);
+        assert!(!read_watched(body, &activity).await);
         // A body nobody reads (a client that stops reading): nothing moves.
         let stalled = Tracked::new(
             trickle(10, Duration::from_secs(1)),
@@ -509,14 +510,7 @@ mod tests {
         // A piece every 30 s for 300 s, its request waiting for its answer all along.
         let under_way = activity.request_started();
         let upload = Upload::new(trickle(10, Duration::from_secs(30)), &activity);
-        let (_, timed_out) = watch(
-            async move {
-                upload.collect().await.unwrap();
-            },
-            &activity,
-        )
-        .await;
-        assert!(!timed_out);
+        assert!(!read_watched(upload, &activity).await);
         // Received to its end: waiting for the answer is the upstream's turn, never cut.
         let (_, timed_out) = watch(tokio::time::sleep(TIMEOUT * 10), &activity).await;
         assert!(!timed_out);

@@ -53,18 +53,13 @@ impl ClientFrames {
                     bytes = &bytes[skip..];
                     self.step = next_after(left - skip as u64);
                 }
-                // The common case: a whole header in view, read where it lies, and the
-                // frame's payload skipped with it.
+                // The common case: a whole header in view, read where it lies (its payload
+                // is skipped by the arm above).
                 Step::Header { have: 0 } if bytes.len() >= MAX_HEADER => {
-                    let header = &bytes[..header_len(bytes)];
+                    let (header, after) = bytes.split_at(header_len(bytes));
                     data |= is_data(header[0]);
-                    let payload = payload_len(header);
-                    let after = &bytes[header.len()..];
-                    let skip = usize::try_from(payload)
-                        .unwrap_or(usize::MAX)
-                        .min(after.len());
-                    bytes = &after[skip..];
-                    self.step = next_after(payload - skip as u64);
+                    bytes = after;
+                    self.step = next_after(payload_len(header));
                 }
                 Step::Header { have } => {
                     let need = header_len(&self.header[..have]);
