@@ -117,6 +117,14 @@ def until(check, timeout, what):
     raise AssertionError(f"{what} within {timeout} s")
 
 
+def statuses_until(get, want, timeout, what):
+    """Calls `get()` (an HTTP status) every 0.2 s until it answers `want`; returns every answer
+    seen, or raises AssertionError("{what} within N s")."""
+    seen = []
+    until(lambda: seen.append(get()) or seen[-1] == want, timeout, what)
+    return seen
+
+
 def logout(client, url):
     """Signs out through the sign-out page's form (with its CSRF token); returns the answer."""
     page = client.get(url + "/saml/logout")

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import testbed
-from deploy import seconds_until_closed, until
+from deploy import seconds_until_closed, statuses_until
 from flows import cookie_header, login, login_until_acs, new_client, open_stream, post_to_acs
 from flows import run_app
 
@@ -110,12 +110,13 @@ def test_sessions_survive_a_redis_crash_with_appendonly_always(deployment):
         assert health(client, c) == 200
 
         redis.crash()
-        assert health(client, c) == 503
+        # The session cache may serve a record read within its TTL (2 s) until the replica's
+        # invalidation subscription sees the connection drop; from then on Redis is asked.
+        down = statuses_until(lambda: health(client, c), 503, 5, "no 503 while Redis was down")
+        assert set(down) <= {200, 503}, f"answers while Redis was down: {down}"
         again = testbed.Redis(work, port=redis.port, appendonly=True,
                               appendfsync="always").start()
-        seen = []
-        until(lambda: seen.append(health(client, c)) or seen[-1] == 200, 15,
-              "no 200 after Redis came back")
+        seen = statuses_until(lambda: health(client, c), 200, 15, "no 200 after Redis came back")
         assert 401 not in seen, f"the session was lost: {seen}"
         page = run_app(c.url, {"Cookie": cookie_header(client)}, origin=deployment.public_url)
         assert page.headers["x-auth-user"] == ["alice"]
