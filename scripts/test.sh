@@ -39,5 +39,7 @@ echo "test: REDIS_URL=$(printf %s "$REDIS_URL" | sed -E 's#//[^@/]*@#//***@#')"
 
 cargo build --locked --workspace --all-targets
 cargo test --locked --workspace
+# The API docs build without a warning (broken or private intra-doc links included).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 SAML_GATEWAY_BIN="$PWD/target/debug/saml-gateway" \
   .venv/bin/python -m pytest -p no:cacheprovider -q tests/e2e

@@ -155,7 +155,7 @@ pub fn shown(url: &url::Url) -> String {
 }
 
 /// Fetches `url` (https with the system's trusted CAs, or http), at most
-/// [`MAX_METADATA_BYTES`], without following redirects.
+/// `MAX_METADATA_BYTES`, without following redirects.
 pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
     let shown_url = shown(url);
     let unreachable = |reason: String| FetchError::Unreachable {

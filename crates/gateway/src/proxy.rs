@@ -81,7 +81,7 @@ fn same_folded(a: &HeaderName, b: &HeaderName) -> bool {
 }
 
 /// The header names a client may not send: all of `X-Auth-*` and `X-Forwarded-*`, the
-/// [`CLIENT_CLAIM_HEADERS`], the configured identity headers and the token header, each also
+/// `CLIENT_CLAIM_HEADERS`, the configured identity headers and the token header, each also
 /// in its `_` spelling (so `X_Auth_User` is caught too). Made once from the config.
 #[derive(Debug, Clone)]
 pub struct ClaimNames {

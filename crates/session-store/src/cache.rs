@@ -8,7 +8,7 @@
 //! pub/sub delivery time. [`CACHE_TTL`], counted from the Redis read, bounds every other case
 //! (a lost message, a subscription that hangs without closing, a replica of an older version
 //! that does not publish). A record read before an invalidation arrived is never kept (the
-//! invalidation count, [`Ticket`]). The cache is used only while the subscription is up: when
+//! invalidation count, `Ticket`). The cache is used only while the subscription is up: when
 //! it drops, and again when it comes back, the cache is emptied. Liveness (idle and absolute
 //! timeouts) is still decided from the record at each request, and the idle timeout still
 //! slides in Redis at the refresh interval (a cached record older than that is read again).
