@@ -4,7 +4,8 @@ Run through benches/proxy/run.sh, which installs nginx, wrk and perf, builds the
 then runs this file with the project's .venv python. Everything listens on 127.0.0.1.
 
 Layout (two cores): the proxy under test (nginx reverse proxy, or saml-gateway with the memory
-store, or with the Redis store) is pinned to BENCH_PROXY_CPU; wrk, the upstream nginx, the
+store, with the Redis store, or with the memory store and its signed identity token turned off:
+the token is a header of about 520 bytes on every upstream request) is pinned to BENCH_PROXY_CPU; wrk, the upstream nginx, the
 WebSocket echo server and client, and redis-server to BENCH_LOAD_CPU. Per repetition every
 target is measured in turn (the order rotates), with the same wrk connections, duration and
 request bytes (nginx and the upstream get a cookie of the same length as the session cookie).
@@ -82,6 +83,8 @@ WORKER_THREADS = os.environ.get("BENCH_WORKER_THREADS", "1").strip()
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "target" / "bench-proxy")).resolve()
 GATEWAY_BIN = Path(os.environ.get("GATEWAY_BIN", ROOT / "target" / "release" / "saml-gateway"))
 PLAIN_BIN = Path(os.environ["GATEWAY_PLAIN_BIN"]) if os.environ.get("GATEWAY_PLAIN_BIN") else None
+# The config lines that turn the signed identity token off (the "identity token off" row).
+NO_TOKEN_YAML = "identity_token:\n  enabled: false\n"
 # The WebSocket echo server and load client (crates/gateway/examples/ws_echo.rs), compiled so
 # that they, not an interpreter, keep up with the proxy between them.
 WS_ECHO_BIN = Path(os.environ.get("WS_ECHO_BIN",
@@ -382,14 +385,15 @@ class PinnedGateway(testbed.Gateway):
         return [self.proc.pid]
 
 
-def gateway_yaml(work, port, upstream_port, echo_port, redis_url=None, worker_threads=None):
+def gateway_yaml(work, port, upstream_port, echo_port, redis_url=None, worker_threads=None,
+                 extra_yaml=""):
     routes = (f"  - path: /ws\n    upstream: http://127.0.0.1:{echo_port}\n"
               f"  - path: /\n    upstream: http://127.0.0.1:{upstream_port}\n")
     extra = f"server:\n  worker_threads: {worker_threads}\n" if worker_threads else ""
     text = testbed.gateway_config(work, port, None, routes=routes, extra=extra)
     if redis_url:
         text = text.replace("  store: memory\n", f"  store: redis\n  redis_url: {redis_url}\n")
-    return text
+    return text + extra_yaml
 
 
 def knows_worker_threads(work):
@@ -405,9 +409,9 @@ def knows_worker_threads(work):
     return r.returncode == 0
 
 
-def start_gateway(name, upstream_port, echo_port, redis_url=None):
-    """An IdP for this gateway alone, the gateway, and one login as alice; returns
-    (gateway, session cookie value, idle RSS before the login)."""
+def start_gateway(name, upstream_port, echo_port, redis_url=None, extra_yaml=""):
+    """An IdP for this gateway alone, the gateway (its config plus `extra_yaml`), and one login
+    as alice; returns (gateway, session cookie value, idle RSS before the login)."""
     global USE_WORKER_THREADS
     work = OUT / name
     shutil.rmtree(work, ignore_errors=True)
@@ -421,7 +425,7 @@ def start_gateway(name, upstream_port, echo_port, redis_url=None):
             USE_WORKER_THREADS = bool(WORKER_THREADS) and knows_worker_threads(work)
             say(f"server.worker_threads: {WORKER_THREADS if USE_WORKER_THREADS else 'not set'}")
         text = gateway_yaml(work, port, upstream_port, echo_port, redis_url,
-                            WORKER_THREADS if USE_WORKER_THREADS else None)
+                            WORKER_THREADS if USE_WORKER_THREADS else None, extra_yaml)
         gw = PinnedGateway(GATEWAY_BIN, text, work, PROXY_CPU).start()
         time.sleep(2)
         idle_rss = rss_bytes(gw.pids())
@@ -795,6 +799,10 @@ def report(results, meta):
     for body in BODIES:
         tgt(f"memory store, {body}: ≥ 1.0× nginx per proxy core (nginx µs/req ÷ gateway "
             f"µs/req)", summary[(body, "gw-memory")]["core_ratio"], 1.0)
+    if "gw-no-token" in names:
+        for body in BODIES:
+            tgt(f"(the same with the identity token off, {body})",
+                summary[(body, "gw-no-token")]["core_ratio"], 1.0)
     if "gw-plain" in names:
         for body in BODIES:
             tgt(f"(the same for the plain build, no PGO, {body})",
@@ -956,6 +964,10 @@ def main():
     gw_mem, cookie_mem, idle_mem = start_gateway("gw-memory", upstream.port, echo.port)
     gw_red, cookie_red, idle_red = start_gateway("gw-redis", upstream.port, echo.port,
                                                  redis_url=redis.url)
+    # The same build without the signed identity token (on by default): the token is a header
+    # of about 520 bytes on every request to the upstream, which plain nginx does not send.
+    gw_bare, cookie_bare, _ = start_gateway("gw-no-token", upstream.port, echo.port,
+                                            extra_yaml=NO_TOKEN_YAML)
     gw_plain = None
     if plain_bin:
         measured, GATEWAY_BIN = GATEWAY_BIN, plain_bin
@@ -963,7 +975,7 @@ def main():
         GATEWAY_BIN = measured
         if len(cookie_plain) != len(cookie_mem):
             raise RuntimeError("session cookies of different lengths")
-    if len(cookie_mem) != len(cookie_red):
+    if not len(cookie_mem) == len(cookie_red) == len(cookie_bare):
         raise RuntimeError("session cookies of different lengths")
     fake = (secrets.token_urlsafe(64))[:len(cookie_mem)]
     say(f"logged in; session cookie of {len(cookie_mem)} characters")
@@ -975,9 +987,12 @@ def main():
                       "pids": gw_mem.pids},
         "gw-redis": {"name": "gw-redis", "port": gw_red.port, "cookie": cookie_red,
                      "pids": gw_red.pids, "extra_pids": lambda: [redis.proc.pid]},
+        "gw-no-token": {"name": "gw-no-token", "port": gw_bare.port, "cookie": cookie_bare,
+                        "pids": gw_bare.pids},
     }
     labels = {"direct": "direct to upstream (no proxy)", "nginx": "nginx",
-              "gw-memory": "gateway, memory store", "gw-redis": "gateway, Redis store"}
+              "gw-memory": "gateway, memory store", "gw-redis": "gateway, Redis store",
+              "gw-no-token": "gateway, memory store, identity token off"}
     if gw_plain:
         targets["gw-plain"] = {"name": "gw-plain", "port": gw_plain.port,
                                "cookie": cookie_plain, "pids": gw_plain.pids}
@@ -1048,7 +1063,7 @@ def main():
         COMMANDS["memory_rss"] = ("cargo run --release --locked -p session-store --example "
                                   f"memory_rss -- {SESSIONS}")
 
-    for svc in (gw_plain, gw_mem, gw_red, nginx, redis, echo, upstream):
+    for svc in (gw_plain, gw_bare, gw_mem, gw_red, nginx, redis, echo, upstream):
         if svc:
             svc.stop()
 

@@ -8,9 +8,10 @@ has installed nginx and wrk and built the echo example:
     cargo build --release --locked -p gateway --example hyper_floor
     .venv/bin/python benches/proxy/floor.py [GATEWAY_BINARY [OTHER_GATEWAY_BINARY...]]
 
-Further gateway binaries (another build of the same code: with PGO, or before a change) are
-measured too, each with its own session, in the same rotation; FLOOR=0 leaves the two floor
-proxies out.
+The gateway is measured twice: as configured by default, and with its signed identity token
+turned off (`identity_token.enabled: false`). Further gateway binaries (another build of the
+same code: with PGO, or before a change) are measured too, each with its own session, in the
+same rotation; FLOOR=0 leaves the two floor proxies out.
 
 Authenticated GETs of the 100-byte body at 32 connections, as bench.py runs them (the proxy
 pinned to BENCH_PROXY_CPU, wrk and the upstream to BENCH_LOAD_CPU), the targets in a rotated
@@ -60,6 +61,13 @@ def main():
             {"name": "nginx", "port": nginx.port, "cookie": cookie, "pids": nginx.pids},
             {"name": "gateway", "port": gateway.port, "cookie": cookie, "pids": gateway.pids},
         ]
+        # The same gateway without its signed identity token (on by default; a header of about
+        # 520 bytes on every upstream request), nearer to the floor's six short headers.
+        bare, bare_cookie, _ = bench.start_gateway("gw-no-token", upstream.port, echo.port,
+                                                   extra_yaml=bench.NO_TOKEN_YAML)
+        services.append(bare)
+        targets.append({"name": "gateway, token off", "port": bare.port, "cookie": bare_cookie,
+                        "pids": bare.pids})
         main_binary = bench.GATEWAY_BIN
         for i, binary in enumerate(OTHER_GATEWAYS, start=2):
             bench.GATEWAY_BIN = binary
