@@ -5,8 +5,9 @@ then runs this file with the project's .venv python. Everything listens on 127.0
 
 Layout (two cores): the proxy under test (nginx reverse proxy, or saml-gateway with the memory
 store, with the Redis store, or with the memory store and its signed identity token turned off:
-the token is a header of about 520 bytes on every upstream request) is pinned to BENCH_PROXY_CPU; wrk, the upstream nginx, the
-WebSocket echo server and client, and redis-server to BENCH_LOAD_CPU. Per repetition every
+the token is a header of about 550 bytes on every upstream request) is pinned to
+BENCH_PROXY_CPU; wrk, the upstream nginx, the WebSocket echo server and client, and
+redis-server to BENCH_LOAD_CPU. Per repetition every
 target is measured in turn (the order rotates), with the same wrk connections, duration and
 request bytes (nginx and the upstream get a cookie of the same length as the session cookie).
 The WebSocket echo runs go direct, through nginx (which tunnels /ws to the echo server) and
@@ -965,7 +966,7 @@ def main():
     gw_red, cookie_red, idle_red = start_gateway("gw-redis", upstream.port, echo.port,
                                                  redis_url=redis.url)
     # The same build without the signed identity token (on by default): the token is a header
-    # of about 520 bytes on every request to the upstream, which plain nginx does not send.
+    # of about 550 bytes on every request to the upstream, which plain nginx does not send.
     gw_bare, cookie_bare, _ = start_gateway("gw-no-token", upstream.port, echo.port,
                                             extra_yaml=NO_TOKEN_YAML)
     gw_plain = None

@@ -62,7 +62,7 @@ def main():
             {"name": "gateway", "port": gateway.port, "cookie": cookie, "pids": gateway.pids},
         ]
         # The same gateway without its signed identity token (on by default; a header of about
-        # 520 bytes on every upstream request), nearer to the floor's six short headers.
+        # 550 bytes on every upstream request), nearer to the floor's six short headers.
         bare, bare_cookie, _ = bench.start_gateway("gw-no-token", upstream.port, echo.port,
                                                    extra_yaml=bench.NO_TOKEN_YAML)
         services.append(bare)
