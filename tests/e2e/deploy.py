@@ -119,10 +119,15 @@ def until(check, timeout, what):
 
 def statuses_until(get, want, timeout, what):
     """Calls `get()` (an HTTP status) every 0.2 s until it answers `want`; returns every answer
-    seen, or raises AssertionError("{what} within N s")."""
+    seen, or raises AssertionError("{what} within N s: [answers seen]")."""
     seen = []
-    until(lambda: seen.append(get()) or seen[-1] == want, timeout, what)
-    return seen
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.append(get())
+        if seen[-1] == want:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout} s: {seen}")
 
 
 def logout(client, url):

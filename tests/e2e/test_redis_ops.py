@@ -112,7 +112,7 @@ def test_sessions_survive_a_redis_crash_with_appendonly_always(deployment):
         redis.crash()
         # The session cache may serve a record read within its TTL (2 s) until the replica's
         # invalidation subscription sees the connection drop; from then on Redis is asked.
-        down = statuses_until(lambda: health(client, c), 503, 5, "no 503 while Redis was down")
+        down = statuses_until(lambda: health(client, c), 503, 3, "no 503 while Redis was down")
         assert set(down) <= {200, 503}, f"answers while Redis was down: {down}"
         again = testbed.Redis(work, port=redis.port, appendonly=True,
                               appendfsync="always").start()
