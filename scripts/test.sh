@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing (scripts/setup.sh), runs the crates' unit and
-# integration tests, then the end-to-end tests in tests/e2e against a real SimpleSAMLphp IdP,
-# a real Streamlit app, real redis-servers and headless Chromium. Artifacts (logs, screenshots)
+# integration tests, checks that the API docs build without a warning, then runs the end-to-end
+# tests in tests/e2e against a real SimpleSAMLphp IdP, a real Streamlit app, real redis-servers
+# and headless Chromium. Artifacts (logs, screenshots)
 # go to target/e2e/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

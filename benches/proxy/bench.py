@@ -4,8 +4,8 @@ Run through benches/proxy/run.sh, which installs nginx, wrk and perf, builds the
 then runs this file with the project's .venv python. Everything listens on 127.0.0.1.
 
 Layout (two cores): the proxy under test (nginx reverse proxy, or saml-gateway with the memory
-store, with the Redis store, or with the memory store and its signed identity token turned off:
-the token is a header of about 550 bytes on every upstream request) is pinned to
+store, with the Redis store, or with the memory store and its signed identity token turned
+off: the token is a header of about 550 bytes on every upstream request) is pinned to
 BENCH_PROXY_CPU; wrk, the upstream nginx, the WebSocket echo server and client, and
 redis-server to BENCH_LOAD_CPU. Per repetition every
 target is measured in turn (the order rotates), with the same wrk connections, duration and
@@ -727,7 +727,7 @@ def report(results, meta):
                  f"{added(rs, n) if name.startswith('gw') else '–'} | "
                  f"{foreign_cell(max(rs, key=lambda x: x['foreign_pct']))} |")
     L.append("")
-    L.append(f"### WebSocket echo (one connection; messages in flight: "
+    L.append("### WebSocket echo (one connection; messages in flight: "
              + ", ".join(f"{ws_window(n):,} of {n:,} B" for n in WS_SIZES)
              + f"; median of {REPEATS})")
     L.append("")
@@ -816,7 +816,7 @@ def report(results, meta):
         summary[("100 B", "gw-memory")]["added_p99"], 1.0, higher=False, unit=" ms")
     vs_nginx = [runs[(r, "100 B", "gw-memory")]["p99_ms"] - runs[(r, "100 B", "nginx")]["p99_ms"]
                 for r in range(REPEATS)]
-    tgt(f"(the same, against nginx's p99 in the same repetition: ≤ 1 ms)", vs_nginx, 1.0,
+    tgt("(the same, against nginx's p99 in the same repetition: ≤ 1 ms)", vs_nginx, 1.0,
         higher=False, unit=" ms")
     for size in WS_SIZES:
         tgt(f"WebSocket, {size:,} B messages: ≥ 0.9× direct", ws_ratio[size], 0.9)
@@ -967,8 +967,8 @@ def main():
                                                  redis_url=redis.url)
     # The same build without the signed identity token (on by default): the token is a header
     # of about 550 bytes on every request to the upstream, which plain nginx does not send.
-    gw_bare, cookie_bare, _ = start_gateway("gw-no-token", upstream.port, echo.port,
-                                            extra_yaml=NO_TOKEN_YAML)
+    gw_no_token, cookie_no_token, _ = start_gateway("gw-no-token", upstream.port, echo.port,
+                                                    extra_yaml=NO_TOKEN_YAML)
     gw_plain = None
     if plain_bin:
         measured, GATEWAY_BIN = GATEWAY_BIN, plain_bin
@@ -976,7 +976,7 @@ def main():
         GATEWAY_BIN = measured
         if len(cookie_plain) != len(cookie_mem):
             raise RuntimeError("session cookies of different lengths")
-    if not len(cookie_mem) == len(cookie_red) == len(cookie_bare):
+    if not len(cookie_mem) == len(cookie_red) == len(cookie_no_token):
         raise RuntimeError("session cookies of different lengths")
     fake = (secrets.token_urlsafe(64))[:len(cookie_mem)]
     say(f"logged in; session cookie of {len(cookie_mem)} characters")
@@ -988,8 +988,8 @@ def main():
                       "pids": gw_mem.pids},
         "gw-redis": {"name": "gw-redis", "port": gw_red.port, "cookie": cookie_red,
                      "pids": gw_red.pids, "extra_pids": lambda: [redis.proc.pid]},
-        "gw-no-token": {"name": "gw-no-token", "port": gw_bare.port, "cookie": cookie_bare,
-                        "pids": gw_bare.pids},
+        "gw-no-token": {"name": "gw-no-token", "port": gw_no_token.port,
+                        "cookie": cookie_no_token, "pids": gw_no_token.pids},
     }
     labels = {"direct": "direct to upstream (no proxy)", "nginx": "nginx",
               "gw-memory": "gateway, memory store", "gw-redis": "gateway, Redis store",
@@ -1064,7 +1064,7 @@ def main():
         COMMANDS["memory_rss"] = ("cargo run --release --locked -p session-store --example "
                                   f"memory_rss -- {SESSIONS}")
 
-    for svc in (gw_plain, gw_bare, gw_mem, gw_red, nginx, redis, echo, upstream):
+    for svc in (gw_plain, gw_no_token, gw_mem, gw_red, nginx, redis, echo, upstream):
         if svc:
             svc.stop()
 

@@ -56,18 +56,21 @@ def main():
         services.append(nginx)
         gateway, cookie, _ = bench.start_gateway("gw-memory", upstream.port, echo.port)
         services.append(gateway)
-        # The same cookie everywhere, so that every request has the same bytes.
+        # Session cookies of one length everywhere (nginx and the floors get the first
+        # gateway's), so that every request has the same bytes.
         targets = [
             {"name": "nginx", "port": nginx.port, "cookie": cookie, "pids": nginx.pids},
             {"name": "gateway", "port": gateway.port, "cookie": cookie, "pids": gateway.pids},
         ]
         # The same gateway without its signed identity token (on by default; a header of about
         # 550 bytes on every upstream request), nearer to the floor's six short headers.
-        bare, bare_cookie, _ = bench.start_gateway("gw-no-token", upstream.port, echo.port,
-                                                   extra_yaml=bench.NO_TOKEN_YAML)
-        services.append(bare)
-        targets.append({"name": "gateway, token off", "port": bare.port, "cookie": bare_cookie,
-                        "pids": bare.pids})
+        no_token, no_token_cookie, _ = bench.start_gateway(
+            "gw-no-token", upstream.port, echo.port, extra_yaml=bench.NO_TOKEN_YAML)
+        services.append(no_token)
+        if len(no_token_cookie) != len(cookie):
+            raise RuntimeError("session cookies of different lengths")
+        targets.append({"name": "gateway, token off", "port": no_token.port,
+                        "cookie": no_token_cookie, "pids": no_token.pids})
         main_binary = bench.GATEWAY_BIN
         for i, binary in enumerate(OTHER_GATEWAYS, start=2):
             bench.GATEWAY_BIN = binary

@@ -3,7 +3,7 @@
 # in front of the same nginx upstream, on loopback. Run by hand, as root, on a 2-core Debian 12
 # machine; never part of the test suite. See "Proxy benchmark" in docs/performance.md.
 #
-#   benches/proxy/run.sh                      # about 25 minutes with the defaults
+#   benches/proxy/run.sh                      # about 27 minutes with the defaults
 #   BENCH_DURATION=5 BENCH_REPEATS=1 benches/proxy/run.sh   # a quick look
 #
 # Settings (environment): BENCH_DURATION (10 s per run), BENCH_REPEATS (3),

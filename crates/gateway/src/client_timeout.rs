@@ -285,8 +285,8 @@ fn quiet(before: Snapshot, now: Snapshot) -> bool {
 }
 
 /// Runs `connection` (counted by `open`) until it ends, or until `activity` has been quiet
-/// (see `quiet`) for `timeout`. When its [`crate::closing::Closing`] is asked, `close` is called once on the
-/// connection (hyper's graceful shutdown: no new request, then the end).
+/// (see `quiet`) for `timeout`. When its [`crate::closing::Closing`] is asked, `close` is
+/// called once on the connection (hyper's graceful shutdown: no new request, then the end).
 ///
 /// This is polled on every wake-up of a connection, so it costs next to nothing per poll: the
 /// shutdown signal and the check timer each register the task's waker once (the timer again
