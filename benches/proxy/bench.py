@@ -536,13 +536,20 @@ def run_ws(target, size, duration):
                            f"ws {target['name']} {size} B")
 
 
-def ws_once(target, size, duration):
-    url = f"ws://127.0.0.1:{target['port']}/ws"
-    argv = ["taskset", "-c", LOAD_CPU, str(WS_ECHO_BIN), "client", "--url", url,
+def ws_client_argv(port, size, duration, cookie=None):
+    """The WebSocket echo client's command line: `size`-byte messages to /ws on `port` for
+    `duration` seconds, signed in with `cookie` when given."""
+    argv = [str(WS_ECHO_BIN), "client", "--url", f"ws://127.0.0.1:{port}/ws",
             "--size", str(size), "--window", str(ws_window(size)), "--duration", str(duration)]
-    if target.get("cookie"):
-        argv += ["--header", f"Cookie: saml-session={target['cookie']}",
-                 "--header", f"Origin: http://127.0.0.1:{target['port']}"]
+    if cookie:
+        argv += ["--header", f"Cookie: saml-session={cookie}",
+                 "--header", f"Origin: http://127.0.0.1:{port}"]
+    return argv
+
+
+def ws_once(target, size, duration):
+    argv = ["taskset", "-c", LOAD_CPU,
+            *ws_client_argv(target["port"], size, duration, target.get("cookie"))]
     label = f"ws {target['name']} {size} B"
     COMMANDS.setdefault(label, shown(argv)
                         .replace(target.get("cookie") or "\0", "<cookie>")

@@ -38,12 +38,8 @@ def wrk(port, path, cookie, connections, seconds):
 
 def websocket(port, cookie, size, seconds):
     """WebSocket echo of `size`-byte messages through the gateway on `port`."""
-    subprocess.run([str(bench.WS_ECHO_BIN), "client", "--url", f"ws://127.0.0.1:{port}/ws",
-                    "--size", str(size), "--window", str(bench.ws_window(size)),
-                    "--duration", str(seconds),
-                    "--header", f"Cookie: saml-session={cookie}",
-                    "--header", f"Origin: http://127.0.0.1:{port}"],
-                   check=True, capture_output=True)
+    subprocess.run(bench.ws_client_argv(port, size, seconds, cookie), check=True,
+                   capture_output=True)
     bench.say(f"WebSocket {size} B: done")
 
 

@@ -121,13 +121,16 @@ def statuses_until(get, want, timeout, what):
     """Calls `get()` (an HTTP status) every 0.2 s until it answers `want`; returns every answer
     seen, or raises AssertionError("{what} within N s: [answers seen]")."""
     seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answered():
         seen.append(get())
-        if seen[-1] == want:
-            return seen
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout} s: {seen}")
+        return seen[-1] == want
+
+    try:
+        until(answered, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {seen}") from None
+    return seen
 
 
 def logout(client, url):
