@@ -66,6 +66,9 @@ pub struct Record {
     /// The assertion ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assertion_id: Option<String>,
+    /// How the IdP signed the user in: the assertion's AuthnContextClassRef.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authn_context: Option<String>,
     /// A hash of the session ID, never the ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,

@@ -1045,8 +1045,14 @@ fn check_idp(
         }
         attributes.set("user", from);
     }
-    let authn_context = raw.authn_context.unwrap_or_default();
-    if let Some(i) = authn_context.iter().position(|c| c.trim().is_empty()) {
+    // Trimmed as the assertion's AuthnContextClassRef is, so that the two compare.
+    let authn_context: Vec<String> = raw
+        .authn_context
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.trim().to_string())
+        .collect();
+    if let Some(i) = authn_context.iter().position(String::is_empty) {
         return Err(err(
             &format!("idp.authn_context[{i}]"),
             "must be an AuthnContextClassRef URI".into(),
@@ -1672,6 +1678,9 @@ audit:
             c.idps[0].authn_context,
             ["urn:oasis:names:tc:SAML:2.0:ac:classes:X509"]
         );
+        // Trimmed, as the assertion's AuthnContextClassRef is before the two are compared.
+        let (_dir, c) = load(&with("  authn_context: [' urn:x ', \"urn:y\\n\"]\n"));
+        assert_eq!(c.unwrap().idps[0].authn_context, ["urn:x", "urn:y"]);
         let (_dir, c) = load(&with("  attributes: {preset: google, groups: teams}\n"));
         let c = c.unwrap();
         assert_eq!(c.idps[0].preset, Preset::Google);

@@ -413,6 +413,10 @@ async fn finish_login(
         (None, None) => return Err(Failure::bad_request("relay_state_not_bound")),
     };
     record.assertion_id = Some(assertion.id.clone());
+    record.authn_context = assertion
+        .authn_context
+        .as_deref()
+        .map(|c| printable_uri(c).to_string());
     record.user = Some(assertion.name_id.value.clone());
 
     let session = new_session(state, federation, &assertion)?;
@@ -761,7 +765,7 @@ struct Failure {
     status: StatusCode,
     reason: &'static str,
     detail: String,
-    /// Extra audit detail (the IdP's status code).
+    /// Extra audit detail (the IdP's status code, or the sign-in method that came).
     audit_detail: Option<String>,
 }
 
@@ -900,12 +904,31 @@ impl From<ValidationError> for Failure {
             }
             (None, _) => format!("The identity provider's response was refused: {error}."),
         };
+        // The method is signed by the IdP; the audit record names it so that an admin sees
+        // what came instead of what was asked for.
+        let audit_detail = match &error {
+            V::AuthnContext { found } => Some(format!(
+                "authn context {}",
+                found.as_deref().map_or("none", printable_uri)
+            )),
+            _ => idp_status,
+        };
         Failure {
             status,
             reason: error.code(),
             detail,
-            audit_detail: idp_status,
+            audit_detail,
         }
+    }
+}
+
+/// `value` when it looks like a URI (printable ASCII, at most 256 bytes), for the audit log;
+/// otherwise a placeholder.
+fn printable_uri(value: &str) -> &str {
+    if value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic()) {
+        value
+    } else {
+        "not a URI"
     }
 }
 
@@ -1037,5 +1060,26 @@ mod tests {
             standard_status_name("urn:oasis:names:tc:SAML:2.0:status:<b>"),
             None
         );
+    }
+
+    #[test]
+    fn an_authn_context_mismatch_is_a_403_that_audits_the_method_that_came() {
+        let failure = Failure::from(ValidationError::AuthnContext {
+            found: Some("urn:oasis:names:tc:SAML:2.0:ac:classes:Password".into()),
+        });
+        assert_eq!(failure.status, StatusCode::FORBIDDEN);
+        assert_eq!(failure.reason, "authn_context_mismatch");
+        assert_eq!(
+            failure.audit_detail.as_deref(),
+            Some("authn context urn:oasis:names:tc:SAML:2.0:ac:classes:Password")
+        );
+        assert!(!failure.detail.contains("classes:Password"));
+        let none = Failure::from(ValidationError::AuthnContext { found: None });
+        assert_eq!(none.audit_detail.as_deref(), Some("authn context none"));
+        let odd = Failure::from(ValidationError::AuthnContext {
+            found: Some("a b\n<c>".into()),
+        });
+        assert_eq!(odd.audit_detail.as_deref(), Some("authn context not a URI"));
+        assert_eq!(printable_uri(&"u".repeat(257)), "not a URI");
     }
 }

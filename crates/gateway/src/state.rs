@@ -196,6 +196,7 @@ pub fn validator(
                 keys: keys.all().map(|k| k.key.clone()).collect(),
                 allow_cbc: idp.allow_cbc_encryption,
             }),
+            accepted_authn_contexts: idp.authn_context.clone(),
             ..ValidationOptions::default()
         },
     }

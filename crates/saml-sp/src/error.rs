@@ -185,6 +185,12 @@ pub enum ValidationError {
     /// The IdP's status is not Success.
     #[error(transparent)]
     Status(#[from] StatusError),
+    /// The IdP signed the user in with a method (AuthnContextClassRef) that is not accepted.
+    #[error("the identity provider signed the user in with a method this service does not accept")]
+    AuthnContext {
+        /// The AuthnContextClassRef of the signed assertion, when it has one.
+        found: Option<String>,
+    },
     /// The assertion ID was seen before.
     #[error("the assertion was already used")]
     Replay,
@@ -263,6 +269,7 @@ impl ValidationError {
                 RequestError::Unsolicited => "unsolicited_response",
             },
             V::Status(_) => "status_not_success",
+            V::AuthnContext { .. } => "authn_context_mismatch",
             V::Replay => "assertion_replayed",
             V::ReplayCacheUnavailable => "replay_cache_unavailable",
         }

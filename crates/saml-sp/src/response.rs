@@ -17,7 +17,8 @@
 //!    signed, its Destination, Issuer and InResponseTo). Nothing is read from the original again.
 //! 8. Issuer, Audience, bearer SubjectConfirmation (Recipient, NotOnOrAfter, InResponseTo),
 //!    Conditions (NotBefore, NotOnOrAfter), IssueInstant age and SessionNotOnOrAfter are checked
-//!    against the caller's clock with the configured skew.
+//!    against the caller's clock with the configured skew. When accepted methods are configured,
+//!    every AuthnStatement's AuthnContextClassRef must be one of them.
 //! 9. Finally the assertion ID goes to the caller's [`ReplayCache`]; a second use is refused.
 
 use std::future::Future;
@@ -72,6 +73,10 @@ pub struct ValidationOptions {
     pub max_message_bytes: usize,
     /// The SP's decryption keys; `None` refuses every `EncryptedAssertion`.
     pub decryption: Option<Decryption>,
+    /// The AuthnContextClassRef URIs accepted in the AuthnStatement; empty accepts any (and
+    /// none). The IdP is asked for these, but the request travels through the browser, so the
+    /// answer is checked too.
+    pub accepted_authn_contexts: Vec<String>,
 }
 
 impl Default for ValidationOptions {
@@ -83,6 +88,7 @@ impl Default for ValidationOptions {
             algorithms: AlgorithmPolicy::default(),
             max_message_bytes: 256 * 1024,
             decryption: None,
+            accepted_authn_contexts: Vec::new(),
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct Assertion {
     pub session_index: Option<String>,
     /// The AuthnStatement SessionNotOnOrAfter, which caps the session.
     pub session_not_on_or_after: Option<DateTime<Utc>>,
+    /// The AuthnStatement's AuthnContextClassRef: how the IdP signed the user in.
+    pub authn_context: Option<String>,
     /// When the assertion stops being valid (the later of its NotOnOrAfter values).
     pub not_on_or_after: DateTime<Utc>,
     /// The request this assertion answers, `None` for an unsolicited one.
@@ -156,6 +164,15 @@ impl Assertion {
             .map(|a| a.values.as_slice())
             .unwrap_or(&[])
     }
+}
+
+/// The AuthnContextClassRef of one AuthnStatement, trimmed; `None` when its AuthnContext has none
+/// or more than one (a DeclRef alone, say), or when there is more than one AuthnContext.
+fn class_ref(statement: &Element) -> Option<String> {
+    statement
+        .only_child(SAML_NS, "AuthnContext")
+        .and_then(|c| c.only_child(SAML_NS, "AuthnContextClassRef"))
+        .map(|r| r.text().trim().to_string())
 }
 
 /// Validates Responses for one SP and one trusted IdP.
@@ -372,6 +389,8 @@ impl ResponseValidator {
                 return Err(TimeError::Expired.into());
             }
         }
+        self.check_authn_context(assertion)?;
+        let authn_context = authn.and_then(class_ref);
         let not_on_or_after =
             conditions_expiry.map_or(confirmation_expiry, |c| c.max(confirmation_expiry));
         Ok(Assertion {
@@ -380,10 +399,36 @@ impl ResponseValidator {
             name_id,
             session_index,
             session_not_on_or_after,
+            authn_context,
             not_on_or_after,
             in_response_to,
             attributes: read_attributes(assertion),
         })
+    }
+
+    /// When accepted methods are configured, refuses an assertion without an AuthnStatement or
+    /// with one whose AuthnContextClassRef is not among them.
+    fn check_authn_context(&self, assertion: &Element) -> Result<(), ValidationError> {
+        let accepted = &self.options.accepted_authn_contexts;
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let mut statements = assertion
+            .children_named(SAML_NS, "AuthnStatement")
+            .peekable();
+        if statements.peek().is_none() {
+            return Err(ValidationError::AuthnContext { found: None });
+        }
+        for statement in statements {
+            let found = class_ref(statement);
+            if !found
+                .as_deref()
+                .is_some_and(|f| accepted.iter().any(|a| a == f))
+            {
+                return Err(ValidationError::AuthnContext { found });
+            }
+        }
+        Ok(())
     }
 
     /// Finds a bearer SubjectConfirmation whose data passes; returns its NotOnOrAfter and

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use saml_sp::response::ValidationOptions;
-use saml_sp::ValidationError;
+use saml_sp::{Assertion, ResponseValidator, ValidationError};
 
 // ---------------------------------------------------------------------------------------------
 // 1. Valid responses
@@ -565,4 +565,106 @@ fn unverified_issuer_picks_and_the_other_idps_validator_refuses() {
     assert_code(judge(&xml), "issuer_mismatch");
     let renamed = xml.replace(IDP_ENTITY_ID, "https://partners.example.org/idp");
     assert_code(judge(&renamed), "signature_invalid");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16. Authentication context
+// ---------------------------------------------------------------------------------------------
+
+/// The default validator, accepting only the AuthnContextClassRefs in `accepted`.
+fn accepting(accepted: &[&str]) -> ResponseValidator {
+    let mut v = validator();
+    v.options.accepted_authn_contexts = accepted.iter().map(|a| a.to_string()).collect();
+    v
+}
+
+fn validate_accepting(accepted: &[&str], xml: &str) -> Result<Assertion, ValidationError> {
+    validate_with(
+        &accepting(accepted),
+        &encode(xml),
+        Some(REQUEST_ID),
+        &Default::default(),
+    )
+}
+
+#[test]
+fn authn_context_is_read_and_any_is_accepted_when_none_is_required() {
+    let assertion = validate(&Spec::default().signed()).unwrap();
+    assert_eq!(
+        assertion.authn_context.as_deref(),
+        Some(PASSWORD_PROTECTED_TRANSPORT)
+    );
+    let bare = Spec {
+        authn_context: None,
+        ..Spec::default()
+    };
+    assert_eq!(validate(&bare.signed()).unwrap().authn_context, None);
+}
+
+#[test]
+fn required_authn_context_that_came_is_accepted() {
+    let xml = Spec::default().signed();
+    let assertion = validate_accepting(&[X509, PASSWORD_PROTECTED_TRANSPORT], &xml).unwrap();
+    assert_alice(&assertion);
+}
+
+#[test]
+fn other_authn_context_than_required_is_authn_context_mismatch() {
+    let xml = Spec::default().signed();
+    let result = validate_accepting(&[X509], &xml);
+    assert_code(result.clone(), "authn_context_mismatch");
+    assert_eq!(
+        result.unwrap_err(),
+        ValidationError::AuthnContext {
+            found: Some(PASSWORD_PROTECTED_TRANSPORT.to_string())
+        }
+    );
+    // Compared whole: a prefix or another case of an accepted URI is another method.
+    assert_code(
+        validate_accepting(&["urn:oasis:names:tc:SAML:2.0:ac:classes:Password"], &xml),
+        "authn_context_mismatch",
+    );
+    let shouted = PASSWORD_PROTECTED_TRANSPORT.to_uppercase();
+    assert_code(
+        validate_accepting(&[shouted.as_str()], &xml),
+        "authn_context_mismatch",
+    );
+}
+
+#[test]
+fn no_authn_context_when_one_is_required_is_authn_context_mismatch() {
+    let bare = Spec {
+        authn_context: None,
+        ..Spec::default()
+    };
+    let result = validate_accepting(&[PASSWORD_PROTECTED_TRANSPORT], &bare.signed());
+    assert_eq!(
+        result.unwrap_err(),
+        ValidationError::AuthnContext { found: None }
+    );
+}
+
+#[test]
+fn every_authn_statement_must_name_an_accepted_method() {
+    // A second AuthnStatement, signed with the rest, naming another method.
+    let two = Spec {
+        authn_context: Some(format!(
+            "{PASSWORD_PROTECTED_TRANSPORT}</saml:AuthnContextClassRef></saml:AuthnContext>\
+             </saml:AuthnStatement><saml:AuthnStatement AuthnInstant=\"2026-01-01T00:00:00Z\">\
+             <saml:AuthnContext><saml:AuthnContextClassRef>{X509}"
+        )),
+        ..Spec::default()
+    };
+    let xml = two.signed();
+    assert_eq!(
+        validate_accepting(&[PASSWORD_PROTECTED_TRANSPORT], &xml).unwrap_err(),
+        ValidationError::AuthnContext {
+            found: Some(X509.to_string())
+        }
+    );
+    let both = validate_accepting(&[X509, PASSWORD_PROTECTED_TRANSPORT], &xml).unwrap();
+    assert_eq!(
+        both.authn_context.as_deref(),
+        Some(PASSWORD_PROTECTED_TRANSPORT)
+    );
 }

@@ -32,6 +32,9 @@ pub const ACS_URL: &str = "https://dash.example.com/saml/acs";
 pub const REQUEST_ID: &str = "_a3f9c1d27b5e48e0b6c4f1a2d3e4f5a6";
 pub const RESPONSE_ID: &str = "_resp-7c1e2d3f4a5b6c7d8e9f";
 pub const ASSERTION_ID: &str = "_assert-0a1b2c3d4e5f6a7b8c9d";
+pub const PASSWORD_PROTECTED_TRANSPORT: &str =
+    "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
+pub const X509: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509";
 
 pub const SAMLP_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -229,6 +232,8 @@ pub struct Spec {
     pub sign_assertion: bool,
     pub sign_response: bool,
     pub signature: SignatureTemplate,
+    /// The AuthnStatement's AuthnContextClassRef; `None` leaves its AuthnContext empty.
+    pub authn_context: Option<String>,
 }
 
 impl Default for Spec {
@@ -253,6 +258,7 @@ impl Default for Spec {
             sign_assertion: true,
             sign_response: false,
             signature: SignatureTemplate::default(),
+            authn_context: Some(PASSWORD_PROTECTED_TRANSPORT.into()),
         }
     }
 }
@@ -298,7 +304,7 @@ impl Spec {
             String::new()
         };
         format!(
-            r#"<saml:Assertion xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="{aid}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:Subject><saml:NameID SPNameQualifier="{sp}" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="{scd_noa}" Recipient="{recipient}"{irt}/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{nb}" NotOnOrAfter="{noa}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}" SessionNotOnOrAfter="{session_end}" SessionIndex="{session_index}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">alice@corp.example</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">analytics</saml:AttributeValue><saml:AttributeValue xsi:type="xs:string">finance</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
+            r#"<saml:Assertion xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="{aid}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:Subject><saml:NameID SPNameQualifier="{sp}" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="{scd_noa}" Recipient="{recipient}"{irt}/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{nb}" NotOnOrAfter="{noa}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}" SessionNotOnOrAfter="{session_end}" SessionIndex="{session_index}"><saml:AuthnContext>{class_ref}</saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">alice@corp.example</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">analytics</saml:AttributeValue><saml:AttributeValue xsi:type="xs:string">finance</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
             aid = self.assertion_id,
             issued = at(self.issue_instant),
             issuer = self.assertion_issuer,
@@ -311,6 +317,12 @@ impl Spec {
             audience = self.audience,
             session_end = at(self.session_not_on_or_after),
             session_index = self.session_index,
+            class_ref = self
+                .authn_context
+                .as_deref()
+                .map_or(String::new(), |c| format!(
+                    "<saml:AuthnContextClassRef>{c}</saml:AuthnContextClassRef>"
+                )),
         )
     }
 
