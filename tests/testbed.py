@@ -149,6 +149,29 @@ class OwnGateway(AuditReader):
         return self.gateway.base_url
 
 
+class IdpAndGateway(OwnGateway):
+    """An IdP of its own and one gateway in `work` that trusts it, the test bed's config with
+    `extra_idp` (YAML lines indented by two spaces) added to its `idp:` section."""
+
+    def __init__(self, work, streamlit_port, gateway_bin, extra_idp=""):
+        self.work = work
+        port = free_port()
+        self.entity_id, acs, slo = gateway_urls(port)
+        self.idp = Idp(work, self.entity_id, acs, slo_url=slo).start()
+        try:
+            self.idp.save_metadata(work / "idp-metadata.xml")
+            text = gateway_config(work, port, streamlit_port)
+            text = text.replace("idp:\n", "idp:\n" + extra_idp, 1)
+            self.gateway = Gateway(gateway_bin, text, work).start()
+        except Exception:
+            self.idp.stop()
+            raise
+
+    def stop(self):
+        self.gateway.stop()
+        self.idp.stop()
+
+
 def keyed_idp(work, gateway_bin, **idp_options):
     """An SP key pair made by `saml-gateway keygen` in `work` (sp.key, sp.crt), a port for the
     gateway, and an IdP started in `work` that trusts that SP and has its certificate;

@@ -22,33 +22,12 @@ PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"
 X509 = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
 
 
-class ContextGateway(testbed.OwnGateway):
-    """An IdP and a gateway whose `idp.authn_context` is `contexts`."""
-
-    def __init__(self, work, streamlit_port, gateway_bin, contexts):
-        self.work = work
-        port = testbed.free_port()
-        entity_id, acs, slo = testbed.gateway_urls(port)
-        self.idp = testbed.Idp(work, entity_id, acs, slo_url=slo).start()
-        try:
-            self.idp.save_metadata(work / "idp-metadata.xml")
-            text = testbed.gateway_config(work, port, streamlit_port)
-            listed = "".join(f"    - {c}\n" for c in contexts)
-            text = text.replace("idp:\n", f"idp:\n  authn_context:\n{listed}", 1)
-            self.gateway = testbed.Gateway(gateway_bin, text, work).start()
-        except Exception:
-            self.idp.stop()
-            raise
-
-    def stop(self):
-        self.gateway.stop()
-        self.idp.stop()
-
-
 def serving(bed, name, contexts):
-    """Yields a ContextGateway in its own folder `name`, stopped afterwards."""
-    g = ContextGateway(testbed.fresh_work(bed.work, name), bed.streamlit.port,
-                       bed.gateway.binary, contexts)
+    """Yields an IdP and a gateway whose `idp.authn_context` is `contexts`, in their own
+    folder `name`, stopped afterwards."""
+    listed = "".join(f"    - {c}\n" for c in contexts)
+    g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, name), bed.streamlit.port,
+                              bed.gateway.binary, f"  authn_context:\n{listed}")
     try:
         yield g
     finally:

@@ -33,32 +33,15 @@ def idp_initiated(client, idp, sp_entity_id, relay_state, user="alice", password
     return to_acs[0]
 
 
-class Unsolicited(testbed.OwnGateway):
-    """An IdP and a gateway that accepts IdP-initiated logins."""
-
-    def __init__(self, work, streamlit_port, gateway_bin):
-        self.work = work
-        port = testbed.free_port()
-        self.entity_id, acs, slo = testbed.gateway_urls(port)
-        self.idp = testbed.Idp(work, self.entity_id, acs, slo_url=slo).start()
-        self.idp.save_metadata(work / "idp-metadata.xml")
-        text = testbed.gateway_config(work, port, streamlit_port)
-        text = text.replace(
-            "idp:\n",
-            "idp:\n  allow_unsolicited: true\n"
-            f"  unsolicited_max_age: {MAX_AGE_SECS}s\n  clock_skew: 1s\n"
-            "  unsolicited_relay_state: [/allowed]\n", 1)
-        self.gateway = testbed.Gateway(gateway_bin, text, work).start()
-
-    def stop(self):
-        self.gateway.stop()
-        self.idp.stop()
-
-
 @pytest.fixture(scope="module")
 def unsolicited(bed):
     work = testbed.fresh_work(bed.work, "unsolicited")
-    u = Unsolicited(work, bed.streamlit.port, bed.gateway.binary)
+    # An IdP and a gateway that accepts IdP-initiated logins.
+    u = testbed.IdpAndGateway(
+        work, bed.streamlit.port, bed.gateway.binary,
+        "  allow_unsolicited: true\n"
+        f"  unsolicited_max_age: {MAX_AGE_SECS}s\n  clock_skew: 1s\n"
+        "  unsolicited_relay_state: [/allowed]\n")
     try:
         yield u
     finally:
