@@ -146,10 +146,15 @@ def test_logout_ends_the_session(bed):
     assert r.status_code == 200
     token = re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)
 
-    # A POST without the session's CSRF token does not sign out.
+    # A POST without the session's CSRF token does not sign out, and is audited.
+    mark = bed.audit_mark()
     r = client.post(bed.url + "/saml/logout", data={"csrf": "x" * len(token)},
                     allow_redirects=False)
     assert r.status_code == 403
+    [refused] = bed.audit_since(mark)
+    assert (refused["event"], refused["reason"], refused["user"]) == (
+        "logout_refused", "csrf_token_invalid", "alice")
+    assert refused["ref"] in r.text and refused["session"]
     assert client.get(bed.url + "/_stcore/health").status_code == 200
 
     mark = bed.audit_mark()

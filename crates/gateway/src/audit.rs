@@ -25,6 +25,8 @@ pub enum Event {
     LoginFailure,
     /// A user signed out.
     Logout,
+    /// A sign-out was refused (`reason`: `csrf_token_invalid`); the session goes on.
+    LogoutRefused,
     /// A Single Logout message: an IdP's LogoutRequest that ended sessions (one record per
     /// session), the IdP's LogoutResponse to ours, or either refused (`reason`).
     Slo,

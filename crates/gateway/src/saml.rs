@@ -667,15 +667,28 @@ pub async fn logout(
             Ok(None) => return with_cleared_session(&state, signed_out_page()),
             Err(_) => return store_unavailable_page(),
         };
+    let mut record = audit_record(peer, &headers, "/saml/logout");
+    record.user = Some(session.user.clone());
+    record.idp = Some(session.idp.clone());
+    record.idp_name = Some(session.idp_name.clone()).filter(|n| !n.is_empty());
+    record.session = Some(session_hash(id.expose()));
     let token_ok = form.csrf.len() == session.csrf_token.len()
         && openssl::memcmp::eq(form.csrf.as_bytes(), session.csrf_token.as_bytes());
     if !token_ok {
+        let reference = reference();
+        record.event = Some(Event::LogoutRefused);
+        record.reason = Some("csrf_token_invalid".into());
+        record.reference = Some(reference.clone());
+        // Nothing changed, so the refusal stands even when it cannot be recorded.
+        if let Err(e) = state.audit.record(record).await {
+            tracing::error!(error = %e, "audit log write failed for a refused logout");
+        }
         return pages::error(
             StatusCode::FORBIDDEN,
             "Sign-out refused",
             "csrf_token_invalid",
             "The sign-out form was not sent by this site. Open the sign-out page and try again.",
-            &reference(),
+            &reference,
         );
     }
     if state
@@ -687,12 +700,7 @@ pub async fn logout(
         return store_unavailable_page();
     }
     state.identities.forget(&id);
-    let mut record = audit_record(peer, &headers, "/saml/logout");
     record.event = Some(Event::Logout);
-    record.user = Some(session.user.clone());
-    record.idp = Some(session.idp.clone());
-    record.idp_name = Some(session.idp_name.clone()).filter(|n| !n.is_empty());
-    record.session = Some(session_hash(id.expose()));
     // The IdP is told next (Single Logout), when it can be; the local sign-out stands anyway.
     let to_idp = crate::slo::start(&state, &session).await;
     if to_idp.is_some() {
