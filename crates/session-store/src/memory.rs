@@ -96,6 +96,8 @@ struct Maps {
     assertions: HashMap<String, UnixTime>,
     /// Ended sessions: why, and until when the marker is kept.
     ended: FxHashMap<SessionId, (EndReason, UnixTime)>,
+    /// The second a full map was last swept: nothing more can expire within it.
+    full_swept_at: Option<UnixTime>,
 }
 
 /// Sessions, pending requests and replay cache in this process's memory.
@@ -170,7 +172,10 @@ fn classify(maps: &Maps, store: &MemoryStore, id: &SessionId, now: UnixTime) -> 
     }
 }
 
-/// Makes room in a map that is at its cap, purging expired entries once.
+/// Makes room in a map that is at its cap, purging expired entries once. Expiry is counted in
+/// whole seconds, so a second sweep within the same second would find nothing: a flood of
+/// writes against a full map (anonymous login starts, say) gets its refusals without walking
+/// every map under the lock each time, which would stall every session lookup.
 fn ensure_room(
     maps: &mut Maps,
     store: &MemoryStore,
@@ -179,7 +184,10 @@ fn ensure_room(
     cap: usize,
 ) -> Result<(), StoreError> {
     if len(maps) >= cap {
-        purge(maps, store, now);
+        if maps.full_swept_at != Some(now) {
+            purge(maps, store, now);
+            maps.full_swept_at = Some(now);
+        }
         if len(maps) >= cap {
             return Err(StoreError::Full);
         }
@@ -496,6 +504,36 @@ mod tests {
         ));
         // Once the first session expires there is room again.
         s.create_session(record(), 2000).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_map_is_swept_once_a_second() {
+        let s = store(MemoryLimits {
+            max_pending: 2,
+            ..MemoryLimits::default()
+        });
+        let pending = |created_at| PendingRequest {
+            request_id: "_r".into(),
+            return_to: "/".into(),
+            created_at,
+            idp: "default".into(),
+        };
+        s.put_pending("a", pending(0), 5).await.unwrap();
+        s.put_pending("b", pending(0), 600).await.unwrap();
+        assert!(matches!(
+            s.put_pending("c", pending(4), 600).await,
+            Err(StoreError::Full)
+        ));
+        assert_eq!(s.lock().unwrap().full_swept_at, Some(4));
+        // "a" expires at 5: the first write of that second sweeps it away and takes its place.
+        s.put_pending("c", pending(5), 600).await.unwrap();
+        assert_eq!(s.lock().unwrap().full_swept_at, Some(5));
+        assert!(matches!(
+            s.put_pending("d", pending(5), 600).await,
+            Err(StoreError::Full)
+        ));
+        assert!(s.take_pending("b", 6).await.unwrap().is_some());
+        assert!(s.take_pending("c", 6).await.unwrap().is_some());
     }
 
     #[tokio::test]
