@@ -207,6 +207,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_saml_response_bytes: Option<usize>,
+    login_starts_per_minute: Option<u32>,
 }
 
 /// This SP's own settings.
@@ -385,6 +386,8 @@ pub struct Config {
     pub audit_file: PathBuf,
     /// Largest SAMLResponse form value accepted.
     pub max_saml_response_bytes: usize,
+    /// Logins one client address may start per minute; `None`: no budget.
+    pub login_starts_per_minute: Option<u32>,
     /// Login tracing, when switched on.
     pub trace: Option<TraceConfig>,
     /// Where `/health` and `/metrics` are served, apart from the public listener; `None`: not
@@ -742,6 +745,17 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             "must be between 1024 and 16777216",
         ));
     }
+    let login_starts_per_minute = match raw.limits.login_starts_per_minute {
+        None => Some(300),
+        Some(0) => None,
+        Some(n @ 1..=60_000) => Some(n),
+        Some(_) => {
+            return Err(err(
+                "limits.login_starts_per_minute",
+                "must be between 0 (no budget) and 60000",
+            ))
+        }
+    };
 
     if raw
         .server
@@ -816,6 +830,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         identity_token,
         audit_file: resolve(&raw.audit.file),
         max_saml_response_bytes,
+        login_starts_per_minute,
     })
 }
 
@@ -1350,6 +1365,20 @@ audit:
         std::fs::write(&path, config).unwrap();
         let result = Config::load(&path);
         (dir, result)
+    }
+
+    #[test]
+    fn the_login_budget_defaults_to_300_and_0_switches_it_off() {
+        let (_dir, c) = load(GOOD);
+        assert_eq!(c.unwrap().login_starts_per_minute, Some(300));
+        let (_dir, c) = load(&format!("{GOOD}limits:\n  login_starts_per_minute: 0\n"));
+        assert_eq!(c.unwrap().login_starts_per_minute, None);
+        let (_dir, c) = load(&format!("{GOOD}limits:\n  login_starts_per_minute: 20\n"));
+        assert_eq!(c.unwrap().login_starts_per_minute, Some(20));
+        let e = error_of(&format!(
+            "{GOOD}limits:\n  login_starts_per_minute: 60001\n"
+        ));
+        assert_eq!(e.key, "limits.login_starts_per_minute");
     }
 
     fn error_of(config: &str) -> ConfigError {

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod identity;
 pub mod identity_token;
 pub mod keys;
+pub mod login_limit;
 pub mod pages;
 pub mod paths;
 pub mod proxy;

@@ -69,6 +69,9 @@ pub async fn login(
     };
     record.idp = Some(federation.entity_id.clone());
     record.idp_name = Some(federation.idp.name.clone());
+    if let Some(refused) = over_budget(&state, peer, record.clone()).await {
+        return refused;
+    }
     match start_login(&state, federation, &return_to, record).await {
         Ok(mut response) => {
             if chosen {
@@ -83,6 +86,46 @@ pub async fn login(
                 .await
         }
     }
+}
+
+/// `429 Too Many Requests` when the client's address has started more logins than its budget
+/// allows (see [`crate::login_limit`]); the first refusal of a run is audited.
+async fn over_budget(
+    state: &SharedState,
+    peer: SocketAddr,
+    mut record: Record,
+) -> Option<Response> {
+    let limiter = state.login_limit.as_ref()?;
+    let crate::login_limit::Verdict::Refused { retry_after, audit } = limiter.check(peer.ip())
+    else {
+        return None;
+    };
+    let reference = reference();
+    if audit {
+        record.event = Some(Event::LoginFailure);
+        record.reason = Some("rate_limited".into());
+        record.detail = Some(format!(
+            "over {} login starts per minute from this client",
+            limiter.per_minute()
+        ));
+        record.reference = Some(reference.clone());
+        if let Err(e) = state.audit.record(record).await {
+            tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
+        }
+        tracing::warn!(client = %peer.ip(), reference = %reference, "login starts over budget");
+    }
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = pages::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Sign-in failed",
+        "rate_limited",
+        &format!("Too many sign-ins were started from your address. Try again in {seconds} s."),
+        &reference,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    Some(response)
 }
 
 /// The IdP a login for `return_to` goes to, and whether the browser chose it (`?idp=`):
@@ -932,7 +975,7 @@ impl From<ValidationError> for Failure {
 
 /// `value` when it looks like a URI (printable ASCII, at most 256 bytes), for the audit log;
 /// otherwise a placeholder.
-fn printable_uri(value: &str) -> &str {
+pub(crate) fn printable_uri(value: &str) -> &str {
     if value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic()) {
         value
     } else {

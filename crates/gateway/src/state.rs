@@ -55,6 +55,8 @@ pub struct AppState {
     pub sp_cert_not_after: Option<i64>,
     /// The login trace file, when `debug.trace_logins` is set.
     pub trace: Option<crate::trace::TraceLog>,
+    /// The budget of login starts per client address, unless switched off.
+    pub login_limit: Option<crate::login_limit::LoginLimiter>,
 }
 
 /// The state as handlers receive it.
@@ -254,6 +256,9 @@ impl AppState {
         };
         Ok(AppState {
             trace,
+            login_limit: config
+                .login_starts_per_minute
+                .map(crate::login_limit::LoginLimiter::new),
             sp_cert_not_after,
             routes: ArcSwap::from_pointee(config.routes.clone()),
             tokens,
