@@ -78,6 +78,7 @@ def test_decode_shows_the_verdict_without_using_the_response(bed, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "<samlp:Response" in r.stdout and "verdict: accepted" in r.stdout
     assert "  user: alice" in r.stdout and "  groups: analytics, staff" in r.stdout
+    assert "  authn context: urn:oasis:names:tc:SAML:2.0:ac:classes:Password" in r.stdout
     assert "check audience: ok" in r.stdout and "check issuer: ok" in r.stdout
     assert "(matches a trusted certificate;" in r.stdout, r.stdout
 

@@ -250,6 +250,14 @@ fn show(
                 mapping.display_name(&assertion).unwrap_or_default()
             );
             println!("  groups: {}", mapping.groups(&assertion).join(", "));
+            println!(
+                "  authn context: {}",
+                assertion
+                    .authn_context
+                    .as_deref()
+                    .map(crate::saml::printable_uri)
+                    .unwrap_or("none")
+            );
             println!("  assertion ID: {}", assertion.id);
             true
         }
