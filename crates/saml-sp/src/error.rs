@@ -8,6 +8,7 @@ use crate::xml::XmlError;
 
 /// The message could not be decoded or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The form value is larger than the configured limit.
     #[error("the SAML message is larger than the limit")]
@@ -37,6 +38,7 @@ pub enum MessageError {
 
 /// The message's shape is not one the SP accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StructureError {
     /// The Response carries no Assertion.
     #[error("the response has no assertion")]
@@ -60,6 +62,7 @@ pub enum StructureError {
 
 /// The XML signature is absent, malformed, of a refused kind, or does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SignatureError {
     /// Neither the Response nor the Assertion is signed.
     #[error("neither the response nor the assertion is signed")]
@@ -92,6 +95,7 @@ pub enum SignatureError {
 
 /// A time condition failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TimeError {
     /// `NotBefore` is later than now plus the allowed clock skew.
     #[error("the assertion is not valid yet")]
@@ -109,6 +113,7 @@ pub enum TimeError {
 
 /// The message is not for this SP or not from the trusted IdP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PartyError {
     /// The Issuer is not the configured IdP entity ID.
     #[error("the issuer is not the trusted IdP")]
@@ -126,6 +131,7 @@ pub enum PartyError {
 
 /// The subject or its confirmation is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubjectError {
     /// No NameID in the Subject, or an empty one.
     #[error("the assertion has no usable subject NameID")]
@@ -137,6 +143,7 @@ pub enum SubjectError {
 
 /// The response does not answer the request this browser made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// `InResponseTo` names no request pending for this browser.
     #[error("the response answers a request this browser did not make")]
@@ -160,6 +167,7 @@ pub struct StatusError {
 
 /// Every way a SAML Response can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// Decoding or parsing failed.
     #[error(transparent)]
