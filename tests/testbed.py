@@ -151,16 +151,17 @@ class OwnGateway(AuditReader):
 
 class IdpAndGateway(OwnGateway):
     """An IdP of its own and one gateway in `work` that trusts it, the test bed's config with
-    `extra_idp` (YAML lines indented by two spaces) added to its `idp:` section."""
+    `extra_idp` (YAML lines indented by two spaces) added to its `idp:` section and `extra`
+    (top-level keys) at its end."""
 
-    def __init__(self, work, streamlit_port, gateway_bin, extra_idp=""):
+    def __init__(self, work, streamlit_port, gateway_bin, extra_idp="", extra=""):
         self.work = work
         port = free_port()
         self.entity_id, acs, slo = gateway_urls(port)
         self.idp = Idp(work, self.entity_id, acs, slo_url=slo).start()
         try:
             self.idp.save_metadata(work / "idp-metadata.xml")
-            text = gateway_config(work, port, streamlit_port)
+            text = gateway_config(work, port, streamlit_port, extra=extra)
             text = text.replace("idp:\n", "idp:\n" + extra_idp, 1)
             self.gateway = Gateway(gateway_bin, text, work).start()
         except Exception:

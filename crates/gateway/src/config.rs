@@ -82,6 +82,8 @@ struct RawServer {
     admin_listen: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
     client_timeout: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,6 +402,8 @@ pub struct Config {
     /// request body received, nothing written to it, no request waiting for its answer unless
     /// the gateway waits for its body) before it is closed (`client_timeout`).
     pub client_timeout: Duration,
+    /// The proxies whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 impl Config {
@@ -776,6 +780,18 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             })?,
     };
 
+    let mut trusted_proxies = Vec::new();
+    for (i, entry) in raw.server.trusted_proxies.iter().enumerate() {
+        let block = crate::forwarded::TrustedProxies::parse_entry(entry).map_err(|e| {
+            err(
+                &format!("server.trusted_proxies[{i}]"),
+                &format!("{e}: {entry}"),
+            )
+        })?;
+        trusted_proxies.push(block);
+    }
+    let trusted_proxies = crate::forwarded::TrustedProxies::new(trusted_proxies);
+
     let admin_listen = match &raw.server.admin_listen {
         None => None,
         Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
@@ -817,6 +833,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         admin_listen,
         worker_threads: raw.server.worker_threads,
         client_timeout,
+        trusted_proxies,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -1365,6 +1382,26 @@ audit:
         std::fs::write(&path, config).unwrap();
         let result = Config::load(&path);
         (dir, result)
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let (_dir, c) = load(&format!(
+            "{GOOD}server:\n  trusted_proxies: [10.0.0.0/8, 192.0.2.7]\n"
+        ));
+        let proxies = c.unwrap().trusted_proxies;
+        assert!(proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(proxies.contains("192.0.2.7".parse().unwrap()));
+        assert!(!proxies.contains("192.0.2.8".parse().unwrap()));
+        let (_dir, c) = load(GOOD);
+        assert!(c.unwrap().trusted_proxies.is_empty());
+        let e = error_of(&format!(
+            "{GOOD}server:\n  trusted_proxies: [10.0.0.0/8, lb.example]\n"
+        ));
+        assert_eq!(e.key, "server.trusted_proxies[1]");
+        assert!(e.message.contains("lb.example"), "{}", e.message);
+        let e = error_of(&format!("{GOOD}server:\n  trusted_proxies: [0.0.0.0/0]\n"));
+        assert!(e.message.contains("trusts every address"), "{}", e.message);
     }
 
     #[test]

@@ -218,6 +218,9 @@ struct Front {
     state: SharedState,
     router: Router,
     peer: Peer,
+    /// The peer is a trusted proxy: each request's client is read from its
+    /// `X-Forwarded-For` ([`crate::forwarded`]).
+    behind_proxy: bool,
     /// What the connection has done, for [`client_timeout`].
     activity: Arc<client_timeout::Activity>,
 }
@@ -242,17 +245,26 @@ impl Front {
                 axum::body::Body::new(client_timeout::Upload::new(body, &front.activity))
             }
         });
+        let forwarded;
+        let peer = if front.behind_proxy {
+            let proxies = &front.state.config.trusted_proxies;
+            let client = proxies.client(front.peer.addr.ip(), request.headers());
+            forwarded = Peer::new(std::net::SocketAddr::new(client, front.peer.addr.port()));
+            &forwarded
+        } else {
+            &front.peer
+        };
         let response = if for_router(request.uri().path()) {
             request
                 .extensions_mut()
-                .insert(axum::extract::ConnectInfo(front.peer.addr));
+                .insert(axum::extract::ConnectInfo(peer.addr));
             let mut router = front.router.clone();
             let Ok(response) = tower_service::Service::call(&mut router, request).await;
             response
         } else {
             let method = request.method().clone();
             let state = front.state.clone();
-            finish_response(&method, gate::guard(state, &front.peer, request).await)
+            finish_response(&method, gate::guard(state, peer, request).await)
         };
         Ok(response.map(|body| Tracked::new(body, under_way.answered())))
     }
@@ -300,6 +312,7 @@ async fn serve_public(
             state: state.clone(),
             router: router.clone(),
             peer: Peer::new(peer),
+            behind_proxy: state.config.trusted_proxies.contains(peer.ip()),
             activity: activity.clone(),
         });
         let service =

@@ -1,0 +1,186 @@
+//! The client's address when the gateway runs behind a load balancer or TLS terminator.
+//!
+//! By default the client is the TCP peer: `X-Forwarded-For` is the client's to write, so the
+//! gateway ignores what arrives and sends its own. When `server.trusted_proxies` lists the
+//! peer, the peer is a proxy that appends the address it received the request from, and the
+//! client is read from `X-Forwarded-For`: its entries are walked from the right, past every
+//! address of a trusted proxy, and the first other address is the client. Entries further left
+//! were written by whoever sent the request and are never believed. An entry that is not a
+//! bare IP address ends the walk at the last trusted hop, as does a header that is absent.
+//!
+//! The address found is what the audit log's `client_ip`, the login budget and the
+//! `X-Forwarded-For` sent to the apps use. The check runs per connection (is the peer a
+//! trusted proxy?) and, only then, per request.
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// Most `X-Forwarded-For` entries looked at, from the right.
+const MAX_HOPS: usize = 32;
+
+/// The proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+/// An entry of `server.trusted_proxies` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustedProxyError {
+    /// Not an address or a block.
+    #[error("not an IP address or CIDR block, such as 10.0.0.0/8 or 192.0.2.7")]
+    Syntax,
+    /// A block that holds every address: any client could name its own address.
+    #[error("trusts every address, so any client could choose the address it is audited under")]
+    Everything,
+}
+
+impl TrustedProxies {
+    /// Reads one entry: an address (one host) or a CIDR block.
+    pub fn parse_entry(text: &str) -> Result<IpNet, TrustedProxyError> {
+        let text = text.trim();
+        let net = match text.parse::<IpNet>() {
+            Ok(net) => net.trunc(),
+            Err(_) => IpNet::from(
+                text.parse::<IpAddr>()
+                    .map_err(|_| TrustedProxyError::Syntax)?,
+            ),
+        };
+        if net.prefix_len() == 0 {
+            return Err(TrustedProxyError::Everything);
+        }
+        Ok(net)
+    }
+
+    /// The proxies in `blocks`.
+    pub fn new(blocks: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(blocks)
+    }
+
+    /// No proxy is trusted: the client is always the TCP peer.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy's address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client of a request that came from `peer` (a trusted proxy) with `headers`.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = peer;
+        let entries = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|value| {
+                // A value that is not text is no address: it ends the walk below.
+                let text = value.to_str().unwrap_or("\u{0}");
+                text.rsplit(',')
+            })
+            .take(MAX_HOPS);
+        for entry in entries {
+            let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = hop.to_canonical();
+            if !self.contains(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(blocks: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(
+            blocks
+                .iter()
+                .map(|b| TrustedProxies::parse_entry(b).unwrap())
+                .collect(),
+        )
+    }
+
+    fn client(p: &TrustedProxies, forwarded: &[&str]) -> String {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        p.client("10.0.0.2".parse().unwrap(), &headers).to_string()
+    }
+
+    #[test]
+    fn the_first_address_right_of_the_trusted_hops_is_the_client() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(client(&p, &["203.0.113.7"]), "203.0.113.7");
+        // What the client wrote itself, left of its own address, is not believed.
+        assert_eq!(client(&p, &["1.2.3.4, 203.0.113.7"]), "203.0.113.7");
+        // Two trusted hops (a CDN's edge in 10/8 forwarding to the balancer).
+        assert_eq!(
+            client(&p, &["1.2.3.4, 203.0.113.7, 10.1.1.1"]),
+            "203.0.113.7"
+        );
+        // Several header lines are one list, in order.
+        assert_eq!(
+            client(&p, &["1.2.3.4", "203.0.113.7 , 10.1.1.1"]),
+            "203.0.113.7"
+        );
+        // IPv6, and IPv4 written as IPv6.
+        assert_eq!(client(&p, &["2001:db8::7"]), "2001:db8::7");
+        assert_eq!(client(&p, &["::ffff:203.0.113.9"]), "203.0.113.9");
+    }
+
+    #[test]
+    fn without_a_usable_entry_the_last_trusted_hop_is_the_client() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(client(&p, &[]), "10.0.0.2");
+        assert_eq!(client(&p, &[""]), "10.0.0.2");
+        assert_eq!(client(&p, &["203.0.113.7, unknown"]), "10.0.0.2");
+        assert_eq!(client(&p, &["203.0.113.7, 203.0.113.8:4711"]), "10.0.0.2");
+        assert_eq!(client(&p, &["203.0.113.7, garbage, 10.1.1.1"]), "10.1.1.1");
+        assert_eq!(client(&p, &["10.3.3.3, 10.1.1.1"]), "10.3.3.3");
+        let many = ["10.9.9.9"; 40].join(",");
+        assert_eq!(client(&p, &[&format!("203.0.113.7,{many}")]), "10.9.9.9");
+    }
+
+    #[test]
+    fn entries_are_addresses_or_blocks_but_never_everything() {
+        let net = TrustedProxies::parse_entry(" 192.0.2.7 ").unwrap();
+        assert_eq!(net.to_string(), "192.0.2.7/32");
+        let net = TrustedProxies::parse_entry("10.1.2.3/8").unwrap();
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            TrustedProxies::parse_entry("fd00::/8").unwrap().to_string(),
+            "fd00::/8"
+        );
+        for bad in ["", "10.0.0.0/33", "example.com", "10.0.0.1:80"] {
+            assert_eq!(
+                TrustedProxies::parse_entry(bad),
+                Err(TrustedProxyError::Syntax),
+                "{bad}"
+            );
+        }
+        for all in ["0.0.0.0/0", "::/0"] {
+            assert_eq!(
+                TrustedProxies::parse_entry(all),
+                Err(TrustedProxyError::Everything)
+            );
+        }
+    }
+
+    #[test]
+    fn a_peer_is_trusted_by_its_block_whatever_its_spelling() {
+        let p = proxies(&["10.0.0.0/8", "2001:db8::1"]);
+        assert!(p.contains("10.200.0.1".parse().unwrap()));
+        assert!(p.contains("::ffff:10.200.0.1".parse().unwrap()));
+        assert!(p.contains("2001:db8::1".parse().unwrap()));
+        assert!(!p.contains("2001:db8::2".parse().unwrap()));
+        assert!(!p.contains("192.0.2.1".parse().unwrap()));
+    }
+}
