@@ -1,7 +1,7 @@
 """The audit log as operations meet it: rotated by Debian's logrotate under a running gateway,
 and a disk that refuses the record.
 
-A rotation (rename, then a new empty file) needs no signal: before each write the gateway checks
+A rotation (rename; the gateway makes the new file) needs no signal: before each write the gateway checks
 that the path still names the file it holds, and opens the path anew when it does not. Records
 written before the rotation stay in the rotated file, those after it go to the new one; none is
 lost or split. When a record cannot be written, a login fails closed (503,
@@ -39,17 +39,19 @@ def test_logrotate_renames_and_the_next_records_go_to_the_new_file(own):
     assert ("login_success", "alice") in before, before
 
     config = own.work / "logrotate.conf"
-    config.write_text(f"{own.audit_path} {{\n  rotate 2\n  create 0640 root root\n"
+    # As docs/configuration.md recommends: the gateway makes the new file itself.
+    config.write_text(f"{own.audit_path} {{\n  rotate 2\n  nocreate\n"
                       "  nocompress\n  missingok\n}\n")
     subprocess.run(["logrotate", "--force", "--state", own.work / "logrotate.state", config],
                    check=True, capture_output=True)
     rotated = own.audit_path.with_name(own.audit_path.name + ".1")
     assert events(rotated) == before
-    assert own.audit_path.stat().st_size == 0
+    assert not own.audit_path.exists()
 
     login(new_client(), own.url, "bob", "bob-pass")
     after = events(own.audit_path)
     assert after == [("login_start", None), ("login_success", "bob")], after
+    assert own.audit_path.stat().st_mode & 0o777 == 0o640
     # The rotated file got nothing more.
     assert events(rotated) == before
     assert "audit log reopened after rotation" in testbed.log_tail(own.gateway.log_path, 200)

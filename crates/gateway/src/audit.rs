@@ -18,6 +18,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{SecondsFormat, Utc};
@@ -123,9 +124,14 @@ const QUEUE: usize = 1024;
 /// Lines the writer takes into one write and one sync, at most.
 const BATCH: usize = 256;
 
-/// One line for the writer, and where its outcome goes.
+/// Longest a caller waits for room in the queue and then for its record to be on disk. A disk
+/// that hangs (a stalled network mount) fails the logins closed instead of holding them.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One line for the writer, what it counts as, and where its outcome goes.
 struct Pending {
     line: Vec<u8>,
+    key: (String, String),
     done: oneshot::Sender<io::Result<()>>,
 }
 
@@ -136,6 +142,8 @@ pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
     /// Records written, by event and reason (the metrics' counters).
     counts: Arc<Mutex<EventCounts>>,
+    /// Batches synced to disk.
+    syncs: Arc<AtomicU64>,
 }
 
 /// Records written per (event, reason); reasons are the stable codes, so the set stays small.
@@ -151,12 +159,16 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(wrap)?;
         }
-        let file = open_append(path).map_err(wrap)?;
+        let (file, torn) = open_append(path).map_err(wrap)?;
         let (queue, waiting) = mpsc::channel(QUEUE);
+        let counts = Arc::default();
+        let syncs = Arc::default();
         let writer = Writer {
             path: path.to_path_buf(),
             file,
-            torn: false,
+            torn,
+            counts: Arc::clone(&counts),
+            syncs: Arc::clone(&syncs),
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -165,7 +177,8 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_path_buf(),
             queue,
-            counts: Arc::default(),
+            counts,
+            syncs,
         })
     }
 
@@ -175,6 +188,11 @@ impl AuditLog {
             .lock()
             .map(|c| c.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// How many batches were synced to disk since start-up.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Writes one record durably: returns once it is on disk.
@@ -195,18 +213,23 @@ impl AuditLog {
             record.reason.unwrap_or_default(),
         );
         let stopped = || error(io::Error::other("the audit writer has stopped"));
+        let stalled = || {
+            error(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the disk did not answer",
+            ))
+        };
         let (done, outcome) = oneshot::channel();
-        self.queue
-            .send(Pending { line, done })
+        let deadline = tokio::time::Instant::now() + WAIT;
+        tokio::time::timeout_at(deadline, self.queue.send(Pending { line, key, done }))
             .await
+            .map_err(|_| stalled())?
             .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?.map_err(error)?;
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *counts.entry(key).or_default() += 1;
-        Ok(())
+        tokio::time::timeout_at(deadline, outcome)
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|_| stopped())?
+            .map_err(error)
     }
 }
 
@@ -214,8 +237,11 @@ impl AuditLog {
 struct Writer {
     path: PathBuf,
     file: File,
-    /// The last write failed part-way, so the file may end inside a line.
+    /// The file may end inside a line (a write that failed part-way, or a crash before this
+    /// process started): the next batch starts with a line break.
     torn: bool,
+    counts: Arc<Mutex<EventCounts>>,
+    syncs: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -224,15 +250,29 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         while waiting.blocking_recv_many(&mut batch, BATCH) > 0 {
             let outcome = self.write(&batch);
-            if let Err(e) = &outcome {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
+            match &outcome {
+                Ok(()) => {
+                    self.syncs.fetch_add(1, Ordering::Relaxed);
+                    // Counted here, not by the callers: a caller that went away (its request
+                    // was dropped) still has its record on disk.
+                    let mut counts = self
+                        .counts
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    for pending in &batch {
+                        *counts.entry(pending.key.clone()).or_default() += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
+                }
             }
             for pending in batch.drain(..) {
                 let answer = match &outcome {
                     Ok(()) => Ok(()),
                     Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                 };
-                // A caller that went away (its request was dropped) needs no answer.
+                // A caller that went away needs no answer.
                 let _ = pending.done.send(answer);
             }
         }
@@ -241,21 +281,30 @@ impl Writer {
     /// Appends the batch's lines with one write and syncs them.
     fn write(&mut self, batch: &[Pending]) -> io::Result<()> {
         if self.rotated()? {
-            self.file = open_append(&self.path)?;
-            self.torn = false;
+            (self.file, self.torn) = open_append(&self.path)?;
             tracing::info!(path = %self.path.display(), "audit log reopened after rotation");
         }
         let mut bytes = Vec::with_capacity(batch.iter().map(|p| p.line.len()).sum::<usize>() + 1);
         if self.torn {
-            // End the line a failed write left unfinished, so that this batch's lines parse.
+            // End the line left unfinished, so that this batch's lines parse.
             bytes.push(b'\n');
         }
         for pending in batch {
             bytes.extend_from_slice(&pending.line);
         }
-        self.torn = true;
-        (&self.file).write_all(&bytes)?;
-        self.torn = false;
+        let mut written = 0;
+        while written < bytes.len() {
+            match (&self.file).write(&bytes[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    // Part of the batch is in the file: until the rest is, it ends mid-line.
+                    self.torn = written < bytes.len();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.file.sync_data()
     }
 
@@ -271,24 +320,31 @@ impl Writer {
     }
 }
 
-/// Opens `path` for appending, creating it with mode 0640; a file it creates is made durable by
-/// syncing its folder too.
-fn open_append(path: &Path) -> io::Result<File> {
+/// Opens `path` for appending, creating it with mode 0640, and syncs its folder (so that a file
+/// made here or by a rotation survives a crash); also tells whether the file ends mid-line.
+fn open_append(path: &Path) -> io::Result<(File, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::OpenOptionsExt;
-    let existed = path.exists();
     let file = std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o640)
         .open(path)?;
-    if !existed {
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    let mut torn = false;
+    if file.metadata()?.len() > 0 {
+        let mut last = [0u8];
+        let mut reader = &file;
+        reader.seek(SeekFrom::End(-1))?;
+        reader.read_exact(&mut last)?;
+        torn = last[0] != b'\n';
     }
-    Ok(file)
+    Ok((file, torn))
 }
 
 #[cfg(test)]
@@ -359,6 +415,12 @@ mod tests {
         assert_eq!(seen, wanted);
         let counted: u64 = log.counts().values().sum();
         assert_eq!(counted, (QUEUE + 300) as u64);
+        // Records that waited together were synced together.
+        assert!(
+            log.syncs() < (QUEUE + 300) as u64 / 2,
+            "{} syncs",
+            log.syncs()
+        );
     }
 
     #[tokio::test]
@@ -392,19 +454,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_write_does_not_spoil_the_next_line() {
+    async fn a_line_left_unfinished_does_not_spoil_the_next_one() {
+        // A previous run stopped in the middle of a line (a full disk, then a restart).
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        std::fs::write(&path, b"{\"half\":").unwrap();
-        let (done, _outcome) = oneshot::channel();
-        let mut writer = Writer {
-            path: path.clone(),
-            file: open_append(&path).unwrap(),
-            torn: true,
-        };
-        let line = b"{\"reason\":\"whole\"}\n".to_vec();
-        writer.write(&[Pending { line, done }]).unwrap();
+        std::fs::write(&path, b"{\"reason\":\"first\"}\n{\"half\":").unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        log.record(failure("whole")).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().last(), Some("{\"reason\":\"whole\"}"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[1], "{\"half\":");
+        let last: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(last["reason"], "whole");
+        // A whole file gets no extra line break.
+        log.record(failure("next")).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
     }
 }
