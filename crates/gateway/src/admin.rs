@@ -131,6 +131,21 @@ pub fn metrics_text(state: &SharedState) -> String {
             label(&reason)
         );
     }
+    if let Some(limiter) = &state.login_limit {
+        let _ = writeln!(
+            out,
+            "# HELP saml_gateway_login_starts_refused_total Login starts refused by the budget \
+             per client address (limits.login_starts_per_minute).\n\
+             # TYPE saml_gateway_login_starts_refused_total counter\n\
+             saml_gateway_login_starts_refused_total {}\n\
+             # HELP saml_gateway_login_starts_untracked_total Login starts let through \
+             unlimited because the budget's table of client addresses was full.\n\
+             # TYPE saml_gateway_login_starts_untracked_total counter\n\
+             saml_gateway_login_starts_untracked_total {}",
+            limiter.refused_total(),
+            limiter.untracked_total()
+        );
+    }
     let now = unix_now();
     let idps: Vec<(String, RefreshStatus, i64, Vec<CertificateInfo>)> = state
         .idps

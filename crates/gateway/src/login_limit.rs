@@ -19,14 +19,18 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most clients tracked at once.
 const MAX_CLIENTS: usize = 100_000;
 
-/// Least time between two sweeps of recovered clients, in milliseconds.
-const SWEEP_EVERY_MS: u64 = 1_000;
+/// Least time between two sweeps of recovered clients, in microseconds.
+const SWEEP_EVERY_US: u64 = 1_000_000;
+
+/// Least time between two warnings that the table is full, in microseconds.
+const WARN_EVERY_US: u64 = 60_000_000;
 
 /// A client as the budget counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,8 +54,8 @@ impl Client {
 /// What the budget knows of one client.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
-    /// When the client's budget is next whole again, in ms since the limiter began; a start
-    /// is allowed while this is at most `burst_ms` ahead of now.
+    /// When the client's budget is next whole again, in µs since the limiter began; a start
+    /// is allowed while this is at most `burst_us` ahead of now.
     recovered_at: u64,
     /// A refusal of the current run was audited already.
     refusal_audited: bool,
@@ -75,32 +79,39 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct LoginLimiter {
     per_minute: u32,
-    /// Time one start costs.
-    interval_ms: u64,
-    /// How far ahead `recovered_at` may be and a start still be allowed.
-    burst_ms: u64,
+    /// Time one start costs, in µs.
+    interval_us: u64,
+    /// How far ahead `recovered_at` may be and a start still be allowed, in µs.
+    burst_us: u64,
     began: Instant,
     table: Mutex<Table>,
+    /// Starts refused since start-up.
+    refused: AtomicU64,
+    /// Starts let through untracked because the table was full, since start-up.
+    untracked: AtomicU64,
 }
 
-/// The clients and when they were last swept.
+/// The clients, when they were last swept, and when a full table was last warned of.
 #[derive(Debug, Default)]
 struct Table {
     clients: HashMap<Client, Budget>,
     swept_at: Option<u64>,
+    warned_at: Option<u64>,
 }
 
 impl LoginLimiter {
     /// A budget of `per_minute` starts per client (at least 1).
     pub fn new(per_minute: u32) -> LoginLimiter {
         let per_minute = per_minute.max(1);
-        let interval_ms = 60_000 / u64::from(per_minute);
+        let interval_us = 60_000_000 / u64::from(per_minute);
         LoginLimiter {
             per_minute,
-            interval_ms,
-            burst_ms: interval_ms * u64::from(per_minute - 1),
+            interval_us,
+            burst_us: interval_us * u64::from(per_minute - 1),
             began: Instant::now(),
             table: Mutex::default(),
+            refused: AtomicU64::new(0),
+            untracked: AtomicU64::new(0),
         }
     }
 
@@ -109,21 +120,59 @@ impl LoginLimiter {
         self.per_minute
     }
 
+    /// Starts refused since start-up.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Starts let through untracked (the table of clients was full) since start-up.
+    pub fn untracked_total(&self) -> u64 {
+        self.untracked.load(Ordering::Relaxed)
+    }
+
     /// Counts a login start by `ip` now.
     pub fn check(&self, ip: IpAddr) -> Verdict {
-        let now = u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.check_at(ip, now)
+        self.check_at(ip, self.now())
+    }
+
+    /// The refusal of `ip` that [`Verdict::Refused`] asked to audit could not be audited: the
+    /// next refusal of its run asks again.
+    pub fn audit_failed(&self, ip: IpAddr) {
+        let mut table = self.lock();
+        if let Some(budget) = table.clients.get_mut(&Client::of(ip)) {
+            budget.refusal_audited = false;
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.began.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn check_at(&self, ip: IpAddr, now: u64) -> Verdict {
         let client = Client::of(ip);
-        let mut table = self
-            .table
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut table = self.lock();
         if !table.clients.contains_key(&client) && table.clients.len() >= MAX_CLIENTS {
             table.sweep(now);
             if table.clients.len() >= MAX_CLIENTS {
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+                if table
+                    .warned_at
+                    .is_none_or(|at| now.saturating_sub(at) >= WARN_EVERY_US)
+                {
+                    table.warned_at = Some(now);
+                    tracing::warn!(
+                        clients = MAX_CLIENTS,
+                        "the login budget tracks as many client addresses as it can; logins \
+                         from new addresses go unlimited until some recover (a flood from many \
+                         addresses?)"
+                    );
+                }
                 return Verdict::Allowed;
             }
         }
@@ -132,16 +181,17 @@ impl LoginLimiter {
             refusal_audited: false,
         });
         let recovered_at = budget.recovered_at.max(now);
-        if recovered_at - now > self.burst_ms {
+        if recovered_at - now > self.burst_us {
             let audit = !budget.refusal_audited;
             budget.refusal_audited = true;
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Verdict::Refused {
-                retry_after: Duration::from_millis(recovered_at - now - self.burst_ms),
+                retry_after: Duration::from_micros(recovered_at - now - self.burst_us),
                 audit,
             };
         }
         *budget = Budget {
-            recovered_at: recovered_at + self.interval_ms,
+            recovered_at: recovered_at + self.interval_us,
             refusal_audited: false,
         };
         Verdict::Allowed
@@ -154,7 +204,7 @@ impl Table {
     fn sweep(&mut self, now: u64) {
         if self
             .swept_at
-            .is_some_and(|at| now.saturating_sub(at) < SWEEP_EVERY_MS)
+            .is_some_and(|at| now.saturating_sub(at) < SWEEP_EVERY_US)
         {
             return;
         }
@@ -166,6 +216,9 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A millisecond in the limiter's clock.
+    const MS: u64 = 1_000;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -191,19 +244,19 @@ mod tests {
         );
         // Later refusals of the same run are not audited again.
         assert_eq!(
-            limiter.check_at(client, 4_000),
+            limiter.check_at(client, 4_000 * MS),
             Verdict::Refused {
                 retry_after: Duration::from_secs(6),
                 audit: false
             }
         );
-        assert_eq!(limiter.check_at(client, 10_000), Verdict::Allowed);
-        assert!(refused(limiter.check_at(client, 10_000)));
+        assert_eq!(limiter.check_at(client, 10_000 * MS), Verdict::Allowed);
+        assert!(refused(limiter.check_at(client, 10_000 * MS)));
         // A minute of quiet makes the budget whole again.
         for _ in 0..6 {
-            assert_eq!(limiter.check_at(client, 80_000), Verdict::Allowed);
+            assert_eq!(limiter.check_at(client, 80_000 * MS), Verdict::Allowed);
         }
-        let Verdict::Refused { audit, .. } = limiter.check_at(client, 80_000) else {
+        let Verdict::Refused { audit, .. } = limiter.check_at(client, 80_000 * MS) else {
             panic!("the seventh start of a burst is refused");
         };
         assert!(audit, "a new run's first refusal is audited");
@@ -236,14 +289,47 @@ mod tests {
         }
         // Full, nobody recovered yet: a newcomer goes through untracked, every time.
         let newcomer = ip("203.0.113.9");
-        assert_eq!(limiter.check_at(newcomer, 1), Verdict::Allowed);
-        assert_eq!(limiter.check_at(newcomer, 2), Verdict::Allowed);
+        assert_eq!(limiter.check_at(newcomer, MS), Verdict::Allowed);
+        assert_eq!(limiter.check_at(newcomer, 2 * MS), Verdict::Allowed);
+        assert_eq!(limiter.untracked_total(), 2);
         // Tracked clients keep their budget.
-        assert!(refused(limiter.check_at(ip("0.0.0.5"), 3)));
+        assert!(refused(limiter.check_at(ip("0.0.0.5"), 3 * MS)));
         // Once the others have recovered (and a second has passed), room is made.
-        assert_eq!(limiter.check_at(newcomer, 60_001), Verdict::Allowed);
-        assert!(refused(limiter.check_at(newcomer, 60_001)));
+        assert_eq!(limiter.check_at(newcomer, 60_001 * MS), Verdict::Allowed);
+        assert!(refused(limiter.check_at(newcomer, 60_001 * MS)));
         let table = limiter.table.lock().unwrap();
         assert!(table.clients.len() < 10, "{}", table.clients.len());
+    }
+
+    #[test]
+    fn refusals_and_untracked_starts_are_counted() {
+        let limiter = LoginLimiter::new(1);
+        let client = ip("192.0.2.1");
+        assert_eq!(limiter.check_at(client, 0), Verdict::Allowed);
+        for _ in 0..3 {
+            assert!(refused(limiter.check_at(client, 0)));
+        }
+        assert_eq!(limiter.refused_total(), 3);
+        assert_eq!(limiter.untracked_total(), 0);
+        // A refusal whose record could not be written is asked to be audited again.
+        limiter.audit_failed(client);
+        let Verdict::Refused { audit, .. } = limiter.check_at(client, 0) else {
+            panic!("still over the budget");
+        };
+        assert!(audit);
+    }
+
+    #[test]
+    fn a_large_budget_keeps_its_rate() {
+        // 40,000 a minute: one every 1.5 ms, which whole milliseconds could not express.
+        let limiter = LoginLimiter::new(40_000);
+        let client = ip("192.0.2.1");
+        for _ in 0..40_000 {
+            assert_eq!(limiter.check_at(client, 0), Verdict::Allowed);
+        }
+        assert!(refused(limiter.check_at(client, MS)));
+        assert_eq!(limiter.check_at(client, 1_500), Verdict::Allowed);
+        assert!(refused(limiter.check_at(client, 2_999)));
+        assert_eq!(limiter.check_at(client, 3_000), Verdict::Allowed);
     }
 }

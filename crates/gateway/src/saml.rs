@@ -56,6 +56,11 @@ pub async fn login(
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
+    // Charged first, so that no answer of this endpoint (a login started, an unknown IdP
+    // refused and audited) escapes the budget.
+    if let Some(refused) = over_budget(&state, peer, &headers).await {
+        return refused;
+    }
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
     let mut record = audit_record(peer, &headers, "/saml/login");
     let (federation, chosen) = match pick_idp(&state, &headers, &return_to, query.idp.as_deref()) {
@@ -69,9 +74,6 @@ pub async fn login(
     };
     record.idp = Some(federation.entity_id.clone());
     record.idp_name = Some(federation.idp.name.clone());
-    if let Some(refused) = over_budget(&state, peer, record.clone()).await {
-        return refused;
-    }
     match start_login(&state, federation, &return_to, record).await {
         Ok(mut response) => {
             if chosen {
@@ -93,7 +95,7 @@ pub async fn login(
 async fn over_budget(
     state: &SharedState,
     peer: SocketAddr,
-    mut record: Record,
+    headers: &HeaderMap,
 ) -> Option<Response> {
     let limiter = state.login_limit.as_ref()?;
     let crate::login_limit::Verdict::Refused { retry_after, audit } = limiter.check(peer.ip())
@@ -102,6 +104,7 @@ async fn over_budget(
     };
     let reference = reference();
     if audit {
+        let mut record = audit_record(peer, headers, "/saml/login");
         record.event = Some(Event::LoginFailure);
         record.reason = Some("rate_limited".into());
         record.detail = Some(format!(
@@ -111,6 +114,7 @@ async fn over_budget(
         record.reference = Some(reference.clone());
         if let Err(e) = state.audit.record(record).await {
             tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
+            limiter.audit_failed(peer.ip());
         }
         tracing::warn!(client = %peer.ip(), reference = %reference, "login starts over budget");
     }

@@ -66,6 +66,15 @@ pub fn warnings(config: &Config, initial: &[crate::federation::Initial]) {
             "public_url is plain http: cookies are not Secure; use this only for local testing"
         );
     }
+    // The gateway speaks plain HTTP: an https public URL means a TLS terminator in front.
+    if config.secure_cookies && config.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "public_url is https, so a proxy terminates TLS in front of the gateway, but \
+             server.trusted_proxies is empty: every client counts as that proxy's address, in \
+             audit records (client_ip) and in the login budget (limits.login_starts_per_minute), \
+             which all users then share; list the proxy in server.trusted_proxies"
+        );
+    }
     if let Some(trace) = &config.trace {
         tracing::warn!(
             file = %trace.file.display(),
