@@ -3,11 +3,16 @@
 //! Everything lives in hash maps behind one mutex; critical sections are a lookup or an insert,
 //! never I/O. Each map has a cap so that unauthenticated visitors cannot grow memory without
 //! bound: when a map is full, expired entries are purged, and if it is still full the operation
-//! fails with [`StoreError::Full`] (the gateway answers 503) rather than evicting live logins.
-//! Expired records and end markers are kept only while there is room: a full map drops them
-//! first.
+//! fails with [`StoreError::Full`] (the gateway answers 503) rather than evicting live sessions
+//! or replay-cache entries. Expired records and end markers are kept only while there is room:
+//! a full map drops them first.
+//!
+//! Pending login requests are the exception: anyone can make them, so a full map gives up its
+//! oldest one for the new one. A flood then costs a real user, at worst, a login started again,
+//! and only if the flood makes the whole cap of starts while that user is at the IdP; refusing
+//! instead would let the flood stop every login for as long as it lasts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
@@ -93,6 +98,9 @@ struct Maps {
     names: SharedNames,
     sessions: FxHashMap<SessionId, Arc<SessionRecord>>,
     pending: HashMap<String, (PendingRequest, UnixTime)>,
+    /// The pending tokens, oldest first; some may be gone from `pending` already (taken or
+    /// purged), until the next compaction.
+    pending_order: VecDeque<String>,
     assertions: HashMap<String, UnixTime>,
     /// Ended sessions: why, and until when the marker is kept.
     ended: FxHashMap<SessionId, (EndReason, UnixTime)>,
@@ -315,16 +323,24 @@ impl Store for MemoryStore {
         expires_at: UnixTime,
     ) -> Result<(), StoreError> {
         let now = request.created_at;
-        let mut maps = self.lock()?;
-        ensure_room(
-            &mut maps,
-            self,
-            now,
-            |m| m.pending.len(),
-            self.limits.max_pending,
-        )?;
+        let cap = self.limits.max_pending;
+        let mut guard = self.lock()?;
+        let maps = &mut *guard;
+        if ensure_room(maps, self, now, |m| m.pending.len(), cap).is_err() {
+            // Still full of live requests: the oldest gives way.
+            while maps.pending.len() >= cap {
+                let oldest = maps.pending_order.pop_front().ok_or(StoreError::Full)?;
+                maps.pending.remove(&oldest);
+            }
+        }
         maps.pending
             .insert(token.to_string(), (request, expires_at));
+        maps.pending_order.push_back(token.to_string());
+        // Tokens taken or purged stay in the order until it holds twice what is pending.
+        if maps.pending_order.len() > 2 * maps.pending.len() + 1024 {
+            let pending = &maps.pending;
+            maps.pending_order.retain(|t| pending.contains_key(t));
+        }
         Ok(())
     }
 
@@ -509,31 +525,72 @@ mod tests {
     #[tokio::test]
     async fn a_full_map_is_swept_once_a_second() {
         let s = store(MemoryLimits {
-            max_pending: 2,
+            max_assertions: 2,
             ..MemoryLimits::default()
         });
-        let pending = |created_at| PendingRequest {
-            request_id: "_r".into(),
-            return_to: "/".into(),
-            created_at,
-            idp: "default".into(),
-        };
-        s.put_pending("a", pending(0), 5).await.unwrap();
-        s.put_pending("b", pending(0), 600).await.unwrap();
+        assert!(s.first_use_of_assertion("a", 5, 0).await.unwrap());
+        assert!(s.first_use_of_assertion("b", 600, 0).await.unwrap());
         assert!(matches!(
-            s.put_pending("c", pending(4), 600).await,
+            s.first_use_of_assertion("c", 600, 4).await,
             Err(StoreError::Full)
         ));
         assert_eq!(s.lock().unwrap().full_swept_at, Some(4));
         // "a" expires at 5: the first write of that second sweeps it away and takes its place.
-        s.put_pending("c", pending(5), 600).await.unwrap();
+        assert!(s.first_use_of_assertion("c", 600, 5).await.unwrap());
         assert_eq!(s.lock().unwrap().full_swept_at, Some(5));
         assert!(matches!(
-            s.put_pending("d", pending(5), 600).await,
+            s.first_use_of_assertion("d", 600, 5).await,
             Err(StoreError::Full)
         ));
-        assert!(s.take_pending("b", 6).await.unwrap().is_some());
-        assert!(s.take_pending("c", 6).await.unwrap().is_some());
+        assert!(!s.first_use_of_assertion("b", 600, 6).await.unwrap());
+    }
+
+    fn pending(created_at: UnixTime) -> PendingRequest {
+        PendingRequest {
+            request_id: format!("_r{created_at}"),
+            return_to: "/".into(),
+            created_at,
+            idp: "default".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_pending_map_gives_up_its_oldest_login() {
+        let s = store(MemoryLimits {
+            max_pending: 2,
+            ..MemoryLimits::default()
+        });
+        s.put_pending("a", pending(0), 600).await.unwrap();
+        s.put_pending("b", pending(1), 600).await.unwrap();
+        s.put_pending("c", pending(2), 600).await.unwrap();
+        assert!(s.take_pending("a", 3).await.unwrap().is_none());
+        assert_eq!(s.take_pending("b", 3).await.unwrap(), Some(pending(1)));
+        // "b" was taken: the next one finds room without giving anything up.
+        s.put_pending("d", pending(4), 600).await.unwrap();
+        assert_eq!(s.take_pending("c", 5).await.unwrap(), Some(pending(2)));
+        assert_eq!(s.take_pending("d", 5).await.unwrap(), Some(pending(4)));
+    }
+
+    #[tokio::test]
+    async fn the_order_of_pending_logins_stays_bounded() {
+        let s = store(MemoryLimits {
+            max_pending: 4,
+            ..MemoryLimits::default()
+        });
+        for n in 0..10_000 {
+            let token = format!("t{n}");
+            s.put_pending(&token, pending(n), n + 600).await.unwrap();
+            if n % 3 != 0 {
+                assert!(s.take_pending(&token, n).await.unwrap().is_some());
+            }
+        }
+        let maps = s.lock().unwrap();
+        assert!(maps.pending.len() <= 4);
+        assert!(
+            maps.pending_order.len() <= 2 * 4 + 1024 + 1,
+            "{}",
+            maps.pending_order.len()
+        );
     }
 
     #[tokio::test]
