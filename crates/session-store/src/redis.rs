@@ -14,6 +14,7 @@
 //! | `{ns}:session:{sha256(session id)}` | [`SessionRecord`] as JSON | min(idle deadline, absolute end) + [`EXPIRED_RECORD_SECS`] |
 //! | `{ns}:ended:{sha256(session id)}` | the [`EndReason`] code of an ended session | [`END_MARKER_SECS`] |
 //! | `{ns}:pending:{sha256(RelayState token)}` | pending request and its deadline, JSON | the deadline |
+//! | `{ns}:pending-order` | sorted set of the pending hashes, scored by their deadline | the last one's deadline |
 //! | `{ns}:assertion:{sha256(assertion ID)}` | `1` | the assertion's `NotOnOrAfter` |
 //! | `{ns}:user:{sha256(NameID)}` | set of the user's session hashes | the latest absolute end + [`EXPIRED_RECORD_SECS`] |
 //!
@@ -27,6 +28,15 @@
 //! Pending requests are taken with `GETDEL` (one use even when two replicas race), assertion IDs
 //! are recorded with `SET .. NX EX` (of two concurrent calls exactly one wins), and a session is
 //! written together with its index entry in one `MULTI`.
+//!
+//! # Pending requests are capped
+//!
+//! Anyone can start a login, so pending requests must not grow until Redis is full (with
+//! `noeviction`, every write then fails, signed-in users' included). At most
+//! [`MAX_PENDING`] are kept: one script drops those past their deadline from
+//! `{ns}:pending-order`, gives up the oldest (by deadline, to the second; among those of one
+//! second, any) when it is still full, and writes the new one,
+//! so the cap holds across replicas. A user whose pending login gave way starts again.
 //!
 //! # The idle-refresh rule
 //!
@@ -98,11 +108,16 @@ pub enum RedisConnectError {
     },
 }
 
+/// Most pending login requests kept in Redis, for all replicas together: about 200 MB at most.
+pub const MAX_PENDING: usize = 100_000;
+
 /// Sessions, pending requests and replay cache in Redis (see the module documentation).
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
     namespace: String,
+    /// Most pending requests kept ([`MAX_PENDING`] unless set for a test).
+    max_pending: usize,
     timeouts: SessionTimeouts,
     /// Records read recently, dropped when any replica ends their session.
     cache: Arc<SessionCache>,
@@ -191,9 +206,20 @@ impl RedisStore {
         Ok(RedisStore {
             connection,
             namespace,
+            max_pending: MAX_PENDING,
             timeouts,
             cache,
         })
+    }
+
+    /// The same store with at most `max_pending` pending requests (at least 1).
+    pub fn with_max_pending(mut self, max_pending: usize) -> RedisStore {
+        self.max_pending = max_pending.max(1);
+        self
+    }
+
+    fn pending_order_key(&self) -> String {
+        format!("{}:pending-order", self.namespace)
     }
 
     fn channel(&self) -> String {
@@ -800,14 +826,40 @@ impl Store for RedisStore {
         if ttl <= 0 {
             return Ok(());
         }
+        let request_created_at = request.created_at;
         let value = encode(&StoredPending {
             request,
             expires_at,
         })?;
-        let key = format!("{}:pending:{}", self.namespace, sha256_hex(token));
+        // KEYS: the order, the request's key. ARGV: its hash, its value, its TTL, its deadline,
+        // now, the cap, the prefix of pending keys.
+        const SCRIPT: &str = "\
+            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[5]) \
+            local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[6]) + 1 \
+            if over > 0 then \
+              local oldest = redis.call('ZPOPMIN', KEYS[1], over) \
+              for i = 1, #oldest, 2 do redis.call('DEL', ARGV[7] .. oldest[i]) end \
+            end \
+            redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) \
+            redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]) \
+            redis.call('EXPIRE', KEYS[1], ARGV[3]) \
+            return 0";
+        let hash = sha256_hex(token);
+        let prefix = format!("{}:pending:", self.namespace);
         let mut c = self.connection.clone();
-        let _: () = c
-            .set_ex(key, value, expiry(ttl))
+        let _: () = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(2)
+            .arg(self.pending_order_key())
+            .arg(format!("{prefix}{hash}"))
+            .arg(&hash)
+            .arg(value)
+            .arg(expiry(ttl))
+            .arg(expires_at)
+            .arg(request_created_at)
+            .arg(self.max_pending)
+            .arg(prefix)
+            .query_async(&mut c)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -818,9 +870,21 @@ impl Store for RedisStore {
         token: &str,
         now: UnixTime,
     ) -> Result<Option<PendingRequest>, StoreError> {
-        let key = format!("{}:pending:{}", self.namespace, sha256_hex(token));
+        const SCRIPT: &str = "\
+            local v = redis.call('GETDEL', KEYS[2]) \
+            redis.call('ZREM', KEYS[1], ARGV[1]) \
+            return v";
+        let hash = sha256_hex(token);
         let mut c = self.connection.clone();
-        let json: Option<String> = c.get_del(key).await.map_err(unavailable)?;
+        let json: Option<String> = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(2)
+            .arg(self.pending_order_key())
+            .arg(format!("{}:pending:{hash}", self.namespace))
+            .arg(&hash)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
         Ok(json
             .and_then(|j| decode::<StoredPending>(&j, "pending request"))
             .filter(|p| now < p.expires_at)

@@ -161,7 +161,7 @@ async fn keys_expire_with_the_session_and_hold_no_raw_ids() {
         .unwrap());
 
     let keys = keys_of(&s).await;
-    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_eq!(keys.len(), 5, "{keys:?}");
     let mut c = raw().await;
     for key in &keys {
         for secret in [id.expose(), "relay-token", "_assertion-1", "alice"] {
@@ -172,6 +172,8 @@ async fn keys_expire_with_the_session_and_hold_no_raw_ids() {
             // The idle deadline (before the absolute end), kept a while to report the expiry.
             Some("session") => 100 + EXPIRED_RECORD_SECS,
             Some("pending") => 600,
+            // The order of pending requests lives as long as the last one.
+            Some("pending-order") => 600,
             Some("assertion") => 300,
             // The absolute end of the user's longest session, and as long again.
             Some("user") => 1000 + EXPIRED_RECORD_SECS,
@@ -252,6 +254,49 @@ async fn sessions_are_deleted_and_stay_deleted() {
     // A new login gets a new ID.
     let again = s.create_session(record("alice"), 2).await.unwrap();
     assert_ne!(again, id);
+}
+
+#[tokio::test]
+async fn pending_requests_are_capped_and_the_oldest_gives_way() {
+    let s = store().await.with_max_pending(3);
+    for (n, token) in ["a", "b", "c"].into_iter().enumerate() {
+        s.put_pending(token, pending(n as i64), n as i64 + 600)
+            .await
+            .unwrap();
+    }
+    // Taken ones leave the order: "d" finds room.
+    assert!(s.take_pending("b", 3).await.unwrap().is_some());
+    s.put_pending("d", pending(3), 603).await.unwrap();
+    assert!(s.take_pending("a", 4).await.unwrap().is_some());
+    s.put_pending("a2", pending(4), 604).await.unwrap();
+    // Full with c, d, a2: "e" pushes out the oldest, "c" (the order is by deadline, to the
+    // second; all pending logins live equally long).
+    s.put_pending("e", pending(5), 605).await.unwrap();
+    assert_eq!(s.take_pending("c", 6).await.unwrap(), None);
+    for token in ["d", "a2", "e"] {
+        assert!(s.take_pending(token, 6).await.unwrap().is_some(), "{token}");
+    }
+    // Many starts from a flood leave no more than the cap behind.
+    for n in 0..50 {
+        s.put_pending(&format!("flood-{n}"), pending(6), 606)
+            .await
+            .unwrap();
+    }
+    let pending_keys = keys_of(&s)
+        .await
+        .into_iter()
+        .filter(|k| k.split(':').nth(2) == Some("pending"))
+        .count();
+    assert_eq!(pending_keys, 3);
+    // Past their deadline, pending requests leave the order and count no more.
+    for token in ["x", "y", "z"] {
+        s.put_pending(token, pending(700), 710).await.unwrap();
+    }
+    s.put_pending("w", pending(710), 1310).await.unwrap();
+    let order = format!("{}:pending-order", s.namespace());
+    let members: i64 = raw().await.zcard(order).await.unwrap();
+    assert_eq!(members, 1);
+    assert!(s.take_pending("w", 711).await.unwrap().is_some());
 }
 
 #[tokio::test]
