@@ -5,14 +5,17 @@
 //! peer, the peer is a proxy that appends the address it received the request from, and the
 //! client is read from `X-Forwarded-For`: its entries are walked from the right, past every
 //! address of a trusted proxy, and the first other address is the client. Entries further left
-//! were written by whoever sent the request and are never believed. An entry that is not a
-//! bare IP address ends the walk at the last trusted hop, as does a header that is absent.
+//! were written by whoever sent the request and are never believed. An entry is an IP address,
+//! with or without a port (`192.0.2.7:4711`, `[2001:db8::7]:4711`, as some load balancers
+//! write it); anything else ends the walk at the last trusted hop, as does a header that is
+//! absent. Entries are split on the raw bytes, so a byte that is not text spoils only the entry
+//! it is in: a client cannot make the proxy's own entry unreadable by writing junk before it.
 //!
 //! The address found is what the audit log's `client_ip`, the login budget and the
 //! `X-Forwarded-For` sent to the apps use. The check runs per connection (is the peer a
 //! trusted proxy?) and, only then, per request.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -46,6 +49,16 @@ impl TrustedProxies {
                     .map_err(|_| TrustedProxyError::Syntax)?,
             ),
         };
+        // Peers are compared in their canonical form: IPv4 written as IPv6 is IPv4.
+        let net = match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .map(IpNet::V4)
+                    .unwrap_or(net),
+                None => net,
+            },
+            _ => net,
+        };
         if net.prefix_len() == 0 {
             return Err(TrustedProxyError::Everything);
         }
@@ -70,19 +83,15 @@ impl TrustedProxies {
 
     /// The client of a request that came from `peer` (a trusted proxy) with `headers`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let mut client = peer;
+        let mut client = peer.to_canonical();
         let entries = headers
             .get_all("x-forwarded-for")
             .iter()
             .rev()
-            .flat_map(|value| {
-                // A value that is not text is no address: it ends the walk below.
-                let text = value.to_str().unwrap_or("\u{0}");
-                text.rsplit(',')
-            })
+            .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
             .take(MAX_HOPS);
         for entry in entries {
-            let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+            let Some(hop) = std::str::from_utf8(entry).ok().and_then(hop_address) else {
                 break;
             };
             client = hop.to_canonical();
@@ -92,6 +101,15 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// The address of one `X-Forwarded-For` entry: an IP address, with or without a port.
+fn hop_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]
@@ -134,6 +152,26 @@ mod tests {
         // IPv6, and IPv4 written as IPv6.
         assert_eq!(client(&p, &["2001:db8::7"]), "2001:db8::7");
         assert_eq!(client(&p, &["::ffff:203.0.113.9"]), "203.0.113.9");
+        // With a port, as Azure Application Gateway writes it.
+        assert_eq!(client(&p, &["203.0.113.7:4711, 10.1.1.1"]), "203.0.113.7");
+        assert_eq!(client(&p, &["[2001:db8::7]:4711"]), "2001:db8::7");
+    }
+
+    #[test]
+    fn junk_bytes_spoil_only_their_own_entry() {
+        // nginx appends the real address to the client's own line: "\xff, 203.0.113.7".
+        let p = proxies(&["10.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        let value = axum::http::HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap();
+        headers.append("x-forwarded-for", value);
+        let peer = "10.0.0.2".parse().unwrap();
+        assert_eq!(p.client(peer, &headers).to_string(), "203.0.113.7");
+        let value = axum::http::HeaderValue::from_bytes(b"203.0.113.7, \xff").unwrap();
+        headers.insert("x-forwarded-for", value);
+        assert_eq!(p.client(peer, &headers).to_string(), "10.0.0.2");
+        // A peer written as IPv6 is named in its IPv4 form when it is the client.
+        let mapped = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(p.client(mapped, &HeaderMap::new()).to_string(), "10.0.0.2");
     }
 
     #[test]
@@ -142,7 +180,7 @@ mod tests {
         assert_eq!(client(&p, &[]), "10.0.0.2");
         assert_eq!(client(&p, &[""]), "10.0.0.2");
         assert_eq!(client(&p, &["203.0.113.7, unknown"]), "10.0.0.2");
-        assert_eq!(client(&p, &["203.0.113.7, 203.0.113.8:4711"]), "10.0.0.2");
+        assert_eq!(client(&p, &["203.0.113.7, bad:4711"]), "10.0.0.2");
         assert_eq!(client(&p, &["203.0.113.7, garbage, 10.1.1.1"]), "10.1.1.1");
         assert_eq!(client(&p, &["10.3.3.3, 10.1.1.1"]), "10.3.3.3");
         let many = ["10.9.9.9"; 40].join(",");
@@ -166,6 +204,9 @@ mod tests {
                 "{bad}"
             );
         }
+        // IPv4 written as IPv6 is IPv4, as peers are compared.
+        let net = TrustedProxies::parse_entry("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(net.to_string(), "10.0.0.0/8");
         for all in ["0.0.0.0/0", "::/0"] {
             assert_eq!(
                 TrustedProxies::parse_entry(all),

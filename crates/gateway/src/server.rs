@@ -258,8 +258,12 @@ impl Front {
         let peer = if front.behind_proxy {
             let proxies = &front.state.config.trusted_proxies;
             let client = proxies.client(front.peer.addr.ip(), request.headers());
-            forwarded = Peer::new(std::net::SocketAddr::new(client, front.peer.addr.port()));
-            &forwarded
+            if client == front.peer.addr.ip() {
+                &front.peer
+            } else {
+                forwarded = Peer::new(std::net::SocketAddr::new(client, front.peer.addr.port()));
+                &forwarded
+            }
         } else {
             &front.peer
         };

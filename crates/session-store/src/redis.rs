@@ -32,11 +32,14 @@
 //! # Pending requests are capped
 //!
 //! Anyone can start a login, so pending requests must not grow until Redis is full (with
-//! `noeviction`, every write then fails, signed-in users' included). At most
+//! `noeviction`, every write then fails, signed-in users' included). About
 //! [`MAX_PENDING`] are kept: one script drops those past their deadline from
 //! `{ns}:pending-order`, gives up the oldest (by deadline, to the second; among those of one
 //! second, any) when it is still full, and writes the new one,
-//! so the cap holds across replicas. A user whose pending login gave way starts again.
+//! so the cap holds across replicas. A user whose pending login gave way starts again. The cap
+//! is approximate: deadlines are the writers' clocks, so a replica whose clock runs ahead drops
+//! others' entries from the order a little early, and a replica of a version before the cap
+//! writes entries the order does not count. The order key lives until its last deadline.
 //!
 //! # The idle-refresh rule
 //!
@@ -842,7 +845,9 @@ impl Store for RedisStore {
             end \
             redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) \
             redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]) \
-            redis.call('EXPIRE', KEYS[1], ARGV[3]) \
+            local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES') \
+            local ttl = math.max(1, tonumber(last[2]) - tonumber(ARGV[5])) \
+            redis.call('EXPIRE', KEYS[1], ttl) \
             return 0";
         let hash = sha256_hex(token);
         let prefix = format!("{}:pending:", self.namespace);

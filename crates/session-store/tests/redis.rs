@@ -297,6 +297,15 @@ async fn pending_requests_are_capped_and_the_oldest_gives_way() {
     let members: i64 = raw().await.zcard(order).await.unwrap();
     assert_eq!(members, 1);
     assert!(s.take_pending("w", 711).await.unwrap().is_some());
+    // The order lives until its last deadline, whatever the TTL of the latest entry.
+    s.put_pending("long", pending(800), 1700).await.unwrap();
+    s.put_pending("short", pending(800), 850).await.unwrap();
+    let ttl: i64 = raw()
+        .await
+        .ttl(format!("{}:pending-order", s.namespace()))
+        .await
+        .unwrap();
+    assert!((895..=900).contains(&ttl), "ttl {ttl}");
 }
 
 #[tokio::test]
