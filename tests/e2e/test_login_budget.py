@@ -63,6 +63,10 @@ def test_a_client_past_its_budget_is_refused_and_audited_once(budget_of_three):
     assert status == 200
     assert "saml_gateway_login_starts_refused_total 4\n" in body, body
     assert "saml_gateway_login_starts_untracked_total 0\n" in body
+    # Four records were synced, in at most four batches.
+    [syncs] = [int(line.split()[1]) for line in body.splitlines()
+               if line.startswith("saml_gateway_audit_syncs_total ")]
+    assert 1 <= syncs <= 4, body
 
 
 def test_an_unknown_key_or_a_value_out_of_range_stops_start_up(bed, tmp_path):

@@ -131,6 +131,14 @@ pub fn metrics_text(state: &SharedState) -> String {
             label(&reason)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP saml_gateway_audit_syncs_total Batches of audit records synced to disk (records \
+         that arrive together share one fdatasync).\n\
+         # TYPE saml_gateway_audit_syncs_total counter\n\
+         saml_gateway_audit_syncs_total {}",
+        state.audit.syncs()
+    );
     if let Some(limiter) = &state.login_limit {
         let _ = writeln!(
             out,

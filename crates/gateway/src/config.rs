@@ -790,6 +790,16 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         })?;
         trusted_proxies.push(block);
     }
+    if ipnet::IpNet::aggregate(&trusted_proxies)
+        .iter()
+        .any(|block| block.prefix_len() == 0)
+    {
+        return Err(err(
+            "server.trusted_proxies",
+            "together the blocks hold every IPv4 or every IPv6 address, so any client could \
+             choose the address it is audited under",
+        ));
+    }
     let trusted_proxies = crate::forwarded::TrustedProxies::new(trusted_proxies);
 
     let admin_listen = match &raw.server.admin_listen {
@@ -1402,6 +1412,11 @@ audit:
         assert!(e.message.contains("lb.example"), "{}", e.message);
         let e = error_of(&format!("{GOOD}server:\n  trusted_proxies: [0.0.0.0/0]\n"));
         assert!(e.message.contains("trusts every address"), "{}", e.message);
+        let e = error_of(&format!(
+            "{GOOD}server:\n  trusted_proxies: [0.0.0.0/1, 128.0.0.0/1]\n"
+        ));
+        assert_eq!(e.key, "server.trusted_proxies");
+        assert!(e.message.contains("every IPv4"), "{}", e.message);
     }
 
     #[test]
