@@ -49,6 +49,14 @@ def test_the_audit_log_and_the_budget_see_the_forwarded_client(behind_balancer):
     ], records
 
 
+def test_an_ipv6_site_shares_sixteen_budgets(behind_balancer):
+    # A budget of 2 per client: a /48 may start 32 logins from any of its /64s, then no more.
+    g = behind_balancer
+    answers = [start(g.url, f"2001:db8:5:{n:x}::1").status_code for n in range(33)]
+    assert answers == [303] * 32 + [429], answers
+    assert start(g.url, "2001:db8:6::1").status_code == 303
+
+
 def test_the_app_receives_the_forwarded_client(behind_balancer):
     g = behind_balancer
     client = new_client()

@@ -8,7 +8,9 @@
 //!
 //! The budget is a generic cell rate algorithm: `per_minute` starts at once, then one every
 //! `60 / per_minute` seconds. A client is its IPv4 address, or its IPv6 /64 (the block one host
-//! is usually given, so that a host cannot step through its own addresses). A refused start is
+//! is usually given, so that a host cannot step through its own addresses). An IPv6 start is
+//! also charged to its /48 (a site), which gets [`SITE_SHARE`] times the budget: a site has many
+//! hosts, but whoever holds a /48 must not get the budgets of its 65,536 /64s. A refused start is
 //! answered `429` with `Retry-After`; only the first refusal of a run is audited, so that a
 //! flood cannot fill the disk instead.
 //!
@@ -32,21 +34,47 @@ const SWEEP_EVERY_US: u64 = 1_000_000;
 /// Least time between two warnings that the table is full, in microseconds.
 const WARN_EVERY_US: u64 = 60_000_000;
 
-/// A client as the budget counts it.
+/// How many budgets of one client an IPv6 /48 gets.
+pub const SITE_SHARE: u32 = 16;
+
+/// What a start is charged to: a client (an IPv4 address or an IPv6 /64), or an IPv6 site (/48).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Client {
     V4(u32),
     V6(u64),
+    V6Site(u64),
 }
 
 impl Client {
-    fn of(ip: IpAddr) -> Client {
+    /// The client `ip` is, and for IPv6 the site it is in.
+    fn of(ip: IpAddr) -> (Client, Option<Client>) {
         match ip {
-            IpAddr::V4(v4) => Client::V4(u32::from(v4)),
+            IpAddr::V4(v4) => (Client::V4(u32::from(v4)), None),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Client::V4(u32::from(v4)),
-                None => Client::V6((u128::from(v6) >> 64) as u64),
+                Some(v4) => (Client::V4(u32::from(v4)), None),
+                None => {
+                    let bits = u128::from(v6);
+                    let prefix = |len: u32| (bits >> (128 - len)) as u64;
+                    (Client::V6(prefix(64)), Some(Client::V6Site(prefix(48))))
+                }
             },
+        }
+    }
+}
+
+/// The pace of one budget: what one start costs and how far ahead a start may reach, in µs.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    interval_us: u64,
+    burst_us: u64,
+}
+
+impl Pace {
+    fn per_minute(starts: u64) -> Pace {
+        let interval_us = 60_000_000 / starts;
+        Pace {
+            interval_us,
+            burst_us: interval_us * (starts - 1),
         }
     }
 }
@@ -79,10 +107,10 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct LoginLimiter {
     per_minute: u32,
-    /// Time one start costs, in µs.
-    interval_us: u64,
-    /// How far ahead `recovered_at` may be and a start still be allowed, in µs.
-    burst_us: u64,
+    /// The pace of a client's budget.
+    client: Pace,
+    /// The pace of an IPv6 site's budget.
+    site: Pace,
     began: Instant,
     table: Mutex<Table>,
     /// Starts refused since start-up.
@@ -103,11 +131,10 @@ impl LoginLimiter {
     /// A budget of `per_minute` starts per client (at least 1).
     pub fn new(per_minute: u32) -> LoginLimiter {
         let per_minute = per_minute.max(1);
-        let interval_us = 60_000_000 / u64::from(per_minute);
         LoginLimiter {
             per_minute,
-            interval_us,
-            burst_us: interval_us * u64::from(per_minute - 1),
+            client: Pace::per_minute(u64::from(per_minute)),
+            site: Pace::per_minute(u64::from(per_minute) * u64::from(SITE_SHARE)),
             began: Instant::now(),
             table: Mutex::default(),
             refused: AtomicU64::new(0),
@@ -139,7 +166,7 @@ impl LoginLimiter {
     /// next refusal of its run asks again.
     pub fn audit_failed(&self, ip: IpAddr) {
         let mut table = self.lock();
-        if let Some(budget) = table.clients.get_mut(&Client::of(ip)) {
+        if let Some(budget) = table.clients.get_mut(&Client::of(ip).0) {
             budget.refusal_audited = false;
         }
     }
@@ -155,9 +182,12 @@ impl LoginLimiter {
     }
 
     fn check_at(&self, ip: IpAddr, now: u64) -> Verdict {
-        let client = Client::of(ip);
+        let (client, site) = Client::of(ip);
+        let keys = [Some((client, self.client)), site.map(|s| (s, self.site))];
+        let keys = keys.iter().flatten();
         let mut table = self.lock();
-        if !table.clients.contains_key(&client) && table.clients.len() >= MAX_CLIENTS {
+        let new = keys.clone().any(|(k, _)| !table.clients.contains_key(k));
+        if new && table.clients.len() >= MAX_CLIENTS {
             table.sweep(now);
             if table.clients.len() >= MAX_CLIENTS {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
@@ -176,24 +206,40 @@ impl LoginLimiter {
                 return Verdict::Allowed;
             }
         }
-        let budget = table.clients.entry(client).or_insert(Budget {
-            recovered_at: now,
-            refusal_audited: false,
-        });
-        let recovered_at = budget.recovered_at.max(now);
-        if recovered_at - now > self.burst_us {
+        // The longest wait among the budgets the start is charged to; nothing is charged
+        // unless every one allows it.
+        let wait = keys
+            .clone()
+            .filter_map(|(key, pace)| {
+                let recovered_at = table.clients.get(key).map_or(now, |b| b.recovered_at);
+                let ahead = recovered_at.saturating_sub(now);
+                (ahead > pace.burst_us).then(|| ahead - pace.burst_us)
+            })
+            .max();
+        if let Some(wait) = wait {
+            // One run of refusals per client, whichever budget refused it.
+            let budget = table.clients.entry(client).or_insert(Budget {
+                recovered_at: now,
+                refusal_audited: false,
+            });
             let audit = !budget.refusal_audited;
             budget.refusal_audited = true;
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Verdict::Refused {
-                retry_after: Duration::from_micros(recovered_at - now - self.burst_us),
+                retry_after: Duration::from_micros(wait),
                 audit,
             };
         }
-        *budget = Budget {
-            recovered_at: recovered_at + self.interval_us,
-            refusal_audited: false,
-        };
+        for (key, pace) in keys {
+            let budget = table.clients.entry(*key).or_insert(Budget {
+                recovered_at: now,
+                refusal_audited: false,
+            });
+            *budget = Budget {
+                recovered_at: budget.recovered_at.max(now) + pace.interval_us,
+                refusal_audited: false,
+            };
+        }
         Verdict::Allowed
     }
 }
@@ -278,6 +324,33 @@ mod tests {
         assert_eq!(limiter.check_at(ip("2001:db8:1:3::1"), 0), Verdict::Allowed);
         assert_eq!(limiter.check_at(ip("198.51.100.7"), 0), Verdict::Allowed);
         assert!(refused(limiter.check_at(ip("::ffff:198.51.100.7"), 0)));
+    }
+
+    #[test]
+    fn an_ipv6_site_gets_sixteen_budgets_not_one_per_64() {
+        let limiter = LoginLimiter::new(1);
+        let host = |n: u32| ip(&format!("2001:db8:7:{n:x}::1"));
+        for n in 0..SITE_SHARE {
+            assert_eq!(
+                limiter.check_at(host(n), 0),
+                Verdict::Allowed,
+                "/64 number {n}"
+            );
+        }
+        // The site's budget is spent: a /64 of it that never started a login is refused, and
+        // audited as its own run.
+        assert_eq!(
+            limiter.check_at(host(SITE_SHARE), 0),
+            Verdict::Refused {
+                retry_after: Duration::from_micros(60_000_000 / u64::from(SITE_SHARE)),
+                audit: true
+            }
+        );
+        // Nothing was charged for the refusal: after one site interval, it goes through.
+        let later = 60_000_000 / u64::from(SITE_SHARE);
+        assert_eq!(limiter.check_at(host(SITE_SHARE), later), Verdict::Allowed);
+        // Another site is not affected.
+        assert_eq!(limiter.check_at(ip("2001:db8:8::1"), 0), Verdict::Allowed);
     }
 
     #[test]
