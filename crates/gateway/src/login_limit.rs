@@ -2,9 +2,9 @@
 //!
 //! Each `GET /saml/login` that starts a login makes the gateway keep something for a client
 //! nobody has authenticated yet: a pending request in the store (ten minutes) and a
-//! `login_start` audit record. Without a bound, one client could fill a Redis server that
-//! refuses writes when full (and then signed-in users' requests fail too), or the memory
-//! store's cap on pending requests (and then nobody can sign in).
+//! `login_start` audit record. Without a bound, one client could push real users' pending
+//! logins out of the stores' caps (they then start again), and fill the audit log. Every
+//! request to `/saml/login` is charged, whatever it leads to.
 //!
 //! The budget is a generic cell rate algorithm: `per_minute` starts at once, then one every
 //! `60 / per_minute` seconds. A client is its IPv4 address, or its IPv6 /64 (the block one host
