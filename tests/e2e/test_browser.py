@@ -55,12 +55,10 @@ def test_browser_login_renders_the_app_with_the_users_identity(bed, browser):
     browser.find_element(By.NAME, "password").submit()
 
     # Back at the gateway: the page text comes over Streamlit's WebSocket through the proxy.
-    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"),
-                                                "Signed in as Alice Analyst"))
+    # Streamlit renders element by element: wait for each text rather than read the page once.
+    for text in ("Signed in as Alice Analyst", "alice@example.test", "analytics, staff"):
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), text))
     assert browser.current_url == bed.url + "/"
-    body = browser.find_element(By.TAG_NAME, "body").text
-    assert "alice@example.test" in body
-    assert "analytics, staff" in body
     # The app's dump of what it received: no cookie of the gateway's or the IdP's.
     code = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stCode"]')))
     dump = json.loads(code.text)
