@@ -46,18 +46,15 @@ enum Client {
 }
 
 impl Client {
-    /// The client `ip` is, and for IPv6 the site it is in.
+    /// The client `ip` is (IPv4 written as IPv6 is IPv4), and for IPv6 the site it is in.
     fn of(ip: IpAddr) -> (Client, Option<Client>) {
-        match ip {
+        match ip.to_canonical() {
             IpAddr::V4(v4) => (Client::V4(u32::from(v4)), None),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => (Client::V4(u32::from(v4)), None),
-                None => {
-                    let bits = u128::from(v6);
-                    let prefix = |len: u32| (bits >> (128 - len)) as u64;
-                    (Client::V6(prefix(64)), Some(Client::V6Site(prefix(48))))
-                }
-            },
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let prefix = |len: u32| (bits >> (128 - len)) as u64;
+                (Client::V6(prefix(64)), Some(Client::V6Site(prefix(48))))
+            }
         }
     }
 }

@@ -112,7 +112,7 @@ pub enum RedisConnectError {
 }
 
 /// Most pending login requests kept in Redis, for all replicas together: about 200 MB at most.
-pub const MAX_PENDING: usize = 100_000;
+pub(crate) const MAX_PENDING: usize = 100_000;
 
 /// Sessions, pending requests and replay cache in Redis (see the module documentation).
 #[derive(Clone)]
