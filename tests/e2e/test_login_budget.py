@@ -10,22 +10,29 @@ import subprocess
 import pytest
 
 import testbed
-from flows import new_client
+from flows import login, new_client
 
 
-@pytest.fixture(scope="module")
-def budget_of_three(bed):
-    work = testbed.fresh_work(bed.work, "login-budget")
+def own_gateway(bed, name, per_minute):
+    """A gateway of its own, in front of the bed's app, with a budget of `per_minute`; the
+    caller stops it (`g.gateway.stop()`)."""
+    work = testbed.fresh_work(bed.work, name)
     port = testbed.free_port()
     admin = testbed.free_port()
     text = testbed.gateway_config(bed.work, port, bed.streamlit.port,
-                                  extra="limits:\n  login_starts_per_minute: 3\n"
+                                  extra=f"limits:\n  login_starts_per_minute: {per_minute}\n"
                                         f"server:\n  admin_listen: 127.0.0.1:{admin}\n")
     text = text.replace(f"file: {bed.work.resolve()}/audit.jsonl", f"file: {work}/audit.jsonl")
     g = testbed.OwnGateway()
     g.work = work
     g.metrics_url = f"http://127.0.0.1:{admin}/metrics"
     g.gateway = testbed.Gateway(bed.gateway.binary, text, work).start()
+    return g
+
+
+@pytest.fixture(scope="module")
+def budget_of_three(bed):
+    g = own_gateway(bed, "login-budget", 3)
     try:
         yield g
     finally:
@@ -67,6 +74,67 @@ def test_a_client_past_its_budget_is_refused_and_audited_once(budget_of_three):
     [syncs] = [int(line.split()[1]) for line in body.splitlines()
                if line.startswith("saml_gateway_audit_syncs_total ")]
     assert 1 <= syncs <= 4, body
+
+
+def metric(g, name):
+    status, body = testbed.http_get(g.metrics_url)
+    assert status == 200
+    [value] = [int(line.split()[1]) for line in body.splitlines() if line.startswith(name + " ")]
+    return value
+
+
+def test_acs_posts_that_answer_no_login_started_here_are_charged(bed):
+    g = own_gateway(bed, "login-budget-acs", 3)
+    try:
+        mark = g.audit_mark()
+        acs = g.url + "/saml/acs"
+        unpaired = [
+            # No RelayState at all.
+            (new_client().post(acs, data={"SAMLResponse": "PHNhbWxwOlJlc3BvbnNlLz4="},
+                               allow_redirects=False), "relay_state_missing"),
+            # A RelayState bound to the browser that names no pending login.
+            (new_client().post(acs, data={"SAMLResponse": "PHNhbWxwOlJlc3BvbnNlLz4=",
+                                          "RelayState": "made-up"},
+                               headers={"Cookie": "saml-relay=made-up"}, allow_redirects=False),
+             "relay_state_unknown"),
+            # A malformed form.
+            (new_client().post(acs, data={"RelayState": "x"}, allow_redirects=False),
+             "saml_response_missing"),
+        ]
+        for r, reason in unpaired:
+            assert r.status_code == 400 and reason in r.text, (reason, r.status_code, r.text)
+        refused = [new_client().post(acs, data={"SAMLResponse": "AAAA"}, allow_redirects=False)
+                   for _ in range(2)]
+        for r in refused:
+            assert r.status_code == 429 and "rate_limited" in r.text, r.text
+            assert 1 <= int(r.headers["Retry-After"]) <= 20, r.headers["Retry-After"]
+        # One budget for both endpoints.
+        assert start(g).status_code == 429
+        records = g.audit_since(mark)
+        assert [(r["event"], r["reason"], r["path"]) for r in records] == [
+            ("login_failure", "relay_state_missing", "/saml/acs"),
+            ("login_failure", "relay_state_unknown", "/saml/acs"),
+            ("login_failure", "saml_response_missing", "/saml/acs"),
+            ("login_failure", "rate_limited", "/saml/acs"),
+        ], records
+        assert metric(g, "saml_gateway_login_starts_refused_total") == 3
+    finally:
+        g.gateway.stop()
+
+
+def test_the_response_to_a_login_started_here_is_not_charged_again(bed):
+    # With a budget of 2, two whole logins pass only if their ACS posts are free.
+    g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, "login-budget-paired"),
+                              bed.streamlit.port, bed.gateway.binary,
+                              extra="limits:\n  login_starts_per_minute: 2\n")
+    try:
+        for _ in range(2):
+            login(new_client(), g.url, "alice", "alice-pass")
+        r = new_client().post(g.url + "/saml/acs", data={"SAMLResponse": "AAAA"},
+                              allow_redirects=False)
+        assert r.status_code == 429, r.text
+    finally:
+        g.stop()
 
 
 def test_an_unknown_key_or_a_value_out_of_range_stops_start_up(bed, tmp_path):

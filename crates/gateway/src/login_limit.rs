@@ -4,7 +4,11 @@
 //! nobody has authenticated yet: a pending request in the store (ten minutes) and a
 //! `login_start` audit record. Without a bound, one client could push real users' pending
 //! logins out of the stores' caps (they then start again), and fill the audit log. Every
-//! request to `/saml/login` is charged, whatever it leads to.
+//! request to `/saml/login` is charged, whatever it leads to. So is every `POST /saml/acs`
+//! that answers no login started here (no RelayState bound to the browser, an unknown or used
+//! one, a malformed form): it would otherwise cost a parse, or a whole signature check where
+//! IdP-initiated logins are on, and an audit record, each. A response to a login started here
+//! was paid for at its start.
 //!
 //! The budget is a generic cell rate algorithm: `per_minute` starts at once, then one every
 //! `60 / per_minute` seconds. A client is its IPv4 address, or its IPv6 /64 (the block one host

@@ -15,6 +15,8 @@
 //!    audited, and the browser gets the session cookie and a `303` to `return_to`.
 //!    Every failure is audited as `login_failure` with its reason code before a 4xx page that
 //!    names the reason leaves; if the audit log cannot be written, the login fails closed.
+//!    A post that answers no login started here (IdP-initiated, unbound, unknown RelayState,
+//!    malformed form) is charged to the client's login budget first ([`crate::login_limit`]).
 //! 4. `GET /saml/logout` shows a sign-out form; `POST /saml/logout` with the session's CSRF
 //!    token ends the session, audits `logout` and shows the signed-out page.
 
@@ -58,7 +60,7 @@ pub async fn login(
 ) -> Response {
     // Charged first, so that no answer of this endpoint (a login started, an unknown IdP
     // refused and audited) escapes the budget.
-    if let Some(refused) = over_budget(&state, peer, &headers).await {
+    if let Some(refused) = over_budget(&state, peer, &headers, "/saml/login").await {
         return refused;
     }
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
@@ -91,11 +93,14 @@ pub async fn login(
 }
 
 /// `429 Too Many Requests` when the client's address has started more logins than its budget
-/// allows (see [`crate::login_limit`]); the first refusal of a run is audited.
+/// allows (see [`crate::login_limit`]); the first refusal of a run is audited. `path` is the
+/// endpoint charged: `/saml/login`, or `/saml/acs` for a response that answers no login
+/// started here.
 async fn over_budget(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
+    path: &str,
 ) -> Option<Response> {
     let limiter = state.login_limit.as_ref()?;
     let crate::login_limit::Verdict::Refused { retry_after, audit } = limiter.check(peer.ip())
@@ -104,7 +109,7 @@ async fn over_budget(
     };
     let reference = reference();
     if audit {
-        let mut record = audit_record(peer, headers, "/saml/login");
+        let mut record = audit_record(peer, headers, path);
         record.event = Some(Event::LoginFailure);
         record.reason = Some("rate_limited".into());
         record.detail = Some(format!(
@@ -123,7 +128,7 @@ async fn over_budget(
         StatusCode::TOO_MANY_REQUESTS,
         "Sign-in failed",
         "rate_limited",
-        &format!("Too many sign-ins were started from your address. Try again in {seconds} s."),
+        &format!("Too many sign-ins came from your address. Try again in {seconds} s."),
         &reference,
     );
     response
@@ -333,7 +338,7 @@ pub async fn acs(
 ) -> Response {
     let mut record = audit_record(peer, &headers, "/saml/acs");
     let mut attempt = crate::trace::AcsTrace::default();
-    match finish_login(&state, &headers, body, &mut record, &mut attempt).await {
+    match finish_login(&state, peer, &headers, body, &mut record, &mut attempt).await {
         Ok(response) => {
             if let Some(trace) = &state.trace {
                 let user = record.user.as_deref().unwrap_or_default();
@@ -341,7 +346,13 @@ pub async fn acs(
             }
             response
         }
-        Err(failure) => {
+        Err(Refusal::OverBudget(mut response)) => {
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, state.cookies.clear_relay());
+            response
+        }
+        Err(Refusal::Failed(failure)) => {
             record.event = Some(Event::LoginFailure);
             let reference = reference();
             record.reference = Some(reference.clone());
@@ -360,36 +371,52 @@ pub async fn acs(
     }
 }
 
+/// Why the ACS did not sign the browser in.
+enum Refusal {
+    /// A failure to audit and show.
+    Failed(Failure),
+    /// The client is past its login budget: the answer, audited already when due.
+    OverBudget(Response),
+}
+
+impl From<Failure> for Refusal {
+    fn from(failure: Failure) -> Refusal {
+        Refusal::Failed(failure)
+    }
+}
+
+/// Charges a response that answers no login started here (IdP-initiated, unbound, or naming
+/// an unknown or used RelayState) to the client's login budget, as a login start: a real
+/// login was charged when it started, while such posts would otherwise cost a parse (or a
+/// whole validation, where IdP-initiated logins are on) and an audit record each, unbounded.
+async fn charge_unpaired(
+    state: &SharedState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    match over_budget(state, peer, headers, "/saml/acs").await {
+        Some(response) => Err(Refusal::OverBudget(response)),
+        None => Ok(()),
+    }
+}
+
 async fn finish_login(
     state: &SharedState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
     record: &mut Record,
     attempt: &mut crate::trace::AcsTrace,
-) -> Result<Response, Failure> {
-    // Room for the form's other fields and percent-encoding of the base64 value.
-    let limit = state.config.max_saml_response_bytes * 3 / 2 + 4096;
-    // A browser posts the form at once; a client that trickles it holds a connection and a
-    // buffer for nothing.
-    let bytes = tokio::time::timeout(ACS_BODY_TIMEOUT, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| Failure::timeout())?
-        .map_err(|_| Failure::from(ValidationError::Message(MessageError::TooLarge)))?;
-    let mut saml_response = None;
-    let mut relay_state = None;
-    for (name, value) in url::form_urlencoded::parse(&bytes) {
-        let slot = match name.as_ref() {
-            "SAMLResponse" => &mut saml_response,
-            "RelayState" => &mut relay_state,
-            _ => continue,
-        };
-        if slot.replace(value).is_some() {
-            return Err(Failure::bad_request("duplicate_parameter"));
+) -> Result<Response, Refusal> {
+    let (saml_response, relay_state) = match read_form(state, body).await {
+        Ok(form) => form,
+        Err(failure) => {
+            charge_unpaired(state, peer, headers).await?;
+            return Err(failure.into());
         }
-    }
-    let saml_response = saml_response.ok_or(Failure::bad_request("saml_response_missing"))?;
+    };
     if state.trace.is_some() {
-        attempt.saml_response = Some(saml_response.to_string());
+        attempt.saml_response = Some(saml_response.clone());
     }
 
     let now = unix_now();
@@ -406,16 +433,22 @@ async fn finish_login(
         .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r));
     let unsolicited_idp = match bound {
         Some(_) => None,
-        None => unsolicited_idp(state, &saml_response)?,
+        None => {
+            charge_unpaired(state, peer, headers).await?;
+            unsolicited_idp(state, &saml_response)?
+        }
     };
     let (assertion, return_to, federation) = match (bound, unsolicited_idp) {
         (Some(token), _) => {
-            let pending = state
+            let taken = state
                 .store
                 .take_pending(token, now)
                 .await
-                .map_err(|_| Failure::unavailable("store_unavailable"))?
-                .ok_or(Failure::bad_request("relay_state_unknown"))?;
+                .map_err(|_| Failure::unavailable("store_unavailable"))?;
+            let Some(pending) = taken else {
+                charge_unpaired(state, peer, headers).await?;
+                return Err(Failure::bad_request("relay_state_unknown").into());
+            };
             record.request_id = Some(pending.request_id.clone());
             attempt.request_id = Some(pending.request_id.clone());
             let federation = state
@@ -455,9 +488,9 @@ async fn finish_login(
             (assertion, return_to, federation)
         }
         (None, None) if relay_state.is_none() => {
-            return Err(Failure::bad_request("relay_state_missing"))
+            return Err(Failure::bad_request("relay_state_missing").into())
         }
-        (None, None) => return Err(Failure::bad_request("relay_state_not_bound")),
+        (None, None) => return Err(Failure::bad_request("relay_state_not_bound").into()),
     };
     record.assertion_id = Some(assertion.id.clone());
     record.authn_context = assertion
@@ -482,7 +515,7 @@ async fn finish_login(
             .delete_session(&id, EndReason::Aborted, now)
             .await;
         record.session = None;
-        return Err(Failure::audit(&e));
+        return Err(Failure::audit(&e).into());
     }
     tracing::info!(user = %record.user.as_deref().unwrap_or(""), "login");
     // A session this browser had before ends: one browser, one session, and none left behind
@@ -502,6 +535,32 @@ async fn finish_login(
     h.append(header::SET_COOKIE, state.cookies.session(id.expose()));
     h.append(header::SET_COOKIE, state.cookies.clear_relay());
     Ok(response)
+}
+
+/// The ACS form's `SAMLResponse` and `RelayState`, each at most once.
+async fn read_form(state: &SharedState, body: Body) -> Result<(String, Option<String>), Failure> {
+    // Room for the form's other fields and percent-encoding of the base64 value.
+    let limit = state.config.max_saml_response_bytes * 3 / 2 + 4096;
+    // A browser posts the form at once; a client that trickles it holds a connection and a
+    // buffer for nothing.
+    let bytes = tokio::time::timeout(ACS_BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| Failure::timeout())?
+        .map_err(|_| Failure::from(ValidationError::Message(MessageError::TooLarge)))?;
+    let mut saml_response = None;
+    let mut relay_state = None;
+    for (name, value) in url::form_urlencoded::parse(&bytes) {
+        let slot = match name.as_ref() {
+            "SAMLResponse" => &mut saml_response,
+            "RelayState" => &mut relay_state,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(Failure::bad_request("duplicate_parameter"));
+        }
+    }
+    let saml_response = saml_response.ok_or(Failure::bad_request("saml_response_missing"))?;
+    Ok((saml_response, relay_state))
 }
 
 /// Where an IdP-initiated login lands: its RelayState when that is a local path under one of
