@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -192,6 +193,65 @@ def fresh_work(bed_work, name):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     return work
+
+
+class TcpRelay:
+    """A TCP relay on a port of its own to `target_port` on 127.0.0.1, a thread per direction.
+    Subclasses hook in: `opening(upstream)` runs once the upstream connection is made, before
+    any byte is relayed; `relaying(data, state)` sees each chunk from the client on its way
+    (it returns the state for the next chunk)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def opening(self, upstream):
+        """Called with each new upstream connection, before anything is relayed."""
+
+    def relaying(self, data, state):
+        """Called with each chunk from the client; returns the state for the next one."""
+        return state
+
+    def close(self):
+        self.server.close()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client):
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            upstream.settimeout(None)
+            self.opening(upstream)
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+        self._pipe(client, upstream, True)
+
+    def _pipe(self, src, dst, from_client):
+        state = b""
+        try:
+            while data := src.recv(65536):
+                if from_client:
+                    state = self.relaying(data, state)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
 
 
 class Service:

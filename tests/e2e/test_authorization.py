@@ -33,19 +33,16 @@ PASSWORDS = {user: password for user, password, _ in testbed.USERS}
 TOKEN_LIFETIME_S = 120
 
 
-class RequestTap:
+class RequestTap(testbed.TcpRelay):
     """A TCP relay in front of an app that records the request line of every HTTP request it
     passes on (WebSocket frames after an upgrade pass unrecorded)."""
 
     REQUEST_LINE = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]$")
 
     def __init__(self, target_port):
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
         self.lines = []
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
     def mark(self):
         """A position in the record; `since(mark)` returns the request lines after it."""
@@ -57,47 +54,10 @@ class RequestTap:
         with self.lock:
             return self.lines[mark:]
 
-    def close(self):
-        self.server.close()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
-
-    def _relay(self, client):
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-            upstream.settimeout(None)
-        except OSError:
-            client.close()
-            return
-        threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-        self._pipe(client, upstream, True)
-
-    def _pipe(self, src, dst, record):
-        pending = b""
-        try:
-            while data := src.recv(65536):
-                if record:
-                    pending = self._record(pending + data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def _record(self, data):
-        """Records the complete lines of `data` that are request lines; returns the rest."""
-        *lines, rest = data.split(b"\r\n")
+    def relaying(self, data, state):
+        """Records the complete lines of the data so far that are request lines; returns the
+        rest."""
+        *lines, rest = (state + data).split(b"\r\n")
         with self.lock:
             self.lines += [l.decode("latin-1") for l in lines if self.REQUEST_LINE.match(l)]
         return rest[-8192:]

@@ -154,6 +154,16 @@ pub fn metrics_text(state: &SharedState) -> String {
             limiter.untracked_total()
         );
     }
+    if state.config.proxy_protocol {
+        let _ = writeln!(
+            out,
+            "# HELP saml_gateway_proxy_protocol_refused_total Connections closed because they \
+             did not begin with a good PROXY protocol header in time (server.proxy_protocol).\n\
+             # TYPE saml_gateway_proxy_protocol_refused_total counter\n\
+             saml_gateway_proxy_protocol_refused_total {}",
+            crate::proxy_protocol::refused_total()
+        );
+    }
     let now = unix_now();
     let idps: Vec<(String, RefreshStatus, i64, Vec<CertificateInfo>)> = state
         .idps

@@ -84,6 +84,8 @@ struct RawServer {
     client_timeout: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    proxy_protocol: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,6 +406,9 @@ pub struct Config {
     pub client_timeout: Duration,
     /// The proxies whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
     pub trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Every connection to `listen` begins with a PROXY protocol header
+    /// (`server.proxy_protocol`, see [`crate::proxy_protocol`]).
+    pub proxy_protocol: bool,
 }
 
 impl Config {
@@ -801,6 +806,13 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
     let trusted_proxies = crate::forwarded::TrustedProxies::new(trusted_proxies);
+    if raw.server.proxy_protocol && trusted_proxies.is_empty() {
+        return Err(err(
+            "server.proxy_protocol",
+            "needs server.trusted_proxies to list the load balancers that send the header: the \
+             address in a header from any other peer is not believed",
+        ));
+    }
 
     let admin_listen = match &raw.server.admin_listen {
         None => None,
@@ -844,6 +856,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         worker_threads: raw.server.worker_threads,
         client_timeout,
         trusted_proxies,
+        proxy_protocol: raw.server.proxy_protocol,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -1417,6 +1430,23 @@ audit:
         ));
         assert_eq!(e.key, "server.trusted_proxies");
         assert!(e.message.contains("every IPv4"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_proxy_protocol_needs_trusted_proxies() {
+        let (_dir, c) = load(GOOD);
+        assert!(!c.unwrap().proxy_protocol);
+        let (_dir, c) = load(&format!(
+            "{GOOD}server:\n  proxy_protocol: true\n  trusted_proxies: [10.0.0.0/8]\n"
+        ));
+        assert!(c.unwrap().proxy_protocol);
+        let e = error_of(&format!("{GOOD}server:\n  proxy_protocol: true\n"));
+        assert_eq!(e.key, "server.proxy_protocol");
+        assert!(
+            e.message.contains("server.trusted_proxies"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod login_limit;
 pub mod pages;
 pub mod paths;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod route_config;
 pub mod routing;

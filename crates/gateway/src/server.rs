@@ -297,8 +297,9 @@ async fn serve_public(
     let router = router(state.clone());
     // No HTTP/2 extended CONNECT (RFC 8441): the gate refuses CONNECT, WebSockets come as
     // HTTP/1.1 upgrades.
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+        hyper_util::rt::TokioExecutor::new(),
+    ));
     let closing = Arc::new(crate::closing::Closing::default());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -320,22 +321,36 @@ async fn serve_public(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
         }
-        let activity = Arc::new(client_timeout::Activity::default());
-        let front = Arc::new(Front {
-            state: state.clone(),
-            router: router.clone(),
-            peer: Peer::new(peer),
-            behind_proxy: state.config.trusted_proxies.contains(peer.ip()),
-            activity: activity.clone(),
-        });
-        let service =
-            hyper::service::service_fn(move |request| Front::handle(front.clone(), request));
-        let connection = builder
-            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-            .into_owned();
         let open = closing.open();
-        let timeout = state.config.client_timeout;
+        let state = state.clone();
+        let router = router.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            // The client a load balancer's PROXY header names, read before any HTTP.
+            let peer = if state.config.proxy_protocol {
+                let trusted = &state.config.trusted_proxies;
+                match crate::proxy_protocol::client(&mut stream, peer, trusted).await {
+                    Ok(client) => client,
+                    Err(_) => return,
+                }
+            } else {
+                peer
+            };
+            let activity = Arc::new(client_timeout::Activity::default());
+            let front = Arc::new(Front {
+                state: state.clone(),
+                router,
+                peer: Peer::new(peer),
+                behind_proxy: state.config.trusted_proxies.contains(peer.ip()),
+                activity: activity.clone(),
+            });
+            let service =
+                hyper::service::service_fn(move |request| Front::handle(front.clone(), request));
+            let connection = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .into_owned();
+            let timeout = state.config.client_timeout;
             let close = |connection: std::pin::Pin<&mut _>| {
                 hyper_util::server::conn::auto::UpgradeableConnection::graceful_shutdown(
                     connection,
