@@ -40,6 +40,8 @@ def test_the_audit_log_and_the_budget_see_the_forwarded_client(behind_balancer):
     assert refused.status_code == 429, refused.text
     # Another client behind the same balancer has a budget of its own.
     assert start(g.url, "203.0.113.8").status_code == 303
+    # A gateway with the list has no hint to give.
+    assert "server.trusted_proxies does not list" not in g.gateway.log_path.read_text()
     records = g.audit_since(mark)
     assert [(r["event"], r["client_ip"]) for r in records] == [
         ("login_start", "203.0.113.7"),
@@ -73,6 +75,17 @@ def test_without_trusted_proxies_the_header_is_ignored(bed):
     assert r.status_code == 303
     [record] = bed.audit_since(mark)
     assert record["client_ip"] == "127.0.0.1", record
+    # The operator is told that a proxy may be missing from the list, once per run.
+    def hints():
+        return bed.gateway.log_path.read_text().count(
+            "a login start came with X-Forwarded-For from a peer that server.trusted_proxies "
+            "does not list")
+    seen = hints()
+    assert seen >= 1
+    r = new_client().get(bed.url + "/saml/login?return_to=/", allow_redirects=False,
+                         headers={"X-Forwarded-For": "203.0.113.8"})
+    assert r.status_code == 303
+    assert hints() == seen
     client = new_client()
     login(client, bed.url, "alice", "alice-pass")
     page = run_app(bed.url, {"Cookie": cookie_header(client), "X-Forwarded-For": "203.0.113.7"})

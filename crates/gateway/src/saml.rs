@@ -58,6 +58,7 @@ pub async fn login(
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
+    note_unlisted_proxy(&state, peer, &headers);
     // Charged first, so that no answer of this endpoint (a login started, an unknown IdP
     // refused and audited) escapes the budget.
     if let Some(refused) = over_budget(&state, peer, &headers, "/saml/login").await {
@@ -89,6 +90,29 @@ pub async fn login(
                 .into_response(&state, peer, &headers, "/saml/login")
                 .await
         }
+    }
+}
+
+/// Set once a login start with `X-Forwarded-For` and no trusted proxy was warned of.
+static UNLISTED_PROXY_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Warns, once per run, of a login start that carries `X-Forwarded-For` while
+/// `server.trusted_proxies` is empty: most likely a load balancer nobody listed, behind which
+/// every user is audited under its address and shares one login budget. (A client may send the
+/// header itself, which is why this is a hint, not an error.)
+fn note_unlisted_proxy(state: &SharedState, peer: SocketAddr, headers: &HeaderMap) {
+    if state.config.trusted_proxies.is_empty()
+        && headers.contains_key("x-forwarded-for")
+        && !UNLISTED_PROXY_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            peer = %peer.ip(),
+            "a login start came with X-Forwarded-For from a peer that server.trusted_proxies does \
+             not list (the list is empty); if the peer is a load balancer or TLS terminator, \
+             list it: until then every client behind it is audited under its address and shares \
+             its login budget (warned once per run)"
+        );
     }
 }
 
