@@ -153,18 +153,34 @@ class OwnGateway(AuditReader):
 class IdpAndGateway(OwnGateway):
     """An IdP of its own and one gateway in `work` that trusts it, the test bed's config with
     `extra_idp` (YAML lines indented by two spaces) added to its `idp:` section and `extra`
-    (top-level keys) at its end."""
+    (top-level keys) at its end.
 
-    def __init__(self, work, streamlit_port, gateway_bin, extra_idp="", extra=""):
+    For a gateway reached other than by plain HTTP on its own port: `public_port` is the port
+    of its public URL (a relay's, say; `listen` stays on `listen_port`, or a port of its own),
+    `scheme` the URL's scheme, and `gateway_class` a `Gateway` subclass that knows how to reach
+    it; `prepare(gw)` runs before it is started."""
+
+    def __init__(self, work, streamlit_port, gateway_bin, extra_idp="", extra="",
+                 listen_port=None, public_port=None, scheme="http", gateway_class=None,
+                 prepare=None):
         self.work = work
-        port = free_port()
-        self.entity_id, acs, slo = gateway_urls(port)
+        port = listen_port or free_port()
+        public_port = public_port or port
+        public = f"{scheme}://127.0.0.1:{public_port}"
+        self.entity_id, acs, slo = (f"{public}/saml/metadata", f"{public}/saml/acs",
+                                    f"{public}/saml/slo")
         self.idp = Idp(work, self.entity_id, acs, slo_url=slo).start()
         try:
             self.idp.save_metadata(work / "idp-metadata.xml")
-            text = gateway_config(work, port, streamlit_port, extra=extra)
+            text = gateway_config(work, public_port, streamlit_port, extra=extra)
             text = text.replace("idp:\n", "idp:\n" + extra_idp, 1)
-            self.gateway = Gateway(gateway_bin, text, work).start()
+            text = text.replace(f"listen: 127.0.0.1:{public_port}\n", f"listen: 127.0.0.1:{port}\n")
+            text = text.replace(f"http://127.0.0.1:{public_port}", public)
+            self.gateway = (gateway_class or Gateway)(gateway_bin, text, work)
+            self.gateway.port = public_port
+            if prepare:
+                prepare(self.gateway)
+            self.gateway.start()
         except Exception:
             self.idp.stop()
             raise

@@ -138,24 +138,28 @@ class StreamlitPage:
         return self.dump["cookies"]
 
 
-def open_stream(gateway_url, headers=None, timeout=15, origin=None, base_path=""):
+def open_stream(gateway_url, headers=None, timeout=15, origin=None, base_path="", ca_file=None):
     """Opens Streamlit's WebSocket `/_stcore/stream` through the gateway, as the browser does
     (from a page of the gateway's own origin unless `origin` says otherwise). `base_path` is
-    the app's `server.baseUrlPath` as the gateway routes it, such as "/sales"."""
+    the app's `server.baseUrlPath` as the gateway routes it, such as "/sales". An `https://`
+    gateway is reached over `wss://`, trusting the certificates in `ca_file`."""
     prefix = "/" + base_path.strip("/") if base_path.strip("/") else ""
-    ws_url = gateway_url.replace("http://", "ws://", 1) + prefix + "/_stcore/stream"
+    scheme, rest = gateway_url.split("://", 1)
+    ws_url = {"http": "ws", "https": "wss"}[scheme] + "://" + rest + prefix + "/_stcore/stream"
     lines = [f"{k}: {v}" for k, v in (headers or {}).items()]
     return websocket.create_connection(
         ws_url, header=lines, subprotocols=["streamlit"], origin=origin or gateway_url,
-        timeout=timeout)
+        timeout=timeout, sslopt={"ca_certs": ca_file} if ca_file else None)
 
 
-def run_app(gateway_url, headers=None, timeout=30, origin=None, base_path="", page_name=""):
+def run_app(gateway_url, headers=None, timeout=30, origin=None, base_path="", page_name="",
+            ca_file=None):
     """Connects to the app through the gateway, asks for one script run and collects what it
     renders. `headers` go on the WebSocket handshake (a Cookie header among them); `origin` is
-    the page's origin, the gateway's own by default; `base_path` as for `open_stream`;
-    `page_name` asks a multipage app for one page by its URL path (its default page when "")."""
-    ws = open_stream(gateway_url, headers, origin=origin, base_path=base_path)
+    the page's origin, the gateway's own by default; `base_path` and `ca_file` as for
+    `open_stream`; `page_name` asks a multipage app for one page by its URL path (its default
+    page when "")."""
+    ws = open_stream(gateway_url, headers, origin=origin, base_path=base_path, ca_file=ca_file)
     try:
         state = ClientState(query_string="", page_name=page_name)
         ws.send_binary(BackMsg(rerun_script=state).SerializeToString())

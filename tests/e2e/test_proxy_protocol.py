@@ -53,35 +53,26 @@ class Balancer(testbed.TcpRelay):
 @pytest.fixture(scope="module")
 def behind_nlb(bed):
     """An IdP and a gateway whose public URL is the balancer's port."""
-    work = testbed.fresh_work(bed.work, "proxy-protocol")
     gateway_port = testbed.free_port()
     admin = testbed.free_port()
     balancer = Balancer(gateway_port)
-    entity_id, acs, slo = testbed.gateway_urls(balancer.port)
-    idp = testbed.Idp(work, entity_id, acs, slo_url=slo).start()
-    g = testbed.OwnGateway()
-    g.work = work
+    extra = ("server:\n  proxy_protocol: true\n  trusted_proxies: [127.0.0.1]\n"
+             f"  admin_listen: 127.0.0.1:{admin}\n"
+             "limits:\n  login_starts_per_minute: 2\n")
+    try:
+        g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, "proxy-protocol"),
+                                  bed.streamlit.port, bed.gateway.binary, extra=extra,
+                                  listen_port=gateway_port, public_port=balancer.port)
+    except Exception:
+        balancer.close()
+        raise
     g.balancer = balancer
     g.gateway_port = gateway_port
     g.metrics_url = f"http://127.0.0.1:{admin}/metrics"
     try:
-        idp.save_metadata(work / "idp-metadata.xml")
-        text = testbed.gateway_config(work, balancer.port, bed.streamlit.port,
-                                      extra="server:\n  proxy_protocol: true\n"
-                                            "  trusted_proxies: [127.0.0.1]\n"
-                                            f"  admin_listen: 127.0.0.1:{admin}\n"
-                                            "limits:\n  login_starts_per_minute: 2\n")
-        text = text.replace(f"listen: 127.0.0.1:{balancer.port}",
-                            f"listen: 127.0.0.1:{gateway_port}", 1)
-        g.gateway = testbed.Gateway(bed.gateway.binary, text, work)
-        # Requests reach the gateway through the balancer, the start-up check too.
-        g.gateway.port = balancer.port
-        g.gateway.start()
         yield g
     finally:
-        if getattr(g, "gateway", None):
-            g.gateway.stop()
-        idp.stop()
+        g.stop()
         balancer.close()
 
 

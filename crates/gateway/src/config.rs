@@ -86,6 +86,14 @@ struct RawServer {
     trusted_proxies: Vec<String>,
     #[serde(default)]
     proxy_protocol: bool,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +417,9 @@ pub struct Config {
     /// Every connection to `listen` begins with a PROXY protocol header
     /// (`server.proxy_protocol`, see [`crate::proxy_protocol`]).
     pub proxy_protocol: bool,
+    /// The certificate and key the gateway serves `listen` with (`server.tls`, see
+    /// [`crate::tls`]); `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Config {
@@ -814,6 +825,25 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
 
+    let tls = match &raw.server.tls {
+        None => None,
+        Some(t) => {
+            if !secure_cookies {
+                return Err(err(
+                    "server.tls",
+                    "public_url must be https when the gateway serves TLS itself",
+                ));
+            }
+            let files = crate::tls::TlsFiles {
+                cert_file: resolve(&t.cert_file),
+                key_file: resolve(&t.key_file),
+            };
+            // Read and checked here, so that check-config finds what serve would refuse.
+            crate::tls::Tls::new(files.clone()).map_err(|e| err(e.key, &e.message))?;
+            Some(files)
+        }
+    };
+
     let admin_listen = match &raw.server.admin_listen {
         None => None,
         Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
@@ -857,6 +887,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         client_timeout,
         trusted_proxies,
         proxy_protocol: raw.server.proxy_protocol,
+        tls,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -1430,6 +1461,37 @@ audit:
         ));
         assert_eq!(e.key, "server.trusted_proxies");
         assert!(e.message.contains("every IPv4"), "{}", e.message);
+    }
+
+    #[test]
+    fn tls_needs_an_https_url_and_good_files() {
+        let certs = tempfile::tempdir().unwrap();
+        let pair = crate::tls::tests::write_pair(certs.path(), "tls", -1, 30);
+        let tls = format!(
+            "server:\n  tls:\n    cert_file: {}\n    key_file: {}\n",
+            pair.cert_file.display(),
+            pair.key_file.display()
+        );
+        let (_dir, c) = load(&format!("{GOOD}{tls}"));
+        assert_eq!(c.unwrap().tls, Some(pair.clone()));
+        let (_dir, c) = load(GOOD);
+        assert_eq!(c.unwrap().tls, None);
+        let http = GOOD.replace("https://dash.example.com", "http://127.0.0.1:8080");
+        let e = error_of(&format!("{http}{tls}"));
+        assert_eq!(e.key, "server.tls");
+        assert!(e.message.contains("must be https"), "{}", e.message);
+        let e = error_of(&format!(
+            "{GOOD}server:\n  tls:\n    cert_file: {}\n    key_file: /nonexistent/tls.key\n",
+            pair.cert_file.display()
+        ));
+        assert_eq!(e.key, "server.tls.key_file");
+        assert!(
+            e.message.contains("cannot read /nonexistent/tls.key"),
+            "{}",
+            e.message
+        );
+        let e = error_of(&format!("{GOOD}server:\n  tls:\n    cert_file: a.crt\n"));
+        assert!(e.message.contains("key_file"), "{}", e.message);
     }
 
     #[test]

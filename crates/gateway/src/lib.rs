@@ -31,6 +31,7 @@ pub mod session_admin;
 pub mod session_watch;
 pub mod slo;
 pub mod state;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod ws_activity;

@@ -66,14 +66,18 @@ pub fn warnings(config: &Config, initial: &[crate::federation::Initial]) {
             "public_url is plain http: cookies are not Secure; use this only for local testing"
         );
     }
-    // The gateway speaks plain HTTP: an https public URL means a TLS terminator in front.
-    if config.secure_cookies && config.trusted_proxies.is_empty() {
+    // Without server.tls the gateway speaks plain HTTP: an https public URL means a TLS
+    // terminator in front.
+    if config.secure_cookies && config.tls.is_none() && config.trusted_proxies.is_empty() {
         tracing::warn!(
             "public_url is https, so a proxy terminates TLS in front of the gateway, but \
              server.trusted_proxies is empty: every client counts as that proxy's address, in \
              audit records (client_ip) and in the login budget (limits.login_starts_per_minute), \
              which all users then share; list the proxy in server.trusted_proxies"
         );
+    }
+    if let Some(tls) = &config.tls {
+        tls_key_warnings(tls);
     }
     if let Some(trace) = &config.trace {
         tracing::warn!(
@@ -156,6 +160,53 @@ fn identity_key_warnings(config: &Config, token: &crate::identity_token::Identit
                  publishes its own keys"
             ),
             Err(_) => {}
+        }
+    }
+}
+
+/// Warns when the TLS key is readable by other users.
+fn tls_key_warnings(tls: &crate::tls::TlsFiles) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(&tls.key_file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(
+            key_file = %tls.key_file.display(),
+            "the TLS key (server.tls.key_file) is readable by other users; chmod 600 it"
+        );
+    }
+}
+
+/// Says which TLS certificate is served, and warns when it expires soon.
+fn tls_notices(tls: &crate::tls::Tls) {
+    let (fingerprint, not_after) = tls.certificate();
+    tracing::info!(%fingerprint, "serving TLS with this certificate (server.tls)");
+    let days = not_after.map(|t| (t - unix_now()).div_euclid(86_400));
+    if let Some(days) = days.filter(|d| *d < crate::federation::EXPIRY_WARNING_DAYS[0]) {
+        tracing::warn!(
+            %fingerprint,
+            days_left = days,
+            "the TLS certificate expires soon; renew it and send SIGHUP"
+        );
+    }
+}
+
+/// On SIGHUP, reads the TLS certificate and key again (a renewal goes in force without a
+/// restart); files that fail the checks change nothing.
+async fn reload_tls_on_hangup(tls: Arc<crate::tls::Tls>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; a new TLS certificate needs a restart");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(fingerprint) => {
+                tracing::info!(%fingerprint, "reloaded the TLS certificate and key");
+                tls_notices(&tls);
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "TLS reload refused; the certificate in force stays"
+            ),
         }
     }
 }
@@ -292,6 +343,7 @@ impl Front {
 async fn serve_public(
     listener: tokio::net::TcpListener,
     state: SharedState,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let router = router(state.clone());
@@ -325,6 +377,7 @@ async fn serve_public(
         let state = state.clone();
         let router = router.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let mut stream = stream;
             // The client a load balancer's PROXY header names, read before any HTTP.
@@ -337,33 +390,19 @@ async fn serve_public(
             } else {
                 peer
             };
-            let activity = Arc::new(client_timeout::Activity::default());
-            let front = Arc::new(Front {
-                state: state.clone(),
+            let front = Front {
+                state,
                 router,
                 peer: Peer::new(peer),
-                behind_proxy: state.config.trusted_proxies.contains(peer.ip()),
-                activity: activity.clone(),
-            });
-            let service =
-                hyper::service::service_fn(move |request| Front::handle(front.clone(), request));
-            let connection = builder
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                .into_owned();
-            let timeout = state.config.client_timeout;
-            let close = |connection: std::pin::Pin<&mut _>| {
-                hyper_util::server::conn::auto::UpgradeableConnection::graceful_shutdown(
-                    connection,
-                );
+                behind_proxy: false,
+                activity: Arc::new(client_timeout::Activity::default()),
             };
-            match client_timeout::run(connection, &activity, timeout, open, close).await {
-                client_timeout::Ended::Finished(Ok(())) => {}
-                client_timeout::Ended::Finished(Err(e)) => {
-                    tracing::trace!(error = %e, "client connection ended with an error");
-                }
-                client_timeout::Ended::TimedOut => {
-                    tracing::debug!(%peer, "closed a client connection quiet for server.client_timeout");
-                }
+            match tls {
+                None => serve_connection(stream, front, &builder, open).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, front, &builder, open).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                },
             }
         });
     }
@@ -376,6 +415,43 @@ async fn serve_public(
             seconds = SHUTDOWN_DRAIN.as_secs(),
             "requests still under way at shutdown were cut off after the drain time"
         );
+    }
+}
+
+/// Serves one client connection (plain TCP, or TLS over it) through `front` until it ends,
+/// is closed by [`client_timeout`], or is asked to close at shutdown.
+async fn serve_connection<I>(
+    io: I,
+    mut front: Front,
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    open: crate::closing::Open,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    front.behind_proxy = front
+        .state
+        .config
+        .trusted_proxies
+        .contains(front.peer.addr.ip());
+    let peer = front.peer.addr;
+    let timeout = front.state.config.client_timeout;
+    let activity = front.activity.clone();
+    let front = Arc::new(front);
+    let service = hyper::service::service_fn(move |request| Front::handle(front.clone(), request));
+    let connection = builder
+        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service)
+        .into_owned();
+    let close = |connection: std::pin::Pin<&mut _>| {
+        hyper_util::server::conn::auto::UpgradeableConnection::graceful_shutdown(connection);
+    };
+    match client_timeout::run(connection, &activity, timeout, open, close).await {
+        client_timeout::Ended::Finished(Ok(())) => {}
+        client_timeout::Ended::Finished(Err(e)) => {
+            tracing::trace!(error = %e, "client connection ended with an error");
+        }
+        client_timeout::Ended::TimedOut => {
+            tracing::debug!(%peer, "closed a client connection quiet for server.client_timeout");
+        }
     }
 }
 
@@ -590,9 +666,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let listen = config.listen;
     let admin_listen = config.admin_listen;
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = crate::tls::Tls::new(files.clone())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
+    if let Some(tls) = &tls {
+        tls_notices(tls);
+        tokio::spawn(reload_tls_on_hangup(tls.clone()));
+    }
     for index in 0..state.idps.len() {
         tokio::spawn(crate::federation::refresh(state.clone(), index));
     }
@@ -613,7 +701,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, public_url = %state.config.public_url, "saml-gateway listening");
-    serve_public(listener, state, shutdown_signal()).await;
+    serve_public(listener, state, tls, shutdown_signal()).await;
     tracing::info!("saml-gateway stopped");
     Ok(())
 }

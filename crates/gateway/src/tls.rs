@@ -1,0 +1,413 @@
+//! TLS on the public listener (`server.tls`), so that a gateway can face browsers without a
+//! reverse proxy or load balancer in front to terminate it.
+//!
+//! The settings are Mozilla's "intermediate" profile as OpenSSL builds it
+//! (`SslAcceptor::mozilla_intermediate_v5`): TLS 1.2 and 1.3 only, forward-secret AEAD cipher
+//! suites, no renegotiation, no compression. ALPN offers `h2` and `http/1.1`; a browser opens
+//! its WebSockets over HTTP/1.1 either way (the gateway offers no extended CONNECT).
+//!
+//! The certificate (PEM, the leaf first and then its chain) and the key (PEM, unencrypted) are
+//! read at start-up, where a file that cannot be read, a key that is not the certificate's, or a
+//! certificate that is not yet or no longer valid stops the gateway with the key at fault. On
+//! `SIGHUP` both are read again and, when they pass the same checks, serve every connection
+//! from then on (a renewed certificate goes in force without a restart); otherwise the ones in
+//! force stay and the reason is logged. Each handshake must end within [`HANDSHAKE_TIMEOUT`],
+//! in the connection's own task.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use openssl::ssl::{AlpnError, SslAcceptor, SslMethod, SslRef};
+use openssl::x509::X509;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+/// Longest time a client may take over its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ALPN protocols offered, in the wire format: `h2`, then `http/1.1`.
+const ALPN: &[u8] = b"\x02h2\x08http/1.1";
+
+/// The files of `server.tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key, PEM, unencrypted.
+    pub key_file: PathBuf,
+}
+
+/// Why the TLS files cannot be used; `key` names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TlsError {
+    /// `server.tls.cert_file` or `server.tls.key_file`.
+    pub key: &'static str,
+    /// What is wrong, with the file's path.
+    pub message: String,
+}
+
+/// Why a connection's TLS handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The client took longer than [`HANDSHAKE_TIMEOUT`].
+    #[error("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())]
+    TimedOut,
+    /// The handshake failed (not TLS, no shared protocol or cipher, a reset).
+    #[error("TLS handshake failed: {0}")]
+    Failed(String),
+}
+
+/// The listener's TLS settings in force, swapped whole on reload.
+pub struct Tls {
+    files: TlsFiles,
+    acceptor: ArcSwap<SslAcceptor>,
+}
+
+impl Tls {
+    /// Reads and checks `files`.
+    pub fn new(files: TlsFiles) -> Result<Tls, TlsError> {
+        let acceptor = acceptor(&files, crate::state::unix_now())?;
+        Ok(Tls {
+            files,
+            acceptor: ArcSwap::from_pointee(acceptor),
+        })
+    }
+
+    /// Reads the files again; when they pass the checks they serve every later handshake,
+    /// otherwise the settings in force stay. Returns the new certificate's SHA-256
+    /// fingerprint.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let acceptor = acceptor(&self.files, crate::state::unix_now())?;
+        let fingerprint = acceptor
+            .context()
+            .certificate()
+            .map(fingerprint)
+            .unwrap_or_default();
+        self.acceptor.store(Arc::new(acceptor));
+        Ok(fingerprint)
+    }
+
+    /// The SHA-256 fingerprint and `notAfter` (Unix seconds) of the certificate in force.
+    pub fn certificate(&self) -> (String, Option<i64>) {
+        let acceptor = self.acceptor.load();
+        match acceptor.context().certificate() {
+            Some(cert) => (fingerprint(cert), not_after(cert)),
+            None => (String::new(), None),
+        }
+    }
+
+    /// Runs the server side of the handshake on `stream`.
+    pub async fn accept(&self, stream: TcpStream) -> Result<SslStream<TcpStream>, HandshakeError> {
+        let ssl = openssl::ssl::Ssl::new(self.acceptor.load().context())
+            .map_err(|e| HandshakeError::Failed(e.to_string()))?;
+        let mut stream =
+            SslStream::new(ssl, stream).map_err(|e| HandshakeError::Failed(e.to_string()))?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut stream).accept())
+            .await
+        {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(e)) => Err(HandshakeError::Failed(e.to_string())),
+            Err(_) => Err(HandshakeError::TimedOut),
+        }
+    }
+}
+
+/// Builds the acceptor for `files`, checked at `now` (Unix seconds).
+fn acceptor(files: &TlsFiles, now: i64) -> Result<SslAcceptor, TlsError> {
+    let cert_err = |message: String| TlsError {
+        key: "server.tls.cert_file",
+        message,
+    };
+    let key_err = |message: String| TlsError {
+        key: "server.tls.key_file",
+        message,
+    };
+    let chain = read(&files.cert_file).map_err(cert_err)?;
+    let chain = X509::stack_from_pem(&chain).map_err(|_| {
+        cert_err(format!(
+            "not a PEM certificate chain: {}",
+            files.cert_file.display()
+        ))
+    })?;
+    let Some(leaf) = chain.first() else {
+        return Err(cert_err(format!(
+            "holds no certificate: {}",
+            files.cert_file.display()
+        )));
+    };
+    let valid = (not_before(leaf), not_after(leaf));
+    if valid.0.is_some_and(|t| t > now) {
+        return Err(cert_err(format!(
+            "the certificate is not valid yet: {}",
+            files.cert_file.display()
+        )));
+    }
+    if valid.1.is_some_and(|t| t <= now) {
+        return Err(cert_err(format!(
+            "the certificate has expired: {}",
+            files.cert_file.display()
+        )));
+    }
+    // Read apart first, so that an unreadable or malformed key is told from the key of
+    // another certificate.
+    let key = read(&files.key_file).map_err(key_err)?;
+    let key = openssl::pkey::PKey::private_key_from_pem(&key).map_err(|_| {
+        key_err(format!(
+            "not an unencrypted PEM private key: {}",
+            files.key_file.display()
+        ))
+    })?;
+    if !leaf.public_key().is_ok_and(|public| public.public_eq(&key)) {
+        return Err(key_err(format!(
+            "is not the key of the certificate in server.tls.cert_file: {}",
+            files.key_file.display()
+        )));
+    }
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+        .map_err(|e| cert_err(format!("cannot set up TLS: {e}")))?;
+    builder
+        .set_certificate_chain_file(&files.cert_file)
+        .map_err(|_| {
+            cert_err(format!(
+                "not a usable PEM certificate chain: {}",
+                files.cert_file.display()
+            ))
+        })?;
+    builder.set_private_key(&key).map_err(|_| {
+        key_err(format!(
+            "cannot use the private key: {}",
+            files.key_file.display()
+        ))
+    })?;
+    builder.check_private_key().map_err(|_| {
+        key_err(format!(
+            "is not the key of the certificate in server.tls.cert_file: {}",
+            files.key_file.display()
+        ))
+    })?;
+    builder.set_alpn_select_callback(select_alpn);
+    Ok(builder.build())
+}
+
+/// Picks `h2`, else `http/1.1`, from what the client offers; a client that offers neither
+/// goes on without ALPN (HTTP/1.1).
+fn select_alpn<'a>(_: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+    openssl::ssl::select_next_proto(ALPN, offered).ok_or(AlpnError::NOACK)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn fingerprint(cert: &openssl::x509::X509Ref) -> String {
+    saml_sp::metadata::certificate_fingerprint(&cert.to_der().unwrap_or_default())
+}
+
+fn not_after(cert: &openssl::x509::X509Ref) -> Option<i64> {
+    saml_sp::metadata::certificate_not_after(&cert.to_der().ok()?)
+}
+
+fn not_before(cert: &openssl::x509::X509Ref) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(cert.not_before()).ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use openssl::ssl::{SslConnector, SslVerifyMode, SslVersion};
+
+    /// A certificate and key for 127.0.0.1 in `dir`, valid from `from` to `until` days from
+    /// now (negative: in the past).
+    pub(crate) fn write_pair(dir: &Path, name: &str, from: i32, until: i32) -> TlsFiles {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509NameBuilder, X509};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name_builder = X509NameBuilder::new().unwrap();
+        name_builder
+            .append_entry_by_text("CN", "127.0.0.1")
+            .unwrap();
+        let subject = name_builder.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&subject).unwrap();
+        b.set_issuer_name(&subject).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let now = crate::state::unix_now();
+        let at = |days: i32| Asn1Time::from_unix(now + i64::from(days) * 86_400).unwrap();
+        b.set_not_before(&at(from)).unwrap();
+        b.set_not_after(&at(until)).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let files = TlsFiles {
+            cert_file: dir.join(format!("{name}.crt")),
+            key_file: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&files.cert_file, b.build().to_pem().unwrap()).unwrap();
+        std::fs::write(&files.key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        files
+    }
+
+    /// A handshake with `tls` from a client that trusts anything and may offer `alpn` and be
+    /// limited to `max` (with the ciphers of an old client when below TLS 1.2).
+    async fn handshake(
+        tls: &Tls,
+        alpn: &[u8],
+        max: Option<SslVersion>,
+    ) -> (Result<(), HandshakeError>, Option<Vec<u8>>, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::spawn({
+            let alpn = alpn.to_vec();
+            async move {
+                let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+                b.set_verify(SslVerifyMode::NONE);
+                if !alpn.is_empty() {
+                    b.set_alpn_protos(&alpn).unwrap();
+                }
+                if let Some(max) = max {
+                    b.set_min_proto_version(Some(SslVersion::TLS1)).unwrap();
+                    b.set_max_proto_version(Some(max)).unwrap();
+                    b.set_cipher_list("DEFAULT:@SECLEVEL=0").unwrap();
+                }
+                let ssl = b
+                    .build()
+                    .configure()
+                    .unwrap()
+                    .into_ssl("127.0.0.1")
+                    .unwrap();
+                let tcp = TcpStream::connect(address).await.unwrap();
+                let mut stream = SslStream::new(ssl, tcp).unwrap();
+                match std::pin::Pin::new(&mut stream).connect().await {
+                    Ok(()) => {
+                        let ssl = stream.ssl();
+                        let cert = ssl.peer_certificate().map(|c| fingerprint(&c));
+                        (ssl.selected_alpn_protocol().map(<[u8]>::to_vec), cert)
+                    }
+                    Err(_) => (None, None),
+                }
+            }
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let result = tls.accept(tcp).await.map(|_| ());
+        let (alpn, cert) = client.await.unwrap();
+        (result, alpn, cert.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_handshake_offers_h2_then_http_1_1_and_refuses_old_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls::new(write_pair(dir.path(), "a", -1, 30)).unwrap();
+        let (r, alpn, _) = handshake(&tls, b"\x02h2\x08http/1.1", None).await;
+        r.unwrap();
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        let (r, alpn, _) = handshake(&tls, b"\x08http/1.1", None).await;
+        r.unwrap();
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        let (r, alpn, _) = handshake(&tls, b"", None).await;
+        r.unwrap();
+        assert_eq!(alpn, None);
+        // TLS 1.1 and below are refused, even to a client willing to use weak ciphers.
+        let (r, _, _) = handshake(&tls, b"", Some(SslVersion::TLS1_1)).await;
+        assert!(matches!(r, Err(HandshakeError::Failed(_))), "{r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_greets_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls::new(write_pair(dir.path(), "a", -1, 30)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let _quiet = TcpStream::connect(address).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let r = tls.accept(tcp).await;
+        assert!(matches!(r, Err(HandshakeError::TimedOut)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_reload_serves_the_new_certificate_and_a_bad_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_pair(dir.path(), "live", -1, 30);
+        let tls = Tls::new(files.clone()).unwrap();
+        let (first, _) = tls.certificate();
+        assert_eq!(handshake(&tls, b"", None).await.2, first);
+        // Renewed in place, as certbot or cert-manager do.
+        let renewed = write_pair(dir.path(), "renewed", -1, 60);
+        std::fs::rename(&renewed.cert_file, &files.cert_file).unwrap();
+        std::fs::rename(&renewed.key_file, &files.key_file).unwrap();
+        let second = tls.reload().unwrap();
+        assert_ne!(second, first);
+        assert_eq!(tls.certificate().0, second);
+        assert_eq!(handshake(&tls, b"", None).await.2, second);
+        // A certificate whose key did not come with it is refused; the one in force stays.
+        let other = write_pair(dir.path(), "other", -1, 60);
+        std::fs::rename(&other.cert_file, &files.cert_file).unwrap();
+        let e = tls.reload().unwrap_err();
+        assert_eq!(e.key, "server.tls.key_file");
+        assert_eq!(handshake(&tls, b"", None).await.2, second);
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write_pair(dir.path(), "good", -1, 30);
+        let now = crate::state::unix_now();
+        let check = |files: &TlsFiles| acceptor(files, now).map(|_| ()).unwrap_err();
+
+        let missing = TlsFiles {
+            cert_file: dir.path().join("absent.crt"),
+            ..good.clone()
+        };
+        let e = check(&missing);
+        assert_eq!(e.key, "server.tls.cert_file");
+        assert!(e.message.contains("cannot read") && e.message.contains("absent.crt"));
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not pem").unwrap();
+        let e = check(&TlsFiles {
+            cert_file: garbage.clone(),
+            ..good.clone()
+        });
+        assert_eq!(e.key, "server.tls.cert_file");
+        let e = check(&TlsFiles {
+            key_file: garbage,
+            ..good.clone()
+        });
+        assert_eq!(e.key, "server.tls.key_file");
+        assert!(
+            e.message.contains("not an unencrypted PEM private key"),
+            "{e}"
+        );
+
+        let other = write_pair(dir.path(), "other", -1, 30);
+        let e = check(&TlsFiles {
+            key_file: other.key_file,
+            ..good.clone()
+        });
+        assert_eq!(e.key, "server.tls.key_file");
+        assert!(
+            e.message.contains("is not the key of the certificate"),
+            "{e}"
+        );
+
+        let expired = write_pair(dir.path(), "expired", -30, -1);
+        assert!(check(&expired).message.contains("has expired"));
+        let future = write_pair(dir.path(), "future", 2, 30);
+        assert!(check(&future).message.contains("not valid yet"));
+        // No secret in the messages: only paths.
+        let e = check(&TlsFiles {
+            key_file: good.cert_file.clone(),
+            ..good
+        });
+        assert!(!e.to_string().contains("BEGIN"), "{e}");
+    }
+}

@@ -1,0 +1,160 @@
+"""TLS on the gateway's own listener (`server.tls`): no reverse proxy in front.
+
+The certificate is made by Debian's `openssl req` for 127.0.0.1, and every client here
+trusts exactly that certificate: `requests` (the login through the SimpleSAMLphp IdP, whose
+form posts to the https ACS), websocket-client (the app's WebSocket over `wss://`), Python's
+`ssl` module and curl (HTTP/2 by ALPN).
+"""
+
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+import testbed
+from flows import cookie_header, login, new_client, run_app
+
+
+def make_certificate(work, name):
+    """A self-signed P-256 certificate for IP 127.0.0.1: (cert path, key path)."""
+    cert, key = work / f"{name}.crt", work / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    key.chmod(0o600)
+    return cert, key
+
+
+def served_certificate(port):
+    """The DER certificate the gateway presents now, on a new connection."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def tls_client(cert):
+    """A fresh browser that trusts `cert` alone. (`trust_env` off: requests lets a
+    `REQUESTS_CA_BUNDLE` in the environment override a session's `verify`.)"""
+    client = new_client()
+    client.verify = str(cert)
+    client.trust_env = False
+    return client
+
+
+def pem_to_der(path):
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+class TlsGateway(testbed.Gateway):
+    """The gateway served over https; ready once its metadata answers over TLS."""
+
+    ca_file = None
+
+    @property
+    def base_url(self):
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.config_path.write_text(self.config_text)
+        self._spawn([self.binary, "serve", "--config", self.config_path],
+                    env={"RUST_LOG": "info", "NO_COLOR": "1"})
+
+        def ready():
+            client = tls_client(self.ca_file)
+            try:
+                return client.get(self.metadata_url, timeout=2).status_code == 200
+            except OSError:
+                return False
+        self._wait_until(ready, "200 from /saml/metadata over https", self.start_timeout)
+        return self
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(bed):
+    work = testbed.fresh_work(bed.work, "tls")
+    cert, key = make_certificate(work, "tls")
+
+    def trust(gateway):
+        gateway.ca_file = cert
+    g = testbed.IdpAndGateway(work, bed.streamlit.port, bed.gateway.binary,
+                              extra=f"server:\n  tls:\n    cert_file: {cert}\n"
+                                    f"    key_file: {key}\n",
+                              scheme="https", gateway_class=TlsGateway, prepare=trust)
+    g.cert, g.key = cert, key
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def test_a_whole_login_and_the_apps_websocket_over_tls(tls_gateway):
+    g = tls_gateway
+    mark = g.audit_mark()
+    client = tls_client(g.cert)
+    login(client, g.url, "alice", "alice-pass")
+    # https: the session cookie is the Secure, host-only kind.
+    assert [c.name for c in client.cookies if c.secure] == ["__Host-saml-session"]
+    assert [r["event"] for r in g.audit_since(mark)] == ["login_start", "login_success"]
+    page = run_app(g.url, {"Cookie": cookie_header(client)}, ca_file=str(g.cert))
+    assert page.headers["x-auth-user"] == ["alice"], page.headers
+    # No proxy in front: no start-up warning about a TLS terminator nobody listed.
+    assert "server.trusted_proxies is empty" not in g.gateway.log_path.read_text()
+
+
+def test_http2_is_offered_by_alpn(tls_gateway):
+    g = tls_gateway
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    out = subprocess.run(
+        ["curl", "-sS", "--http2", "--cacert", g.cert, "-o", "/dev/null",
+         "-w", "%{http_version} %{http_code}", g.url + "/saml/metadata"],
+        capture_output=True, text=True, timeout=30)
+    assert out.stdout == "2 200", (out.stdout, out.stderr)
+
+
+def test_plain_http_on_the_tls_port_gets_no_http_answer(tls_gateway):
+    g = tls_gateway
+    with socket.create_connection(("127.0.0.1", g.gateway.port), timeout=15) as s:
+        s.sendall(b"GET /saml/metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        try:
+            while data := s.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass
+    assert b"HTTP/1.1" not in answer and b"EntityDescriptor" not in answer, answer
+    client = tls_client(g.cert)
+    assert client.get(g.url + "/saml/metadata").status_code == 200
+
+
+def test_sighup_puts_a_renewed_certificate_in_force_and_refuses_a_bad_one(tls_gateway):
+    g = tls_gateway
+    port = g.gateway.port
+    assert served_certificate(port) == pem_to_der(g.cert)
+    new_cert, new_key = make_certificate(g.work, "renewed")
+    shutil.copy(new_key, g.key)
+    shutil.copy(new_cert, g.cert)
+    g.gateway.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while served_certificate(port) != pem_to_der(new_cert):
+        assert time.monotonic() < deadline, "the renewed certificate was not served"
+        time.sleep(0.1)
+    # A certificate without its key: refused, the renewed one stays in force.
+    other_cert, _ = make_certificate(g.work, "other")
+    shutil.copy(other_cert, g.cert)
+    g.gateway.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "TLS reload refused" not in g.gateway.log_path.read_text():
+        assert time.monotonic() < deadline, "the bad certificate was not refused"
+        time.sleep(0.1)
+    assert served_certificate(port) == pem_to_der(new_cert)
+    assert "server.tls.key_file" in g.gateway.log_path.read_text()
