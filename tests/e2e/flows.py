@@ -197,6 +197,17 @@ def run_app(gateway_url, headers=None, timeout=30, origin=None, base_path="", pa
     return StreamlitPage(texts, dump, pages, page_not_found)
 
 
+def audited_client_ip(gateway, forwarded_for):
+    """Starts a login at `gateway` (a test bed or gateway with `url` and the audit readers)
+    with `X-Forwarded-For: forwarded_for`; returns the `client_ip` of its one audit record."""
+    mark = gateway.audit_mark()
+    r = new_client().get(gateway.url + "/saml/login?return_to=/", allow_redirects=False,
+                         headers={"X-Forwarded-For": forwarded_for})
+    assert r.status_code == 303, r.text
+    [record] = gateway.audit_since(mark)
+    return record["client_ip"]
+
+
 def new_client():
     """A `requests` session that behaves like a fresh browser profile."""
     client = requests.Session()

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 import testbed
-from flows import cookie_header, login, new_client, run_app
+from flows import audited_client_ip, cookie_header, login, new_client, run_app
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -123,6 +123,49 @@ def raw_exchange(port, prefix, request=b"GET /saml/metadata HTTP/1.1\r\nHost: x\
         except ConnectionResetError:
             pass
     return answer
+
+
+def login_start(port, prefix, forwarded_for):
+    """A login start sent straight to the gateway after `prefix`, with `X-Forwarded-For`."""
+    answer = raw_exchange(port, prefix, (
+        "GET /saml/login?return_to=/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Forwarded-For: {forwarded_for}\r\nConnection: close\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.1 303 "), answer[:200]
+
+
+def test_whose_x_forwarded_for_is_believed(behind_nlb):
+    g = behind_nlb
+    mark = g.audit_mark()
+    # A header that names no client: the balancer passed on someone's bytes, whose own
+    # X-Forwarded-For is not believed; the client is the balancer.
+    login_start(g.gateway_port, b"PROXY UNKNOWN\r\n", "198.51.100.66")
+    # A header that names a trusted proxy (an HTTP proxy behind the balancer): its
+    # X-Forwarded-For names the client.
+    login_start(g.gateway_port, v1_header("127.0.0.1", g.gateway_port), "203.0.113.50")
+    # A header that names an untrusted client: that client's X-Forwarded-For is its own word.
+    login_start(g.gateway_port, v1_header("203.0.113.51", g.gateway_port), "198.51.100.67")
+    assert [r["client_ip"] for r in g.audit_since(mark)] == [
+        "127.0.0.1", "203.0.113.50", "203.0.113.51"]
+
+
+def test_a_header_from_a_peer_not_listed_is_not_believed(bed):
+    # The balancer (127.0.0.1) is not among the trusted proxies: what it names is ignored.
+    gateway_port = testbed.free_port()
+    balancer = Balancer(gateway_port)
+    balancer.version = 2
+    balancer.client = "203.0.113.77"
+    try:
+        g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, "proxy-protocol-unlisted"),
+                                  bed.streamlit.port, bed.gateway.binary,
+                                  extra="server:\n  proxy_protocol: true\n"
+                                        "  trusted_proxies: [10.0.0.0/8]\n",
+                                  listen_port=gateway_port, public_port=balancer.port)
+        try:
+            assert audited_client_ip(g, "198.51.100.68") == "127.0.0.1"
+        finally:
+            g.stop()
+    finally:
+        balancer.close()
 
 
 def refused_total(g):

@@ -78,9 +78,9 @@ class TlsGateway(testbed.Gateway):
         return self
 
 
-@pytest.fixture(scope="module")
-def tls_gateway(bed):
-    work = testbed.fresh_work(bed.work, "tls")
+def start_tls_gateway(bed, name):
+    """An IdP and a gateway serving TLS with a certificate of its own (`g.cert`, `g.key`)."""
+    work = testbed.fresh_work(bed.work, name)
     cert, key = make_certificate(work, "tls")
 
     def trust(gateway):
@@ -90,6 +90,12 @@ def tls_gateway(bed):
                                     f"    key_file: {key}\n",
                               scheme="https", gateway_class=TlsGateway, prepare=trust)
     g.cert, g.key = cert, key
+    return g
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(bed):
+    g = start_tls_gateway(bed, "tls")
     try:
         yield g
     finally:
@@ -152,9 +158,41 @@ def test_sighup_puts_a_renewed_certificate_in_force_and_refuses_a_bad_one(tls_ga
     other_cert, _ = make_certificate(g.work, "other")
     shutil.copy(other_cert, g.cert)
     g.gateway.proc.send_signal(signal.SIGHUP)
+    refusal = "TLS reload refused; the certificate in force stays error=server.tls.key_file: " \
+              "is not the key of the certificate"
     deadline = time.monotonic() + 10
-    while "TLS reload refused" not in g.gateway.log_path.read_text():
+    while refusal not in g.gateway.log_path.read_text():
         assert time.monotonic() < deadline, "the bad certificate was not refused"
         time.sleep(0.1)
     assert served_certificate(port) == pem_to_der(new_cert)
-    assert "server.tls.key_file" in g.gateway.log_path.read_text()
+    # The routes, reloaded by the same signal, do not depend on the TLS files.
+    log = g.gateway.log_path.read_text()
+    assert "reload refused; the routes in force stay" not in log, log[-3000:]
+    assert log.count("reloaded routes and paths from the config file") == 2, log[-3000:]
+
+
+def test_check_config_names_a_key_that_is_not_the_certificates(tls_gateway, tmp_path):
+    g = tls_gateway
+    cert, _ = make_certificate(tmp_path, "a")
+    _, other_key = make_certificate(tmp_path, "b")
+    text = g.gateway.config_path.read_text()
+    text = text.replace(f"cert_file: {g.cert}", f"cert_file: {cert}")
+    text = text.replace(f"key_file: {g.key}", f"key_file: {other_key}")
+    (tmp_path / "gateway.yaml").write_text(text)
+    run = subprocess.run([g.gateway.binary, "check-config", "--config", tmp_path / "gateway.yaml"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0
+    assert f"gateway.yaml: server.tls.key_file: is not the key of the certificate in " \
+           f"server.tls.cert_file: {other_key}" in run.stderr, run.stderr
+    assert "PRIVATE KEY" not in run.stderr
+
+
+def test_shutdown_does_not_wait_for_a_handshake_that_never_comes(bed):
+    g = start_tls_gateway(bed, "tls-shutdown")
+    try:
+        with socket.create_connection(("127.0.0.1", g.gateway.port), timeout=15):
+            g.gateway.proc.send_signal(signal.SIGTERM)
+            # The handshake deadline is 10 s; shutdown does not wait for it.
+            assert g.gateway.proc.wait(timeout=8) == 0
+    finally:
+        g.stop()

@@ -170,6 +170,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 server::load_keys(&config)?;
             }
             server::warnings(&config, &initial);
+            server::load_tls(&config)?;
             let mut described = Vec::new();
             for (idp, found) in config.idps.iter().zip(&initial) {
                 let metadata = &found.metadata;

@@ -175,12 +175,31 @@ fn tls_key_warnings(tls: &crate::tls::TlsFiles) {
     }
 }
 
+/// Reads and checks `server.tls` (for `serve` and `check-config`), says which certificate it
+/// serves and warns when that expires soon. `None`: plain HTTP.
+pub fn load_tls(config: &Config) -> anyhow::Result<Option<crate::tls::Tls>> {
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
+    let tls = crate::tls::Tls::new(files.clone()).map_err(|e| crate::config::ConfigError {
+        file: config.file.clone(),
+        key: e.key.to_string(),
+        message: e.message,
+    })?;
+    tls_notices(&tls);
+    Ok(Some(tls))
+}
+
+/// Days before a TLS certificate expires from which it is warned of: a certificate renewed
+/// at a third of its life (Let's Encrypt's 90 days) is never warned of.
+const TLS_EXPIRY_WARNING_DAYS: i64 = 21;
+
 /// Says which TLS certificate is served, and warns when it expires soon.
 fn tls_notices(tls: &crate::tls::Tls) {
     let (fingerprint, not_after) = tls.certificate();
     tracing::info!(%fingerprint, "serving TLS with this certificate (server.tls)");
     let days = not_after.map(|t| (t - unix_now()).div_euclid(86_400));
-    if let Some(days) = days.filter(|d| *d < crate::federation::EXPIRY_WARNING_DAYS[0]) {
+    if let Some(days) = days.filter(|d| *d < TLS_EXPIRY_WARNING_DAYS) {
         tracing::warn!(
             %fingerprint,
             days_left = days,
@@ -380,28 +399,34 @@ async fn serve_public(
         let tls = tls.clone();
         tokio::spawn(async move {
             let mut stream = stream;
-            // The client a load balancer's PROXY header names, read before any HTTP.
-            let peer = if state.config.proxy_protocol {
-                let trusted = &state.config.trusted_proxies;
-                match crate::proxy_protocol::client(&mut stream, peer, trusted).await {
-                    Ok(client) => client,
-                    Err(_) => return,
+            let trusted = &state.config.trusted_proxies;
+            // The client a load balancer's PROXY header names, read before any HTTP. Its
+            // `X-Forwarded-For` is read only when the header named a client and that client is
+            // itself a trusted proxy: with no client named (a health check, `UNKNOWN`), the
+            // HTTP on the connection is whoever's the balancer passed on.
+            let (peer, may_forward) = if state.config.proxy_protocol {
+                let named = crate::proxy_protocol::client(&mut stream, peer, trusted);
+                match until_closing(&open, named).await {
+                    Some(Ok(Some(client))) => (client, true),
+                    Some(Ok(None)) => (peer, false),
+                    Some(Err(_)) | None => return,
                 }
             } else {
-                peer
+                (peer, true)
             };
             let front = Front {
+                behind_proxy: may_forward && trusted.contains(peer.ip()),
                 state,
                 router,
                 peer: Peer::new(peer),
-                behind_proxy: false,
                 activity: Arc::new(client_timeout::Activity::default()),
             };
             match tls {
                 None => serve_connection(stream, front, &builder, open).await,
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => serve_connection(stream, front, &builder, open).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Some(tls) => match until_closing(&open, tls.accept(stream)).await {
+                    Some(Ok(stream)) => serve_connection(stream, front, &builder, open).await,
+                    Some(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    None => {}
                 },
             }
         });
@@ -418,21 +443,37 @@ async fn serve_public(
     }
 }
 
+/// `work` (a PROXY header, a TLS handshake: what comes before any request), or `None` when
+/// the server asks its connections to close first: shutdown does not wait for a client that
+/// has not begun.
+async fn until_closing<F: std::future::Future>(
+    open: &crate::closing::Open,
+    work: F,
+) -> Option<F::Output> {
+    let closing = open.closing();
+    let asked = closing.asked();
+    let mut asked = std::pin::pin!(asked);
+    // Registered before the flag is read, so that a request in between still wakes it.
+    asked.as_mut().enable();
+    if closing.is_asked() {
+        return None;
+    }
+    tokio::select! {
+        output = work => Some(output),
+        () = asked => None,
+    }
+}
+
 /// Serves one client connection (plain TCP, or TLS over it) through `front` until it ends,
 /// is closed by [`client_timeout`], or is asked to close at shutdown.
 async fn serve_connection<I>(
     io: I,
-    mut front: Front,
+    front: Front,
     builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     open: crate::closing::Open,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    front.behind_proxy = front
-        .state
-        .config
-        .trusted_proxies
-        .contains(front.peer.addr.ip());
     let peer = front.peer.addr;
     let timeout = front.state.config.client_timeout;
     let activity = front.activity.clone();
@@ -666,19 +707,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let listen = config.listen;
     let admin_listen = config.admin_listen;
-    let tls = match &config.tls {
-        Some(files) => {
-            let tls = crate::tls::Tls::new(files.clone())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
-            Some(Arc::new(tls))
-        }
-        None => None,
-    };
+    let tls = load_tls(&config)?.map(Arc::new);
     let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
     if let Some(tls) = &tls {
-        tls_notices(tls);
         tokio::spawn(reload_tls_on_hangup(tls.clone()));
     }
     for index in 0..state.idps.len() {

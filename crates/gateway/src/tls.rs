@@ -3,7 +3,7 @@
 //!
 //! The settings are Mozilla's "intermediate" profile as OpenSSL builds it
 //! (`SslAcceptor::mozilla_intermediate_v5`): TLS 1.2 and 1.3 only, forward-secret AEAD cipher
-//! suites, no renegotiation, no compression. ALPN offers `h2` and `http/1.1`; a browser opens
+//! suites, no compression; and no renegotiation (`NO_RENEGOTIATION`). ALPN offers `h2` and `http/1.1`; a browser opens
 //! its WebSockets over HTTP/1.1 either way (the gateway offers no extended CONNECT).
 //!
 //! The certificate (PEM, the leaf first and then its chain) and the key (PEM, unencrypted) are
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use openssl::ssl::{AlpnError, SslAcceptor, SslMethod, SslRef};
+use openssl::ssl::{AlpnError, SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslRef};
 use openssl::x509::X509;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -118,6 +118,11 @@ impl Tls {
 
 /// Builds the acceptor for `files`, checked at `now` (Unix seconds).
 fn acceptor(files: &TlsFiles, now: i64) -> Result<SslAcceptor, TlsError> {
+    settings(files, now).map(SslAcceptorBuilder::build)
+}
+
+/// The settings of [`acceptor`], before they are sealed.
+fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> {
     let cert_err = |message: String| TlsError {
         key: "server.tls.cert_file",
         message,
@@ -169,14 +174,26 @@ fn acceptor(files: &TlsFiles, now: i64) -> Result<SslAcceptor, TlsError> {
     }
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| cert_err(format!("cannot set up TLS: {e}")))?;
+    // OpenSSL 3 refuses a client's renegotiation by default; older ones would let a client
+    // make the server redo handshakes after the deadline.
+    builder.set_options(SslOptions::NO_RENEGOTIATION);
+    // The profile turns TLS 1.0 and 1.1 off by options; the floor says so once more.
     builder
-        .set_certificate_chain_file(&files.cert_file)
-        .map_err(|_| {
-            cert_err(format!(
-                "not a usable PEM certificate chain: {}",
-                files.cert_file.display()
-            ))
-        })?;
+        .set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+        .map_err(|e| cert_err(format!("cannot set up TLS: {e}")))?;
+    // The chain as read and checked above, not the file read again (it may have changed).
+    let usable = |_| {
+        cert_err(format!(
+            "not a usable PEM certificate chain: {}",
+            files.cert_file.display()
+        ))
+    };
+    builder.set_certificate(leaf).map_err(usable)?;
+    for intermediate in chain.iter().skip(1) {
+        builder
+            .add_extra_chain_cert(intermediate.clone())
+            .map_err(usable)?;
+    }
     builder.set_private_key(&key).map_err(|_| {
         key_err(format!(
             "cannot use the private key: {}",
@@ -190,7 +207,7 @@ fn acceptor(files: &TlsFiles, now: i64) -> Result<SslAcceptor, TlsError> {
         ))
     })?;
     builder.set_alpn_select_callback(select_alpn);
-    Ok(builder.build())
+    Ok(builder)
 }
 
 /// Picks `h2`, else `http/1.1`, from what the client offers; a client that offers neither
@@ -316,9 +333,15 @@ pub(crate) mod tests {
         let (r, alpn, _) = handshake(&tls, b"", None).await;
         r.unwrap();
         assert_eq!(alpn, None);
-        // TLS 1.1 and below are refused, even to a client willing to use weak ciphers.
+        // TLS 1.1 and below are refused, even to a client willing to use weak ciphers: by the
+        // context's own floor, whatever OpenSSL's security level would allow.
         let (r, _, _) = handshake(&tls, b"", Some(SslVersion::TLS1_1)).await;
         assert!(matches!(r, Err(HandshakeError::Failed(_))), "{r:?}");
+        let mut settings = settings(&tls.files, crate::state::unix_now()).unwrap();
+        assert_eq!(settings.min_proto_version(), Some(SslVersion::TLS1_2));
+        let options = settings.options();
+        assert!(options.contains(SslOptions::NO_RENEGOTIATION));
+        assert!(options.contains(SslOptions::NO_TLSV1 | SslOptions::NO_TLSV1_1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -403,11 +426,13 @@ pub(crate) mod tests {
         assert!(check(&expired).message.contains("has expired"));
         let future = write_pair(dir.path(), "future", 2, 30);
         assert!(check(&future).message.contains("not valid yet"));
-        // No secret in the messages: only paths.
+        // No secret in the messages, only paths: the key given as the certificate.
         let e = check(&TlsFiles {
-            key_file: good.cert_file.clone(),
+            cert_file: good.key_file.clone(),
             ..good
         });
+        assert_eq!(e.key, "server.tls.cert_file");
+        assert!(!e.to_string().contains("PRIVATE KEY"), "{e}");
         assert!(!e.to_string().contains("BEGIN"), "{e}");
     }
 }

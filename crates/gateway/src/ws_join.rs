@@ -15,9 +15,10 @@
 //! `copy_bidirectional` does; the join ends when both directions have finished, or when either
 //! fails. Dropping the join closes both sockets.
 //!
-//! Both upgraded connections are plain TCP sockets here: the gateway terminates no TLS and its
-//! upstreams are `http://`. When either is not, or no full-size pipe can be made (the process
-//! is out of file descriptors, say), both directions are copied through user space instead.
+//! Both upgraded connections are plain TCP sockets unless the gateway serves TLS itself
+//! (`server.tls`); its upstreams are `http://`. When either is not a plain socket, or no
+//! full-size pipe can be made (the process is out of file descriptors, say), both directions
+//! are copied through user space instead.
 
 use std::io;
 use std::sync::atomic::AtomicBool;
