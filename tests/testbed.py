@@ -211,6 +211,30 @@ def fresh_work(bed_work, name):
     return work
 
 
+def make_certificate(work, name):
+    """A self-signed P-256 certificate for IP 127.0.0.1 made by `openssl req`, in `work`:
+    (certificate path, key path), the key mode 0600."""
+    cert, key = Path(work) / f"{name}.crt", Path(work) / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    key.chmod(0o600)
+    return cert, key
+
+
+def tls_client(cert):
+    """A fresh browser (`requests` session) that trusts `cert` alone. (`trust_env` off:
+    requests lets a `REQUESTS_CA_BUNDLE` in the environment override a session's `verify`.)"""
+    import requests
+    client = requests.Session()
+    client.headers["User-Agent"] = "saml-gateway-e2e"
+    client.verify = str(cert)
+    client.trust_env = False
+    return client
+
+
 class TcpRelay:
     """A TCP relay on a port of its own to `target_port` on 127.0.0.1, a thread per direction.
     Subclasses hook in: `opening(upstream)` runs once the upstream connection is made, before

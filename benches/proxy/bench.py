@@ -312,11 +312,26 @@ def upstream_nginx(work):
     }}""", LOAD_CPU)
 
 
-def proxy_nginx(work, upstream_port, echo_port=None):
+def upstream_and_echo(services):
+    """The upstream nginx and the WebSocket echo server, started and added to `services`."""
+    upstream = upstream_nginx(OUT / "upstream").start()
+    services.append(upstream)
+    echo = EchoServer(OUT / "ws-echo").start()
+    services.append(echo)
+    return upstream, echo
+
+
+def proxy_nginx(work, upstream_port, echo_port=None, tls=None):
     """nginx as the reference proxy. Buffers large enough for the 64 KiB body (no temp file);
     keep-alive to the upstream. With `echo_port`, `/ws` is tunnelled to the WebSocket echo
     server, through buffers of the gateway's size (32 KiB each way: nginx's tunnel uses
-    `proxy_buffer_size` for both directions)."""
+    `proxy_buffer_size` for both directions). With `tls` (port, certificate, key), the same
+    server also terminates TLS on that port (TLS 1.2 and 1.3)."""
+    tls_lines = (f"""
+        listen 127.0.0.1:{tls[0]} ssl backlog=4096;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate {tls[1]};
+        ssl_certificate_key {tls[2]};""" if tls else "")
     ws = (f"""
         location /ws {{
             proxy_pass http://127.0.0.1:{echo_port};
@@ -335,7 +350,7 @@ def proxy_nginx(work, upstream_port, echo_port=None):
         keepalive_timeout 120s;
     }}
     server {{
-        listen 127.0.0.1:@PORT@ backlog=4096;
+        listen 127.0.0.1:@PORT@ backlog=4096;{tls_lines}
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -459,10 +474,11 @@ def to_ms(text):
     return value * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
-def wrk_argv(port, path, cookie, connections, threads, duration):
+def wrk_argv(port, path, cookie, connections, threads, duration, scheme="http",
+             cookie_name="saml-session"):
     return ["taskset", "-c", LOAD_CPU, "wrk", "-t", str(threads), "-c", str(connections),
-            "-d", f"{duration}s", "--latency", "-H", f"Cookie: saml-session={cookie}",
-            f"http://127.0.0.1:{port}{path}"]
+            "-d", f"{duration}s", "--latency", "-H", f"Cookie: {cookie_name}={cookie}",
+            f"{scheme}://127.0.0.1:{port}{path}"]
 
 
 COMMANDS = {}
@@ -483,7 +499,8 @@ def run_wrk(target, path, connections, threads, duration, label):
 
 def wrk_once(target, path, connections, threads, duration, label):
     """One wrk run against `target` with CPU and memory readings around it."""
-    argv = wrk_argv(target["port"], path, target["cookie"], connections, threads, duration)
+    argv = wrk_argv(target["port"], path, target["cookie"], connections, threads, duration,
+                    target.get("scheme", "http"), target.get("cookie_name", "saml-session"))
     COMMANDS.setdefault(label, shown(argv)
                         .replace(target["cookie"], "<cookie>")
                         .replace(f":{target['port']}/", ":<port>/"))

@@ -48,10 +48,7 @@ def main():
     path = bench.BODIES["100 B"][0]
     services, floors = [], []
     try:
-        upstream = bench.upstream_nginx(bench.OUT / "upstream").start()
-        services.append(upstream)
-        echo = bench.EchoServer(bench.OUT / "ws-echo").start()
-        services.append(echo)
+        upstream, echo = bench.upstream_and_echo(services)
         nginx = bench.proxy_nginx(bench.OUT / "nginx-proxy", upstream.port).start()
         services.append(nginx)
         gateway, cookie, _ = bench.start_gateway("gw-memory", upstream.port, echo.port)

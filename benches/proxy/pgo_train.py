@@ -50,10 +50,7 @@ def main():
     bench.OUT.mkdir(parents=True, exist_ok=True)
     services = []
     try:
-        upstream = bench.upstream_nginx(bench.OUT / "upstream").start()
-        services.append(upstream)
-        echo = bench.EchoServer(bench.OUT / "ws-echo").start()
-        services.append(echo)
+        upstream, echo = bench.upstream_and_echo(services)
         redis = bench.testbed.Redis(bench.OUT / "redis").start()
         services.append(redis)
         for store, redis_url in (("memory", None), ("redis", redis.url)):

@@ -16,19 +16,7 @@ import time
 import pytest
 
 import testbed
-from flows import cookie_header, login, new_client, run_app
-
-
-def make_certificate(work, name):
-    """A self-signed P-256 certificate for IP 127.0.0.1: (cert path, key path)."""
-    cert, key = work / f"{name}.crt", work / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True)
-    key.chmod(0o600)
-    return cert, key
+from flows import cookie_header, login, run_app
 
 
 def served_certificate(port):
@@ -39,15 +27,6 @@ def served_certificate(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw) as tls:
             return tls.getpeercert(binary_form=True)
-
-
-def tls_client(cert):
-    """A fresh browser that trusts `cert` alone. (`trust_env` off: requests lets a
-    `REQUESTS_CA_BUNDLE` in the environment override a session's `verify`.)"""
-    client = new_client()
-    client.verify = str(cert)
-    client.trust_env = False
-    return client
 
 
 def pem_to_der(path):
@@ -69,7 +48,7 @@ class TlsGateway(testbed.Gateway):
                     env={"RUST_LOG": "info", "NO_COLOR": "1"})
 
         def ready():
-            client = tls_client(self.ca_file)
+            client = testbed.tls_client(self.ca_file)
             try:
                 return client.get(self.metadata_url, timeout=2).status_code == 200
             except OSError:
@@ -81,7 +60,7 @@ class TlsGateway(testbed.Gateway):
 def start_tls_gateway(bed, name):
     """An IdP and a gateway serving TLS with a certificate of its own (`g.cert`, `g.key`)."""
     work = testbed.fresh_work(bed.work, name)
-    cert, key = make_certificate(work, "tls")
+    cert, key = testbed.make_certificate(work, "tls")
 
     def trust(gateway):
         gateway.ca_file = cert
@@ -105,7 +84,7 @@ def tls_gateway(bed):
 def test_a_whole_login_and_the_apps_websocket_over_tls(tls_gateway):
     g = tls_gateway
     mark = g.audit_mark()
-    client = tls_client(g.cert)
+    client = testbed.tls_client(g.cert)
     login(client, g.url, "alice", "alice-pass")
     # https: the session cookie is the Secure, host-only kind.
     assert [c.name for c in client.cookies if c.secure] == ["__Host-saml-session"]
@@ -138,7 +117,7 @@ def test_plain_http_on_the_tls_port_gets_no_http_answer(tls_gateway):
         except ConnectionResetError:
             pass
     assert b"HTTP/1.1" not in answer and b"EntityDescriptor" not in answer, answer
-    client = tls_client(g.cert)
+    client = testbed.tls_client(g.cert)
     assert client.get(g.url + "/saml/metadata").status_code == 200
 
 
@@ -146,7 +125,7 @@ def test_sighup_puts_a_renewed_certificate_in_force_and_refuses_a_bad_one(tls_ga
     g = tls_gateway
     port = g.gateway.port
     assert served_certificate(port) == pem_to_der(g.cert)
-    new_cert, new_key = make_certificate(g.work, "renewed")
+    new_cert, new_key = testbed.make_certificate(g.work, "renewed")
     shutil.copy(new_key, g.key)
     shutil.copy(new_cert, g.cert)
     g.gateway.proc.send_signal(signal.SIGHUP)
@@ -155,7 +134,7 @@ def test_sighup_puts_a_renewed_certificate_in_force_and_refuses_a_bad_one(tls_ga
         assert time.monotonic() < deadline, "the renewed certificate was not served"
         time.sleep(0.1)
     # A certificate without its key: refused, the renewed one stays in force.
-    other_cert, _ = make_certificate(g.work, "other")
+    other_cert, _ = testbed.make_certificate(g.work, "other")
     shutil.copy(other_cert, g.cert)
     g.gateway.proc.send_signal(signal.SIGHUP)
     refusal = "TLS reload refused; the certificate in force stays error=server.tls.key_file: " \
@@ -173,8 +152,8 @@ def test_sighup_puts_a_renewed_certificate_in_force_and_refuses_a_bad_one(tls_ga
 
 def test_check_config_names_a_key_that_is_not_the_certificates(tls_gateway, tmp_path):
     g = tls_gateway
-    cert, _ = make_certificate(tmp_path, "a")
-    _, other_key = make_certificate(tmp_path, "b")
+    cert, _ = testbed.make_certificate(tmp_path, "a")
+    _, other_key = testbed.make_certificate(tmp_path, "b")
     text = g.gateway.config_path.read_text()
     text = text.replace(f"cert_file: {g.cert}", f"cert_file: {cert}")
     text = text.replace(f"key_file: {g.key}", f"key_file: {other_key}")
