@@ -168,3 +168,26 @@ def test_start_up_stops_on_unreachable_redis_without_showing_the_password(deploy
     log = (deployment.work / "bad-url" / "gateway.log").read_text()
     assert "gateway.yaml: sessions.redis_url: not a Redis URL" in log
     assert "hunter2" not in log
+
+
+def test_acs_posts_during_an_outage_are_charged_to_the_login_budget(deployment):
+    # A post whose RelayState matches its own relay cookie (anyone can send one) while Redis is
+    # down: the store cannot say whether a login was started, so the post is charged, and a
+    # flood of them is refused before it reaches the store or the audit log.
+    redis = testbed.Redis(deployment.work / "redis-outage-budget").start()
+    gateway = deployment.gateway("outage-budget", redis.url)
+    gateway.config_text += "limits:\n  login_starts_per_minute: 2\n"
+    c = deployment.started(gateway)
+    redis.stop()
+    mark = c.audit_mark()
+
+    def post():
+        return new_client().post(c.url + "/saml/acs",
+                                 data={"SAMLResponse": "AAAA", "RelayState": "made-up"},
+                                 headers={"Cookie": "saml-relay=made-up"},
+                                 allow_redirects=False)
+    answers = [post() for _ in range(3)]
+    assert [r.status_code for r in answers] == [503, 503, 429], [r.text for r in answers]
+    assert [(x["reason"], x["path"]) for x in c.audit_since(mark)] == [
+        ("store_unavailable", "/saml/acs"), ("store_unavailable", "/saml/acs"),
+        ("rate_limited", "/saml/acs")]

@@ -1464,7 +1464,7 @@ audit:
     }
 
     #[test]
-    fn tls_needs_an_https_url_and_good_files() {
+    fn tls_needs_an_https_url_and_both_files() {
         let certs = tempfile::tempdir().unwrap();
         let pair = crate::tls::tests::write_pair(certs.path(), "tls", -1, 30);
         let tls = format!(

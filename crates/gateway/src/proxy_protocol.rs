@@ -50,7 +50,7 @@ pub enum HeaderError {
     /// A header the parser refused.
     #[error("malformed PROXY protocol header ({0})")]
     Malformed(String),
-    /// A version 2 header longer than [`V2_MAX`], or a version 1 line longer than [`V1_MAX`].
+    /// A version 2 header longer than 2,064 bytes, or a version 1 line longer than 107.
     #[error("PROXY protocol header longer than allowed")]
     TooLong,
     /// The header had not come after [`HEADER_TIMEOUT`].

@@ -464,11 +464,15 @@ async fn finish_login(
     };
     let (assertion, return_to, federation) = match (bound, unsolicited_idp) {
         (Some(token), _) => {
-            let taken = state
-                .store
-                .take_pending(token, now)
-                .await
-                .map_err(|_| Failure::unavailable("store_unavailable"))?;
+            let taken = match state.store.take_pending(token, now).await {
+                Ok(taken) => taken,
+                Err(_) => {
+                    // Not known to answer a login started here (anyone can make the
+                    // RelayState match their own relay cookie): charged, as below.
+                    charge_unpaired(state, peer, headers).await?;
+                    return Err(Failure::unavailable("store_unavailable").into());
+                }
+            };
             let Some(pending) = taken else {
                 charge_unpaired(state, peer, headers).await?;
                 return Err(Failure::bad_request("relay_state_unknown").into());

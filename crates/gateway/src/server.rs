@@ -197,7 +197,7 @@ const TLS_EXPIRY_WARNING_DAYS: i64 = 21;
 /// Says which TLS certificate is served, and warns when it expires soon.
 fn tls_notices(tls: &crate::tls::Tls) {
     let (fingerprint, not_after) = tls.certificate();
-    tracing::info!(%fingerprint, "serving TLS with this certificate (server.tls)");
+    tracing::info!(%fingerprint, "TLS certificate (server.tls)");
     let days = not_after.map(|t| (t - unix_now()).div_euclid(86_400));
     if let Some(days) = days.filter(|d| *d < TLS_EXPIRY_WARNING_DAYS) {
         tracing::warn!(
@@ -678,6 +678,9 @@ async fn reload_on_hangup(state: SharedState) {
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     raise_open_file_limit();
+    // First, so that a bad TLS file stops start-up before keys are generated or Redis waited
+    // for.
+    let tls = load_tls(&config)?.map(Arc::new);
     let (keys, generated) = load_keys(&config)?;
     if generated {
         tracing::warn!(
@@ -707,7 +710,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let listen = config.listen;
     let admin_listen = config.admin_listen;
-    let tls = load_tls(&config)?.map(Arc::new);
     let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
@@ -854,6 +856,31 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use axum::http::Method;
+
+    #[tokio::test]
+    async fn what_comes_before_a_request_gives_way_to_a_shutdown() {
+        use crate::closing::Closing;
+        let closing = Arc::new(Closing::default());
+        let open = closing.open();
+        let waiting =
+            tokio::spawn(async move { until_closing(&open, std::future::pending::<()>()).await });
+        tokio::task::yield_now().await;
+        // close_all waits for every open connection: it ends only when the wait gave way.
+        tokio::time::timeout(Duration::from_secs(10), closing.close_all())
+            .await
+            .unwrap();
+        assert_eq!(waiting.await.unwrap(), None);
+        // Asked before it began: at once.
+        let open = closing.open();
+        assert_eq!(
+            until_closing(&open, std::future::pending::<()>()).await,
+            None
+        );
+        // Work that ends first is what counts.
+        let running = Arc::new(Closing::default());
+        let open = running.open();
+        assert_eq!(until_closing(&open, async { 7 }).await, Some(7));
+    }
 
     #[test]
     fn bypassed_answers_get_a_length_and_no_body_for_head() {
