@@ -122,6 +122,27 @@ def test_acs_posts_that_answer_no_login_started_here_are_charged(bed):
         g.gateway.stop()
 
 
+def test_logout_messages_are_charged(bed):
+    g = own_gateway(bed, "login-budget-slo", 2)
+    try:
+        mark = g.audit_mark()
+        slo = g.url + "/saml/slo"
+        first = new_client().get(slo + "?SAMLRequest=junk", allow_redirects=False)
+        second = new_client().post(slo, data={"SAMLResponse": "junk"}, allow_redirects=False)
+        assert [first.status_code, second.status_code] == [400, 400], (first.text, second.text)
+        refused = [new_client().get(slo + "?SAMLRequest=junk", allow_redirects=False),
+                   new_client().post(slo, data={"SAMLRequest": "junk"}, allow_redirects=False)]
+        for r in refused:
+            assert r.status_code == 429 and "rate_limited" in r.text, r.text
+        records = g.audit_since(mark)
+        assert [(r["event"], r["path"]) for r in records] == [
+            ("slo", "/saml/slo"), ("slo", "/saml/slo"), ("slo", "/saml/slo")], records
+        assert records[-1]["reason"] == "rate_limited"
+        assert metric(g, "saml_gateway_login_starts_refused_total") == 2
+    finally:
+        g.gateway.stop()
+
+
 def test_the_response_to_a_login_started_here_is_not_charged_again(bed):
     # With a budget of 2, two whole logins pass only if their ACS posts are free.
     g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, "login-budget-paired"),

@@ -118,9 +118,9 @@ fn note_unlisted_proxy(state: &SharedState, peer: SocketAddr, headers: &HeaderMa
 
 /// `429 Too Many Requests` when the client's address has started more logins than its budget
 /// allows (see [`crate::login_limit`]); the first refusal of a run is audited. `path` is the
-/// endpoint charged: `/saml/login`, or `/saml/acs` for a response that answers no login
-/// started here.
-async fn over_budget(
+/// endpoint charged: `/saml/login`, `/saml/acs` for a response that answers no login started
+/// here, or `/saml/slo` (audited as `slo`).
+pub(crate) async fn over_budget(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -134,7 +134,11 @@ async fn over_budget(
     let reference = reference();
     if audit {
         let mut record = audit_record(peer, headers, path);
-        record.event = Some(Event::LoginFailure);
+        record.event = Some(if path == "/saml/slo" {
+            Event::Slo
+        } else {
+            Event::LoginFailure
+        });
         record.reason = Some("rate_limited".into());
         record.detail = Some(format!(
             "over {} login starts per minute from this client",
@@ -152,7 +156,7 @@ async fn over_budget(
         StatusCode::TOO_MANY_REQUESTS,
         "Sign-in failed",
         "rate_limited",
-        &format!("Too many sign-ins came from your address. Try again in {seconds} s."),
+        &format!("Too many sign-in or sign-out messages came from your address. Try again in {seconds} s."),
         &reference,
     );
     response

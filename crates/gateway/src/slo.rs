@@ -18,6 +18,10 @@
 //! LogoutResponse (Success, or Responder when the store could not be reached) at its
 //! SingleLogoutService. A request that fails a check is audited and refused with a 400 page;
 //! no response is sent, since nothing in it can be trusted to say where.
+//!
+//! Every message to `/saml/slo` is charged to the sender's login budget first
+//! ([`crate::login_limit`]): a signature check and an audit record each, a flood of junk would
+//! otherwise be bounded by nothing. A user signs out far less often than the budget allows.
 
 use std::net::SocketAddr;
 
@@ -117,6 +121,9 @@ pub async fn redirect_binding(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Some(refused) = crate::saml::over_budget(&state, peer, &headers, "/saml/slo").await {
+        return refused;
+    }
     let query = query.unwrap_or_default();
     let Some(fields) = message_fields(query.as_bytes()) else {
         return refused(&state, peer, &headers, "duplicate_parameter", None, None).await;
@@ -167,6 +174,9 @@ pub async fn post_binding(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Some(refused) = crate::saml::over_budget(&state, peer, &headers, "/saml/slo").await {
+        return refused;
+    }
     let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES));
     let bytes = match read.await {
         Ok(Ok(bytes)) => bytes,
