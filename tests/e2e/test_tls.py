@@ -16,7 +16,7 @@ import time
 import pytest
 
 import testbed
-from flows import cookie_header, login, run_app
+from flows import cookie_header, login, new_client, run_app
 
 
 def served_certificate(port):
@@ -93,6 +93,16 @@ def test_a_whole_login_and_the_apps_websocket_over_tls(tls_gateway):
     assert page.headers["x-auth-user"] == ["alice"], page.headers
     # No proxy in front: no start-up warning about a TLS terminator nobody listed.
     assert "server.trusted_proxies is empty" not in g.gateway.log_path.read_text()
+
+
+def test_the_gateways_answers_carry_hsts_under_https_only(tls_gateway, bed):
+    r = testbed.tls_client(tls_gateway.cert).get(tls_gateway.url + "/saml/login?return_to=/",
+                                                 allow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+    # The test bed's gateway has a plain-http public URL: no HSTS.
+    r = new_client().get(bed.url + "/saml/metadata")
+    assert r.status_code == 200 and "Strict-Transport-Security" not in r.headers
 
 
 def test_http2_is_offered_by_alpn(tls_gateway):

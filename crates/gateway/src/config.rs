@@ -82,6 +82,8 @@ struct RawServer {
     admin_listen: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
     client_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
+    hsts_max_age: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
@@ -420,6 +422,9 @@ pub struct Config {
     /// The certificate and key the gateway serves `listen` with (`server.tls`, see
     /// [`crate::tls`]); `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The `Strict-Transport-Security` value of the gateway's own answers
+    /// (`server.hsts_max_age`); `None`: not sent (a plain-http public URL, or `0s`).
+    pub hsts: Option<hyper::header::HeaderValue>,
 }
 
 impl Config {
@@ -520,6 +525,9 @@ fn expand_env(
 /// (`client_header_timeout`), between two reads of a request body (`client_body_timeout`) or
 /// between two writes to a client (`send_timeout`).
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `server.hsts_max_age` when the file sets none and `public_url` is https: a year.
+const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86_400);
 
 /// Parses `90s`, `30m`, `8h`, `1d` (or a bare number of seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -825,6 +833,26 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
 
+    let hsts = match raw.server.hsts_max_age.as_deref() {
+        _ if !secure_cookies => None,
+        None => Some(DEFAULT_HSTS_MAX_AGE),
+        Some(v) => Some(
+            parse_duration(v)
+                .filter(|d| *d <= Duration::from_secs(2 * 365 * 86_400))
+                .ok_or_else(|| {
+                    err(
+                        "server.hsts_max_age",
+                        "not a duration from 0s (not sent) to 730d, such as 365d",
+                    )
+                })?,
+        ),
+    }
+    .filter(|d| !d.is_zero())
+    .map(|d| {
+        hyper::header::HeaderValue::from_str(&format!("max-age={}", d.as_secs()))
+            .unwrap_or(hyper::header::HeaderValue::from_static("max-age=31536000"))
+    });
+
     let tls = match &raw.server.tls {
         None => None,
         Some(t) => {
@@ -888,6 +916,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         trusted_proxies,
         proxy_protocol: raw.server.proxy_protocol,
         tls,
+        hsts,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -1489,6 +1518,27 @@ audit:
         assert!(c.is_ok());
         let e = error_of(&format!("{GOOD}server:\n  tls:\n    cert_file: a.crt\n"));
         assert!(e.message.contains("key_file"), "{}", e.message);
+    }
+
+    #[test]
+    fn hsts_is_a_year_under_https_and_never_under_http() {
+        let hsts = |extra: &str| {
+            let (_dir, c) = load(&format!("{GOOD}{extra}"));
+            c.unwrap()
+                .hsts
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        };
+        assert_eq!(hsts("").as_deref(), Some("max-age=31536000"));
+        assert_eq!(
+            hsts("server:\n  hsts_max_age: 30d\n").as_deref(),
+            Some("max-age=2592000")
+        );
+        assert_eq!(hsts("server:\n  hsts_max_age: 0s\n"), None);
+        let http = GOOD.replace("https://dash.example.com", "http://127.0.0.1:8080");
+        let (_dir, c) = load(&http);
+        assert_eq!(c.unwrap().hsts, None);
+        let e = error_of(&format!("{GOOD}server:\n  hsts_max_age: 800d\n"));
+        assert_eq!(e.key, "server.hsts_max_age");
     }
 
     #[test]

@@ -557,7 +557,24 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/.well-known/jwks.json", get(jwks))
         .fallback(gate::protected)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            strict_transport,
+        ))
         .with_state(state)
+}
+
+/// Adds `Strict-Transport-Security` (`server.hsts_max_age`) to the gateway's own answers under
+/// an https public URL, unless the answer has one: every user passes `/saml/login`, so the
+/// browser learns to use https for the host without a header on every proxied response.
+async fn strict_transport(State(state): State<SharedState>, mut response: Response) -> Response {
+    if let Some(value) = &state.config.hsts {
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| value.clone());
+    }
+    response
 }
 
 /// The identity token's public keys (JWKS); 404 when tokens are switched off.
