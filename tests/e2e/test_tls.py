@@ -58,17 +58,21 @@ class TlsGateway(testbed.Gateway):
 
 
 def start_tls_gateway(bed, name):
-    """An IdP and a gateway serving TLS with a certificate of its own (`g.cert`, `g.key`)."""
+    """An IdP and a gateway serving TLS with a certificate of its own (`g.cert`, `g.key`),
+    and plain-http requests redirected on `g.redirect_port`."""
     work = testbed.fresh_work(bed.work, name)
     cert, key = testbed.make_certificate(work, "tls")
+    redirect_port = testbed.free_port()
 
     def trust(gateway):
         gateway.ca_file = cert
     g = testbed.IdpAndGateway(work, bed.streamlit.port, bed.gateway.binary,
                               extra=f"server:\n  tls:\n    cert_file: {cert}\n"
-                                    f"    key_file: {key}\n",
+                                    f"    key_file: {key}\n"
+                                    f"  redirect_http_listen: 127.0.0.1:{redirect_port}\n",
                               scheme="https", gateway_class=TlsGateway, prepare=trust)
     g.cert, g.key = cert, key
+    g.redirect_port = redirect_port
     return g
 
 
@@ -103,6 +107,18 @@ def test_the_gateways_answers_carry_hsts_under_https_only(tls_gateway, bed):
     # The test bed's gateway has a plain-http public URL: no HSTS.
     r = new_client().get(bed.url + "/saml/metadata")
     assert r.status_code == 200 and "Strict-Transport-Security" not in r.headers
+
+
+def test_plain_http_is_redirected_to_the_public_url(tls_gateway):
+    g = tls_gateway
+    plain = f"http://127.0.0.1:{g.redirect_port}"
+    for target, location in [("/sales/x?a=1", "/sales/x?a=1"), ("/", "/"),
+                             ("//evil.example/x", "/evil.example/x")]:
+        r = new_client().get(plain + target, allow_redirects=False,
+                             headers={"Host": "evil.example"})
+        assert r.status_code == 308, r.text
+        assert r.headers["Location"] == g.url + location, r.headers
+        assert r.content == b""
 
 
 def test_http2_is_offered_by_alpn(tls_gateway):

@@ -80,6 +80,7 @@ pub struct TraceConfig {
 struct RawServer {
     worker_threads: Option<usize>,
     admin_listen: Option<String>,
+    redirect_http_listen: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
     client_timeout: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
@@ -422,6 +423,9 @@ pub struct Config {
     /// The certificate and key the gateway serves `listen` with (`server.tls`, see
     /// [`crate::tls`]); `None`: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Where plain-http requests are answered with a redirect to `public_url`
+    /// (`server.redirect_http_listen`); `None`: no such listener.
+    pub redirect_http_listen: Option<SocketAddr>,
     /// The `Strict-Transport-Security` value of the gateway's own answers
     /// (`server.hsts_max_age`); `None`: not sent (a plain-http public URL, or `0s`).
     pub hsts: Option<hyper::header::HeaderValue>,
@@ -888,6 +892,31 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
 
+    let redirect_http_listen = match &raw.server.redirect_http_listen {
+        None => None,
+        Some(text) => {
+            let address = text.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    "server.redirect_http_listen",
+                    &format!("not an IP address and port, such as 0.0.0.0:80: {text}"),
+                )
+            })?;
+            if !secure_cookies {
+                return Err(err(
+                    "server.redirect_http_listen",
+                    "redirects to an https public_url; this one is http",
+                ));
+            }
+            if address == listen || Some(address) == admin_listen {
+                return Err(err(
+                    "server.redirect_http_listen",
+                    "must differ from listen and server.admin_listen",
+                ));
+            }
+            Some(address)
+        }
+    };
+
     if raw.debug.trace_attribute_values && raw.debug.trace_logins.is_none() {
         return Err(err(
             "debug.trace_attribute_values",
@@ -917,6 +946,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         proxy_protocol: raw.server.proxy_protocol,
         tls,
         hsts,
+        redirect_http_listen,
         file: file.to_path_buf(),
         listen,
         public_url,
@@ -1539,6 +1569,28 @@ audit:
         assert_eq!(c.unwrap().hsts, None);
         let e = error_of(&format!("{GOOD}server:\n  hsts_max_age: 800d\n"));
         assert_eq!(e.key, "server.hsts_max_age");
+    }
+
+    #[test]
+    fn the_http_redirect_listener_needs_https_and_a_port_of_its_own() {
+        let (_dir, c) = load(&format!(
+            "{GOOD}server:\n  redirect_http_listen: 0.0.0.0:80\n"
+        ));
+        assert_eq!(
+            c.unwrap().redirect_http_listen,
+            Some("0.0.0.0:80".parse().unwrap())
+        );
+        let http = GOOD.replace("https://dash.example.com", "http://127.0.0.1:8080");
+        let e = error_of(&format!(
+            "{http}server:\n  redirect_http_listen: 0.0.0.0:80\n"
+        ));
+        assert_eq!(e.key, "server.redirect_http_listen");
+        let e = error_of(&format!(
+            "{GOOD}server:\n  redirect_http_listen: 127.0.0.1:8080\n"
+        ));
+        assert!(e.message.contains("must differ"), "{}", e.message);
+        let e = error_of(&format!("{GOOD}server:\n  redirect_http_listen: port80\n"));
+        assert!(e.message.contains("port80"), "{}", e.message);
     }
 
     #[test]

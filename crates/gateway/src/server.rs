@@ -564,6 +564,24 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+/// The answer of `server.redirect_http_listen` to every request: `308` to the same path and
+/// query under `public_url`, whatever `Host` the request named (a redirect never leads
+/// elsewhere), without a body.
+async fn to_public_url(State(state): State<SharedState>, uri: axum::http::Uri) -> Response {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    // One leading slash, so that the Location reads plainly as a path on public_url's host.
+    let target = format!("/{}", target.trim_start_matches('/'));
+    let location = format!("{}{target}", state.config.public_url);
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
 /// Adds `Strict-Transport-Security` (`server.hsts_max_age`) to the gateway's own answers under
 /// an https public URL, unless the answer has one: every user passes `/saml/login`, so the
 /// browser learns to use https for the host without a header on every proxied response.
@@ -745,6 +763,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the admin listener stopped");
+            }
+        });
+    }
+
+    if let Some(address) = state.config.redirect_http_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (server.redirect_http_listen)"))?;
+        tracing::info!(%address, "plain-http requests redirected to public_url");
+        let app = Router::new()
+            .fallback(to_public_url)
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the http redirect listener stopped");
             }
         });
     }
