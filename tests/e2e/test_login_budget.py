@@ -122,7 +122,7 @@ def test_acs_posts_that_answer_no_login_started_here_are_charged(bed):
         g.gateway.stop()
 
 
-def test_logout_messages_are_charged(bed):
+def test_refused_logout_messages_are_charged(bed):
     g = own_gateway(bed, "login-budget-slo", 2)
     try:
         mark = g.audit_mark()

@@ -27,11 +27,11 @@ SLO_PATH = "/saml2/idp/SingleLogoutService.php"
 class SloBed(testbed.OwnGateway):
     """An IdP that speaks signed Single Logout with one gateway."""
 
-    def __init__(self, work, streamlit_port, gateway_bin, extra_idp=""):
+    def __init__(self, work, streamlit_port, gateway_bin, extra_idp="", extra=""):
         self.work = work
         port, self.entity_id, self.slo_url, self.idp = testbed.keyed_idp(work, gateway_bin)
         self.idp.save_metadata(work / "idp-metadata.xml")
-        text = testbed.gateway_config(work, port, streamlit_port)
+        text = testbed.gateway_config(work, port, streamlit_port, extra=extra)
         text = text.replace("idp:\n", "idp:\n" + extra_idp, 1)
         self.gateway = testbed.Gateway(gateway_bin, text, work).start()
 
@@ -40,9 +40,9 @@ class SloBed(testbed.OwnGateway):
         self.idp.stop()
 
 
-def make_bed(bed, name, extra_idp=""):
+def make_bed(bed, name, extra_idp="", extra=""):
     work = testbed.fresh_work(bed.work, name)
-    return SloBed(work, bed.streamlit.port, bed.gateway.binary, extra_idp)
+    return SloBed(work, bed.streamlit.port, bed.gateway.binary, extra_idp, extra)
 
 
 @pytest.fixture(scope="module")
@@ -181,17 +181,8 @@ def test_a_logout_request_over_http_post_signed_by_the_idp_key(slo):
     carol = new_client()
     login(carol, slo.url, "carol", "carol-pass")
     cookie = cookie_header(carol)
-    xml = forged_request(slo, "carol", request_id="_post1")
-    signed_part = xml.replace("</saml:Issuer>", "</saml:Issuer>" + SIGNATURE_TEMPLATE.format(id="_post1"), 1)
-    template = slo.work / "logout-template.xml"
-    template.write_text(signed_part)
-    signed = subprocess.run(
-        ["xmlsec1", "--sign", "--privkey-pem", f"{slo.idp.key_path},{slo.idp.cert_path}",
-         "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest", template],
-        check=True, capture_output=True).stdout
-    form = {"SAMLRequest": base64.b64encode(signed).decode(), "RelayState": "state-1"}
+    form, tampered = signed_post_form(slo, "carol", "_post1")
     # Tampered after signing: refused, nothing ends.
-    tampered = base64.b64encode(signed.replace(b">carol<", b">alice<")).decode()
     r = new_client().post(slo.url + "/saml/slo", data={**form, "SAMLRequest": tampered},
                           allow_redirects=False)
     assert r.status_code == 400 and "signature_invalid" in r.text, r.text
@@ -204,6 +195,43 @@ def test_a_logout_request_over_http_post_signed_by_the_idp_key(slo):
     answer = zlib.decompress(base64.b64decode(parse_qs(urlsplit(location).query)["SAMLResponse"][0]), -15).decode()
     assert 'InResponseTo="_post1"' in answer and "status:Success" in answer
     assert new_client().get(slo.url + "/_stcore/health", headers={"Cookie": cookie}).status_code == 401
+
+
+def signed_post_form(slo, name_id, request_id):
+    """An HTTP-POST LogoutRequest for `name_id` signed by xmlsec1 with the IdP's own key (the
+    form, with RelayState `state-1`), and the same message tampered after signing (alice for
+    carol: the base64 SAMLRequest value)."""
+    xml = forged_request(slo, name_id, request_id=request_id)
+    signed_part = xml.replace("</saml:Issuer>",
+                              "</saml:Issuer>" + SIGNATURE_TEMPLATE.format(id=request_id), 1)
+    template = slo.work / f"logout-template{request_id}.xml"
+    template.write_text(signed_part)
+    signed = subprocess.run(
+        ["xmlsec1", "--sign", "--privkey-pem", f"{slo.idp.key_path},{slo.idp.cert_path}",
+         "--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest", template],
+        check=True, capture_output=True).stdout
+    form = {"SAMLRequest": base64.b64encode(signed).decode(), "RelayState": "state-1"}
+    return form, base64.b64encode(signed.replace(b">carol<", b">alice<")).decode()
+
+
+def test_junk_is_charged_to_the_budget_but_a_signed_logout_never_is(bed):
+    # A budget of 2: carol's login start takes one, a junk message the other. Past it, junk
+    # gets 429, but a LogoutRequest the IdP signed still ends her session.
+    b = make_bed(bed, "slo-budget", extra="limits:\n  login_starts_per_minute: 2\n")
+    try:
+        carol = new_client()
+        login(carol, b.url, "carol", "carol-pass")
+        cookie = cookie_header(carol)
+        form, tampered = signed_post_form(b, "carol", "_budget1")
+        answers = [new_client().post(b.url + "/saml/slo", data={**form, "SAMLRequest": tampered},
+                                     allow_redirects=False).status_code for _ in range(2)]
+        assert answers == [400, 429], answers
+        r = new_client().post(b.url + "/saml/slo", data=form, allow_redirects=False)
+        assert r.status_code == 303, r.text
+        assert new_client().get(b.url + "/_stcore/health",
+                                headers={"Cookie": cookie}).status_code == 401
+    finally:
+        b.stop()
 
 
 def redirect_query(xml, key_pem=None, param="SAMLRequest"):

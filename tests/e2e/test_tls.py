@@ -119,6 +119,20 @@ def test_plain_http_is_redirected_to_the_public_url(tls_gateway):
         assert r.status_code == 308, r.text
         assert r.headers["Location"] == g.url + location, r.headers
         assert r.content == b""
+    # Request targets that requests would not send: absolute form, bytes outside ASCII.
+    for target, location in [(b"http://evil.example/x?y", "/x?y"),
+                             (b"/caf\xc3\xa9", "/caf%C3%A9")]:
+        with socket.create_connection(("127.0.0.1", g.redirect_port), timeout=15) as s:
+            s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+            answer = s.recv(65536).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 308 "), answer
+        assert f"\r\nlocation: {g.url}{location}\r\n" in answer, answer
+
+
+def test_the_redirect_listener_closes_a_connection_that_sends_nothing(tls_gateway):
+    # Its request head must come within 10 s; the socket's own timeout (20 s) fails the test.
+    with socket.create_connection(("127.0.0.1", tls_gateway.redirect_port), timeout=20) as s:
+        assert s.recv(65536) == b""
 
 
 def test_http2_is_offered_by_alpn(tls_gateway):

@@ -838,24 +838,23 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     }
 
     let hsts = match raw.server.hsts_max_age.as_deref() {
-        _ if !secure_cookies => None,
-        None => Some(DEFAULT_HSTS_MAX_AGE),
-        Some(v) => Some(
-            parse_duration(v)
-                .filter(|d| *d <= Duration::from_secs(2 * 365 * 86_400))
-                .ok_or_else(|| {
-                    err(
-                        "server.hsts_max_age",
-                        "not a duration from 0s (not sent) to 730d, such as 365d",
-                    )
-                })?,
-        ),
-    }
-    .filter(|d| !d.is_zero())
-    .map(|d| {
-        hyper::header::HeaderValue::from_str(&format!("max-age={}", d.as_secs()))
-            .unwrap_or(hyper::header::HeaderValue::from_static("max-age=31536000"))
-    });
+        None => DEFAULT_HSTS_MAX_AGE,
+        Some(v) => parse_duration(v)
+            .filter(|d| *d <= Duration::from_secs(2 * 365 * 86_400))
+            .ok_or_else(|| {
+                err(
+                    "server.hsts_max_age",
+                    "not a duration from 0s (not sent) to 730d, such as 365d",
+                )
+            })?,
+    };
+    // Never under a plain-http public URL: the browser would ignore it there anyway.
+    let hsts = Some(hsts)
+        .filter(|d| secure_cookies && !d.is_zero())
+        .map(|d| {
+            hyper::header::HeaderValue::from_str(&format!("max-age={}", d.as_secs()))
+                .unwrap_or(hyper::header::HeaderValue::from_static("max-age=31536000"))
+        });
 
     let tls = match &raw.server.tls {
         None => None,
@@ -1568,6 +1567,9 @@ audit:
         let (_dir, c) = load(&http);
         assert_eq!(c.unwrap().hsts, None);
         let e = error_of(&format!("{GOOD}server:\n  hsts_max_age: 800d\n"));
+        assert_eq!(e.key, "server.hsts_max_age");
+        // Checked under http too, though never sent there.
+        let e = error_of(&format!("{http}server:\n  hsts_max_age: soon\n"));
         assert_eq!(e.key, "server.hsts_max_age");
     }
 

@@ -8,8 +8,8 @@
 //! that answers no login started here (no RelayState bound to the browser, an unknown or used
 //! one, a malformed form): it would otherwise cost a parse, or a whole signature check where
 //! IdP-initiated logins are on, and an audit record, each. A response to a login started here
-//! was paid for at its start. Every message to `/saml/slo` is charged too, for the same reason
-//! (audited as `slo` when refused).
+//! was paid for at its start. Every refused message to `/saml/slo` is charged too, for the
+//! same reason (a valid one never is, so that a logout always takes effect).
 //!
 //! The budget is a generic cell rate algorithm: `per_minute` starts at once, then one every
 //! `60 / per_minute` seconds. A client is its IPv4 address, or its IPv6 /64 (the block one host

@@ -154,7 +154,11 @@ pub(crate) async fn over_budget(
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let mut response = pages::error(
         StatusCode::TOO_MANY_REQUESTS,
-        "Sign-in failed",
+        if path == "/saml/slo" {
+            "Sign-out message refused"
+        } else {
+            "Sign-in failed"
+        },
         "rate_limited",
         &format!("Too many sign-in or sign-out messages came from your address. Try again in {seconds} s."),
         &reference,

@@ -564,14 +564,59 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+/// Longest time a connection to `server.redirect_http_listen` may take to send its request
+/// head, and to be answered in all.
+const REDIRECT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const REDIRECT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `server.redirect_http_listen`: one request per connection (HTTP/1.1, no keep-alive),
+/// its head within 10 s and the whole exchange within 30 s, so that idle or slow clients
+/// cannot hold descriptors the public listener needs.
+async fn serve_redirects(listener: tokio::net::TcpListener, state: SharedState) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                accept_failed(e).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let answer = to_public_url(&state, request.uri());
+                async move { Ok::<_, std::convert::Infallible>(answer) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REDIRECT_HEAD_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if tokio::time::timeout(REDIRECT_CONNECTION_TIMEOUT, connection)
+                .await
+                .is_err()
+            {
+                tracing::debug!("closed a slow connection to server.redirect_http_listen");
+            }
+        });
+    }
+}
+
 /// The answer of `server.redirect_http_listen` to every request: `308` to the same path and
 /// query under `public_url`, whatever `Host` the request named (a redirect never leads
 /// elsewhere), without a body.
-async fn to_public_url(State(state): State<SharedState>, uri: axum::http::Uri) -> Response {
+fn to_public_url(state: &SharedState, uri: &axum::http::Uri) -> Response {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    // One leading slash, so that the Location reads plainly as a path on public_url's host.
-    let target = format!("/{}", target.trim_start_matches('/'));
-    let location = format!("{}{target}", state.config.public_url);
+    // One leading slash, so that the Location reads plainly as a path on public_url's host;
+    // bytes outside ASCII (which a request line may carry) percent-encoded, as a header needs.
+    let mut location = format!("{}/", state.config.public_url);
+    for &byte in target.trim_start_matches('/').as_bytes() {
+        if byte.is_ascii_graphic() {
+            location.push(char::from(byte));
+        } else {
+            location.push_str(&format!("%{byte:02X}"));
+        }
+    }
     match HeaderValue::from_str(&location) {
         Ok(location) => (
             StatusCode::PERMANENT_REDIRECT,
@@ -772,14 +817,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {address} (server.redirect_http_listen)"))?;
         tracing::info!(%address, "plain-http requests redirected to public_url");
-        let app = Router::new()
-            .fallback(to_public_url)
-            .with_state(state.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "the http redirect listener stopped");
-            }
-        });
+        tokio::spawn(serve_redirects(listener, state.clone()));
     }
 
     let listener = tokio::net::TcpListener::bind(listen)

@@ -19,9 +19,10 @@
 //! SingleLogoutService. A request that fails a check is audited and refused with a 400 page;
 //! no response is sent, since nothing in it can be trusted to say where.
 //!
-//! Every message to `/saml/slo` is charged to the sender's login budget first
-//! ([`crate::login_limit`]): a signature check and an audit record each, a flood of junk would
-//! otherwise be bounded by nothing. A user signs out far less often than the budget allows.
+//! Every refused message is charged to the sender's login budget ([`crate::login_limit`]) before
+//! it is audited: past the budget it gets `429` and only the first refusal of a run is written,
+//! so a flood of junk cannot fill the audit log. A message that passes its checks is never
+//! charged: a signed LogoutRequest must end its sessions whoever shares the sender's address.
 
 use std::net::SocketAddr;
 
@@ -121,9 +122,6 @@ pub async fn redirect_binding(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Some(refused) = crate::saml::over_budget(&state, peer, &headers, "/saml/slo").await {
-        return refused;
-    }
     let query = query.unwrap_or_default();
     let Some(fields) = message_fields(query.as_bytes()) else {
         return refused(&state, peer, &headers, "duplicate_parameter", None, None).await;
@@ -174,9 +172,6 @@ pub async fn post_binding(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(refused) = crate::saml::over_budget(&state, peer, &headers, "/saml/slo").await {
-        return refused;
-    }
     let read = tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM_BYTES));
     let bytes = match read.await {
         Ok(Ok(bytes)) => bytes,
@@ -454,8 +449,9 @@ async fn audit(state: &SharedState, record: Record) {
     }
 }
 
-/// A refused logout message: audited (naming the IdP it was judged against, when one was
-/// picked), answered with a 400 page naming the reason.
+/// A refused logout message: charged to the sender's login budget (past it, `429`, audited
+/// once per run), else audited (naming the IdP it was judged against, when one was picked) and
+/// answered with a 400 page naming the reason.
 async fn refused(
     state: &SharedState,
     peer: SocketAddr,
@@ -464,6 +460,9 @@ async fn refused(
     error: Option<&ValidationError>,
     federation: Option<&crate::federation::Federation>,
 ) -> Response {
+    if let Some(over) = crate::saml::over_budget(state, peer, headers, "/saml/slo").await {
+        return over;
+    }
     let reference = reference();
     let mut record = audit_record(peer, headers, "/saml/slo");
     record.event = Some(Event::Slo);
