@@ -61,7 +61,7 @@ pub async fn login(
     note_unlisted_proxy(&state, peer, &headers);
     // Charged first, so that no answer of this endpoint (a login started, an unknown IdP
     // refused and audited) escapes the budget.
-    if let Some(refused) = over_budget(&state, peer, &headers, "/saml/login").await {
+    if let Some(refused) = over_budget(&state, peer, &headers, Budgeted::Login).await {
         return refused;
     }
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
@@ -116,15 +116,35 @@ fn note_unlisted_proxy(state: &SharedState, peer: SocketAddr, headers: &HeaderMa
     }
 }
 
+/// What is charged to a client's login budget ([`crate::login_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budgeted {
+    /// A request to `/saml/login`.
+    Login,
+    /// A post to `/saml/acs` that answers no login started here.
+    Acs,
+    /// A refused message to `/saml/slo`.
+    Slo,
+}
+
+impl Budgeted {
+    fn path(self) -> &'static str {
+        match self {
+            Budgeted::Login => "/saml/login",
+            Budgeted::Acs => "/saml/acs",
+            Budgeted::Slo => "/saml/slo",
+        }
+    }
+}
+
 /// `429 Too Many Requests` when the client's address has started more logins than its budget
-/// allows (see [`crate::login_limit`]); the first refusal of a run is audited. `path` is the
-/// endpoint charged: `/saml/login`, `/saml/acs` for a response that answers no login started
-/// here, or `/saml/slo` (audited as `slo`).
+/// allows (see [`crate::login_limit`]); the first refusal of a run is audited (as `slo` for a
+/// logout message, else `login_failure`).
 pub(crate) async fn over_budget(
     state: &SharedState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    path: &str,
+    charged: Budgeted,
 ) -> Option<Response> {
     let limiter = state.login_limit.as_ref()?;
     let crate::login_limit::Verdict::Refused { retry_after, audit } = limiter.check(peer.ip())
@@ -133,8 +153,8 @@ pub(crate) async fn over_budget(
     };
     let reference = reference();
     if audit {
-        let mut record = audit_record(peer, headers, path);
-        record.event = Some(if path == "/saml/slo" {
+        let mut record = audit_record(peer, headers, charged.path());
+        record.event = Some(if charged == Budgeted::Slo {
             Event::Slo
         } else {
             Event::LoginFailure
@@ -154,7 +174,7 @@ pub(crate) async fn over_budget(
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let mut response = pages::error(
         StatusCode::TOO_MANY_REQUESTS,
-        if path == "/saml/slo" {
+        if charged == Budgeted::Slo {
             "Sign-out message refused"
         } else {
             "Sign-in failed"
@@ -417,21 +437,6 @@ impl From<Failure> for Refusal {
     }
 }
 
-/// Charges a response that answers no login started here (IdP-initiated, unbound, or naming
-/// an unknown or used RelayState) to the client's login budget, as a login start: a real
-/// login was charged when it started, while such posts would otherwise cost a parse (or a
-/// whole validation, where IdP-initiated logins are on) and an audit record each, unbounded.
-async fn charge_unpaired(
-    state: &SharedState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<(), Refusal> {
-    match over_budget(state, peer, headers, "/saml/acs").await {
-        Some(response) => Err(Refusal::OverBudget(response)),
-        None => Ok(()),
-    }
-}
-
 async fn finish_login(
     state: &SharedState,
     peer: SocketAddr,
@@ -440,51 +445,45 @@ async fn finish_login(
     record: &mut Record,
     attempt: &mut crate::trace::AcsTrace,
 ) -> Result<Response, Refusal> {
-    let (saml_response, relay_state) = match read_form(state, body).await {
-        Ok(form) => form,
-        Err(failure) => {
-            charge_unpaired(state, peer, headers).await?;
-            return Err(failure.into());
-        }
-    };
-    if state.trace.is_some() {
-        attempt.saml_response = Some(saml_response.clone());
-    }
-
+    let form = read_form(state, body).await;
     let now = unix_now();
-    let replay = StoreReplay {
-        store: state.store.as_ref(),
-        now,
-    };
     // A RelayState that is the token this browser's relay cookie holds names the pending
     // request the response must answer, and the IdP it was sent to: only that IdP's
     // certificates can verify the answer. Anything else is an IdP-initiated response:
     // refused, unless the IdP its Issuer names accepts them.
-    let bound = relay_state
-        .as_deref()
-        .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r));
-    let unsolicited_idp = match bound {
-        Some(_) => None,
-        None => {
-            charge_unpaired(state, peer, headers).await?;
-            unsolicited_idp(state, &saml_response)?
-        }
+    let (bound, taken) = match &form {
+        Ok((_, relay_state)) => match relay_state
+            .as_deref()
+            .filter(|r| cookie(headers, state.cookies.relay_name) == Some(*r))
+        {
+            Some(token) => (true, state.store.take_pending(token, now).await),
+            None => (false, Ok(None)),
+        },
+        Err(_) => (false, Ok(None)),
     };
-    let (assertion, return_to, federation) = match (bound, unsolicited_idp) {
-        (Some(token), _) => {
-            let taken = match state.store.take_pending(token, now).await {
-                Ok(taken) => taken,
-                Err(_) => {
-                    // Not known to answer a login started here (anyone can make the
-                    // RelayState match their own relay cookie): charged, as below.
-                    charge_unpaired(state, peer, headers).await?;
-                    return Err(Failure::unavailable("store_unavailable").into());
-                }
-            };
-            let Some(pending) = taken else {
-                charge_unpaired(state, peer, headers).await?;
-                return Err(Failure::bad_request("relay_state_unknown").into());
-            };
+    // A post that answers no login started here (a malformed form, no RelayState bound to the
+    // browser, an unknown or used one, a store that cannot tell) is charged to the client's
+    // login budget as a start, before anything else is done with it: a real login was charged
+    // when it started, while such posts would otherwise cost a parse (or a whole validation,
+    // where IdP-initiated logins are on) and an audit record each, unbounded.
+    if !matches!(taken, Ok(Some(_))) {
+        let charged = over_budget(state, peer, headers, Budgeted::Acs).await;
+        if let Some(response) = charged {
+            return Err(Refusal::OverBudget(response));
+        }
+    }
+    let (saml_response, relay_state) = form?;
+    let pending = taken.map_err(|_| Failure::unavailable("store_unavailable"))?;
+    if state.trace.is_some() {
+        attempt.saml_response = Some(saml_response.clone());
+    }
+
+    let replay = StoreReplay {
+        store: state.store.as_ref(),
+        now,
+    };
+    let (assertion, return_to, federation) = match pending {
+        Some(pending) => {
             record.request_id = Some(pending.request_id.clone());
             attempt.request_id = Some(pending.request_id.clone());
             let federation = state
@@ -506,27 +505,30 @@ async fn finish_login(
                 .map_err(Failure::from)?;
             (assertion, pending.return_to, federation)
         }
-        (None, Some((federation, trust))) => {
-            record.detail = Some("unsolicited".into());
-            note_idp(record, attempt, federation);
-            let unsolicited = trust
-                .unsolicited
-                .as_ref()
-                .ok_or(Failure::bad_request("relay_state_not_bound"))?;
-            let assertion = unsolicited
-                .validate(&saml_response, None, chrono::Utc::now(), &replay)
-                .await
-                .map_err(Failure::from)?;
-            let return_to = unsolicited_target(
-                relay_state.as_deref(),
-                &federation.idp.unsolicited_relay_state,
-            );
-            (assertion, return_to, federation)
-        }
-        (None, None) if relay_state.is_none() => {
-            return Err(Failure::bad_request("relay_state_missing").into())
-        }
-        (None, None) => return Err(Failure::bad_request("relay_state_not_bound").into()),
+        None if bound => return Err(Failure::bad_request("relay_state_unknown").into()),
+        None => match unsolicited_idp(state, &saml_response)? {
+            Some((federation, trust)) => {
+                record.detail = Some("unsolicited".into());
+                note_idp(record, attempt, federation);
+                let unsolicited = trust
+                    .unsolicited
+                    .as_ref()
+                    .ok_or(Failure::bad_request("relay_state_not_bound"))?;
+                let assertion = unsolicited
+                    .validate(&saml_response, None, chrono::Utc::now(), &replay)
+                    .await
+                    .map_err(Failure::from)?;
+                let return_to = unsolicited_target(
+                    relay_state.as_deref(),
+                    &federation.idp.unsolicited_relay_state,
+                );
+                (assertion, return_to, federation)
+            }
+            None if relay_state.is_none() => {
+                return Err(Failure::bad_request("relay_state_missing").into())
+            }
+            None => return Err(Failure::bad_request("relay_state_not_bound").into()),
+        },
     };
     record.assertion_id = Some(assertion.id.clone());
     record.authn_context = assertion

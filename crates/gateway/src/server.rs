@@ -144,11 +144,10 @@ fn idp_warnings(
 
 /// Warnings about the identity token's keys: one generated per replica, or readable by others.
 fn identity_key_warnings(config: &Config, token: &crate::identity_token::IdentityTokenConfig) {
-    use std::os::unix::fs::PermissionsExt;
     let files = std::iter::once(&token.key_file).chain(token.next_key_file.as_ref());
     for file in files {
         match std::fs::metadata(file) {
-            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
+            Ok(meta) if readable_by_others(&meta) => tracing::warn!(
                 key_file = %file.display(),
                 "the identity-token key is readable by other users; chmod 600 it"
             ),
@@ -164,10 +163,15 @@ fn identity_key_warnings(config: &Config, token: &crate::identity_token::Identit
     }
 }
 
+/// Whether a key file's mode lets its group or others read it.
+fn readable_by_others(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o077 != 0
+}
+
 /// Warns when the TLS key is readable by other users.
 fn tls_key_warnings(tls: &crate::tls::TlsFiles) {
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata(&tls.key_file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+    if std::fs::metadata(&tls.key_file).is_ok_and(|m| readable_by_others(&m)) {
         tracing::warn!(
             key_file = %tls.key_file.display(),
             "the TLS key (server.tls.key_file) is readable by other users; chmod 600 it"
@@ -218,8 +222,8 @@ async fn reload_tls_on_hangup(tls: Arc<crate::tls::Tls>) {
     };
     while hangup.recv().await.is_some() {
         match tls.reload() {
-            Ok(fingerprint) => {
-                tracing::info!(%fingerprint, "reloaded the TLS certificate and key");
+            Ok(()) => {
+                tracing::info!("reloaded the TLS certificate and key");
                 tls_notices(&tls);
             }
             Err(e) => tracing::error!(
@@ -609,12 +613,13 @@ fn to_public_url(state: &SharedState, uri: &axum::http::Uri) -> Response {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     // One leading slash, so that the Location reads plainly as a path on public_url's host;
     // bytes outside ASCII (which a request line may carry) percent-encoded, as a header needs.
+    use std::fmt::Write;
     let mut location = format!("{}/", state.config.public_url);
     for &byte in target.trim_start_matches('/').as_bytes() {
         if byte.is_ascii_graphic() {
             location.push(char::from(byte));
         } else {
-            location.push_str(&format!("%{byte:02X}"));
+            let _ = write!(location, "%{byte:02X}");
         }
     }
     match HeaderValue::from_str(&location) {

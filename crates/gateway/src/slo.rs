@@ -460,7 +460,9 @@ async fn refused(
     error: Option<&ValidationError>,
     federation: Option<&crate::federation::Federation>,
 ) -> Response {
-    if let Some(over) = crate::saml::over_budget(state, peer, headers, "/saml/slo").await {
+    if let Some(over) =
+        crate::saml::over_budget(state, peer, headers, crate::saml::Budgeted::Slo).await
+    {
         return over;
     }
     let reference = reference();

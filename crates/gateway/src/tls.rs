@@ -78,18 +78,12 @@ impl Tls {
         })
     }
 
-    /// Reads the files again; when they pass the checks they serve every later handshake,
-    /// otherwise the settings in force stay. Returns the new certificate's SHA-256
-    /// fingerprint.
-    pub fn reload(&self) -> Result<String, TlsError> {
+    /// Reads the files again; when they pass the checks they serve every later handshake
+    /// ([`Tls::certificate`] tells which), otherwise the settings in force stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
         let acceptor = acceptor(&self.files, crate::state::unix_now())?;
-        let fingerprint = acceptor
-            .context()
-            .certificate()
-            .map(fingerprint)
-            .unwrap_or_default();
         self.acceptor.store(Arc::new(acceptor));
-        Ok(fingerprint)
+        Ok(())
     }
 
     /// The SHA-256 fingerprint and `notAfter` (Unix seconds) of the certificate in force.
@@ -145,14 +139,15 @@ fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> 
             files.cert_file.display()
         )));
     };
-    let valid = (not_before(leaf), not_after(leaf));
-    if valid.0.is_some_and(|t| t > now) {
+    let now = openssl::asn1::Asn1Time::from_unix(now)
+        .map_err(|e| cert_err(format!("cannot set up TLS: {e}")))?;
+    if leaf.not_before() > now {
         return Err(cert_err(format!(
             "the certificate is not valid yet: {}",
             files.cert_file.display()
         )));
     }
-    if valid.1.is_some_and(|t| t <= now) {
+    if leaf.not_after() <= now {
         return Err(cert_err(format!(
             "the certificate has expired: {}",
             files.cert_file.display()
@@ -231,12 +226,6 @@ fn fingerprint(cert: &openssl::x509::X509Ref) -> String {
 
 fn not_after(cert: &openssl::x509::X509Ref) -> Option<i64> {
     saml_sp::metadata::certificate_not_after(&cert.to_der().ok()?)
-}
-
-fn not_before(cert: &openssl::x509::X509Ref) -> Option<i64> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let diff = epoch.diff(cert.not_before()).ok()?;
-    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 #[cfg(test)]
@@ -466,7 +455,8 @@ pub(crate) mod tests {
         let renewed = write_pair(dir.path(), "renewed", -1, 60);
         std::fs::rename(&renewed.cert_file, &files.cert_file).unwrap();
         std::fs::rename(&renewed.key_file, &files.key_file).unwrap();
-        let second = tls.reload().unwrap();
+        tls.reload().unwrap();
+        let second = tls.certificate().0;
         assert_ne!(second, first);
         assert_eq!(tls.certificate().0, second);
         assert_eq!(handshake(&tls, b"", None).await.2, second);
