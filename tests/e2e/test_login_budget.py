@@ -2,7 +2,8 @@
 
 Every started login makes the gateway keep a pending request (ten minutes) and write a
 `login_start` record for a client nobody has authenticated yet. Past its budget a client gets
-`429` with `Retry-After`, nothing is stored, and only the first refusal of the run is audited.
+`429` with `Retry-After` and nothing is stored. The first refusal of a run is audited at once; the
+later ones are written as one summary record per client and endpoint each minute and at shutdown.
 """
 
 import subprocess
@@ -141,6 +142,45 @@ def test_refused_logout_messages_are_charged(bed):
         assert metric(g, "saml_gateway_login_starts_refused_total") == 2
     finally:
         g.gateway.stop()
+
+
+def test_refusals_after_the_first_are_written_as_summaries_at_the_latest_at_shutdown(bed):
+    g = own_gateway(bed, "login-budget-summary", 2)
+    stopped = False
+    try:
+        mark = g.audit_mark()
+        assert [start(g).status_code for _ in range(2)] == [303, 303]
+        refused = [start(g) for _ in range(3)]
+        refused += [new_client().post(g.url + "/saml/acs", data={"SAMLResponse": "AAAA"},
+                                      allow_redirects=False) for _ in range(2)]
+        refused.append(new_client().get(g.url + "/saml/slo?SAMLRequest=junk",
+                                        allow_redirects=False))
+        assert [r.status_code for r in refused] == [429] * 6
+        assert metric(g, "saml_gateway_login_starts_refused_total") == 6
+        # Only the first refusal is written while the gateway runs (summaries come each minute).
+        records = g.audit_since(mark)
+        assert [(r["event"], r.get("reason")) for r in records] == [
+            ("login_start", None), ("login_start", None), ("login_failure", "rate_limited")]
+        g.gateway.stop()
+        stopped = True
+        summaries = g.audit_since(mark)[3:]
+        assert [(r["event"], r["reason"], r["path"], r["count"], r["client_ip"])
+                for r in summaries] == [
+            ("login_failure", "rate_limited", "/saml/login", 2, "127.0.0.1"),
+            ("login_failure", "rate_limited", "/saml/acs", 2, "127.0.0.1"),
+            ("slo", "rate_limited", "/saml/slo", 1, "127.0.0.1"),
+        ], summaries
+        # Every refusal is accounted for: one record of its own, the rest in summaries.
+        assert 1 + sum(r["count"] for r in summaries) == 6
+        for r in summaries:
+            assert r["detail"].startswith(
+                f"{r['count']} more refused over 2 login starts per minute from this client, "
+                "from "), r
+            first, last = r["detail"].split(", from ")[1].split(" to ")
+            assert records[2]["ts"] <= first <= last <= r["ts"], r
+    finally:
+        if not stopped:
+            g.gateway.stop()
 
 
 def test_the_response_to_a_login_started_here_is_not_charged_again(bed):

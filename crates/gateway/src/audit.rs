@@ -107,6 +107,9 @@ pub struct Record {
     /// Further detail (such as the IdP's status code).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// How many events one summary record stands for (refusals over the login budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// The audit record could not be written.

@@ -16,8 +16,10 @@
 //! is usually given, so that a host cannot step through its own addresses). An IPv6 start is
 //! also charged to its /48 (a site), which gets [`SITE_SHARE`] times the budget: a site has many
 //! hosts, but whoever holds a /48 must not get the budgets of its 65,536 /64s. A refused start is
-//! answered `429` with `Retry-After`; only the first refusal of a run is audited, so that a
-//! flood cannot fill the disk instead.
+//! answered `429` with `Retry-After`. The first refusal of a run is audited at once; the later
+//! ones are counted per client and endpoint, and written as one summary record per client and
+//! endpoint every [`SUMMARY_EVERY`] and at shutdown ([`LoginLimiter::take_unaudited`]), so that
+//! every refusal is in the audit log while a flood costs a record a minute instead of the disk.
 //!
 //! The table of clients is bounded. When it is full, clients whose budget has fully recovered
 //! are dropped (at most once a second); a new client that still finds no room is let through
@@ -28,7 +30,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Most clients tracked at once.
 const MAX_CLIENTS: usize = 100_000;
@@ -41,6 +43,42 @@ const WARN_EVERY_US: u64 = 60_000_000;
 
 /// How many budgets of one client an IPv6 /48 gets.
 pub const SITE_SHARE: u32 = 16;
+
+/// How often the refusals not audited one by one are written as summary records.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// What is charged to a client's login budget: the endpoint that charged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budgeted {
+    /// A request to `/saml/login`.
+    Login,
+    /// A post to `/saml/acs` that answers no login started here.
+    Acs,
+    /// A refused message to `/saml/slo`.
+    Slo,
+}
+
+impl Budgeted {
+    /// Every endpoint, in the order of [`Unaudited::spans`].
+    const ALL: [Budgeted; 3] = [Budgeted::Login, Budgeted::Acs, Budgeted::Slo];
+
+    /// The endpoint's path, as audit records name it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Budgeted::Login => "/saml/login",
+            Budgeted::Acs => "/saml/acs",
+            Budgeted::Slo => "/saml/slo",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Budgeted::Login => 0,
+            Budgeted::Acs => 1,
+            Budgeted::Slo => 2,
+        }
+    }
+}
 
 /// What a start is charged to: a client (an IPv4 address or an IPv6 /64), or an IPv6 site (/48).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,13 +120,60 @@ impl Pace {
 }
 
 /// What the budget knows of one client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Budget {
     /// When the client's budget is next whole again, in µs since the limiter began; a start
     /// is allowed while this is at most `burst_us` ahead of now.
     recovered_at: u64,
     /// A refusal of the current run was audited already.
     refusal_audited: bool,
+    /// Refusals since the last summary that were not audited one by one (boxed: few clients
+    /// have any).
+    unaudited: Option<Box<Unaudited>>,
+}
+
+impl Budget {
+    fn new(now: u64) -> Budget {
+        Budget {
+            recovered_at: now,
+            refusal_audited: false,
+            unaudited: None,
+        }
+    }
+}
+
+/// One client's refusals that wait for their summary records.
+#[derive(Debug, Clone, Copy)]
+struct Unaudited {
+    /// The address of the last one (an IPv6 client is its /64).
+    ip: IpAddr,
+    /// Per endpoint, in the order of [`Budgeted::ALL`].
+    spans: [Span; 3],
+}
+
+/// How many refusals at one endpoint, and when the first and the last were, in µs since the
+/// limiter began.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+/// Refusals of one client at one endpoint that were not audited one by one: the content of a
+/// summary record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalSummary {
+    /// The client's address (of its last refusal).
+    pub ip: IpAddr,
+    /// The endpoint that was refused.
+    pub charged: Budgeted,
+    /// How many refusals.
+    pub count: u64,
+    /// When the first of them was refused.
+    pub first: SystemTime,
+    /// When the last of them was refused.
+    pub last: SystemTime,
 }
 
 /// The answer for one login start.
@@ -114,6 +199,8 @@ pub struct LoginLimiter {
     /// The pace of an IPv6 site's budget.
     site: Pace,
     began: Instant,
+    /// The wall clock when `began` was read, for the times of summaries.
+    began_wall: SystemTime,
     table: Mutex<Table>,
     /// Starts refused since start-up.
     refused: AtomicU64,
@@ -138,6 +225,7 @@ impl LoginLimiter {
             client: Pace::per_minute(u64::from(per_minute)),
             site: Pace::per_minute(u64::from(per_minute) * u64::from(SITE_SHARE)),
             began: Instant::now(),
+            began_wall: SystemTime::now(),
             table: Mutex::default(),
             refused: AtomicU64::new(0),
             untracked: AtomicU64::new(0),
@@ -159,9 +247,60 @@ impl LoginLimiter {
         self.untracked.load(Ordering::Relaxed)
     }
 
-    /// Counts a login start by `ip` now.
-    pub fn check(&self, ip: IpAddr) -> Verdict {
-        self.check_at(ip, self.now())
+    /// Counts a login start by `ip` now, charged by the endpoint `charged`.
+    pub fn check(&self, ip: IpAddr, charged: Budgeted) -> Verdict {
+        self.check_at(ip, charged, self.now())
+    }
+
+    /// Takes the refusals that were not audited one by one (all but the first of each run),
+    /// per client and endpoint, for their summary records.
+    pub fn take_unaudited(&self) -> Vec<RefusalSummary> {
+        let taken: Vec<Unaudited> = {
+            let mut table = self.lock();
+            table
+                .clients
+                .values_mut()
+                .filter_map(|b| b.unaudited.take())
+                .map(|u| *u)
+                .collect()
+        };
+        let wall = |us: u64| self.began_wall + Duration::from_micros(us);
+        taken
+            .into_iter()
+            .flat_map(|u| {
+                Budgeted::ALL.into_iter().filter_map(move |charged| {
+                    let span = u.spans[charged.index()];
+                    (span.count > 0).then_some(RefusalSummary {
+                        ip: u.ip,
+                        charged,
+                        count: span.count,
+                        first: wall(span.first),
+                        last: wall(span.last),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// A summary from [`LoginLimiter::take_unaudited`] could not be written: its refusals go
+    /// back to wait for the next one.
+    pub fn summary_failed(&self, summary: &RefusalSummary) {
+        let micros = |at: SystemTime| {
+            at.duration_since(self.began_wall)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        };
+        let now = self.now();
+        let mut table = self.lock();
+        let budget = table
+            .clients
+            .entry(Client::of(summary.ip).0)
+            .or_insert_with(|| Budget::new(now));
+        let span = Span {
+            count: summary.count,
+            first: micros(summary.first),
+            last: micros(summary.last),
+        };
+        note_refusals(budget, summary.ip, summary.charged, span);
     }
 
     /// The refusal of `ip` that [`Verdict::Refused`] asked to audit could not be audited: the
@@ -183,7 +322,7 @@ impl LoginLimiter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn check_at(&self, ip: IpAddr, now: u64) -> Verdict {
+    fn check_at(&self, ip: IpAddr, charged: Budgeted, now: u64) -> Verdict {
         let (client, site) = Client::of(ip);
         let keys = [Some((client, self.client)), site.map(|s| (s, self.site))];
         let keys = keys.iter().flatten();
@@ -220,12 +359,17 @@ impl LoginLimiter {
             .max();
         if let Some(wait) = wait {
             // One run of refusals per client, whichever budget refused it.
-            let budget = table.clients.entry(client).or_insert(Budget {
-                recovered_at: now,
-                refusal_audited: false,
-            });
+            let budget = table.clients.entry(client).or_insert(Budget::new(now));
             let audit = !budget.refusal_audited;
             budget.refusal_audited = true;
+            if !audit {
+                let span = Span {
+                    count: 1,
+                    first: now,
+                    last: now,
+                };
+                note_refusals(budget, ip, charged, span);
+            }
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Verdict::Refused {
                 retry_after: Duration::from_micros(wait),
@@ -233,14 +377,9 @@ impl LoginLimiter {
             };
         }
         for (key, pace) in keys {
-            let budget = table.clients.entry(*key).or_insert(Budget {
-                recovered_at: now,
-                refusal_audited: false,
-            });
-            *budget = Budget {
-                recovered_at: budget.recovered_at.max(now) + pace.interval_us,
-                refusal_audited: false,
-            };
+            let budget = table.clients.entry(*key).or_insert(Budget::new(now));
+            budget.recovered_at = budget.recovered_at.max(now) + pace.interval_us;
+            budget.refusal_audited = false;
         }
         Verdict::Allowed
     }
@@ -257,8 +396,31 @@ impl Table {
             return;
         }
         self.swept_at = Some(now);
-        self.clients.retain(|_, b| b.recovered_at > now);
+        // A client with refusals waiting for their summary stays until it is written.
+        self.clients
+            .retain(|_, b| b.recovered_at > now || b.unaudited.is_some());
     }
+}
+
+/// Adds the refusals `span` of `ip` at `charged` to the ones waiting for a summary.
+fn note_refusals(budget: &mut Budget, ip: IpAddr, charged: Budgeted, span: Span) {
+    let waiting = budget.unaudited.get_or_insert_with(|| {
+        Box::new(Unaudited {
+            ip,
+            spans: [Span::default(); 3],
+        })
+    });
+    waiting.ip = ip;
+    let into = &mut waiting.spans[charged.index()];
+    *into = if into.count == 0 {
+        span
+    } else {
+        Span {
+            count: into.count.saturating_add(span.count),
+            first: into.first.min(span.first),
+            last: into.last.max(span.last),
+        }
+    };
 }
 
 #[cfg(test)]
@@ -281,10 +443,13 @@ mod tests {
         let limiter = LoginLimiter::new(6); // one per 10 s, six at once
         let client = ip("192.0.2.1");
         for _ in 0..6 {
-            assert_eq!(limiter.check_at(client, 0), Verdict::Allowed);
+            assert_eq!(
+                limiter.check_at(client, Budgeted::Login, 0),
+                Verdict::Allowed
+            );
         }
         assert_eq!(
-            limiter.check_at(client, 0),
+            limiter.check_at(client, Budgeted::Login, 0),
             Verdict::Refused {
                 retry_after: Duration::from_secs(10),
                 audit: true
@@ -292,19 +457,30 @@ mod tests {
         );
         // Later refusals of the same run are not audited again.
         assert_eq!(
-            limiter.check_at(client, 4_000 * MS),
+            limiter.check_at(client, Budgeted::Login, 4_000 * MS),
             Verdict::Refused {
                 retry_after: Duration::from_secs(6),
                 audit: false
             }
         );
-        assert_eq!(limiter.check_at(client, 10_000 * MS), Verdict::Allowed);
-        assert!(refused(limiter.check_at(client, 10_000 * MS)));
+        assert_eq!(
+            limiter.check_at(client, Budgeted::Login, 10_000 * MS),
+            Verdict::Allowed
+        );
+        assert!(refused(limiter.check_at(
+            client,
+            Budgeted::Login,
+            10_000 * MS
+        )));
         // A minute of quiet makes the budget whole again.
         for _ in 0..6 {
-            assert_eq!(limiter.check_at(client, 80_000 * MS), Verdict::Allowed);
+            assert_eq!(
+                limiter.check_at(client, Budgeted::Login, 80_000 * MS),
+                Verdict::Allowed
+            );
         }
-        let Verdict::Refused { audit, .. } = limiter.check_at(client, 80_000 * MS) else {
+        let Verdict::Refused { audit, .. } = limiter.check_at(client, Budgeted::Login, 80_000 * MS)
+        else {
             panic!("the seventh start of a burst is refused");
         };
         assert!(audit, "a new run's first refusal is audited");
@@ -313,19 +489,46 @@ mod tests {
     #[test]
     fn clients_have_budgets_of_their_own() {
         let limiter = LoginLimiter::new(1);
-        assert_eq!(limiter.check_at(ip("192.0.2.1"), 0), Verdict::Allowed);
-        assert!(refused(limiter.check_at(ip("192.0.2.1"), 0)));
-        assert_eq!(limiter.check_at(ip("192.0.2.2"), 0), Verdict::Allowed);
+        assert_eq!(
+            limiter.check_at(ip("192.0.2.1"), Budgeted::Login, 0),
+            Verdict::Allowed
+        );
+        assert!(refused(limiter.check_at(
+            ip("192.0.2.1"),
+            Budgeted::Login,
+            0
+        )));
+        assert_eq!(
+            limiter.check_at(ip("192.0.2.2"), Budgeted::Login, 0),
+            Verdict::Allowed
+        );
     }
 
     #[test]
     fn an_ipv6_host_is_its_64_and_mapped_ipv4_is_ipv4() {
         let limiter = LoginLimiter::new(1);
-        assert_eq!(limiter.check_at(ip("2001:db8:1:2::1"), 0), Verdict::Allowed);
-        assert!(refused(limiter.check_at(ip("2001:db8:1:2:ffff::9"), 0)));
-        assert_eq!(limiter.check_at(ip("2001:db8:1:3::1"), 0), Verdict::Allowed);
-        assert_eq!(limiter.check_at(ip("198.51.100.7"), 0), Verdict::Allowed);
-        assert!(refused(limiter.check_at(ip("::ffff:198.51.100.7"), 0)));
+        assert_eq!(
+            limiter.check_at(ip("2001:db8:1:2::1"), Budgeted::Login, 0),
+            Verdict::Allowed
+        );
+        assert!(refused(limiter.check_at(
+            ip("2001:db8:1:2:ffff::9"),
+            Budgeted::Login,
+            0
+        )));
+        assert_eq!(
+            limiter.check_at(ip("2001:db8:1:3::1"), Budgeted::Login, 0),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            limiter.check_at(ip("198.51.100.7"), Budgeted::Login, 0),
+            Verdict::Allowed
+        );
+        assert!(refused(limiter.check_at(
+            ip("::ffff:198.51.100.7"),
+            Budgeted::Login,
+            0
+        )));
     }
 
     #[test]
@@ -334,7 +537,7 @@ mod tests {
         let host = |n: u32| ip(&format!("2001:db8:7:{n:x}::1"));
         for n in 0..SITE_SHARE {
             assert_eq!(
-                limiter.check_at(host(n), 0),
+                limiter.check_at(host(n), Budgeted::Login, 0),
                 Verdict::Allowed,
                 "/64 number {n}"
             );
@@ -342,7 +545,7 @@ mod tests {
         // The site's budget is spent: a /64 of it that never started a login is refused, and
         // audited as its own run.
         assert_eq!(
-            limiter.check_at(host(SITE_SHARE), 0),
+            limiter.check_at(host(SITE_SHARE), Budgeted::Login, 0),
             Verdict::Refused {
                 retry_after: Duration::from_micros(60_000_000 / u64::from(SITE_SHARE)),
                 audit: true
@@ -350,9 +553,15 @@ mod tests {
         );
         // Nothing was charged for the refusal: after one site interval, it goes through.
         let later = 60_000_000 / u64::from(SITE_SHARE);
-        assert_eq!(limiter.check_at(host(SITE_SHARE), later), Verdict::Allowed);
+        assert_eq!(
+            limiter.check_at(host(SITE_SHARE), Budgeted::Login, later),
+            Verdict::Allowed
+        );
         // Another site is not affected.
-        assert_eq!(limiter.check_at(ip("2001:db8:8::1"), 0), Verdict::Allowed);
+        assert_eq!(
+            limiter.check_at(ip("2001:db8:8::1"), Budgeted::Login, 0),
+            Verdict::Allowed
+        );
     }
 
     #[test]
@@ -360,18 +569,38 @@ mod tests {
         let limiter = LoginLimiter::new(1);
         for n in 0..MAX_CLIENTS as u32 {
             let client = IpAddr::from(std::net::Ipv4Addr::from(n));
-            assert_eq!(limiter.check_at(client, 0), Verdict::Allowed);
+            assert_eq!(
+                limiter.check_at(client, Budgeted::Login, 0),
+                Verdict::Allowed
+            );
         }
         // Full, nobody recovered yet: a newcomer goes through untracked, every time.
         let newcomer = ip("203.0.113.9");
-        assert_eq!(limiter.check_at(newcomer, MS), Verdict::Allowed);
-        assert_eq!(limiter.check_at(newcomer, 2 * MS), Verdict::Allowed);
+        assert_eq!(
+            limiter.check_at(newcomer, Budgeted::Login, MS),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            limiter.check_at(newcomer, Budgeted::Login, 2 * MS),
+            Verdict::Allowed
+        );
         assert_eq!(limiter.untracked_total(), 2);
         // Tracked clients keep their budget.
-        assert!(refused(limiter.check_at(ip("0.0.0.5"), 3 * MS)));
+        assert!(refused(limiter.check_at(
+            ip("0.0.0.5"),
+            Budgeted::Login,
+            3 * MS
+        )));
         // Once the others have recovered (and a second has passed), room is made.
-        assert_eq!(limiter.check_at(newcomer, 60_001 * MS), Verdict::Allowed);
-        assert!(refused(limiter.check_at(newcomer, 60_001 * MS)));
+        assert_eq!(
+            limiter.check_at(newcomer, Budgeted::Login, 60_001 * MS),
+            Verdict::Allowed
+        );
+        assert!(refused(limiter.check_at(
+            newcomer,
+            Budgeted::Login,
+            60_001 * MS
+        )));
         let table = limiter.table.lock().unwrap();
         assert!(table.clients.len() < 10, "{}", table.clients.len());
     }
@@ -380,18 +609,116 @@ mod tests {
     fn refusals_and_untracked_starts_are_counted() {
         let limiter = LoginLimiter::new(1);
         let client = ip("192.0.2.1");
-        assert_eq!(limiter.check_at(client, 0), Verdict::Allowed);
+        assert_eq!(
+            limiter.check_at(client, Budgeted::Login, 0),
+            Verdict::Allowed
+        );
         for _ in 0..3 {
-            assert!(refused(limiter.check_at(client, 0)));
+            assert!(refused(limiter.check_at(client, Budgeted::Login, 0)));
         }
         assert_eq!(limiter.refused_total(), 3);
         assert_eq!(limiter.untracked_total(), 0);
         // A refusal whose record could not be written is asked to be audited again.
         limiter.audit_failed(client);
-        let Verdict::Refused { audit, .. } = limiter.check_at(client, 0) else {
+        let Verdict::Refused { audit, .. } = limiter.check_at(client, Budgeted::Login, 0) else {
             panic!("still over the budget");
         };
         assert!(audit);
+    }
+
+    #[test]
+    fn refusals_after_the_first_of_a_run_are_summarized_per_client_and_endpoint() {
+        let limiter = LoginLimiter::new(1);
+        let (a, b) = (ip("192.0.2.1"), ip("2001:db8:1:2::1"));
+        assert_eq!(limiter.check_at(a, Budgeted::Login, 0), Verdict::Allowed);
+        assert_eq!(limiter.check_at(b, Budgeted::Login, 0), Verdict::Allowed);
+        // The first refusal is the caller's to audit; the later ones wait for a summary.
+        assert!(matches!(
+            limiter.check_at(a, Budgeted::Login, MS),
+            Verdict::Refused { audit: true, .. }
+        ));
+        for at in 2..5 {
+            assert!(refused(limiter.check_at(a, Budgeted::Login, at * MS)));
+        }
+        assert!(refused(limiter.check_at(a, Budgeted::Acs, 7 * MS)));
+        assert!(refused(limiter.check_at(b, Budgeted::Slo, 9 * MS)));
+        assert!(refused(limiter.check_at(
+            ip("2001:db8:1:2::9"),
+            Budgeted::Slo,
+            11 * MS
+        )));
+        let mut summaries = limiter.take_unaudited();
+        summaries.sort_by_key(|s| (s.ip, s.charged.index()));
+        let at = |ms: u64| limiter.began_wall + Duration::from_millis(ms);
+        assert_eq!(
+            summaries,
+            [
+                RefusalSummary {
+                    ip: a,
+                    charged: Budgeted::Login,
+                    count: 3,
+                    first: at(2),
+                    last: at(4),
+                },
+                RefusalSummary {
+                    ip: a,
+                    charged: Budgeted::Acs,
+                    count: 1,
+                    first: at(7),
+                    last: at(7),
+                },
+                // One client: the /64, named by its last address.
+                RefusalSummary {
+                    ip: ip("2001:db8:1:2::9"),
+                    charged: Budgeted::Slo,
+                    count: 1,
+                    first: at(11),
+                    last: at(11),
+                },
+            ]
+        );
+        // Taken once; a new run of `a` (after a start allowed) is audited first again.
+        assert!(limiter.take_unaudited().is_empty());
+        assert_eq!(
+            limiter.check_at(a, Budgeted::Login, 61_000 * MS),
+            Verdict::Allowed
+        );
+        assert!(matches!(
+            limiter.check_at(a, Budgeted::Login, 61_000 * MS),
+            Verdict::Refused { audit: true, .. }
+        ));
+        assert!(limiter.take_unaudited().is_empty());
+    }
+
+    #[test]
+    fn a_summary_that_could_not_be_written_waits_for_the_next_one() {
+        let limiter = LoginLimiter::new(1);
+        let a = ip("192.0.2.1");
+        for at in 0..4 {
+            limiter.check_at(a, Budgeted::Acs, at * MS);
+        }
+        let [summary] = limiter.take_unaudited().try_into().unwrap();
+        assert_eq!(summary.count, 2);
+        limiter.summary_failed(&summary);
+        limiter.check_at(a, Budgeted::Acs, 5 * MS);
+        let [again] = limiter.take_unaudited().try_into().unwrap();
+        assert_eq!(again.count, 3);
+        assert_eq!(again.first, summary.first);
+        assert_eq!(again.last, limiter.began_wall + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_client_with_refusals_to_summarize_is_not_swept() {
+        let limiter = LoginLimiter::new(1);
+        let a = ip("192.0.2.1");
+        for _ in 0..3 {
+            limiter.check_at(a, Budgeted::Login, 0);
+        }
+        limiter.lock().sweep(120_000 * MS);
+        let [summary] = limiter.take_unaudited().try_into().unwrap();
+        assert_eq!(summary.count, 1);
+        limiter.lock().sweep(240_000 * MS);
+        assert!(limiter.lock().clients.is_empty());
     }
 
     #[test]
@@ -400,11 +727,20 @@ mod tests {
         let limiter = LoginLimiter::new(40_000);
         let client = ip("192.0.2.1");
         for _ in 0..40_000 {
-            assert_eq!(limiter.check_at(client, 0), Verdict::Allowed);
+            assert_eq!(
+                limiter.check_at(client, Budgeted::Login, 0),
+                Verdict::Allowed
+            );
         }
-        assert!(refused(limiter.check_at(client, MS)));
-        assert_eq!(limiter.check_at(client, 1_500), Verdict::Allowed);
-        assert!(refused(limiter.check_at(client, 2_999)));
-        assert_eq!(limiter.check_at(client, 3_000), Verdict::Allowed);
+        assert!(refused(limiter.check_at(client, Budgeted::Login, MS)));
+        assert_eq!(
+            limiter.check_at(client, Budgeted::Login, 1_500),
+            Verdict::Allowed
+        );
+        assert!(refused(limiter.check_at(client, Budgeted::Login, 2_999)));
+        assert_eq!(
+            limiter.check_at(client, Budgeted::Login, 3_000),
+            Verdict::Allowed
+        );
     }
 }

@@ -798,6 +798,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
+    tokio::spawn(crate::saml::summarize_refusals(state.clone()));
     if let Some(tls) = &tls {
         tokio::spawn(reload_tls_on_hangup(tls.clone()));
     }
@@ -829,7 +830,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, public_url = %state.config.public_url, "saml-gateway listening");
-    serve_public(listener, state, tls, shutdown_signal()).await;
+    serve_public(listener, state.clone(), tls, shutdown_signal()).await;
+    // The refusals counted since the last summary would be lost with the process.
+    crate::saml::audit_refusal_summaries(&state).await;
     tracing::info!("saml-gateway stopped");
     Ok(())
 }

@@ -20,8 +20,8 @@
 //! no response is sent, since nothing in it can be trusted to say where.
 //!
 //! Every refused message is charged to the sender's login budget ([`crate::login_limit`]) before
-//! it is audited: past the budget it gets `429` and only the first refusal of a run is written,
-//! so a flood of junk cannot fill the audit log. A message that passes its checks is never
+//! it is audited: past the budget it gets `429`, the first refusal of a run is written, and the
+//! later ones only as a summary record a minute, so a flood of junk cannot fill the audit log. A message that passes its checks is never
 //! charged: a signed LogoutRequest must end its sessions whoever shares the sender's address.
 
 use std::net::SocketAddr;
@@ -461,7 +461,7 @@ async fn refused(
     federation: Option<&crate::federation::Federation>,
 ) -> Response {
     if let Some(over) =
-        crate::saml::over_budget(state, peer, headers, crate::saml::Budgeted::Slo).await
+        crate::saml::over_budget(state, peer, headers, crate::login_limit::Budgeted::Slo).await
     {
         return over;
     }
