@@ -194,16 +194,12 @@ pub fn load_tls(config: &Config) -> anyhow::Result<Option<crate::tls::Tls>> {
     Ok(Some(tls))
 }
 
-/// Days before a TLS certificate expires from which it is warned of: a certificate renewed
-/// at a third of its life (Let's Encrypt's 90 days) is never warned of.
-const TLS_EXPIRY_WARNING_DAYS: i64 = 21;
-
-/// Says which TLS certificate is served, and warns when it expires soon.
+/// Says which TLS certificate is served, and warns when it expires soon
+/// ([`crate::tls::Validity::warn_days_left`]).
 fn tls_notices(tls: &crate::tls::Tls) {
-    let (fingerprint, not_after) = tls.certificate();
+    let (fingerprint, validity) = tls.certificate();
     tracing::info!(%fingerprint, "TLS certificate (server.tls)");
-    let days = not_after.map(|t| (t - unix_now()).div_euclid(86_400));
-    if let Some(days) = days.filter(|d| *d < TLS_EXPIRY_WARNING_DAYS) {
+    if let Some(days) = validity.and_then(|v| v.warn_days_left(unix_now())) {
         tracing::warn!(
             %fingerprint,
             days_left = days,

@@ -87,10 +87,10 @@ impl Tls {
     }
 
     /// The SHA-256 fingerprint and `notAfter` (Unix seconds) of the certificate in force.
-    pub fn certificate(&self) -> (String, Option<i64>) {
+    pub fn certificate(&self) -> (String, Option<Validity>) {
         let acceptor = self.acceptor.load();
         match acceptor.context().certificate() {
-            Some(cert) => (fingerprint(cert), not_after(cert)),
+            Some(cert) => (fingerprint(cert), validity(cert)),
             None => (String::new(), None),
         }
     }
@@ -224,8 +224,44 @@ fn fingerprint(cert: &openssl::x509::X509Ref) -> String {
     saml_sp::metadata::certificate_fingerprint(&cert.to_der().unwrap_or_default())
 }
 
-fn not_after(cert: &openssl::x509::X509Ref) -> Option<i64> {
-    saml_sp::metadata::certificate_not_after(&cert.to_der().ok()?)
+fn validity(cert: &openssl::x509::X509Ref) -> Option<Validity> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let unix = |t: &openssl::asn1::Asn1TimeRef| {
+        epoch
+            .diff(t)
+            .ok()
+            .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+    };
+    Some(Validity {
+        not_before: unix(cert.not_before())?,
+        not_after: unix(cert.not_after())?,
+    })
+}
+
+/// When a certificate is valid, in Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// The start of its validity.
+    pub not_before: i64,
+    /// Its expiry.
+    pub not_after: i64,
+}
+
+/// Longest time before expiry from which a certificate is warned of: 21 days, so that a
+/// certificate renewed 30 days ahead (Let's Encrypt's 90-day ones, at a third of their life)
+/// never is.
+const EXPIRY_WARNING_SECS: i64 = 21 * 86_400;
+
+impl Validity {
+    /// Whole days left at `now` when the certificate is close enough to its expiry to warn of:
+    /// under 21 days, and under a quarter of its lifetime (so that short-lived certificates,
+    /// renewed at a third or half of their life, are not warned of at every start). `None`:
+    /// not yet.
+    pub fn warn_days_left(&self, now: i64) -> Option<i64> {
+        let left = self.not_after - now;
+        let lifetime = (self.not_after - self.not_before).max(0);
+        (left < EXPIRY_WARNING_SECS.min(lifetime / 4)).then(|| left.div_euclid(86_400))
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +478,54 @@ pub(crate) mod tests {
         served.unwrap();
         let sent = sent.expect("the client verified the chain up to the root");
         assert_eq!(sent, 2, "the leaf and the intermediate");
+    }
+
+    #[test]
+    fn the_validity_served_is_read_from_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Tls::new(write_pair(dir.path(), "v", -1, 30)).unwrap();
+        let Some(v) = tls.certificate().1 else {
+            panic!("no validity read");
+        };
+        let now = crate::state::unix_now();
+        assert!(
+            (v.not_before - (now - 86_400)).abs() < 120,
+            "{v:?} at {now}"
+        );
+        assert!(
+            (v.not_after - (now + 30 * 86_400)).abs() < 120,
+            "{v:?} at {now}"
+        );
+    }
+
+    #[test]
+    fn expiry_is_warned_of_under_21_days_and_a_quarter_of_the_lifetime() {
+        const DAY: i64 = 86_400;
+        let now = 1_000 * DAY;
+        // A certificate of `life` days with `left` days (seconds, for fractions) to go.
+        let warned = |life: i64, left: i64| {
+            Validity {
+                not_before: now + left - life * DAY,
+                not_after: now + left,
+            }
+            .warn_days_left(now)
+        };
+        // 90 days (Let's Encrypt today): renewed 30 days ahead, never warned of.
+        assert_eq!(warned(90, 30 * DAY), None);
+        assert_eq!(warned(90, 21 * DAY), None);
+        assert_eq!(warned(90, 21 * DAY - 1), Some(20));
+        // A year: the same 21 days.
+        assert_eq!(warned(397, 22 * DAY), None);
+        assert_eq!(warned(397, 10 * DAY), Some(10));
+        // 45 days, renewed at a third of its life (15 days ahead): warned of under 11.25.
+        assert_eq!(warned(45, 15 * DAY), None);
+        assert_eq!(warned(45, 11 * DAY + DAY / 2), None);
+        assert_eq!(warned(45, 11 * DAY), Some(11));
+        // Six days, renewed at half its life: warned of under a day and a half.
+        assert_eq!(warned(6, 3 * DAY), None);
+        assert_eq!(warned(6, DAY), Some(1));
+        // Expired: warned of, with the days below zero.
+        assert_eq!(warned(90, -DAY), Some(-1));
     }
 
     #[tokio::test]
