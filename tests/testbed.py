@@ -224,6 +224,31 @@ def make_certificate(work, name):
     return cert, key
 
 
+def make_ca(work, name, leaves):
+    """A P-256 certificate authority `name` made by `openssl`, and for each name in `leaves` a
+    certificate for IP 127.0.0.1 that it issued, in `work`: (CA certificate path,
+    {leaf: (certificate path, key path)}), every key mode 0600."""
+    work = Path(work)
+    ca_cert, ca_key = work / f"{name}.crt", work / f"{name}.key"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    subprocess.run(["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_cert,
+                    "-days", "2", "-subj", f"/CN={name}"], check=True, capture_output=True)
+    extensions = work / f"{name}.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    issued = {}
+    for leaf in leaves:
+        cert, key, request = (work / f"{leaf}.crt", work / f"{leaf}.key", work / f"{leaf}.csr")
+        subprocess.run(["openssl", "req", *ec, "-keyout", key, "-out", request,
+                        "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", ca_cert,
+                        "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-out", cert,
+                        "-extfile", extensions], check=True, capture_output=True)
+        key.chmod(0o600)
+        issued[leaf] = (cert, key)
+    ca_key.chmod(0o600)
+    return ca_cert, issued
+
+
 def tls_client(cert):
     """A fresh browser (`requests` session) that trusts `cert` alone. (`trust_env` off:
     requests lets a `REQUESTS_CA_BUNDLE` in the environment override a session's `verify`.)"""
@@ -550,23 +575,52 @@ class Redis(Service):
 
     name = "redis"
 
-    def __init__(self, work, port=None, appendonly=False, appendfsync="everysec"):
+    def __init__(self, work, port=None, appendonly=False, appendfsync="everysec", tls=None,
+                 user=None):
         super().__init__(work, port)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.tls = tls
+        self.user = user
 
     @property
     def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The server's URL, with the user's name and password when it has one."""
+        scheme = "rediss" if self.tls else "redis"
+        credentials = f"{self.user[0]}:{self.user[1]}@" if self.user else ""
+        return f"{scheme}://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self):
+        """Starts the server. With `tls` (a `RedisTls`), it speaks TLS only; with `user`
+        (name, password, [ACL rules]), that user is the only one and the default user is off."""
         persistence = ["--appendonly", "no"]
         if self.appendonly:
             persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync]
-        self._spawn(["redis-server", "--bind", "127.0.0.1", "--port", self.port, "--save", "",
-                     *persistence, "--daemonize", "no", "--dir", self.work])
+        ports = ["--port", self.port]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", self.port,
+                     "--tls-cert-file", self.tls.cert, "--tls-key-file", self.tls.key,
+                     "--tls-ca-cert-file", self.tls.ca,
+                     "--tls-auth-clients", "yes" if self.tls.client else "no"]
+        users = []
+        if self.user:
+            name, password, rules = self.user
+            users = ["--user", "default", "off", "--user", name, "on", f">{password}", *rules]
+        self._spawn(["redis-server", "--bind", "127.0.0.1", *ports, "--save", "",
+                     *persistence, *users, "--daemonize", "no", "--dir", self.work])
         self._wait_until(self.ping, "PONG from redis-cli ping", 10)
         return self
+
+    def cli(self, *args):
+        """`redis-cli` against this server, as its user, over TLS when it speaks TLS."""
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port)]
+        if self.tls:
+            argv += ["--tls", "--cacert", str(self.tls.ca)]
+            if self.tls.client:
+                argv += ["--cert", str(self.tls.client[0]), "--key", str(self.tls.client[1])]
+        if self.user:
+            argv += ["--user", self.user[0], "--pass", self.user[1], "--no-auth-warning"]
+        return subprocess.run([*argv, *args], capture_output=True, text=True)
 
     def crash(self):
         """Kills the server at once, as a power cut or the OOM killer would."""
@@ -577,9 +631,15 @@ class Redis(Service):
             proc.wait(5)
 
     def ping(self):
-        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "ping"],
-                           capture_output=True, text=True)
-        return r.stdout.strip() == "PONG"
+        return self.cli("ping").stdout.strip() == "PONG"
+
+
+class RedisTls:
+    """A `Redis` server's TLS files: its certificate and key, the CA it trusts for clients,
+    and, when it asks clients for a certificate, the (certificate, key) a client shows."""
+
+    def __init__(self, cert, key, ca, client=None):
+        self.cert, self.key, self.ca, self.client = cert, key, ca, client
 
 
 class Gateway(Service):

@@ -173,6 +173,15 @@ struct RawSessions {
     max_lifetime: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
     redis_connect_retry: Option<String>,
+    redis_tls: Option<RawRedisTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisTls {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 /// A duration as written: `30m`, or a bare number of seconds (YAML reads `0` as a number).
@@ -306,6 +315,26 @@ pub struct IdpConfig {
     pub name_id_format: Option<String>,
 }
 
+/// Two settings that go together: both values, or neither; otherwise the missing one's name
+/// and `is required with OTHER{why}`.
+fn both_or_neither<'a, T: ?Sized>(
+    (a, a_name): (Option<&'a T>, &'static str),
+    (b, b_name): (Option<&'a T>, &'static str),
+    why: &str,
+) -> Result<Option<(&'a T, &'a T)>, (&'static str, String)> {
+    match (a, b) {
+        (None, None) => Ok(None),
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (Some(_), None) => Err((b_name, format!("is required with {a_name}{why}"))),
+        (None, Some(_)) => Err((a_name, format!("is required with {b_name}{why}"))),
+    }
+}
+
+/// Whether the store is a Redis reached over TLS (`rediss://`).
+fn store_url_is_tls(store: &StoreKind) -> bool {
+    matches!(store, StoreKind::Redis { url, .. } if url.starts_with("rediss://"))
+}
+
 /// Where sessions, pending logins and the replay cache live.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
@@ -340,6 +369,18 @@ pub struct SessionConfig {
     pub max_lifetime: Duration,
     /// How long start-up keeps trying to reach Redis; zero: give up at the first failure.
     pub redis_connect_retry: Duration,
+    /// The files of a `rediss://` connection beyond the system's roots (`sessions.redis_tls`);
+    /// read when the store is opened ([`crate::server::load_redis_tls`]).
+    pub redis_tls: Option<RedisTlsFiles>,
+}
+
+/// `sessions.redis_tls`: what a `rediss://` connection trusts and shows, as paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTlsFiles {
+    /// PEM certificates trusted for the Redis server instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for a server that asks for one.
+    pub client: Option<crate::tls::TlsFiles>,
 }
 
 /// Names of the identity headers sent upstream.
@@ -599,22 +640,13 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     }
     let public_url = raw.public_url.trim_end_matches('/').to_string();
 
-    let next_key_pair = match (&raw.sp.next_key_file, &raw.sp.next_cert_file) {
-        (None, None) => None,
-        (Some(key), Some(cert)) => Some((resolve(key), resolve(cert))),
-        (Some(_), None) => {
-            return Err(err(
-                "sp.next_cert_file",
-                "is required with sp.next_key_file (the next key pair is both files)",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(err(
-                "sp.next_key_file",
-                "is required with sp.next_cert_file (the next key pair is both files)",
-            ))
-        }
-    };
+    let next_key_pair = both_or_neither(
+        (raw.sp.next_key_file.as_deref(), "sp.next_key_file"),
+        (raw.sp.next_cert_file.as_deref(), "sp.next_cert_file"),
+        " (the next key pair is both files)",
+    )
+    .map_err(|(key, message)| err(key, &message))?
+    .map(|(key, cert)| (resolve(key), resolve(cert)));
     let sp = SpConfig {
         entity_id: raw
             .sp
@@ -663,7 +695,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             ))
         }
         ("redis", Some(url)) => {
-            let description = session_store::RedisStore::check_url(&url)
+            let description = session_store::RedisStore::check_url(&url, None)
                 .map_err(|e| err("sessions.redis_url", &e.to_string()))?;
             StoreKind::Redis { url, description }
         }
@@ -695,7 +727,39 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
                 )
             })?,
     };
+    let redis_tls = match raw.sessions.redis_tls {
+        None => None,
+        Some(_) if store == StoreKind::Memory => {
+            return Err(err(
+                "sessions.redis_tls",
+                "applies only with sessions.store: redis",
+            ))
+        }
+        Some(_) if !store_url_is_tls(&store) => {
+            return Err(err(
+                "sessions.redis_tls",
+                "applies only to a rediss:// sessions.redis_url (Redis over TLS)",
+            ))
+        }
+        Some(t) => {
+            let client = both_or_neither(
+                (t.cert_file.as_deref(), "sessions.redis_tls.cert_file"),
+                (t.key_file.as_deref(), "sessions.redis_tls.key_file"),
+                "",
+            )
+            .map_err(|(key, message)| err(key, &message))?
+            .map(|(cert, key)| crate::tls::TlsFiles {
+                cert_file: resolve(cert),
+                key_file: resolve(key),
+            });
+            Some(RedisTlsFiles {
+                ca_file: t.ca_file.as_deref().map(resolve),
+                client,
+            })
+        }
+    };
     let sessions = SessionConfig {
+        redis_tls,
         redis_connect_retry,
         store,
         idle_timeout: duration(
@@ -2037,6 +2101,41 @@ audit:
         ));
         assert_eq!(e.key, "sessions.redis_url");
         assert!(e.message.contains("SAML_GATEWAY_TEST_UNSET_REDIS"), "{e}");
+    }
+
+    #[test]
+    fn redis_tls_needs_a_rediss_url_and_both_halves_of_a_client_pair() {
+        let redis = |url: &str, tls: &str| {
+            format!("{GOOD}sessions:\n  store: redis\n  redis_url: {url}\n  redis_tls:\n{tls}")
+        };
+        let (_dir, result) = load(&redis(
+            "rediss://gw:pw@db.internal:6380/0",
+            "    ca_file: ca.pem\n    cert_file: c.pem\n    key_file: /etc/k.pem\n",
+        ));
+        let c = result.unwrap();
+        let files = c.sessions.redis_tls.unwrap();
+        assert!(files.ca_file.unwrap().ends_with("ca.pem"));
+        let client = files.client.unwrap();
+        assert!(client.cert_file.is_absolute() && client.cert_file.ends_with("c.pem"));
+        assert_eq!(client.key_file, Path::new("/etc/k.pem"));
+        let e = error_of(&redis("redis://db:6379", "    ca_file: ca.pem\n"));
+        assert_eq!(e.key, "sessions.redis_tls");
+        assert!(e.message.contains("rediss://"), "{}", e.message);
+        let e = error_of(&redis("rediss://db:6380", "    cert_file: c.pem\n"));
+        assert_eq!(e.key, "sessions.redis_tls.key_file");
+        let e = error_of(&redis("rediss://db:6380", "    key_file: k.pem\n"));
+        assert_eq!(e.key, "sessions.redis_tls.cert_file");
+        let e = error_of(&redis(
+            "rediss://:pw-s3cret@db:6380/#insecure",
+            "    ca_file: a\n",
+        ));
+        assert_eq!(e.key, "sessions.redis_url");
+        assert!(e.message.contains("#insecure") && !e.message.contains("pw-s3cret"));
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  redis_tls:\n    ca_file: ca.pem\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_tls");
+        assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
     }
 
     #[test]

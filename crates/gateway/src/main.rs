@@ -171,6 +171,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             server::warnings(&config, &initial);
             server::load_tls(&config)?;
+            server::load_redis_tls(&config)?;
             let mut described = Vec::new();
             for (idp, found) in config.idps.iter().zip(&initial) {
                 let metadata = &found.metadata;

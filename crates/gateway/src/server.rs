@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use session_store::{
-    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, SessionTimeouts, Store,
+    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, RedisTls, SessionTimeouts, Store,
 };
 
 use crate::audit::AuditLog;
@@ -847,6 +847,62 @@ const FIRST_CONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// Longest pause between two attempts to reach Redis at start-up.
 const MAX_CONNECT_PAUSE: Duration = Duration::from_secs(5);
 
+/// Reads and checks the files of `sessions.redis_tls` (for `serve`, the session commands and
+/// `check-config`): the CA file holds PEM certificates, the client certificate is valid now
+/// and the key is its key. `None`: no such settings (plain `redis://`, or `rediss://` with the
+/// system's roots). Errors name the file, the setting and the path, never the key.
+pub fn load_redis_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
+    let Some(files) = &config.sessions.redis_tls else {
+        return Ok(None);
+    };
+    let err = |key: &str, message: String| ConfigError {
+        file: config.file.clone(),
+        key: key.to_string(),
+        message,
+    };
+    let ca_pem = match &files.ca_file {
+        None => None,
+        Some(path) => {
+            let key = "sessions.redis_tls.ca_file";
+            let pem = crate::tls::read(path).map_err(|m| err(key, m))?;
+            let certs = openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default();
+            if certs.is_empty() {
+                return Err(err(
+                    key,
+                    format!("holds no PEM certificate: {}", path.display()),
+                ));
+            }
+            Some(pem)
+        }
+    };
+    let client = match &files.client {
+        None => None,
+        Some(pair) => {
+            let keys = crate::tls::PairKeys {
+                cert: "sessions.redis_tls.cert_file",
+                key: "sessions.redis_tls.key_file",
+            };
+            crate::tls::read_pair(pair, keys, unix_now()).map_err(|e| err(e.key, e.message))?;
+            if std::fs::metadata(&pair.key_file).is_ok_and(|m| readable_by_others(&m)) {
+                tracing::warn!(
+                    key_file = %pair.key_file.display(),
+                    "the Redis client key (sessions.redis_tls.key_file) is readable by other \
+                     users; chmod 600 it"
+                );
+            }
+            let cert = crate::tls::read(&pair.cert_file).map_err(|m| err(keys.cert, m))?;
+            let key = crate::tls::read(&pair.key_file).map_err(|m| err(keys.key, m))?;
+            Some((cert, key))
+        }
+    };
+    let tls = RedisTls { ca_pem, client };
+    if let StoreKind::Redis { url, .. } = &config.sessions.store {
+        RedisStore::check_url(url, Some(&tls))
+            .map_err(|e| err("sessions.redis_tls", e.to_string()))?;
+    }
+    Ok(Some(tls))
+}
+
 /// Connects to the configured Redis, trying again until `retry` has passed when it does not
 /// answer. Errors name the file and `sessions.redis_url`, never the password.
 pub async fn connect_redis(
@@ -854,15 +910,17 @@ pub async fn connect_redis(
     url: &str,
     retry: Duration,
 ) -> Result<RedisStore, ConfigError> {
+    let tls = load_redis_tls(config)?;
     let give_up = tokio::time::Instant::now() + retry;
     let mut pause = FIRST_CONNECT_PAUSE;
     let mut attempts = 1u32;
     loop {
-        let error =
-            match RedisStore::connect(url, &config.sp.entity_id, store_timeouts(config)).await {
-                Ok(store) => return Ok(store),
-                Err(e) => e,
-            };
+        let timeouts = store_timeouts(config);
+        let connecting = RedisStore::connect(url, tls.as_ref(), &config.sp.entity_id, timeouts);
+        let error = match connecting.await {
+            Ok(store) => return Ok(store),
+            Err(e) => e,
+        };
         let now = tokio::time::Instant::now();
         let retryable = matches!(error, RedisConnectError::Unreachable { .. });
         if !retryable || now >= give_up {

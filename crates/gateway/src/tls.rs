@@ -44,7 +44,7 @@ pub struct TlsFiles {
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct TlsError {
-    /// `server.tls.cert_file` or `server.tls.key_file`.
+    /// The setting at fault, such as `server.tls.cert_file` or `server.tls.key_file`.
     pub key: &'static str,
     /// What is wrong, with the file's path.
     pub message: String,
@@ -116,16 +116,45 @@ fn acceptor(files: &TlsFiles, now: i64) -> Result<SslAcceptor, TlsError> {
     settings(files, now).map(SslAcceptorBuilder::build)
 }
 
-/// The settings of [`acceptor`], before they are sealed.
-fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> {
-    let cert_err = |message: String| TlsError {
-        key: "server.tls.cert_file",
-        message,
-    };
-    let key_err = |message: String| TlsError {
-        key: "server.tls.key_file",
-        message,
-    };
+/// The settings names of a certificate file and its key file, for errors.
+#[derive(Debug, Clone, Copy)]
+pub struct PairKeys {
+    /// The certificate file's setting, such as `server.tls.cert_file`.
+    pub cert: &'static str,
+    /// The key file's setting, such as `server.tls.key_file`.
+    pub key: &'static str,
+}
+
+impl PairKeys {
+    /// An error of the certificate file.
+    fn cert_error(self, message: String) -> TlsError {
+        TlsError {
+            key: self.cert,
+            message,
+        }
+    }
+
+    /// An error of the key file.
+    fn key_error(self, message: String) -> TlsError {
+        TlsError {
+            key: self.key,
+            message,
+        }
+    }
+}
+
+/// The names of `server.tls`'s files.
+const SERVER_KEYS: PairKeys = PairKeys {
+    cert: "server.tls.cert_file",
+    key: "server.tls.key_file",
+};
+
+/// Reads a PEM certificate chain (leaf first) and its unencrypted PEM private key, and checks
+/// that the leaf is valid at `now` (Unix seconds) and that the key is its key. Errors name the
+/// setting (from `keys`) and the path, never the key's content.
+pub fn read_pair(files: &TlsFiles, keys: PairKeys, now: i64) -> Result<Pair, TlsError> {
+    let cert_err = |message| keys.cert_error(message);
+    let key_err = |message| keys.key_error(message);
     let chain = read(&files.cert_file).map_err(cert_err)?;
     let chain = X509::stack_from_pem(&chain).map_err(|_| {
         cert_err(format!(
@@ -133,14 +162,15 @@ fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> 
             files.cert_file.display()
         ))
     })?;
-    let Some(leaf) = chain.first() else {
+    let mut chain = chain.into_iter();
+    let Some(leaf) = chain.next() else {
         return Err(cert_err(format!(
             "holds no certificate: {}",
             files.cert_file.display()
         )));
     };
     let now = openssl::asn1::Asn1Time::from_unix(now)
-        .map_err(|e| cert_err(format!("cannot set up TLS: {e}")))?;
+        .map_err(|e| cert_err(format!("cannot read the time: {e}")))?;
     if leaf.not_before() > now {
         return Err(cert_err(format!(
             "the certificate is not valid yet: {}",
@@ -164,10 +194,33 @@ fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> 
     })?;
     if !leaf.public_key().is_ok_and(|public| public.public_eq(&key)) {
         return Err(key_err(format!(
-            "is not the key of the certificate in server.tls.cert_file: {}",
+            "is not the key of the certificate in {}: {}",
+            keys.cert,
             files.key_file.display()
         )));
     }
+    Ok(Pair {
+        leaf,
+        intermediates: chain.collect(),
+        key,
+    })
+}
+
+/// A certificate chain and its key, read and checked by [`read_pair`].
+pub struct Pair {
+    /// The certificate.
+    pub leaf: X509,
+    /// The certificates that follow it in the file.
+    pub intermediates: Vec<X509>,
+    /// Its private key.
+    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+/// The settings of [`acceptor`], before they are sealed.
+fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> {
+    let cert_err = |message| SERVER_KEYS.cert_error(message);
+    let key_err = |message| SERVER_KEYS.key_error(message);
+    let pair = read_pair(files, SERVER_KEYS, now)?;
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| cert_err(format!("cannot set up TLS: {e}")))?;
     // OpenSSL 3 refuses a client's renegotiation by default; older ones would let a client
@@ -184,13 +237,11 @@ fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> 
             files.cert_file.display()
         ))
     };
-    builder.set_certificate(leaf).map_err(usable)?;
-    for intermediate in chain.iter().skip(1) {
-        builder
-            .add_extra_chain_cert(intermediate.clone())
-            .map_err(usable)?;
+    builder.set_certificate(&pair.leaf).map_err(usable)?;
+    for intermediate in pair.intermediates {
+        builder.add_extra_chain_cert(intermediate).map_err(usable)?;
     }
-    builder.set_private_key(&key).map_err(|_| {
+    builder.set_private_key(&pair.key).map_err(|_| {
         key_err(format!(
             "cannot use the private key: {}",
             files.key_file.display()
@@ -216,7 +267,8 @@ fn select_alpn<'a>(_: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnEr
     openssl::ssl::select_next_proto(ALPN, offered).ok_or(AlpnError::NOACK)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
+/// The bytes of `path`; the error names the path.
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 

@@ -94,6 +94,7 @@ fn redis(c: &mut Criterion) {
     let store = rt
         .block_on(RedisStore::connect(
             &url,
+            None,
             "https://bench.example/saml/metadata",
             TIMEOUTS,
         ))

@@ -26,7 +26,7 @@ mod record;
 mod redis;
 
 pub use crate::redis::StoredSession;
-pub use crate::redis::{RedisConnectError, RedisStore};
+pub use crate::redis::{RedisConnectError, RedisStore, RedisTls};
 pub use memory::{MemoryLimits, MemoryStore};
 pub use record::{groups, Groups, PendingRequest, SessionId, SessionRecord, SESSION_VERSION};
 

@@ -99,8 +99,11 @@ const CONNECT_RETRY_DELAY_MS: u64 = 500;
 #[derive(Debug, thiserror::Error)]
 pub enum RedisConnectError {
     /// The URL is not one this build can use.
-    #[error("not a Redis URL such as redis://[:PASSWORD@]HOST[:PORT][/DB] ({0})")]
+    #[error("not a Redis URL such as redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] ({0})")]
     InvalidUrl(&'static str),
+    /// The TLS settings cannot be used with the URL, or their certificates do not parse.
+    #[error("the Redis TLS settings cannot be used: {0}")]
+    InvalidTls(&'static str),
     /// The server did not answer, refused the connection or refused the credentials.
     #[error("cannot connect to Redis at {address}: {reason}")]
     Unreachable {
@@ -109,6 +112,25 @@ pub enum RedisConnectError {
         /// Why, with any occurrence of the password removed.
         reason: String,
     },
+}
+
+/// What a `rediss://` connection trusts and shows beyond the defaults (the system's trusted
+/// roots, no client certificate), as PEM. Its `Debug` shows what is set, never the key.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// Certificates trusted for the server, instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A certificate chain and its private key, for a server that asks clients for one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// Most pending login requests kept in Redis, for all replicas together: about 200 MB at most.
@@ -153,31 +175,35 @@ struct StoredPending {
 }
 
 impl RedisStore {
-    /// Checks that `url` is a Redis URL this build can connect to, without connecting; returns
-    /// a description of the server that is safe to log (no credentials).
-    pub fn check_url(url: &str) -> Result<String, RedisConnectError> {
-        open_client(url).map(|client| describe(&client))
+    /// Checks that `url` (with `tls` for a `rediss://` URL) is a Redis server this build can
+    /// connect to, without connecting; returns a description of the server that is safe to
+    /// log (no credentials).
+    pub fn check_url(url: &str, tls: Option<&RedisTls>) -> Result<String, RedisConnectError> {
+        open_client(url, tls).map(|client| describe(&client))
     }
 
-    /// Connects to the Redis at `url` for the deployment whose SP entity ID is `sp_entity_id`.
-    /// Fails when the URL is bad or the server does not answer a `PING`.
+    /// Connects to the Redis at `url` (with `tls` for a `rediss://` URL) for the deployment
+    /// whose SP entity ID is `sp_entity_id`. Fails when the URL is bad or the server does not
+    /// answer a `PING`.
     pub async fn connect(
         url: &str,
+        tls: Option<&RedisTls>,
         sp_entity_id: &str,
         timeouts: SessionTimeouts,
     ) -> Result<RedisStore, RedisConnectError> {
-        Self::connect_with_cache(url, sp_entity_id, timeouts, CACHE_TTL).await
+        Self::connect_with_cache(url, tls, sp_entity_id, timeouts, CACHE_TTL).await
     }
 
     /// [`RedisStore::connect`] with the session cache's entries living `cache_ttl`
     /// (see [`crate::cache`]); zero switches the cache off.
     pub async fn connect_with_cache(
         url: &str,
+        tls: Option<&RedisTls>,
         sp_entity_id: &str,
         timeouts: SessionTimeouts,
         cache_ttl: Duration,
     ) -> Result<RedisStore, RedisConnectError> {
-        let client = open_client(url)?;
+        let client = open_client(url, tls)?;
         let subscriber = client.clone();
         let address = describe(&client);
         let password = client.get_connection_info().redis.password.clone();
@@ -461,18 +487,55 @@ impl RedisStore {
     }
 }
 
-fn open_client(url: &str) -> Result<redis::Client, RedisConnectError> {
+/// The client for `url`: `redis://` (or a Unix socket) in plain TCP, `rediss://` over TLS,
+/// verified against `tls`'s CA or else the system's roots, never unverified (`#insecure`).
+fn open_client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, RedisConnectError> {
+    use redis::IntoConnectionInfo;
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
-        "redis" | "redis+unix" | "unix" => {}
-        "rediss" => {
-            return Err(RedisConnectError::InvalidUrl(
-                "TLS (rediss://) is not supported by this build",
+        "redis" | "redis+unix" | "unix" if tls.is_some() => {
+            return Err(RedisConnectError::InvalidTls(
+                "TLS settings need a rediss:// URL",
             ))
         }
-        _ => return Err(RedisConnectError::InvalidUrl("the scheme must be redis://")),
+        "redis" | "redis+unix" | "unix" | "rediss" => {}
+        _ => {
+            return Err(RedisConnectError::InvalidUrl(
+                "the scheme must be redis:// or rediss://",
+            ))
+        }
     }
-    redis::Client::open(url).map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"))
+    let info = url
+        .into_connection_info()
+        .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"))?;
+    if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr {
+        return Err(RedisConnectError::InvalidUrl(
+            "#insecure would accept any server certificate; name the server's CA in the TLS \
+             settings instead",
+        ));
+    }
+    if scheme != "rediss" {
+        return redis::Client::open(info)
+            .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"));
+    }
+    // rustls leaves the choice of its cryptography to the program (another part of it may
+    // have made it already). ring, which builds with a C compiler alone; rustls marks it
+    // deprecated because it has no post-quantum key exchange, which aws-lc-rs (a CMake build
+    // of a large C library) would add to a link inside the deployment.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = tls.cloned().unwrap_or_default();
+    let certificates = redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: tls.ca_pem,
+    };
+    redis::Client::build_with_tls(info, certificates)
+        .map_err(|_| RedisConnectError::InvalidTls("a certificate or the key does not parse"))
 }
 
 /// `127.0.0.1:6379, database 0`: where the store is, without credentials.
@@ -933,18 +996,46 @@ mod tests {
 
     #[test]
     fn urls_are_checked_and_described_without_credentials() {
-        let d = RedisStore::check_url("redis://:s3cret@127.0.0.1:6390/2").unwrap();
+        let d = RedisStore::check_url("redis://:s3cret@127.0.0.1:6390/2", None).unwrap();
         assert_eq!(d, "127.0.0.1:6390, database 2");
+        let d = RedisStore::check_url("rediss://gw:s3cret@db.internal:6380/1", None).unwrap();
+        assert_eq!(d, "db.internal:6380, database 1");
         assert!(matches!(
-            RedisStore::check_url("rediss://h:6379"),
+            RedisStore::check_url("rediss://h:6379/#insecure", None),
             Err(RedisConnectError::InvalidUrl(_))
         ));
         assert!(matches!(
-            RedisStore::check_url("http://h:6379"),
+            RedisStore::check_url("http://h:6379", None),
             Err(RedisConnectError::InvalidUrl(_))
         ));
-        let e = RedisStore::check_url("redis://:s3cret@[::1").unwrap_err();
+        let e = RedisStore::check_url("redis://:s3cret@[::1", None).unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn tls_settings_need_a_rediss_url_and_certificates_that_parse() {
+        let tls = RedisTls {
+            ca_pem: Some(
+                b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec(),
+            ),
+            client: None,
+        };
+        assert!(matches!(
+            RedisStore::check_url("redis://h:6379", Some(&RedisTls::default())),
+            Err(RedisConnectError::InvalidTls(_))
+        ));
+        assert!(matches!(
+            RedisStore::check_url("rediss://h:6379", Some(&tls)),
+            Err(RedisConnectError::InvalidTls(_))
+        ));
+        let key =
+            b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n";
+        let tls = RedisTls {
+            ca_pem: None,
+            client: Some((Vec::new(), key.to_vec())),
+        };
+        let shown = format!("{tls:?}");
+        assert_eq!(shown, "RedisTls { ca: false, client_certificate: true }");
     }
 
     #[test]

@@ -35,7 +35,7 @@ async fn store_for(entity_id: &str) -> RedisStore {
 
 async fn store_with_cache(entity_id: &str, ttl: Duration) -> RedisStore {
     let url = redis_url();
-    match RedisStore::connect_with_cache(&url, entity_id, TIMEOUTS, ttl).await {
+    match RedisStore::connect_with_cache(&url, None, entity_id, TIMEOUTS, ttl).await {
         Ok(s) => s,
         Err(e) => panic!(
             "these tests need a running redis-server at REDIS_URL (now {url}): {e}. \
@@ -679,7 +679,9 @@ async fn connect_errors_name_the_server_and_never_the_password() {
         .unwrap()
         .port();
     let url = format!("redis://:hunter2-secret@127.0.0.1:{port}/3");
-    let e = RedisStore::connect(&url, "sp", TIMEOUTS).await.unwrap_err();
+    let e = RedisStore::connect(&url, None, "sp", TIMEOUTS)
+        .await
+        .unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, RedisConnectError::Unreachable { .. }), "{text}");
     assert!(
@@ -692,12 +694,12 @@ async fn connect_errors_name_the_server_and_never_the_password() {
     let mut bad = url::Url::parse(&redis_url()).unwrap();
     bad.set_password(Some("hunter2-secret")).unwrap();
     bad.set_username("nobody-here").unwrap();
-    let e = RedisStore::connect(bad.as_str(), "sp", TIMEOUTS)
+    let e = RedisStore::connect(bad.as_str(), None, "sp", TIMEOUTS)
         .await
         .unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 
-    let e = RedisStore::connect("redis://:hunter2-secret@[::1", "sp", TIMEOUTS)
+    let e = RedisStore::connect("redis://:hunter2-secret@[::1", None, "sp", TIMEOUTS)
         .await
         .unwrap_err();
     assert!(matches!(e, RedisConnectError::InvalidUrl(_)));
