@@ -41,6 +41,7 @@ fn session() -> SessionRecord {
         attributes: Default::default(),
         csrf_token: "t".into(),
         created_at: 0,
+        authn_instant: None,
         expires_at: i64::MAX,
         last_seen: 0,
     }
@@ -64,6 +65,7 @@ fn routes() -> RouteTable {
                 groups_filter: GroupsFilter::Rule,
                 forward_cookies: vec!["_streamlit_*".into()],
                 idp: None,
+                max_authn_age: None,
             }
         })
         .collect();

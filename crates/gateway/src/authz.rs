@@ -244,6 +244,7 @@ mod tests {
             attributes: BTreeMap::from([("department".to_string(), vec!["sales".to_string()])]),
             csrf_token: String::new(),
             created_at: 0,
+            authn_instant: None,
             expires_at: 0,
             last_seen: 0,
         }

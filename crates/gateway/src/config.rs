@@ -185,7 +185,9 @@ struct RawRedisTls {
 }
 
 /// A duration as written: `30m`, or a bare number of seconds (YAML reads `0` as a number).
-fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn duration_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Text {
@@ -1776,6 +1778,32 @@ audit:
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn max_authn_age_is_a_duration_on_a_route_with_sign_in() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "    upstream: http://127.0.0.1:8501\n",
+                &format!("    upstream: http://127.0.0.1:8501\n{extra}"),
+            )
+        };
+        let (_dir, c) = load(&with("    max_authn_age: 15m\n"));
+        assert_eq!(c.unwrap().routes.routes()[0].max_authn_age, Some(900));
+        let (_dir, c) = load(GOOD);
+        assert_eq!(c.unwrap().routes.routes()[0].max_authn_age, None);
+        for bad in ["0s", "soon", "400d"] {
+            let e = error_of(&with(&format!("    max_authn_age: {bad}\n")));
+            assert_eq!(e.key, "routes[0].max_authn_age", "{bad}");
+        }
+        let e = error_of(&with("    max_authn_age: 1h\n    public: true\n"));
+        assert_eq!(e.key, "routes[0].max_authn_age");
+        // A second way into the same app without the recent sign-in is refused.
+        let two = with("    max_authn_age: 1h\n").replace(
+            "audit:\n",
+            "  - path: /again\n    upstream: http://127.0.0.1:8501\naudit:\n",
+        );
+        assert_eq!(error_of(&two).key, "routes[1].upstream");
     }
 
     #[test]

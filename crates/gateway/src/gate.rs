@@ -7,6 +7,8 @@
 //! Before anything, the path is normalized ([`crate::paths`]) and the route found
 //! ([`crate::routing`]). With a session, the route's rule is checked ([`crate::authz`]), and the
 //! request goes to [`crate::proxy`] with the normalized path. Public routes skip the session.
+//! A route with `max_authn_age` treats a session whose sign-in at the IdP is older as no
+//! session: the navigation goes to `/saml/login`, which asks the IdP to sign the user in again.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -218,6 +220,14 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
             "Forbidden",
             "<p>This connection was not opened by this site.</p>",
         );
+    }
+    // A route that wants a recent sign-in sends an older one to sign in again, as if it had
+    // no session (the login it starts asks the IdP for a new sign-in).
+    if route
+        .max_authn_age
+        .is_some_and(|max| session.authn_age(now) > max)
+    {
+        return unauthenticated(&request);
     }
     let identity = state.identity(&id, &session, route, routes.generation(), now);
     if !identity.allowed {

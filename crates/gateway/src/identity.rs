@@ -256,6 +256,7 @@ pub(crate) mod tests {
             host: None,
             upstream: "http://127.0.0.1:1".parse().unwrap(),
             public: false,
+            max_authn_age: None,
             compiled: rule.compile(),
             rule,
             groups_filter: filter,
@@ -284,6 +285,7 @@ pub(crate) mod tests {
             attributes: Default::default(),
             csrf_token: String::new(),
             created_at: 0,
+            authn_instant: None,
             expires_at: 0,
             last_seen: 0,
         }

@@ -208,6 +208,7 @@ mod tests {
             attributes: Default::default(),
             csrf_token: String::new(),
             created_at: 0,
+            authn_instant: None,
             expires_at: i64::MAX,
             last_seen: 0,
         }

@@ -34,6 +34,8 @@ pub struct RawRoute {
     #[serde(default)]
     shared_upstream: bool,
     idp: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::duration_text")]
+    max_authn_age: Option<String>,
 }
 
 /// A route's `allow` section as written.
@@ -94,7 +96,10 @@ pub fn check_routes(
         let weaker = routes.iter().find(|(o, shared)| {
             same_server(&o.upstream, &route.upstream)
                 && !(*shared && shares)
-                && (o.public != route.public || o.rule != route.rule || o.host != route.host)
+                && (o.public != route.public
+                    || o.rule != route.rule
+                    || o.host != route.host
+                    || o.max_authn_age != route.max_authn_age)
         });
         if let Some((o, _)) = weaker {
             return Err(err(
@@ -320,7 +325,23 @@ fn check_route(
             "is `rule` but the route's rule names no groups",
         ));
     }
+    let max_authn_age = match raw.max_authn_age.as_deref() {
+        None => None,
+        Some(_) if raw.public => {
+            return Err(err(
+                "max_authn_age",
+                "a public route has no login, so it cannot ask for a recent one",
+            ))
+        }
+        Some(text) => Some(
+            crate::config::parse_duration(text)
+                .filter(|d| !d.is_zero() && d.as_secs() <= 366 * 86_400)
+                .and_then(|d| i64::try_from(d.as_secs()).ok())
+                .ok_or_else(|| err("max_authn_age", "not a duration such as 15m, 1h or 1d"))?,
+        ),
+    };
     Ok(Route {
+        max_authn_age,
         idp: raw.idp,
         name,
         path,

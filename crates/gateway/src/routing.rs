@@ -35,6 +35,9 @@ pub struct Route {
     pub forward_cookies: Vec<String>,
     /// The IdP that logins started for this route go to (its rule then requires it too).
     pub idp: Option<String>,
+    /// The oldest sign-in at the IdP the route accepts, in seconds (`max_authn_age`): an older
+    /// one is sent to sign in again, and logins for the route ask the IdP for a new sign-in.
+    pub max_authn_age: Option<i64>,
 }
 
 /// The result of looking a request up.
@@ -167,6 +170,7 @@ mod tests {
             host: host.map(str::to_string),
             upstream: "http://127.0.0.1:1".parse().unwrap(),
             public: false,
+            max_authn_age: None,
             rule: Rule::default(),
             compiled: Rule::default().compile(),
             groups_filter: GroupsFilter::All,

@@ -67,7 +67,8 @@ pub async fn login(
     }
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
     let mut record = audit_record(peer, &headers, "/saml/login");
-    let (federation, chosen) = match pick_idp(&state, &headers, &return_to, query.idp.as_deref()) {
+    let wanted = login_for(&state, &headers, &return_to);
+    let (federation, chosen) = match pick_idp(&state, wanted.idp.as_deref(), query.idp.as_deref()) {
         Ok(Some(pick)) => pick,
         Ok(None) => return chooser_page(&state, &headers, &return_to),
         Err(failure) => {
@@ -78,7 +79,7 @@ pub async fn login(
     };
     record.idp = Some(federation.entity_id.clone());
     record.idp_name = Some(federation.idp.name.clone());
-    match start_login(&state, federation, &return_to, record).await {
+    match start_login(&state, federation, &return_to, wanted.max_authn_age, record).await {
         Ok(mut response) => {
             if chosen {
                 let remember = state.cookies.remember_idp(&federation.idp.name);
@@ -238,32 +239,47 @@ async fn write_refusal_summaries(
     }
 }
 
-/// The IdP a login for `return_to` goes to, and whether the browser chose it (`?idp=`):
-/// the route's own IdP, else the one named in the query, else the only one. `None`: the
-/// browser must choose.
-fn pick_idp<'s>(
-    state: &'s SharedState,
-    headers: &HeaderMap,
-    return_to: &str,
-    asked: Option<&str>,
-) -> Result<Option<(&'s crate::federation::Federation, bool)>, Failure> {
+/// What the route of `return_to` asks of a login, as the gate finds that route (the path
+/// normalized the same way; a `return_to` that does not normalize has no route).
+#[derive(Debug, Default)]
+struct LoginFor {
+    /// The route's own IdP (`routes[N].idp`).
+    idp: Option<String>,
+    /// The route's `max_authn_age`, in seconds: the login asks the IdP for a new sign-in.
+    max_authn_age: Option<i64>,
+}
+
+/// [`LoginFor`] the route of `return_to` on the request's host.
+fn login_for(state: &SharedState, headers: &HeaderMap, return_to: &str) -> LoginFor {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(crate::routing::host_key);
-    // The route as the gate finds it: the path normalized the same way (`return_to` is a
-    // local path already; one that does not normalize has no route).
     let path = return_to.split(['?', '#']).next().unwrap_or("/");
     let routes = state.routes.load();
-    let bound = crate::paths::normalize(path).ok().and_then(|path| {
-        match routes.find(host.as_deref(), &path) {
-            crate::routing::RouteMatch::Found(route, _) => route.idp.clone(),
-            _ => None,
-        }
-    });
+    let Ok(path) = crate::paths::normalize(path) else {
+        return LoginFor::default();
+    };
+    match routes.find(host.as_deref(), &path) {
+        crate::routing::RouteMatch::Found(route, _) => LoginFor {
+            idp: route.idp.clone(),
+            max_authn_age: route.max_authn_age,
+        },
+        _ => LoginFor::default(),
+    }
+}
+
+/// The IdP a login goes to, and whether the browser chose it (`?idp=`): the route's own IdP
+/// (`bound`), else the one named in the query, else the only one. `None`: the browser must
+/// choose.
+fn pick_idp<'s>(
+    state: &'s SharedState,
+    bound: Option<&str>,
+    asked: Option<&str>,
+) -> Result<Option<(&'s crate::federation::Federation, bool)>, Failure> {
     if let Some(name) = bound {
         return state
-            .idp(&name)
+            .idp(name)
             .map(|f| Some((f, false)))
             .ok_or(Failure::bad_request("unknown_idp"));
     }
@@ -321,10 +337,14 @@ fn chooser_html(idps: &[(&str, &str)], remembered: Option<&str>, return_to: &str
     format!("<p>Sign in with:</p><ul class=\"idps\">{items}</ul>")
 }
 
+/// Sends the browser to `federation`'s IdP with a new AuthnRequest, remembering where it
+/// returns to; `max_authn_age` (a route's) asks the IdP to sign the user in again (ForceAuthn)
+/// and the ACS to check that it did.
 async fn start_login(
     state: &SharedState,
     federation: &crate::federation::Federation,
     return_to: &str,
+    max_authn_age: Option<i64>,
     mut record: Record,
 ) -> Result<Response, Failure> {
     let now = unix_now();
@@ -335,6 +355,7 @@ async fn start_login(
         request_id: request_id.clone(),
         return_to: return_to.to_string(),
         created_at: now,
+        max_authn_age,
         idp: federation.idp.name.clone(),
     };
     state
@@ -351,7 +372,7 @@ async fn start_login(
         issuer: state.config.sp.entity_id.clone(),
         acs_url: state.config.acs_url(),
         name_id_format: federation.idp.name_id_format.clone(),
-        force_authn: false,
+        force_authn: max_authn_age.is_some(),
         authn_context: federation.idp.authn_context.clone(),
     };
     let request_xml = request.to_xml();
@@ -531,7 +552,7 @@ async fn finish_login(
         store: state.store.as_ref(),
         now,
     };
-    let (assertion, return_to, federation) = match pending {
+    let (assertion, return_to, federation, max_authn_age) = match pending {
         Some(pending) => {
             record.request_id = Some(pending.request_id.clone());
             attempt.request_id = Some(pending.request_id.clone());
@@ -552,7 +573,12 @@ async fn finish_login(
                 )
                 .await
                 .map_err(Failure::from)?;
-            (assertion, pending.return_to, federation)
+            (
+                assertion,
+                pending.return_to,
+                federation,
+                pending.max_authn_age,
+            )
         }
         None if bound => return Err(Failure::bad_request("relay_state_unknown").into()),
         None => match unsolicited_idp(state, &saml_response)? {
@@ -571,7 +597,8 @@ async fn finish_login(
                     relay_state.as_deref(),
                     &federation.idp.unsolicited_relay_state,
                 );
-                (assertion, return_to, federation)
+                // The gate asks again for a recent sign-in where a route wants one.
+                (assertion, return_to, federation, None)
             }
             None if relay_state.is_none() => {
                 return Err(Failure::bad_request("relay_state_missing").into())
@@ -585,6 +612,9 @@ async fn finish_login(
         .as_deref()
         .map(|c| printable_uri(c).to_string());
     record.user = Some(assertion.name_id.value.clone());
+    if let Some(max_age) = max_authn_age {
+        check_authn_recent(&assertion, max_age, federation.idp.clock_skew, now)?;
+    }
 
     let session = new_session(state, federation, &assertion)?;
     record.user = Some(session.user.clone());
@@ -743,6 +773,7 @@ fn new_session(
         attributes: mapping.other_attributes(assertion),
         csrf_token,
         created_at: 0,
+        authn_instant: assertion.authn_instant.map(|t| t.timestamp()),
         // SessionNotOnOrAfter caps the session; the store caps it further by max_lifetime.
         expires_at: assertion
             .session_not_on_or_after
@@ -796,6 +827,48 @@ fn check_groups_overage(
         } else {
             "no groups claim while routes need groups".into()
         }),
+    })
+}
+
+/// A login started for a route with `routes[N].max_authn_age` asked the IdP to sign the user in
+/// again (ForceAuthn); its assertion's AuthnInstant must be at most `max_age` seconds old at
+/// `now`, give or take the IdP's clock skew. An IdP that answered from an older sign-in, or did
+/// not say when it signed the user in, is refused (`authn_too_old`).
+fn check_authn_recent(
+    assertion: &Assertion,
+    max_age: i64,
+    skew: std::time::Duration,
+    now: i64,
+) -> Result<(), Failure> {
+    let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
+    let age = assertion
+        .authn_instant
+        .map(|t| now.saturating_sub(t.timestamp()));
+    if age.is_some_and(|age| age <= max_age.saturating_add(skew)) {
+        return Ok(());
+    }
+    let (detail, audit_detail) = match age {
+        Some(age) => (
+            format!(
+                "This application needs a sign-in from the last {max_age} s, and the identity \
+                 provider answered with one from {age} s ago instead of asking you to sign in \
+                 again. Start again; if this goes on, the identity provider's administrator must \
+                 let it honour ForceAuthn for this application."
+            ),
+            format!("signed in {age} s ago; the route allows {max_age} s"),
+        ),
+        None => (
+            "This application needs a recent sign-in, and the identity provider did not say \
+             when it signed you in (no AuthnInstant)."
+                .to_string(),
+            "no AuthnInstant".to_string(),
+        ),
+    };
+    Err(Failure {
+        status: StatusCode::FORBIDDEN,
+        reason: "authn_too_old",
+        detail,
+        audit_detail: Some(audit_detail),
     })
 }
 
@@ -1188,6 +1261,46 @@ fn standard_status_name(uri: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_for_a_recent_sign_in_needs_a_recent_authn_instant() {
+        let now = 1_900_000_000;
+        let with = |instant: Option<i64>| Assertion {
+            id: "_a".into(),
+            issuer: "https://idp.example/".into(),
+            name_id: saml_sp::response::NameId {
+                value: "alice".into(),
+                format: None,
+                name_qualifier: None,
+                sp_name_qualifier: None,
+            },
+            session_index: None,
+            session_not_on_or_after: None,
+            authn_context: None,
+            authn_instant: instant.and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+            not_on_or_after: chrono::Utc::now(),
+            in_response_to: None,
+            attributes: Vec::new(),
+        };
+        let skew = std::time::Duration::from_secs(60);
+        let check = |instant| check_authn_recent(&with(instant), 300, skew, now);
+        assert!(check(Some(now)).is_ok());
+        assert!(check(Some(now - 300)).is_ok());
+        // The IdP's clock may be behind by the skew.
+        assert!(check(Some(now - 360)).is_ok());
+        let old = check(Some(now - 361)).unwrap_err();
+        assert_eq!(
+            (old.status, old.reason),
+            (StatusCode::FORBIDDEN, "authn_too_old")
+        );
+        assert_eq!(
+            old.audit_detail.as_deref(),
+            Some("signed in 361 s ago; the route allows 300 s")
+        );
+        let missing = check(None).unwrap_err();
+        assert_eq!(missing.reason, "authn_too_old");
+        assert_eq!(missing.audit_detail.as_deref(), Some("no AuthnInstant"));
+    }
 
     #[tokio::test]
     async fn refusals_not_audited_one_by_one_are_summarized_each_interval() {

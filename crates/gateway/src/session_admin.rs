@@ -188,6 +188,7 @@ mod tests {
             attributes: Default::default(),
             csrf_token: "csrf-secret".into(),
             created_at: 0,
+            authn_instant: None,
             expires_at: 28800,
             last_seen: 60,
         };

@@ -13,7 +13,10 @@
 //!
 //! After a reload of the routes, the watch checks the socket's route again: when it is gone,
 //! points elsewhere, or its rule no longer lets the session in, the socket closes and
-//! `access_denied` (`access_revoked`) goes to the audit log.
+//! `access_denied` (`access_revoked`) goes to the audit log. On a route with `max_authn_age`,
+//! the socket closes once the session's sign-in at the IdP is older than that
+//! (`access_denied`, `reauthentication_required`): the app's page then reloads into a new
+//! sign-in.
 //!
 //! When the store does not answer, the socket stays open for [`STORE_ERROR_GRACE`] (a Redis
 //! restart should not drop every socket), then closes: a session that cannot be checked is
@@ -47,6 +50,8 @@ pub enum Ending {
     StoreUnavailable,
     /// A reload changed the socket's route so that this session may no longer use it.
     AccessRevoked,
+    /// The route wants a more recent sign-in than the session's (`max_authn_age`).
+    ReauthenticationRequired,
 }
 
 /// The route a watched socket was authorized for.
@@ -110,6 +115,15 @@ impl SessionWatch {
         allowed
     }
 
+    /// True when the route (as configured now) wants a more recent sign-in than the session's.
+    fn sign_in_too_old(&self, now: UnixTime) -> bool {
+        let routes = self.state.routes.load();
+        routes
+            .by_name(&self.route.name)
+            .and_then(|r| r.max_authn_age)
+            .is_some_and(|max| self.session.authn_age(now) > max)
+    }
+
     /// Waits until the session ends (or cannot be checked for too long) and says why.
     pub async fn until_ended(&mut self) -> Ending {
         let mut failing_since: Option<Instant> = None;
@@ -121,6 +135,9 @@ impl SessionWatch {
                 return Ending::AccessRevoked;
             }
             let now = unix_now();
+            if self.sign_in_too_old(now) {
+                return Ending::ReauthenticationRequired;
+            }
             let store = &self.state.store;
             let looked = if self.active.swap(false, Ordering::Relaxed) {
                 store.use_session(&self.id, now).await
@@ -179,6 +196,10 @@ impl SessionWatch {
             Ending::AccessRevoked => {
                 record.route = Some(self.route.name.clone());
                 (Event::AccessDenied, "access_revoked")
+            }
+            Ending::ReauthenticationRequired => {
+                record.route = Some(self.route.name.clone());
+                (Event::AccessDenied, "reauthentication_required")
             }
             Ending::ExpiryReported(reason) => {
                 tracing::info!(

@@ -72,6 +72,7 @@ pub async fn start(state: &SharedState, session: &SessionRecord) -> Option<Respo
         request_id: request_id.clone(),
         return_to: "/saml/logged-out".into(),
         created_at: now,
+        max_authn_age: None,
         idp: federation.idp.name.clone(),
     };
     if let Err(e) = state

@@ -147,6 +147,9 @@ pub struct Assertion {
     pub session_not_on_or_after: Option<DateTime<Utc>>,
     /// The AuthnStatement's AuthnContextClassRef: how the IdP signed the user in.
     pub authn_context: Option<String>,
+    /// The AuthnStatement's AuthnInstant: when the IdP signed the user in (`None` when absent
+    /// or not a timestamp; it is only read, never a reason to refuse).
+    pub authn_instant: Option<DateTime<Utc>>,
     /// When the assertion stops being valid (the later of its NotOnOrAfter values).
     pub not_on_or_after: DateTime<Utc>,
     /// The request this assertion answers, `None` for an unsolicited one.
@@ -391,6 +394,9 @@ impl ResponseValidator {
         }
         self.check_authn_context(assertion)?;
         let authn_context = authn.and_then(class_ref);
+        let authn_instant = optional_timestamp(authn.and_then(|a| a.attr("AuthnInstant")))
+            .ok()
+            .flatten();
         let not_on_or_after =
             conditions_expiry.map_or(confirmation_expiry, |c| c.max(confirmation_expiry));
         Ok(Assertion {
@@ -400,6 +406,7 @@ impl ResponseValidator {
             session_index,
             session_not_on_or_after,
             authn_context,
+            authn_instant,
             not_on_or_after,
             in_response_to,
             attributes: read_attributes(assertion),

@@ -4,6 +4,7 @@
 
 mod common;
 
+use chrono::SecondsFormat;
 use common::*;
 use saml_sp::response::ValidationOptions;
 use saml_sp::{Assertion, ResponseValidator, ValidationError};
@@ -599,6 +600,17 @@ fn authn_context_is_read_and_any_is_accepted_when_none_is_required() {
         ..Spec::default()
     };
     assert_eq!(validate(&bare.signed()).unwrap().authn_context, None);
+}
+
+#[test]
+fn authn_instant_is_read_from_the_verified_authn_statement() {
+    let spec = Spec {
+        issue_instant: -90,
+        ..Spec::default()
+    };
+    let assertion = validate(&spec.signed()).unwrap();
+    let read = assertion.authn_instant.expect("the AuthnInstant");
+    assert_eq!(read.to_rfc3339_opts(SecondsFormat::Secs, true), at(-90));
 }
 
 #[test]

@@ -411,6 +411,7 @@ mod tests {
             attributes: Default::default(),
             csrf_token: "t".into(),
             created_at: 0,
+            authn_instant: None,
             expires_at: 0,
             last_seen: 0,
         }
@@ -489,6 +490,7 @@ mod tests {
             request_id: "_r".into(),
             return_to: "/".into(),
             created_at: 0,
+            max_authn_age: None,
             idp: "default".into(),
         };
         s.put_pending("tok", req.clone(), 10).await.unwrap();
@@ -550,6 +552,7 @@ mod tests {
             request_id: format!("_r{created_at}"),
             return_to: "/".into(),
             created_at,
+            max_authn_age: None,
             idp: "default".into(),
         }
     }

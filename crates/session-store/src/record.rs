@@ -99,6 +99,10 @@ pub struct SessionRecord {
     pub csrf_token: String,
     /// When the user logged in.
     pub created_at: UnixTime,
+    /// When the IdP signed the user in (the assertion's AuthnInstant), for routes that want a
+    /// recent sign-in; `None`: not sent (then `created_at` stands for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn_instant: Option<UnixTime>,
     /// Absolute end of the session; set by the store from the timeouts and SessionNotOnOrAfter.
     pub expires_at: UnixTime,
     /// Last time the session was used (idle timeout).
@@ -106,6 +110,12 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// How long ago, at `now`, the IdP signed the user in, in seconds (the session's age when
+    /// the IdP did not say).
+    pub fn authn_age(&self, now: UnixTime) -> i64 {
+        now.saturating_sub(self.authn_instant.unwrap_or(self.created_at))
+    }
+
     /// Stamps a new session made at `now`: its creation and last use, and its end, the earlier
     /// of `now + max_lifetime` and the `expires_at` it came with (SessionNotOnOrAfter) if set.
     pub fn start(&mut self, now: UnixTime, timeouts: &crate::SessionTimeouts) {
@@ -135,4 +145,9 @@ pub struct PendingRequest {
     /// The configured name of the IdP the request was sent to: only its response answers it.
     #[serde(default)]
     pub idp: String,
+    /// The login is for a route that wants a sign-in at most this many seconds old
+    /// (`routes[N].max_authn_age`): it asked the IdP for a new one (ForceAuthn), and the
+    /// response's AuthnInstant must be that recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_authn_age: Option<i64>,
 }

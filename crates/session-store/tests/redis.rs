@@ -91,6 +91,7 @@ fn record(name_id: &str) -> SessionRecord {
         attributes: Default::default(),
         csrf_token: "t".into(),
         created_at: 0,
+        authn_instant: None,
         expires_at: 0,
         last_seen: 0,
     }
@@ -101,6 +102,7 @@ fn pending(created_at: i64) -> PendingRequest {
         request_id: "_r".into(),
         return_to: "/".into(),
         created_at,
+        max_authn_age: None,
         idp: "default".into(),
     }
 }
