@@ -17,9 +17,9 @@
 //! also charged to its /48 (a site), which gets [`SITE_SHARE`] times the budget: a site has many
 //! hosts, but whoever holds a /48 must not get the budgets of its 65,536 /64s. A refused start is
 //! answered `429` with `Retry-After`. The first refusal of a run is audited at once; the later
-//! ones are counted per client and endpoint, and written as one summary record per client and
-//! endpoint every [`SUMMARY_EVERY`] and at shutdown ([`LoginLimiter::take_unaudited`]), so that
-//! every refusal is in the audit log while a flood costs a record a minute instead of the disk.
+//! ones are counted per client and endpoint ([`LoginLimiter::take_unaudited`]) and written as
+//! summary records every [`SUMMARY_EVERY`] and at shutdown ([`crate::refusals`]), so that every
+//! refusal is in the audit log while a flood costs a bounded number of records, not the disk.
 //!
 //! The table of clients is bounded. When it is full, clients whose budget has fully recovered
 //! are dropped (at most once a second); a new client that still finds no room is let through
@@ -68,6 +68,14 @@ impl Budgeted {
             Budgeted::Login => "/saml/login",
             Budgeted::Acs => "/saml/acs",
             Budgeted::Slo => "/saml/slo",
+        }
+    }
+
+    /// The audit event of a refusal here: `slo` for a logout message, else `login_failure`.
+    pub fn event(self) -> crate::audit::Event {
+        match self {
+            Budgeted::Slo => crate::audit::Event::Slo,
+            Budgeted::Login | Budgeted::Acs => crate::audit::Event::LoginFailure,
         }
     }
 
@@ -145,7 +153,7 @@ impl Budget {
 /// One client's refusals that wait for their summary records.
 #[derive(Debug, Clone, Copy)]
 struct Unaudited {
-    /// The address of the last one (an IPv6 client is its /64).
+    /// The address of the last one (for an IPv6 client, one address of its /64).
     ip: IpAddr,
     /// Per endpoint, in the order of [`Budgeted::ALL`].
     spans: [Span; 3],
@@ -153,7 +161,7 @@ struct Unaudited {
 
 /// How many refusals at one endpoint, and when the first and the last were, in µs since the
 /// limiter began.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Span {
     count: u64,
     first: u64,
@@ -174,7 +182,39 @@ pub struct RefusalSummary {
     pub first: SystemTime,
     /// When the last of them was refused.
     pub last: SystemTime,
+    /// The same, in the limiter's clock, for folding back into the overflow.
+    span: Span,
 }
+
+/// Refusals not summarized per client: those of clients past [`SUMMARIES_PER_PASS`] in one
+/// pass, and those whose summary could not be written. The content of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalOverflow {
+    /// How many summaries (client and endpoint) it stands for.
+    pub summaries: u64,
+    /// How many refusals.
+    pub count: u64,
+    /// When the first of them was refused.
+    pub first: SystemTime,
+    /// When the last of them was refused.
+    pub last: SystemTime,
+    span: Span,
+}
+
+/// What one pass of summaries writes: at most [`SUMMARIES_PER_PASS`] per client and endpoint,
+/// and the rest together.
+#[derive(Debug, Default)]
+pub struct Summaries {
+    /// One per client and endpoint.
+    pub each: Vec<RefusalSummary>,
+    /// The rest, when there is any.
+    pub overflow: Option<RefusalOverflow>,
+}
+
+/// Most summary records per client and endpoint written in one pass: a flood from many
+/// addresses (or the /64s of one IPv6 site) costs at most this many records a minute, and the
+/// rest one record together.
+pub const SUMMARIES_PER_PASS: usize = 1_000;
 
 /// The answer for one login start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,9 +239,9 @@ pub struct LoginLimiter {
     /// The pace of an IPv6 site's budget.
     site: Pace,
     began: Instant,
-    /// The wall clock when `began` was read, for the times of summaries.
-    began_wall: SystemTime,
     table: Mutex<Table>,
+    /// Held by a pass of summaries, so that the last pass at shutdown waits for one under way.
+    summary_pass: tokio::sync::Mutex<()>,
     /// Starts refused since start-up.
     refused: AtomicU64,
     /// Starts let through untracked because the table was full, since start-up.
@@ -214,6 +254,8 @@ struct Table {
     clients: HashMap<Client, Budget>,
     swept_at: Option<u64>,
     warned_at: Option<u64>,
+    /// Refusals whose summaries could not be written: how many summaries, and their span.
+    overflow: Option<(u64, Span)>,
 }
 
 impl LoginLimiter {
@@ -225,8 +267,8 @@ impl LoginLimiter {
             client: Pace::per_minute(u64::from(per_minute)),
             site: Pace::per_minute(u64::from(per_minute) * u64::from(SITE_SHARE)),
             began: Instant::now(),
-            began_wall: SystemTime::now(),
             table: Mutex::default(),
+            summary_pass: tokio::sync::Mutex::new(()),
             refused: AtomicU64::new(0),
             untracked: AtomicU64::new(0),
         }
@@ -252,63 +294,88 @@ impl LoginLimiter {
         self.check_at(ip, charged, self.now())
     }
 
-    /// Takes the refusals that were not audited one by one (all but the first of each run),
-    /// per client and endpoint, for their summary records.
-    pub fn take_unaudited(&self) -> Vec<RefusalSummary> {
-        let taken: Vec<Unaudited> = {
+    /// Waits for the pass of summaries under way, if any, and holds off the next one.
+    pub async fn summary_pass(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.summary_pass.lock().await
+    }
+
+    /// Takes the refusals that were not audited one by one (all but the first of each run):
+    /// a summary per client and endpoint for the first [`SUMMARIES_PER_PASS`], the rest (and
+    /// what could not be written before) as one overflow.
+    pub fn take_unaudited(&self) -> Summaries {
+        let now = self.now();
+        let (taken, mut overflow) = {
             let mut table = self.lock();
-            table
+            let taken: Vec<Unaudited> = table
                 .clients
                 .values_mut()
                 .filter_map(|b| b.unaudited.take())
                 .map(|u| *u)
-                .collect()
+                .collect();
+            (taken, table.overflow.take())
         };
-        let wall = |us: u64| self.began_wall + Duration::from_micros(us);
-        taken
-            .into_iter()
-            .flat_map(|u| {
-                Budgeted::ALL.into_iter().filter_map(move |charged| {
-                    let span = u.spans[charged.index()];
-                    (span.count > 0).then_some(RefusalSummary {
+        // Times in the limiter's clock, read as the wall clock now: a clock stepped since
+        // start-up does not shift them.
+        let wall_now = SystemTime::now();
+        let wall = |us: u64| {
+            let ago = Duration::from_micros(now.saturating_sub(us));
+            wall_now.checked_sub(ago).unwrap_or(wall_now)
+        };
+        let mut each = Vec::new();
+        for u in taken {
+            for charged in Budgeted::ALL {
+                let span = u.spans[charged.index()];
+                if span.count == 0 {
+                    continue;
+                }
+                if each.len() < SUMMARIES_PER_PASS {
+                    each.push(RefusalSummary {
                         ip: u.ip,
                         charged,
                         count: span.count,
                         first: wall(span.first),
                         last: wall(span.last),
-                    })
-                })
-            })
-            .collect()
+                        span,
+                    });
+                } else {
+                    fold(&mut overflow, 1, span);
+                }
+            }
+        }
+        let overflow = overflow.map(|(summaries, span)| RefusalOverflow {
+            summaries,
+            count: span.count,
+            first: wall(span.first),
+            last: wall(span.last),
+            span,
+        });
+        Summaries { each, overflow }
     }
 
-    /// A summary from [`LoginLimiter::take_unaudited`] could not be written: its refusals go
-    /// back to wait for the next one.
+    /// A summary from [`LoginLimiter::take_unaudited`] could not be written: its refusals join
+    /// the overflow of the next pass (a bounded count, whatever the number of clients).
     pub fn summary_failed(&self, summary: &RefusalSummary) {
-        let micros = |at: SystemTime| {
-            at.duration_since(self.began_wall)
-                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        };
-        let now = self.now();
-        let mut table = self.lock();
-        let budget = table
-            .clients
-            .entry(Client::of(summary.ip).0)
-            .or_insert_with(|| Budget::new(now));
-        let span = Span {
-            count: summary.count,
-            first: micros(summary.first),
-            last: micros(summary.last),
-        };
-        note_refusals(budget, summary.ip, summary.charged, span);
+        fold(&mut self.lock().overflow, 1, summary.span);
     }
 
-    /// The refusal of `ip` that [`Verdict::Refused`] asked to audit could not be audited: the
-    /// next refusal of its run asks again.
-    pub fn audit_failed(&self, ip: IpAddr) {
+    /// The overflow record could not be written: its refusals join the next one.
+    pub fn overflow_failed(&self, overflow: &RefusalOverflow) {
+        fold(&mut self.lock().overflow, overflow.summaries, overflow.span);
+    }
+
+    /// The refusal of `ip` at `charged` that [`Verdict::Refused`] asked to audit could not be
+    /// audited: it waits for a summary, and the next refusal of its run asks again.
+    pub fn audit_failed(&self, ip: IpAddr, charged: Budgeted) {
+        let now = self.now();
         let mut table = self.lock();
         if let Some(budget) = table.clients.get_mut(&Client::of(ip).0) {
             budget.refusal_audited = false;
+            let span = Span {
+                count: 1,
+                first: now,
+                last: now,
+            };
+            note_refusals(budget, ip, charged, span);
         }
     }
 
@@ -402,6 +469,26 @@ impl Table {
     }
 }
 
+/// Adds `summaries` summaries of the refusals `span` to `overflow`.
+fn fold(overflow: &mut Option<(u64, Span)>, summaries: u64, span: Span) {
+    *overflow = Some(match overflow.take() {
+        None => (summaries, span),
+        Some((before, into)) => (before.saturating_add(summaries), merged(into, span)),
+    });
+}
+
+/// The refusals of `a` and `b` together.
+fn merged(a: Span, b: Span) -> Span {
+    if a.count == 0 {
+        return b;
+    }
+    Span {
+        count: a.count.saturating_add(b.count),
+        first: a.first.min(b.first),
+        last: a.last.max(b.last),
+    }
+}
+
 /// Adds the refusals `span` of `ip` at `charged` to the ones waiting for a summary.
 fn note_refusals(budget: &mut Budget, ip: IpAddr, charged: Budgeted, span: Span) {
     let waiting = budget.unaudited.get_or_insert_with(|| {
@@ -412,15 +499,7 @@ fn note_refusals(budget: &mut Budget, ip: IpAddr, charged: Budgeted, span: Span)
     });
     waiting.ip = ip;
     let into = &mut waiting.spans[charged.index()];
-    *into = if into.count == 0 {
-        span
-    } else {
-        Span {
-            count: into.count.saturating_add(span.count),
-            first: into.first.min(span.first),
-            last: into.last.max(span.last),
-        }
-    };
+    *into = merged(*into, span);
 }
 
 #[cfg(test)]
@@ -619,11 +698,32 @@ mod tests {
         assert_eq!(limiter.refused_total(), 3);
         assert_eq!(limiter.untracked_total(), 0);
         // A refusal whose record could not be written is asked to be audited again.
-        limiter.audit_failed(client);
+        limiter.audit_failed(client, Budgeted::Login);
         let Verdict::Refused { audit, .. } = limiter.check_at(client, Budgeted::Login, 0) else {
             panic!("still over the budget");
         };
         assert!(audit);
+    }
+
+    /// (client, endpoint, count, first, last in ms of the limiter's clock) of each summary.
+    fn summarized(limiter: &LoginLimiter) -> Vec<(IpAddr, Budgeted, u64, u64, u64)> {
+        let taken = limiter.take_unaudited();
+        assert!(taken.overflow.is_none(), "{:?}", taken.overflow);
+        let mut rows: Vec<_> = taken
+            .each
+            .iter()
+            .map(|s| {
+                (
+                    s.ip,
+                    s.charged,
+                    s.count,
+                    s.span.first / MS,
+                    s.span.last / MS,
+                )
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.0, r.1.index()));
+        rows
     }
 
     #[test]
@@ -647,38 +747,17 @@ mod tests {
             Budgeted::Slo,
             11 * MS
         )));
-        let mut summaries = limiter.take_unaudited();
-        summaries.sort_by_key(|s| (s.ip, s.charged.index()));
-        let at = |ms: u64| limiter.began_wall + Duration::from_millis(ms);
         assert_eq!(
-            summaries,
+            summarized(&limiter),
             [
-                RefusalSummary {
-                    ip: a,
-                    charged: Budgeted::Login,
-                    count: 3,
-                    first: at(2),
-                    last: at(4),
-                },
-                RefusalSummary {
-                    ip: a,
-                    charged: Budgeted::Acs,
-                    count: 1,
-                    first: at(7),
-                    last: at(7),
-                },
+                (a, Budgeted::Login, 3, 2, 4),
+                (a, Budgeted::Acs, 1, 7, 7),
                 // One client: the /64, named by its last address.
-                RefusalSummary {
-                    ip: ip("2001:db8:1:2::9"),
-                    charged: Budgeted::Slo,
-                    count: 1,
-                    first: at(11),
-                    last: at(11),
-                },
+                (ip("2001:db8:1:2::9"), Budgeted::Slo, 1, 11, 11),
             ]
         );
         // Taken once; a new run of `a` (after a start allowed) is audited first again.
-        assert!(limiter.take_unaudited().is_empty());
+        assert!(summarized(&limiter).is_empty());
         assert_eq!(
             limiter.check_at(a, Budgeted::Login, 61_000 * MS),
             Verdict::Allowed
@@ -687,24 +766,44 @@ mod tests {
             limiter.check_at(a, Budgeted::Login, 61_000 * MS),
             Verdict::Refused { audit: true, .. }
         ));
-        assert!(limiter.take_unaudited().is_empty());
+        assert!(summarized(&limiter).is_empty());
     }
 
     #[test]
-    fn a_summary_that_could_not_be_written_waits_for_the_next_one() {
+    fn summaries_that_could_not_be_written_are_counted_together() {
+        let limiter = LoginLimiter::new(1);
+        for n in 0..3 {
+            let client = IpAddr::from(std::net::Ipv4Addr::from(n));
+            for at in 0..4 {
+                limiter.check_at(client, Budgeted::Acs, at * MS);
+            }
+        }
+        let taken = limiter.take_unaudited();
+        assert_eq!(taken.each.len(), 3);
+        taken.each.iter().for_each(|s| limiter.summary_failed(s));
+        let again = limiter.take_unaudited();
+        assert!(again.each.is_empty());
+        let overflow = again.overflow.unwrap();
+        assert_eq!((overflow.summaries, overflow.count), (3, 6));
+        assert_eq!((overflow.span.first, overflow.span.last), (2 * MS, 3 * MS));
+        // Failed again, it waits again; nothing is added per client.
+        limiter.overflow_failed(&overflow);
+        assert_eq!(limiter.take_unaudited().overflow.unwrap().count, 6);
+        assert!(limiter.lock().overflow.is_none());
+    }
+
+    #[test]
+    fn a_first_refusal_that_could_not_be_audited_waits_for_a_summary() {
         let limiter = LoginLimiter::new(1);
         let a = ip("192.0.2.1");
-        for at in 0..4 {
-            limiter.check_at(a, Budgeted::Acs, at * MS);
-        }
-        let [summary] = limiter.take_unaudited().try_into().unwrap();
-        assert_eq!(summary.count, 2);
-        limiter.summary_failed(&summary);
-        limiter.check_at(a, Budgeted::Acs, 5 * MS);
-        let [again] = limiter.take_unaudited().try_into().unwrap();
-        assert_eq!(again.count, 3);
-        assert_eq!(again.first, summary.first);
-        assert_eq!(again.last, limiter.began_wall + Duration::from_millis(5));
+        limiter.check_at(a, Budgeted::Login, 0);
+        assert!(matches!(
+            limiter.check_at(a, Budgeted::Slo, 0),
+            Verdict::Refused { audit: true, .. }
+        ));
+        limiter.audit_failed(a, Budgeted::Slo);
+        let [(_, charged, count, _, _)] = summarized(&limiter).try_into().unwrap();
+        assert_eq!((charged, count), (Budgeted::Slo, 1));
     }
 
     #[test]
@@ -715,8 +814,8 @@ mod tests {
             limiter.check_at(a, Budgeted::Login, 0);
         }
         limiter.lock().sweep(120_000 * MS);
-        let [summary] = limiter.take_unaudited().try_into().unwrap();
-        assert_eq!(summary.count, 1);
+        let [(_, _, count, _, _)] = summarized(&limiter).try_into().unwrap();
+        assert_eq!(count, 1);
         limiter.lock().sweep(240_000 * MS);
         assert!(limiter.lock().clients.is_empty());
     }

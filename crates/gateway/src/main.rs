@@ -118,6 +118,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The cryptography of rustls (the Redis connection's TLS), chosen once for the process:
+    // ring, which builds with a C compiler alone. rustls marks it deprecated for having no
+    // post-quantum key exchange, which aws-lc-rs (a CMake build of a large C library) would
+    // add to a link inside the deployment.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

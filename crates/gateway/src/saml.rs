@@ -120,7 +120,7 @@ fn note_unlisted_proxy(state: &SharedState, peer: SocketAddr, headers: &HeaderMa
 
 /// `429 Too Many Requests` when the client's address has started more logins than its budget
 /// allows (see [`crate::login_limit`]); the first refusal of a run is audited (as `slo` for a
-/// logout message, else `login_failure`), the later ones by [`audit_refusal_summaries`].
+/// logout message, else `login_failure`), the later ones in summaries ([`crate::refusals`]).
 pub(crate) async fn over_budget(
     state: &SharedState,
     peer: SocketAddr,
@@ -136,11 +136,7 @@ pub(crate) async fn over_budget(
     let reference = reference();
     if audit {
         let mut record = audit_record(peer, headers, charged.path());
-        record.event = Some(if charged == Budgeted::Slo {
-            Event::Slo
-        } else {
-            Event::LoginFailure
-        });
+        record.event = Some(charged.event());
         record.reason = Some("rate_limited".into());
         record.detail = Some(format!(
             "over {} login starts per minute from this client",
@@ -149,7 +145,7 @@ pub(crate) async fn over_budget(
         record.reference = Some(reference.clone());
         if let Err(e) = state.audit.record(record).await {
             tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
-            limiter.audit_failed(peer.ip());
+            limiter.audit_failed(peer.ip(), charged);
         }
         tracing::warn!(client = %peer.ip(), reference = %reference, "login starts over budget");
     }
@@ -169,74 +165,6 @@ pub(crate) async fn over_budget(
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     Some(response)
-}
-
-/// Writes the refusals over the login budget that were not audited one by one as one summary
-/// record per client and endpoint (`rate_limited`, with `count`); called every
-/// [`SUMMARY_EVERY`](crate::login_limit::SUMMARY_EVERY) and at shutdown. A summary that cannot
-/// be written waits for the next call.
-pub async fn audit_refusal_summaries(state: &SharedState) {
-    if let Some(limiter) = &state.login_limit {
-        write_refusal_summaries(limiter, &state.audit).await;
-    }
-}
-
-/// Writes the summaries of refusals over the login budget every
-/// [`SUMMARY_EVERY`](crate::login_limit::SUMMARY_EVERY), for as long as the gateway runs.
-pub async fn summarize_refusals(state: SharedState) {
-    if let Some(limiter) = &state.login_limit {
-        summarize_every(limiter, &state.audit, crate::login_limit::SUMMARY_EVERY).await;
-    }
-}
-
-/// [`write_refusal_summaries`] every `every`, the first one `every` from now.
-async fn summarize_every(
-    limiter: &crate::login_limit::LoginLimiter,
-    audit: &crate::audit::AuditLog,
-    every: std::time::Duration,
-) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        write_refusal_summaries(limiter, audit).await;
-    }
-}
-
-/// See [`audit_refusal_summaries`].
-async fn write_refusal_summaries(
-    limiter: &crate::login_limit::LoginLimiter,
-    audit: &crate::audit::AuditLog,
-) {
-    let time = |at: std::time::SystemTime| {
-        chrono::DateTime::<chrono::Utc>::from(at)
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
-    for summary in limiter.take_unaudited() {
-        let record = Record {
-            event: Some(if summary.charged == Budgeted::Slo {
-                Event::Slo
-            } else {
-                Event::LoginFailure
-            }),
-            reason: Some("rate_limited".into()),
-            client_ip: Some(summary.ip.to_string()),
-            path: Some(summary.charged.path().into()),
-            count: Some(summary.count),
-            detail: Some(format!(
-                "{} more refused over {} login starts per minute from this client, from {} to {}",
-                summary.count,
-                limiter.per_minute(),
-                time(summary.first),
-                time(summary.last)
-            )),
-            ..Record::default()
-        };
-        if let Err(e) = audit.record(record).await {
-            tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
-            limiter.summary_failed(&summary);
-        }
-    }
 }
 
 /// What the route of `return_to` asks of a login, as the gate finds that route (the path
@@ -1300,52 +1228,6 @@ mod tests {
         let missing = check(None).unwrap_err();
         assert_eq!(missing.reason, "authn_too_old");
         assert_eq!(missing.audit_detail.as_deref(), Some("no AuthnInstant"));
-    }
-
-    #[tokio::test]
-    async fn refusals_not_audited_one_by_one_are_summarized_each_interval() {
-        use crate::login_limit::{LoginLimiter, Verdict};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let audit = crate::audit::AuditLog::open(&path).unwrap();
-        let limiter = LoginLimiter::new(1);
-        let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
-        let refuse = |n: usize, charged| {
-            for _ in 0..n {
-                assert_ne!(limiter.check(client, charged), Verdict::Allowed);
-            }
-        };
-        let records = || -> Vec<serde_json::Value> {
-            std::fs::read_to_string(&path)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        };
-        let every = std::time::Duration::from_millis(40);
-        let run_for = std::time::Duration::from_millis(300);
-        assert_eq!(limiter.check(client, Budgeted::Login), Verdict::Allowed);
-        // The first refusal is the caller's to audit; two wait for the summary.
-        refuse(3, Budgeted::Acs);
-        let _ = tokio::time::timeout(run_for, summarize_every(&limiter, &audit, every)).await;
-        let written = records();
-        assert_eq!(written.len(), 1, "{written:?}");
-        assert_eq!(written[0]["event"], "login_failure");
-        assert_eq!(written[0]["reason"], "rate_limited");
-        assert_eq!(written[0]["path"], "/saml/acs");
-        assert_eq!(written[0]["client_ip"], "192.0.2.7");
-        assert_eq!(written[0]["count"], 2);
-        // Later refusals make a summary of their own at a later tick.
-        refuse(5, Budgeted::Slo);
-        let _ = tokio::time::timeout(run_for, summarize_every(&limiter, &audit, every)).await;
-        let written = records();
-        assert_eq!(written.len(), 2, "{written:?}");
-        assert_eq!(written[1]["event"], "slo");
-        assert_eq!(written[1]["count"], 5);
-        assert!(written[1]["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("5 more refused over 1 login starts per minute from this client, from "));
     }
 
     #[test]

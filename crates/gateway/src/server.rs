@@ -171,10 +171,16 @@ fn readable_by_others(meta: &std::fs::Metadata) -> bool {
 
 /// Warns when the TLS key is readable by other users.
 fn tls_key_warnings(tls: &crate::tls::TlsFiles) {
-    if std::fs::metadata(&tls.key_file).is_ok_and(|m| readable_by_others(&m)) {
+    key_file_warning(&tls.key_file, "the TLS key (server.tls.key_file)");
+}
+
+/// Warns when the key file at `path`, `what` (named with its setting), is readable by other
+/// users.
+fn key_file_warning(path: &std::path::Path, what: &str) {
+    if std::fs::metadata(path).is_ok_and(|m| readable_by_others(&m)) {
         tracing::warn!(
-            key_file = %tls.key_file.display(),
-            "the TLS key (server.tls.key_file) is readable by other users; chmod 600 it"
+            key_file = %path.display(),
+            "{what} is readable by other users; chmod 600 it"
         );
     }
 }
@@ -794,7 +800,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(config, keys, initial, store, audit)?);
 
     tokio::spawn(reload_on_hangup(state.clone()));
-    tokio::spawn(crate::saml::summarize_refusals(state.clone()));
+    tokio::spawn(crate::refusals::summarize(state.clone()));
     if let Some(tls) = &tls {
         tokio::spawn(reload_tls_on_hangup(tls.clone()));
     }
@@ -828,7 +834,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%listen, public_url = %state.config.public_url, "saml-gateway listening");
     serve_public(listener, state.clone(), tls, shutdown_signal()).await;
     // The refusals counted since the last summary would be lost with the process.
-    crate::saml::audit_refusal_summaries(&state).await;
+    crate::refusals::last_pass(&state).await;
     tracing::info!("saml-gateway stopped");
     Ok(())
 }
@@ -865,7 +871,12 @@ pub fn load_redis_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> 
         Some(path) => {
             let key = "sessions.redis_tls.ca_file";
             let pem = crate::tls::read(path).map_err(|m| err(key, m))?;
-            let certs = openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default();
+            let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|_| {
+                err(
+                    key,
+                    format!("not a file of PEM certificates: {}", path.display()),
+                )
+            })?;
             if certs.is_empty() {
                 return Err(err(
                     key,
@@ -882,16 +893,30 @@ pub fn load_redis_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> 
                 cert: "sessions.redis_tls.cert_file",
                 key: "sessions.redis_tls.key_file",
             };
-            crate::tls::read_pair(pair, keys, unix_now()).map_err(|e| err(e.key, e.message))?;
-            if std::fs::metadata(&pair.key_file).is_ok_and(|m| readable_by_others(&m)) {
-                tracing::warn!(
-                    key_file = %pair.key_file.display(),
-                    "the Redis client key (sessions.redis_tls.key_file) is readable by other \
-                     users; chmod 600 it"
-                );
+            let checked =
+                crate::tls::read_pair(pair, keys, unix_now()).map_err(|e| err(e.key, e.message))?;
+            key_file_warning(
+                &pair.key_file,
+                "the Redis client key (sessions.redis_tls.key_file)",
+            );
+            // What was checked is what is used, not the files read again.
+            let unusable = |key: &str, path: &std::path::Path| {
+                err(key, format!("cannot be used: {}", path.display()))
+            };
+            let mut cert = checked
+                .leaf
+                .to_pem()
+                .map_err(|_| unusable(keys.cert, &pair.cert_file))?;
+            for intermediate in &checked.intermediates {
+                let pem = intermediate
+                    .to_pem()
+                    .map_err(|_| unusable(keys.cert, &pair.cert_file))?;
+                cert.extend_from_slice(&pem);
             }
-            let cert = crate::tls::read(&pair.cert_file).map_err(|m| err(keys.cert, m))?;
-            let key = crate::tls::read(&pair.key_file).map_err(|m| err(keys.key, m))?;
+            let key = checked
+                .key
+                .private_key_to_pem_pkcs8()
+                .map_err(|_| unusable(keys.key, &pair.key_file))?;
             Some((cert, key))
         }
     };

@@ -19,9 +19,10 @@
 //! SingleLogoutService. A request that fails a check is audited and refused with a 400 page;
 //! no response is sent, since nothing in it can be trusted to say where.
 //!
-//! Every refused message is charged to the sender's login budget ([`crate::login_limit`]) before
-//! it is audited: past the budget it gets `429`, the first refusal of a run is written, and the
-//! later ones only as a summary record a minute, so a flood of junk cannot fill the audit log. A message that passes its checks is never
+//! Every refused message is charged to the sender's login budget ([`crate::login_limit`])
+//! before it is audited: past the budget it gets `429`, the first refusal of a run is written,
+//! and the later ones only in summary records ([`crate::refusals`]), so a flood of junk cannot
+//! fill the audit log. A message that passes its checks is never
 //! charged: a signed LogoutRequest must end its sessions whoever shares the sender's address.
 
 use std::net::SocketAddr;

@@ -86,7 +86,7 @@ impl Tls {
         Ok(())
     }
 
-    /// The SHA-256 fingerprint and `notAfter` (Unix seconds) of the certificate in force.
+    /// The SHA-256 fingerprint and the validity of the certificate in force.
     pub fn certificate(&self) -> (String, Option<Validity>) {
         let acceptor = self.acceptor.load();
         match acceptor.context().certificate() {

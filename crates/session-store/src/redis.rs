@@ -518,12 +518,6 @@ fn open_client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, Redis
         return redis::Client::open(info)
             .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"));
     }
-    // rustls leaves the choice of its cryptography to the program (another part of it may
-    // have made it already). ring, which builds with a C compiler alone; rustls marks it
-    // deprecated because it has no post-quantum key exchange, which aws-lc-rs (a CMake build
-    // of a large C library) would add to a link inside the deployment.
-    #[allow(deprecated)]
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = tls.cloned().unwrap_or_default();
     let certificates = redis::TlsCertificates {
         client_tls: tls
