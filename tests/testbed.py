@@ -226,20 +226,22 @@ def make_certificate(work, name):
 
 def make_ca(work, name, leaves):
     """A P-256 certificate authority `name` made by `openssl`, and for each name in `leaves` a
-    certificate for IP 127.0.0.1 that it issued, in `work`: (CA certificate path,
-    {leaf: (certificate path, key path)}), every key mode 0600."""
+    certificate that it issued, in `work`: (CA certificate path, {leaf: (certificate path,
+    key path)}), every key mode 0600. A leaf is a name (its certificate is for IP 127.0.0.1) or
+    (name, subjectAltName value), such as ("elsewhere", "DNS:redis.internal")."""
     work = Path(work)
     ca_cert, ca_key = work / f"{name}.crt", work / f"{name}.key"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     subprocess.run(["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_cert,
                     "-days", "2", "-subj", f"/CN={name}"], check=True, capture_output=True)
-    extensions = work / f"{name}.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
     issued = {}
     for leaf in leaves:
+        leaf, san = (leaf, "IP:127.0.0.1") if isinstance(leaf, str) else leaf
         cert, key, request = (work / f"{leaf}.crt", work / f"{leaf}.key", work / f"{leaf}.csr")
+        extensions = work / f"{leaf}.ext"
+        extensions.write_text(f"subjectAltName={san}\n")
         subprocess.run(["openssl", "req", *ec, "-keyout", key, "-out", request,
-                        "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+                        "-subj", f"/CN={san.split(':', 1)[1]}"], check=True, capture_output=True)
         subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", ca_cert,
                         "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-out", cert,
                         "-extfile", extensions], check=True, capture_output=True)

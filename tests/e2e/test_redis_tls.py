@@ -25,10 +25,12 @@ ACL = ["~saml-gw:*", "&saml-gw:*", "+@all", "-@dangerous"]
 @pytest.fixture(scope="module")
 def certs(bed):
     work = testbed.fresh_work(bed.work, "redis-tls-certs")
-    ca, issued = testbed.make_ca(work, "redis-ca", ["redis-server", "gateway-client"])
+    ca, issued = testbed.make_ca(work, "redis-ca", ["redis-server", "gateway-client",
+                                                     ("elsewhere", "DNS:redis.internal")])
     other_ca, _ = testbed.make_ca(work, "other-ca", [])
     return SimpleNamespace(ca=ca, server=issued["redis-server"],
-                           client=issued["gateway-client"], other_ca=other_ca)
+                           client=issued["gateway-client"], elsewhere=issued["elsewhere"],
+                           other_ca=other_ca, work=work)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,22 @@ def test_a_server_certificate_from_another_ca_stops_start_up(deployment, redis, 
     said = start_fails(deployment, "system-roots", redis.url, tls_lines(None, certs.client))
     assert "sessions.redis_url: cannot connect to Redis" in said, said
     assert "invalid peer certificate: UnknownIssuer" in said, said
+
+
+def test_a_server_certificate_for_another_name_stops_start_up(deployment, certs):
+    # From the trusted CA, but for redis.internal, while the gateway connects to 127.0.0.1.
+    tls = testbed.RedisTls(*certs.elsewhere, certs.ca)
+    server = testbed.Redis(certs.work / "elsewhere-redis", tls=tls)
+    server.ping = lambda: server.cli("--sni", "redis.internal", "--insecure", "ping"
+                                     ).stdout.strip() == "PONG"
+    server.work.mkdir(exist_ok=True)
+    server.start()
+    try:
+        said = start_fails(deployment, "other-name", server.url, tls_lines(certs.ca))
+        assert "sessions.redis_url: cannot connect to Redis at 127.0.0.1:" in said, said
+        assert 'certificate not valid for name "127.0.0.1"' in said, said
+    finally:
+        server.stop()
 
 
 def test_a_server_that_asks_for_a_client_certificate_is_refused_without_one(

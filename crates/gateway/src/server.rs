@@ -899,6 +899,15 @@ pub fn load_redis_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> 
                 &pair.key_file,
                 "the Redis client key (sessions.redis_tls.key_file)",
             );
+            let validity = crate::tls::validity(&checked.leaf);
+            if let Some(days) = validity.and_then(|v| v.warn_days_left(unix_now())) {
+                tracing::warn!(
+                    cert_file = %pair.cert_file.display(),
+                    days_left = days,
+                    "the Redis client certificate (sessions.redis_tls.cert_file) expires soon; \
+                     renew it and restart"
+                );
+            }
             // What was checked is what is used, not the files read again.
             let unusable = |key: &str, path: &std::path::Path| {
                 err(key, format!("cannot be used: {}", path.display()))

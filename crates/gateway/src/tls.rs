@@ -276,7 +276,8 @@ fn fingerprint(cert: &openssl::x509::X509Ref) -> String {
     saml_sp::metadata::certificate_fingerprint(&cert.to_der().unwrap_or_default())
 }
 
-fn validity(cert: &openssl::x509::X509Ref) -> Option<Validity> {
+/// When `cert` is valid; `None` when its times cannot be read.
+pub fn validity(cert: &openssl::x509::X509Ref) -> Option<Validity> {
     let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
     let unix = |t: &openssl::asn1::Asn1TimeRef| {
         epoch
