@@ -1798,12 +1798,16 @@ audit:
         }
         let e = error_of(&with("    max_authn_age: 1h\n    public: true\n"));
         assert_eq!(e.key, "routes[0].max_authn_age");
-        // A second way into the same app without the recent sign-in is refused.
-        let two = with("    max_authn_age: 1h\n").replace(
-            "audit:\n",
-            "  - path: /again\n    upstream: http://127.0.0.1:8501\naudit:\n",
-        );
-        assert_eq!(error_of(&two).key, "routes[1].upstream");
+        // A second way into the same app without the recent sign-in is refused, even when
+        // both routes say the app checks access itself.
+        for shared in ["", "    shared_upstream: true\n"] {
+            let two = with(&format!("    max_authn_age: 1h\n{shared}")).replace(
+                "audit:\n",
+                &format!("  - path: /again\n    upstream: http://127.0.0.1:8501\n{shared}audit:\n"),
+            );
+            let e = error_of(&two);
+            assert_eq!(e.key, "routes[1].max_authn_age", "{shared}");
+        }
     }
 
     #[test]

@@ -221,17 +221,14 @@ pub async fn guard(state: SharedState, client: &Peer, mut request: Request) -> R
             "<p>This connection was not opened by this site.</p>",
         );
     }
-    // A route that wants a recent sign-in sends an older one to sign in again, as if it had
-    // no session (the login it starts asks the IdP for a new sign-in).
-    if route
-        .max_authn_age
-        .is_some_and(|max| session.authn_age(now) > max)
-    {
-        return unauthenticated(&request);
-    }
     let identity = state.identity(&id, &session, route, routes.generation(), now);
     if !identity.allowed {
         return denied(&state, route, &id, &session, peer, request.headers(), &path).await;
+    }
+    // A route that wants a recent sign-in sends an older (or undated) one to sign in again,
+    // as if it had no session (the login it starts asks the IdP for a new sign-in).
+    if !state.signed_in_recently(route.max_authn_age, &session, now) {
+        return unauthenticated(&request);
     }
     crate::proxy::forward(
         &state,
@@ -254,12 +251,16 @@ fn not_found(text: &str) -> Response {
 /// The host the request is for, as routes compare it; `Some(None)` when it names none, `None`
 /// when an absolute-form target and the `Host` header disagree.
 fn request_host(request: &Request) -> Option<Option<Cow<'_, str>>> {
-    let from_header = request
-        .headers()
+    host_of(request.uri(), request.headers())
+}
+
+/// [`request_host`] from a request's target and headers.
+pub(crate) fn host_of<'r>(uri: &'r Uri, headers: &'r HeaderMap) -> Option<Option<Cow<'r, str>>> {
+    let from_header = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(host_key);
-    let from_target = request.uri().authority().map(|a| host_key(a.as_str()));
+    let from_target = uri.authority().map(|a| host_key(a.as_str()));
     match (from_target, from_header) {
         (Some(t), Some(h)) if t != h => None,
         (Some(t), _) => Some(Some(t)),
@@ -416,6 +417,26 @@ mod tests {
         assert!(!origin_allowed(&h, "https://dash.example.com"));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!origin_allowed(&h, "https://dash.example.com"));
+    }
+
+    #[test]
+    fn the_host_is_read_from_the_target_over_http2_or_the_host_header() {
+        let uri: Uri = "https://Dash.Example.com:8443/saml/login".parse().unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(host_of(&uri, &none), Some(Some("dash.example.com".into())));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("dash.example.com"));
+        let origin_form: Uri = "/saml/login".parse().unwrap();
+        assert_eq!(
+            host_of(&origin_form, &headers),
+            Some(Some("dash.example.com".into()))
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("other.example.com"));
+        assert_eq!(
+            host_of(&uri, &headers),
+            None,
+            "a target and a header that disagree"
+        );
     }
 
     #[test]

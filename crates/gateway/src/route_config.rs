@@ -96,11 +96,27 @@ pub fn check_routes(
         let weaker = routes.iter().find(|(o, shared)| {
             same_server(&o.upstream, &route.upstream)
                 && !(*shared && shares)
-                && (o.public != route.public
-                    || o.rule != route.rule
-                    || o.host != route.host
-                    || o.max_authn_age != route.max_authn_age)
+                && (o.public != route.public || o.rule != route.rule || o.host != route.host)
         });
+        // Nothing the app receives dates the sign-in, so `shared_upstream` (the app checks
+        // access itself) cannot vouch for a second way in without a recent one.
+        let older = routes.iter().find(|(o, _)| {
+            same_server(&o.upstream, &route.upstream)
+                && !o.public
+                && !route.public
+                && o.max_authn_age != route.max_authn_age
+        });
+        if let Some((o, _)) = older {
+            return Err(err(
+                &key("max_authn_age"),
+                &format!(
+                    "differs from that of route `{}`, which has the same upstream: the app \
+                     would be reached without the recent sign-in one of them asks for (even \
+                     with shared_upstream)",
+                    o.name
+                ),
+            ));
+        }
         if let Some((o, _)) = weaker {
             return Err(err(
                 &key("upstream"),

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use saml_sp::authn_request::{new_message_id, AuthnRequest};
 use saml_sp::bindings::redirect_url;
@@ -56,6 +56,7 @@ pub struct LoginQuery {
 pub async fn login(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
@@ -67,7 +68,7 @@ pub async fn login(
     }
     let return_to = local_path(query.return_to.as_deref().unwrap_or("/"));
     let mut record = audit_record(peer, &headers, "/saml/login");
-    let wanted = login_for(&state, &headers, &return_to);
+    let wanted = login_for(&state, &uri, &headers, &return_to);
     let (federation, chosen) = match pick_idp(&state, wanted.idp.as_deref(), query.idp.as_deref()) {
         Ok(Some(pick)) => pick,
         Ok(None) => return chooser_page(&state, &headers, &return_to),
@@ -177,12 +178,12 @@ struct LoginFor {
     max_authn_age: Option<i64>,
 }
 
-/// [`LoginFor`] the route of `return_to` on the request's host.
-fn login_for(state: &SharedState, headers: &HeaderMap, return_to: &str) -> LoginFor {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(crate::routing::host_key);
+/// [`LoginFor`] the route of `return_to` on the request's host (from its `Host` header, or
+/// its target's authority over HTTP/2, as the gate reads it).
+fn login_for(state: &SharedState, uri: &Uri, headers: &HeaderMap, return_to: &str) -> LoginFor {
+    let Some(host) = crate::gate::host_of(uri, headers) else {
+        return LoginFor::default();
+    };
     let path = return_to.split(['?', '#']).next().unwrap_or("/");
     let routes = state.routes.load();
     let Ok(path) = crate::paths::normalize(path) else {
@@ -760,8 +761,10 @@ fn check_groups_overage(
 
 /// A login started for a route with `routes[N].max_authn_age` asked the IdP to sign the user in
 /// again (ForceAuthn); its assertion's AuthnInstant must be at most `max_age` seconds old at
-/// `now`, give or take the IdP's clock skew. An IdP that answered from an older sign-in, or did
-/// not say when it signed the user in, is refused (`authn_too_old`).
+/// `now`, by the same rule as the gate's ([`session_store::signed_in_within`], with the IdP's
+/// clock skew), so that a login accepted here is never sent to sign in again at once. An IdP
+/// that answered from an older sign-in, did not say when it signed the user in, or named a
+/// time to come is refused (`authn_too_old`).
 fn check_authn_recent(
     assertion: &Assertion,
     max_age: i64,
@@ -769,14 +772,12 @@ fn check_authn_recent(
     now: i64,
 ) -> Result<(), Failure> {
     let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
-    let age = assertion
-        .authn_instant
-        .map(|t| now.saturating_sub(t.timestamp()));
-    if age.is_some_and(|age| age <= max_age.saturating_add(skew)) {
+    let instant = assertion.authn_instant.map(|t| t.timestamp());
+    if session_store::signed_in_within(instant, max_age, skew, now) {
         return Ok(());
     }
-    let (detail, audit_detail) = match age {
-        Some(age) => (
+    let (detail, audit_detail) = match instant.map(|at| now.saturating_sub(at)) {
+        Some(age) if age >= 0 => (
             format!(
                 "This application needs a sign-in from the last {max_age} s, and the identity \
                  provider answered with one from {age} s ago instead of asking you to sign in \
@@ -784,6 +785,12 @@ fn check_authn_recent(
                  let it honour ForceAuthn for this application."
             ),
             format!("signed in {age} s ago; the route allows {max_age} s"),
+        ),
+        Some(age) => (
+            "This application needs a recent sign-in, and the identity provider named a sign-in \
+             time to come."
+                .to_string(),
+            format!("signed in {} s from now", age.saturating_neg()),
         ),
         None => (
             "This application needs a recent sign-in, and the identity provider did not say \
@@ -1228,6 +1235,13 @@ mod tests {
         let missing = check(None).unwrap_err();
         assert_eq!(missing.reason, "authn_too_old");
         assert_eq!(missing.audit_detail.as_deref(), Some("no AuthnInstant"));
+        // A time to come is trusted only within the skew.
+        assert!(check(Some(now + 60)).is_ok());
+        let ahead = check(Some(now + 61)).unwrap_err();
+        assert_eq!(
+            ahead.audit_detail.as_deref(),
+            Some("signed in 61 s from now")
+        );
     }
 
     #[test]

@@ -883,7 +883,16 @@ pub fn load_redis_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> 
                     format!("holds no PEM certificate: {}", path.display()),
                 ));
             }
-            Some(pem)
+            // The certificates as checked, written again: the TLS library reads plain
+            // `CERTIFICATE` blocks only.
+            let mut checked = Vec::new();
+            for cert in &certs {
+                let pem = cert
+                    .to_pem()
+                    .map_err(|_| err(key, format!("cannot be used: {}", path.display())))?;
+                checked.extend_from_slice(&pem);
+            }
+            Some(checked)
         }
     };
     let client = match &files.client {

@@ -118,10 +118,10 @@ impl SessionWatch {
     /// True when the route (as configured now) wants a more recent sign-in than the session's.
     fn sign_in_too_old(&self, now: UnixTime) -> bool {
         let routes = self.state.routes.load();
-        routes
+        let max_age = routes
             .by_name(&self.route.name)
-            .and_then(|r| r.max_authn_age)
-            .is_some_and(|max| self.session.authn_age(now) > max)
+            .and_then(|r| r.max_authn_age);
+        !self.state.signed_in_recently(max_age, &self.session, now)
     }
 
     /// Waits until the session ends (or cannot be checked for too long) and says why.

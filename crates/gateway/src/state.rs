@@ -88,6 +88,24 @@ impl AppState {
         (found.entity_id == session.idp).then_some(found)
     }
 
+    /// Whether `session` may use a route whose `max_authn_age` is `max_age` at `now`: always
+    /// without one; else when its sign-in at the IdP is that recent, by the rule the ACS
+    /// applies ([`session_store::signed_in_within`], with that IdP's clock skew).
+    pub fn signed_in_recently(
+        &self,
+        max_age: Option<i64>,
+        session: &session_store::SessionRecord,
+        now: i64,
+    ) -> bool {
+        let Some(max_age) = max_age else {
+            return true;
+        };
+        let skew = self.session_idp(session).map_or(0, |f| {
+            i64::try_from(f.idp.clock_skew.as_secs()).unwrap_or(0)
+        });
+        session.signed_in_within(max_age, skew, now)
+    }
+
     /// The IdP a pending login or sign-out was sent to; one recorded before IdPs had names
     /// belongs to the only IdP.
     pub fn pending_idp(

@@ -604,13 +604,14 @@ fn authn_context_is_read_and_any_is_accepted_when_none_is_required() {
 
 #[test]
 fn authn_instant_is_read_from_the_verified_authn_statement() {
+    // An hour before the assertion was issued (-5 s): an IdP's single sign-on session.
     let spec = Spec {
-        issue_instant: -90,
+        authn_instant: -3600,
         ..Spec::default()
     };
     let assertion = validate(&spec.signed()).unwrap();
     let read = assertion.authn_instant.expect("the AuthnInstant");
-    assert_eq!(read.to_rfc3339_opts(SecondsFormat::Secs, true), at(-90));
+    assert_eq!(read.to_rfc3339_opts(SecondsFormat::Secs, true), at(-3600));
 }
 
 #[test]

@@ -28,7 +28,9 @@ mod redis;
 pub use crate::redis::StoredSession;
 pub use crate::redis::{RedisConnectError, RedisStore, RedisTls};
 pub use memory::{MemoryLimits, MemoryStore};
-pub use record::{groups, Groups, PendingRequest, SessionId, SessionRecord, SESSION_VERSION};
+pub use record::{
+    groups, signed_in_within, Groups, PendingRequest, SessionId, SessionRecord, SESSION_VERSION,
+};
 
 /// Unix time in seconds.
 pub type UnixTime = i64;

@@ -110,10 +110,10 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// How long ago, at `now`, the IdP signed the user in, in seconds (the session's age when
-    /// the IdP did not say).
-    pub fn authn_age(&self, now: UnixTime) -> i64 {
-        now.saturating_sub(self.authn_instant.unwrap_or(self.created_at))
+    /// Whether the IdP signed the user in at most `max_age` seconds before `now` (see
+    /// [`signed_in_within`]).
+    pub fn signed_in_within(&self, max_age: i64, skew: i64, now: UnixTime) -> bool {
+        signed_in_within(self.authn_instant, max_age, skew, now)
     }
 
     /// Stamps a new session made at `now`: its creation and last use, and its end, the earlier
@@ -128,6 +128,21 @@ impl SessionRecord {
         self.created_at = now;
         self.last_seen = now;
     }
+}
+
+/// Whether a sign-in at the IdP at `authn_instant` is at most `max_age` seconds old at `now`,
+/// the IdP's clock allowed to differ from ours by `skew` seconds either way. An unknown time
+/// (no AuthnInstant, a session from an older version) is not recent, and neither is one later
+/// than `now + skew`: a route that wants a recent sign-in never trusts one it cannot date.
+pub fn signed_in_within(
+    authn_instant: Option<UnixTime>,
+    max_age: i64,
+    skew: i64,
+    now: UnixTime,
+) -> bool {
+    authn_instant.is_some_and(|at| {
+        at <= now.saturating_add(skew) && now.saturating_sub(at) <= max_age.saturating_add(skew)
+    })
 }
 
 /// The current session record format.
@@ -150,4 +165,25 @@ pub struct PendingRequest {
     /// response's AuthnInstant must be that recent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_authn_age: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signed_in_within;
+
+    #[test]
+    fn a_sign_in_is_recent_within_the_age_and_the_skew_and_only_when_dated() {
+        let now = 1_900_000_000;
+        // 300 s allowed, the IdP's clock 60 s off either way.
+        let recent = |at| signed_in_within(at, 300, 60, now);
+        assert!(recent(Some(now)));
+        assert!(recent(Some(now - 360)));
+        assert!(!recent(Some(now - 361)));
+        assert!(recent(Some(now + 60)));
+        assert!(!recent(Some(now + 61)), "a time to come beyond the skew");
+        assert!(!recent(None), "an undated sign-in");
+        // Extreme values saturate instead of overflowing.
+        assert!(!signed_in_within(Some(i64::MIN), 300, 60, now));
+        assert!(signed_in_within(Some(i64::MIN), i64::MAX, i64::MAX, now));
+    }
 }

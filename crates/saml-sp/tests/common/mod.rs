@@ -234,6 +234,8 @@ pub struct Spec {
     pub signature: SignatureTemplate,
     /// The AuthnStatement's AuthnContextClassRef; `None` leaves its AuthnContext empty.
     pub authn_context: Option<String>,
+    /// The AuthnStatement's AuthnInstant, in seconds from now.
+    pub authn_instant: i64,
 }
 
 impl Default for Spec {
@@ -259,6 +261,7 @@ impl Default for Spec {
             sign_response: false,
             signature: SignatureTemplate::default(),
             authn_context: Some(PASSWORD_PROTECTED_TRANSPORT.into()),
+            authn_instant: -5,
         }
     }
 }
@@ -304,9 +307,10 @@ impl Spec {
             String::new()
         };
         format!(
-            r#"<saml:Assertion xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="{aid}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:Subject><saml:NameID SPNameQualifier="{sp}" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="{scd_noa}" Recipient="{recipient}"{irt}/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{nb}" NotOnOrAfter="{noa}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement AuthnInstant="{issued}" SessionNotOnOrAfter="{session_end}" SessionIndex="{session_index}"><saml:AuthnContext>{class_ref}</saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">alice@corp.example</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">analytics</saml:AttributeValue><saml:AttributeValue xsi:type="xs:string">finance</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
+            r#"<saml:Assertion xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="{aid}" Version="2.0" IssueInstant="{issued}"><saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:Subject><saml:NameID SPNameQualifier="{sp}" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="{scd_noa}" Recipient="{recipient}"{irt}/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{nb}" NotOnOrAfter="{noa}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AuthnStatement AuthnInstant="{authn_instant}" SessionNotOnOrAfter="{session_end}" SessionIndex="{session_index}"><saml:AuthnContext>{class_ref}</saml:AuthnContext></saml:AuthnStatement><saml:AttributeStatement><saml:Attribute Name="mail" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">alice@corp.example</saml:AttributeValue></saml:Attribute><saml:Attribute Name="groups" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic"><saml:AttributeValue xsi:type="xs:string">analytics</saml:AttributeValue><saml:AttributeValue xsi:type="xs:string">finance</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"#,
             aid = self.assertion_id,
             issued = at(self.issue_instant),
+            authn_instant = at(self.authn_instant),
             issuer = self.assertion_issuer,
             sp = SP_ENTITY_ID,
             name_id = self.name_id,
