@@ -118,3 +118,25 @@ def test_solicited_logins_still_work(unsolicited):
     login(client, unsolicited.url, "bob", "bob-pass")
     page = run_app(unsolicited.url, {"Cookie": cookie_header(client)})
     assert page.headers["x-auth-user"] == ["bob"]
+
+
+def test_idp_initiated_responses_are_charged_to_the_login_budget(bed):
+    # No login was started here for them, so each costs a start (and a signature check).
+    g = testbed.IdpAndGateway(
+        testbed.fresh_work(bed.work, "unsolicited-budget"), bed.streamlit.port,
+        bed.gateway.binary, "  allow_unsolicited: true\n",
+        extra="limits:\n  login_starts_per_minute: 2\n")
+    try:
+        client = new_client()
+        forms_to_post = [idp_initiated(client, g.idp, g.entity_id, "/") for _ in range(3)]
+        mark = g.audit_mark()
+        answers = [post_to_acs(new_client(), form) for form in forms_to_post]
+        assert [r.status_code for r in answers] == [303, 303, 429], [r.text for r in answers]
+        assert "rate_limited" in answers[2].text
+        records = g.audit_since(mark)
+        assert [(r["event"], r.get("reason")) for r in records] == [
+            ("login_success", None), ("login_success", None),
+            ("login_failure", "rate_limited")], records
+        assert records[2]["path"] == "/saml/acs"
+    finally:
+        g.stop()
