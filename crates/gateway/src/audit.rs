@@ -83,6 +83,9 @@ pub struct Record {
     /// How the IdP signed the user in: the assertion's AuthnContextClassRef.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authn_context: Option<String>,
+    /// When the IdP signed the user in: the assertion's AuthnInstant (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authn_instant: Option<String>,
     /// A hash of the session ID, never the ID.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,

@@ -541,6 +541,9 @@ async fn finish_login(
         .as_deref()
         .map(|c| printable_uri(c).to_string());
     record.user = Some(assertion.name_id.value.clone());
+    record.authn_instant = assertion
+        .authn_instant
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     if let Some(max_age) = max_authn_age {
         check_authn_recent(&assertion, max_age, federation.idp.clock_skew, now)?;
     }
