@@ -186,10 +186,13 @@ pub struct RefusalSummary {
     span: Span,
 }
 
-/// Refusals not summarized per client: those of clients past [`SUMMARIES_PER_PASS`] in one
-/// pass, and those whose summary could not be written. The content of one record.
+/// Refusals at one endpoint not summarized per client: those of clients past
+/// [`SUMMARIES_PER_PASS`] in one pass, and those whose summary could not be written. The
+/// content of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusalOverflow {
+    /// The endpoint that was refused.
+    pub charged: Budgeted,
     /// How many summaries (client and endpoint) it stands for.
     pub summaries: u64,
     /// How many refusals.
@@ -202,13 +205,13 @@ pub struct RefusalOverflow {
 }
 
 /// What one pass of summaries writes: at most [`SUMMARIES_PER_PASS`] per client and endpoint,
-/// and the rest together.
+/// and the rest together per endpoint.
 #[derive(Debug, Default)]
 pub struct Summaries {
     /// One per client and endpoint.
     pub each: Vec<RefusalSummary>,
-    /// The rest, when there is any.
-    pub overflow: Option<RefusalOverflow>,
+    /// The rest, one per endpoint that has any.
+    pub overflow: Vec<RefusalOverflow>,
 }
 
 /// Most summary records per client and endpoint written in one pass: a flood from many
@@ -254,8 +257,9 @@ struct Table {
     clients: HashMap<Client, Budget>,
     swept_at: Option<u64>,
     warned_at: Option<u64>,
-    /// Refusals whose summaries could not be written: how many summaries, and their span.
-    overflow: Option<(u64, Span)>,
+    /// Refusals whose summaries could not be written, per endpoint: how many summaries, and
+    /// their span.
+    overflow: [Option<(u64, Span)>; 3],
 }
 
 impl LoginLimiter {
@@ -312,7 +316,7 @@ impl LoginLimiter {
                 .filter_map(|b| b.unaudited.take())
                 .map(|u| *u)
                 .collect();
-            (taken, table.overflow.take())
+            (taken, std::mem::take(&mut table.overflow))
         };
         // Times in the limiter's clock, read as the wall clock now: a clock stepped since
         // start-up does not shift them.
@@ -338,29 +342,42 @@ impl LoginLimiter {
                         span,
                     });
                 } else {
-                    fold(&mut overflow, 1, span);
+                    fold(&mut overflow[charged.index()], 1, span);
                 }
             }
         }
-        let overflow = overflow.map(|(summaries, span)| RefusalOverflow {
-            summaries,
-            count: span.count,
-            first: wall(span.first),
-            last: wall(span.last),
-            span,
-        });
+        let overflow = Budgeted::ALL
+            .into_iter()
+            .filter_map(|charged| {
+                let (summaries, span) = overflow[charged.index()]?;
+                Some(RefusalOverflow {
+                    charged,
+                    summaries,
+                    count: span.count,
+                    first: wall(span.first),
+                    last: wall(span.last),
+                    span,
+                })
+            })
+            .collect();
         Summaries { each, overflow }
     }
 
     /// A summary from [`LoginLimiter::take_unaudited`] could not be written: its refusals join
     /// the overflow of the next pass (a bounded count, whatever the number of clients).
     pub fn summary_failed(&self, summary: &RefusalSummary) {
-        fold(&mut self.lock().overflow, 1, summary.span);
+        fold(
+            &mut self.lock().overflow[summary.charged.index()],
+            1,
+            summary.span,
+        );
     }
 
     /// The overflow record could not be written: its refusals join the next one.
     pub fn overflow_failed(&self, overflow: &RefusalOverflow) {
-        fold(&mut self.lock().overflow, overflow.summaries, overflow.span);
+        let mut table = self.lock();
+        let into = &mut table.overflow[overflow.charged.index()];
+        fold(into, overflow.summaries, overflow.span);
     }
 
     /// The refusal of `ip` at `charged` that [`Verdict::Refused`] asked to audit could not be
@@ -708,7 +725,7 @@ mod tests {
     /// (client, endpoint, count, first, last in ms of the limiter's clock) of each summary.
     fn summarized(limiter: &LoginLimiter) -> Vec<(IpAddr, Budgeted, u64, u64, u64)> {
         let taken = limiter.take_unaudited();
-        assert!(taken.overflow.is_none(), "{:?}", taken.overflow);
+        assert!(taken.overflow.is_empty(), "{:?}", taken.overflow);
         let mut rows: Vec<_> = taken
             .each
             .iter()
@@ -783,13 +800,14 @@ mod tests {
         taken.each.iter().for_each(|s| limiter.summary_failed(s));
         let again = limiter.take_unaudited();
         assert!(again.each.is_empty());
-        let overflow = again.overflow.unwrap();
+        let [overflow] = again.overflow.try_into().unwrap();
+        assert_eq!(overflow.charged, Budgeted::Acs);
         assert_eq!((overflow.summaries, overflow.count), (3, 6));
         assert_eq!((overflow.span.first, overflow.span.last), (2 * MS, 3 * MS));
         // Failed again, it waits again; nothing is added per client.
         limiter.overflow_failed(&overflow);
-        assert_eq!(limiter.take_unaudited().overflow.unwrap().count, 6);
-        assert!(limiter.lock().overflow.is_none());
+        assert_eq!(limiter.take_unaudited().overflow[0].count, 6);
+        assert_eq!(limiter.lock().overflow, [None; 3]);
     }
 
     #[test]

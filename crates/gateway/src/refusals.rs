@@ -3,8 +3,8 @@
 //! [`crate::login_limit`] audits the first refusal of a client's run before its `429` leaves and
 //! counts the later ones per client and endpoint. Every [`SUMMARY_EVERY`], [`summarize`] writes
 //! them: one `rate_limited` record per client and endpoint, with `count`, for at most
-//! [`SUMMARIES_PER_PASS`] of them, and one record for the rest together (`detail` says how many
-//! summaries it stands for). A flood therefore costs a bounded number of records a minute,
+//! [`SUMMARIES_PER_PASS`] of them, and one record per endpoint for the rest together (`detail`
+//! says how many summaries it stands for). A flood therefore costs a bounded number of records a minute,
 //! whatever the number of addresses, and every refusal is in the audit log a minute later at
 //! most. Records are handed to the audit writer together, so that they share its syncs.
 //!
@@ -93,11 +93,12 @@ async fn write_pass(limiter: &LoginLimiter, audit: &AuditLog) {
             }
         }
     }
-    if let Some(overflow) = taken.overflow {
+    for overflow in taken.overflow {
         if failed {
             limiter.overflow_failed(&overflow);
         } else if let Err(e) = audit.record(overflow_record(&overflow, per_minute)).await {
             tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
+            failed = true;
             limiter.overflow_failed(&overflow);
         }
     }
@@ -127,11 +128,12 @@ fn summary_record(summary: &RefusalSummary, per_minute: u32) -> Record {
     }
 }
 
-/// The record of the refusals not summarized per client.
+/// The record of the refusals at one endpoint not summarized per client.
 fn overflow_record(overflow: &RefusalOverflow, per_minute: u32) -> Record {
     Record {
-        event: Some(crate::audit::Event::LoginFailure),
+        event: Some(overflow.charged.event()),
         reason: Some("rate_limited".into()),
+        path: Some(overflow.charged.path().into()),
         count: Some(overflow.count),
         detail: Some(format!(
             "{} more refused over {per_minute} login starts per minute, from {} summaries of \
@@ -254,6 +256,33 @@ mod tests {
         assert_eq!(written.len(), 1, "{written:?}");
         assert_eq!(written[0]["count"], 3);
         assert!(written[0].get("client_ip").is_none());
+        assert_eq!(written[0]["path"], "/saml/login");
+    }
+
+    #[tokio::test]
+    async fn a_failing_audit_log_loses_no_refusal() {
+        // /dev/full takes the file open and refuses every write (ENOSPC), as a full disk does.
+        let full = AuditLog::open(std::path::Path::new("/dev/full")).unwrap();
+        let limiter = LoginLimiter::new(1);
+        for n in 0..3u32 {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + n));
+            for _ in 0..4 {
+                limiter.check(ip, Budgeted::Slo);
+            }
+        }
+        last_pass_of(&limiter, &full).await;
+        // Once the disk takes writes again, the refusals are written, together.
+        let (_dir, path, audit) = audit_log();
+        last_pass_of(&limiter, &audit).await;
+        let written = records(&path);
+        assert_eq!(written.len(), 1, "{written:?}");
+        assert_eq!(written[0]["event"], "slo");
+        assert_eq!(written[0]["path"], "/saml/slo");
+        assert_eq!(written[0]["count"], 6);
+        assert!(written[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("from 3 summaries"));
     }
 
     async fn last_pass_of(limiter: &LoginLimiter, audit: &AuditLog) {
