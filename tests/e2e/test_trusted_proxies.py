@@ -85,3 +85,27 @@ def test_without_trusted_proxies_the_header_is_ignored(bed):
     login(client, bed.url, "alice", "alice-pass")
     page = run_app(bed.url, {"Cookie": cookie_header(client), "X-Forwarded-For": "203.0.113.7"})
     assert page.headers["x-forwarded-for"] == ["127.0.0.1"], page.headers
+
+
+def test_proxies_that_write_forwarded_are_read_by_it(bed):
+    # Envoy or HAProxy's `option forwarded` name the client in the RFC 7239 header instead.
+    extra = "server:\n  trusted_proxies: [127.0.0.1]\n  forwarded_header: forwarded\n"
+    g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, "forwarded-header"),
+                              bed.streamlit.port, bed.gateway.binary, extra=extra)
+    try:
+        mark = g.audit_mark()
+        for headers in ({"Forwarded": 'for=198.51.100.66, for="[2001:db8::7]:4711";proto=https'},
+                        # Only the configured header is read: this one is the client's word.
+                        {"X-Forwarded-For": "203.0.113.9"}):
+            r = new_client().get(g.url + "/saml/login?return_to=/", allow_redirects=False,
+                                 headers=headers)
+            assert r.status_code == 303, r.text
+        assert [r["client_ip"] for r in g.audit_since(mark)] == ["2001:db8::7", "127.0.0.1"]
+        client = new_client()
+        login(client, g.url, "alice", "alice-pass")
+        page = run_app(g.url, {"Cookie": cookie_header(client),
+                               "Forwarded": "for=203.0.113.7"})
+        assert page.headers["x-forwarded-for"] == ["203.0.113.7"], page.headers
+        assert "forwarded" not in page.headers, page.headers
+    finally:
+        g.stop()

@@ -87,6 +87,7 @@ struct RawServer {
     hsts_max_age: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    forwarded_header: Option<String>,
     #[serde(default)]
     proxy_protocol: bool,
     tls: Option<RawTls>,
@@ -895,6 +896,28 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ));
     }
     let trusted_proxies = crate::forwarded::TrustedProxies::new(trusted_proxies);
+    let trusted_proxies = match raw.server.forwarded_header.as_deref() {
+        None => trusted_proxies,
+        Some(_) if trusted_proxies.is_empty() => {
+            return Err(err(
+                "server.forwarded_header",
+                "applies only with server.trusted_proxies (the proxies that write it)",
+            ))
+        }
+        Some(name) => {
+            let header = match name.to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => crate::forwarded::ForwardedHeader::XForwardedFor,
+                "forwarded" => crate::forwarded::ForwardedHeader::Forwarded,
+                _ => {
+                    return Err(err(
+                        "server.forwarded_header",
+                        "must be x-forwarded-for or forwarded",
+                    ))
+                }
+            };
+            trusted_proxies.with_header(header)
+        }
+    };
     if raw.server.proxy_protocol && trusted_proxies.is_empty() {
         return Err(err(
             "server.proxy_protocol",
@@ -1560,6 +1583,23 @@ audit:
         std::fs::write(&path, config).unwrap();
         let result = Config::load(&path);
         (dir, result)
+    }
+
+    #[test]
+    fn the_forwarded_header_is_named_with_trusted_proxies() {
+        let with = |lines: &str| format!("{GOOD}server:\n{lines}");
+        let (_dir, c) = load(&with(
+            "  trusted_proxies: [10.0.0.0/8]\n  forwarded_header: Forwarded\n",
+        ));
+        let expected = crate::forwarded::TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()])
+            .with_header(crate::forwarded::ForwardedHeader::Forwarded);
+        assert_eq!(c.unwrap().trusted_proxies, expected);
+        let e = error_of(&with("  forwarded_header: forwarded\n"));
+        assert_eq!(e.key, "server.forwarded_header");
+        let e = error_of(&with(
+            "  trusted_proxies: [10.0.0.0/8]\n  forwarded_header: x-real-ip\n",
+        ));
+        assert_eq!(e.key, "server.forwarded_header");
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! absent. Entries are split on the raw bytes, so a byte that is not text spoils only the entry
 //! it is in: a client cannot make the proxy's own entry unreadable by writing junk before it.
 //!
+//! Proxies that write the standard `Forwarded` header (RFC 7239) instead (Envoy, HAProxy's
+//! `option forwarded`) are read the same way with `server.forwarded_header: forwarded`: the
+//! `for=` parameter of each element, from the right; an obfuscated or `unknown` node ends the
+//! walk like a malformed entry. Only the configured header is read.
+//!
 //! The address found is what the audit log's `client_ip`, the login budget and the
 //! `X-Forwarded-For` sent to the apps use. The check runs per connection (is the peer a
 //! trusted proxy?) and, only then, per request.
@@ -23,9 +28,22 @@ use ipnet::IpNet;
 /// Most `X-Forwarded-For` entries looked at, from the right.
 const MAX_HOPS: usize = 32;
 
-/// The proxies whose `X-Forwarded-For` is believed.
+/// The proxies whose `X-Forwarded-For` (or `Forwarded`) is believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    blocks: Vec<IpNet>,
+    header: ForwardedHeader,
+}
+
+/// The header the trusted proxies name the client in (`server.forwarded_header`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1, ...` (RFC 7239).
+    Forwarded,
+}
 
 /// An entry of `server.trusted_proxies` that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,33 +83,45 @@ impl TrustedProxies {
         Ok(net)
     }
 
-    /// The proxies in `blocks`.
+    /// The proxies in `blocks`, naming the client in `X-Forwarded-For`.
     pub fn new(blocks: Vec<IpNet>) -> TrustedProxies {
-        TrustedProxies(blocks)
+        TrustedProxies {
+            blocks,
+            header: ForwardedHeader::XForwardedFor,
+        }
+    }
+
+    /// The same proxies, naming the client in `header`.
+    pub fn with_header(self, header: ForwardedHeader) -> TrustedProxies {
+        TrustedProxies { header, ..self }
     }
 
     /// No proxy is trusted: the client is always the TCP peer.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.blocks.is_empty()
     }
 
     /// Whether `ip` is a trusted proxy's address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.blocks.iter().any(|net| net.contains(&ip))
     }
 
     /// The client of a request that came from `peer` (a trusted proxy) with `headers`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = peer.to_canonical();
+        let (name, read): (&str, fn(&str) -> Option<IpAddr>) = match self.header {
+            ForwardedHeader::XForwardedFor => ("x-forwarded-for", hop_address),
+            ForwardedHeader::Forwarded => ("forwarded", forwarded_for),
+        };
         let entries = headers
-            .get_all("x-forwarded-for")
+            .get_all(name)
             .iter()
             .rev()
             .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
             .take(MAX_HOPS);
         for entry in entries {
-            let Some(hop) = std::str::from_utf8(entry).ok().and_then(hop_address) else {
+            let Some(hop) = std::str::from_utf8(entry).ok().and_then(read) else {
                 break;
             };
             client = hop.to_canonical();
@@ -100,6 +130,31 @@ impl TrustedProxies {
             }
         }
         client
+    }
+}
+
+/// The node of one `Forwarded` element's `for=` parameter (`for=192.0.2.7`,
+/// `for="[2001:db8::7]:4711"`); `None` for an element without one, or whose node is not an
+/// address (`unknown`, an obfuscated `_name`).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let node = element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then_some(value.trim())
+    })?;
+    let node = node
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(node);
+    // `[v6]` or `[v6]:port`; an IPv4 address with or without `:port`.
+    match node.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').and_then(|(v6, port)| {
+            (port.is_empty() || port.starts_with(':'))
+                .then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+                .flatten()
+        }),
+        None => hop_address(node).filter(IpAddr::is_ipv4),
     }
 }
 
@@ -223,5 +278,48 @@ mod tests {
         assert!(p.contains("2001:db8::1".parse().unwrap()));
         assert!(!p.contains("2001:db8::2".parse().unwrap()));
         assert!(!p.contains("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn forwarded_elements_are_read_by_their_for_parameter() {
+        let p = proxies(&["10.0.0.0/8"]).with_header(ForwardedHeader::Forwarded);
+        let client = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("forwarded", value.parse().unwrap());
+            }
+            // An X-Forwarded-For is not read when the proxies write Forwarded.
+            headers.append("x-forwarded-for", "198.51.100.99".parse().unwrap());
+            p.client("10.0.0.2".parse().unwrap(), &headers).to_string()
+        };
+        assert_eq!(client(&["for=203.0.113.7"]), "203.0.113.7");
+        assert_eq!(
+            client(&["for=198.51.100.66, for=203.0.113.7;proto=https;by=10.0.0.2"]),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client(&["For=\"[2001:db8:cafe::17]:4711\", for=10.1.1.1:80"]),
+            "2001:db8:cafe::17"
+        );
+        assert_eq!(
+            client(&["for=198.51.100.66", "proto=https;for=203.0.113.7"]),
+            "203.0.113.7"
+        );
+        // Nodes that name no address end the walk at the last trusted hop.
+        assert_eq!(client(&["for=203.0.113.7, for=unknown"]), "10.0.0.2");
+        assert_eq!(
+            client(&["for=203.0.113.7, for=_hidden, for=10.1.1.1"]),
+            "10.1.1.1"
+        );
+        assert_eq!(client(&["proto=https"]), "10.0.0.2");
+        // IPv6 must be bracketed; a bare one is not an RFC 7239 node.
+        assert_eq!(client(&["for=2001:db8::7"]), "10.0.0.2");
+        assert_eq!(client(&["for=\"[2001:db8::7]junk\""]), "10.0.0.2");
+        // A client's unterminated quote does not reach the proxy's own element.
+        assert_eq!(
+            client(&["for=\"198.51.100.66, for=203.0.113.7"]),
+            "203.0.113.7"
+        );
+        assert_eq!(client(&[]), "10.0.0.2");
     }
 }
