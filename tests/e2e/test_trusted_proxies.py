@@ -73,7 +73,8 @@ def test_without_trusted_proxies_the_header_is_ignored(bed):
     # The operator is told that a proxy may be missing from the list, once per run.
     def hints():
         return bed.gateway.log_path.read_text().count(
-            "a login start came with X-Forwarded-For from a peer that server.trusted_proxies "
+            "a login start came with X-Forwarded-For or Forwarded from a peer that "
+            "server.trusted_proxies "
             "does not list")
     seen = hints()
     assert seen >= 1
@@ -88,7 +89,7 @@ def test_without_trusted_proxies_the_header_is_ignored(bed):
 
 
 def test_proxies_that_write_forwarded_are_read_by_it(bed):
-    # Envoy or HAProxy's `option forwarded` name the client in the RFC 7239 header instead.
+    # HAProxy's `option forwarded` names the client in the RFC 7239 header instead.
     extra = "server:\n  trusted_proxies: [127.0.0.1]\n  forwarded_header: forwarded\n"
     g = testbed.IdpAndGateway(testbed.fresh_work(bed.work, "forwarded-header"),
                               bed.streamlit.port, bed.gateway.binary, extra=extra)

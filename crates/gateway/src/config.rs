@@ -459,7 +459,8 @@ pub struct Config {
     /// request body received, nothing written to it, no request waiting for its answer unless
     /// the gateway waits for its body) before it is closed (`client_timeout`).
     pub client_timeout: Duration,
-    /// The proxies whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    /// The proxies whose `X-Forwarded-For` (or `Forwarded`) names the client
+    /// (`server.trusted_proxies`, `server.forwarded_header`).
     pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// Every connection to `listen` begins with a PROXY protocol header
     /// (`server.proxy_protocol`, see [`crate::proxy_protocol`]).

@@ -11,10 +11,12 @@
 //! absent. Entries are split on the raw bytes, so a byte that is not text spoils only the entry
 //! it is in: a client cannot make the proxy's own entry unreadable by writing junk before it.
 //!
-//! Proxies that write the standard `Forwarded` header (RFC 7239) instead (Envoy, HAProxy's
+//! Proxies that write the standard `Forwarded` header (RFC 7239) instead (HAProxy's
 //! `option forwarded`) are read the same way with `server.forwarded_header: forwarded`: the
-//! `for=` parameter of each element, from the right; an obfuscated or `unknown` node ends the
-//! walk like a malformed entry. Only the configured header is read.
+//! `for=` parameter of each element, from the right, split outside quoted strings only (a
+//! proxy's element may quote request data, such as the Host); a malformed element, or an
+//! obfuscated or `unknown` node, ends the walk like a malformed entry. Only the configured
+//! header is read.
 //!
 //! The address found is what the audit log's `client_ip`, the login budget and the
 //! `X-Forwarded-For` sent to the apps use. The check runs per connection (is the peer a
@@ -25,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// Most `X-Forwarded-For` entries looked at, from the right.
+/// Most `X-Forwarded-For` entries (or `Forwarded` elements) looked at, from the right.
 const MAX_HOPS: usize = 32;
 
 /// The proxies whose `X-Forwarded-For` (or `Forwarded`) is believed.
@@ -109,19 +111,34 @@ impl TrustedProxies {
 
     /// The client of a request that came from `peer` (a trusted proxy) with `headers`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        match self.header {
+            ForwardedHeader::XForwardedFor => {
+                let entries = headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .rev()
+                    .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
+                    .map(|entry| std::str::from_utf8(entry).ok().and_then(hop_address));
+                self.walk(peer, entries)
+            }
+            ForwardedHeader::Forwarded => {
+                let elements = headers
+                    .get_all("forwarded")
+                    .iter()
+                    .rev()
+                    .flat_map(|value| forwarded_nodes(value.as_bytes()));
+                self.walk(peer, elements)
+            }
+        }
+    }
+
+    /// Walks `hops` (last first; `None` for one that names no address) past the trusted
+    /// proxies, from `peer`: the first other address is the client, and a hop that names none
+    /// leaves the last trusted one as the client.
+    fn walk(&self, peer: IpAddr, hops: impl Iterator<Item = Option<IpAddr>>) -> IpAddr {
         let mut client = peer.to_canonical();
-        let (name, read): (&str, fn(&str) -> Option<IpAddr>) = match self.header {
-            ForwardedHeader::XForwardedFor => ("x-forwarded-for", hop_address),
-            ForwardedHeader::Forwarded => ("forwarded", forwarded_for),
-        };
-        let entries = headers
-            .get_all(name)
-            .iter()
-            .rev()
-            .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
-            .take(MAX_HOPS);
-        for entry in entries {
-            let Some(hop) = std::str::from_utf8(entry).ok().and_then(read) else {
+        for hop in hops.take(MAX_HOPS) {
+            let Some(hop) = hop else {
                 break;
             };
             client = hop.to_canonical();
@@ -133,28 +150,122 @@ impl TrustedProxies {
     }
 }
 
-/// The node of one `Forwarded` element's `for=` parameter (`for=192.0.2.7`,
-/// `for="[2001:db8::7]:4711"`); `None` for an element without one, or whose node is not an
-/// address (`unknown`, an obfuscated `_name`).
-fn forwarded_for(element: &str) -> Option<IpAddr> {
-    let node = element.split(';').find_map(|pair| {
+/// The `for=` nodes of one `Forwarded` line's elements, last first (RFC 7239): an address, or
+/// `None` for an element that names none and ends the walk. Elements and pairs are split only
+/// outside quoted strings, so that text a proxy quotes into its own element (a `host=` taken
+/// from the request) cannot pose as another element or pair; an element with a backslash or a
+/// quote left open, with no `for=` or with two, or whose node is `unknown`, obfuscated or not
+/// an address, is `None`. Only the last elements matter, so the scan stops at the first `None`.
+fn forwarded_nodes(line: &[u8]) -> Vec<Option<IpAddr>> {
+    let mut nodes = Vec::new();
+    let mut end = line.len();
+    let mut quoted = false;
+    for at in (0..line.len()).rev() {
+        match line[at] {
+            // A quoted-pair read backwards cannot be told from a closing quote: the element
+            // it is in (the rest of the line, below) is refused.
+            b'\\' => break,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                let node = element_node(&line[at + 1..end]);
+                nodes.push(node);
+                if node.is_none() {
+                    return nodes;
+                }
+                end = at;
+            }
+            _ => {}
+        }
+    }
+    let rest = &line[..end];
+    nodes.push(if quoted || rest.contains(&b'\\') {
+        None
+    } else {
+        element_node(rest)
+    });
+    nodes
+}
+
+/// The node of the one `for=` pair of a `Forwarded` element (quotes balanced, no backslash).
+fn element_node(element: &[u8]) -> Option<IpAddr> {
+    let element = std::str::from_utf8(element).ok()?;
+    let mut node = None;
+    let mut quoted = false;
+    let mut start = 0;
+    let mut pairs = Vec::new();
+    for (at, c) in element.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                pairs.push(&element[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    pairs.push(&element[start..]);
+    for pair in pairs {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
         let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then_some(value.trim())
-    })?;
-    let node = node
-        .strip_prefix('"')
-        .and_then(|n| n.strip_suffix('"'))
-        .unwrap_or(node);
-    // `[v6]` or `[v6]:port`; an IPv4 address with or without `:port`.
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if !token(name) {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("for") {
+            if node.is_some() {
+                return None;
+            }
+            node = Some(value);
+        }
+    }
+    let node = node?;
+    let node = match node.strip_prefix('"') {
+        Some(inner) => inner.strip_suffix('"')?,
+        None => node,
+    };
+    node_address(node)
+}
+
+/// The address of a `Forwarded` node: IPv4, or `[IPv6]`, with an optional port (digits, or an
+/// obfuscated `_name`). `unknown` and obfuscated names are not addresses.
+fn node_address(node: &str) -> Option<IpAddr> {
+    let port_ok = |port: Option<&str>| match port {
+        None => true,
+        Some(p) => match p.strip_prefix('_') {
+            Some(name) => {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            }
+            None => (1..=5).contains(&p.len()) && p.parse::<u16>().is_ok_and(|n| n > 0),
+        },
+    };
     match node.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').and_then(|(v6, port)| {
-            (port.is_empty() || port.starts_with(':'))
-                .then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
-                .flatten()
-        }),
-        None => hop_address(node).filter(IpAddr::is_ipv4),
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            port_ok(port).then_some(())?;
+            v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        }
+        None => {
+            let (v4, port) = match node.split_once(':') {
+                Some((v4, port)) => (v4, Some(port)),
+                None => (node, None),
+            };
+            port_ok(port).then_some(())?;
+            v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+        }
     }
 }
 
@@ -181,9 +292,14 @@ mod tests {
     }
 
     fn client(p: &TrustedProxies, forwarded: &[&str]) -> String {
+        client_by(p, "x-forwarded-for", forwarded)
+    }
+
+    /// The client `p` finds from 10.0.0.2 in the lines `values` of the header `name`.
+    fn client_by(p: &TrustedProxies, name: &'static str, values: &[&str]) -> String {
         let mut headers = HeaderMap::new();
-        for value in forwarded {
-            headers.append("x-forwarded-for", value.parse().unwrap());
+        for value in values {
+            headers.append(name, value.parse().unwrap());
         }
         p.client("10.0.0.2".parse().unwrap(), &headers).to_string()
     }
@@ -321,5 +437,56 @@ mod tests {
             "203.0.113.7"
         );
         assert_eq!(client(&[]), "10.0.0.2");
+    }
+
+    /// The client named by `Forwarded` lines `values`, from 10.0.0.2, behind 10.0.0.0/8.
+    fn forwarded_client(values: &[&str]) -> String {
+        let p = proxies(&["10.0.0.0/8"]).with_header(ForwardedHeader::Forwarded);
+        client_by(&p, "forwarded", values)
+    }
+
+    #[test]
+    fn forwarded_ports_are_digits_or_obfuscated() {
+        let client = |value: &str| forwarded_client(&[value]);
+        assert_eq!(client("for=\"203.0.113.7:_p1\""), "203.0.113.7");
+        assert_eq!(client("for=\"[2001:db8::7]:_p1\""), "2001:db8::7");
+        assert_eq!(client("for=\"[2001:db8::7]:99999\""), "10.0.0.2");
+        assert_eq!(client("for=\"203.0.113.7:0\""), "10.0.0.2");
+        assert_eq!(client("for=\"[fe80::1%eth0]\""), "10.0.0.2", "a zone");
+    }
+
+    #[test]
+    fn text_a_proxy_quotes_into_its_element_cannot_pose_as_an_element_or_a_pair() {
+        let client = |value: &str| forwarded_client(&[value]);
+        // A Host of `x,for=198.51.100.1;a=`, quoted by the proxy after its `for=`...
+        assert_eq!(
+            client("for=203.0.113.7;host=\"x,for=198.51.100.1;a=\""),
+            "203.0.113.7"
+        );
+        // ... or before it.
+        assert_eq!(
+            client("proto=https;host=\"a;for=198.51.100.1;b=\";for=203.0.113.7"),
+            "203.0.113.7"
+        );
+        // Two `for` in one element (a proxy that adds its own with `;`): refused.
+        assert_eq!(client("for=198.51.100.1;for=203.0.113.7"), "10.0.0.2");
+        // A backslash (a quoted-pair), a quote left open, a name that is not a token.
+        assert_eq!(client("for=203.0.113.7;host=\"a\\\"b\""), "10.0.0.2");
+        assert_eq!(client("for=203.0.113.7;host=\"open"), "10.0.0.2");
+        assert_eq!(client("for=203.0.113.7;ho st=x"), "10.0.0.2");
+        // Junk in the client's own elements stays there.
+        assert_eq!(
+            client("for=\"\\, for=203.0.113.7, for=10.1.1.1"),
+            "203.0.113.7"
+        );
+    }
+
+    #[test]
+    fn with_the_default_header_forwarded_is_not_read() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        headers.append("forwarded", "for=198.51.100.1".parse().unwrap());
+        let client = p.client("10.0.0.2".parse().unwrap(), &headers);
+        assert_eq!(client.to_string(), "10.0.0.2");
     }
 }

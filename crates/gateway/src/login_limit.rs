@@ -305,7 +305,7 @@ impl LoginLimiter {
 
     /// Takes the refusals that were not audited one by one (all but the first of each run):
     /// a summary per client and endpoint for the first [`SUMMARIES_PER_PASS`], the rest (and
-    /// what could not be written before) as one overflow.
+    /// what could not be written before) as one overflow per endpoint.
     pub fn take_unaudited(&self) -> Summaries {
         let now = self.now();
         let (taken, mut overflow) = {

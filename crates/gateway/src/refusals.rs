@@ -259,6 +259,7 @@ mod tests {
         assert_eq!(written[0]["path"], "/saml/login");
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_failing_audit_log_loses_no_refusal() {
         // /dev/full takes the file open and refuses every write (ENOSPC), as a full disk does.

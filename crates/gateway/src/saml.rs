@@ -100,19 +100,20 @@ pub async fn login(
 static UNLISTED_PROXY_WARNED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// Warns, once per run, of a login start that carries `X-Forwarded-For` while
+/// Warns, once per run, of a login start that carries `X-Forwarded-For` or `Forwarded` while
 /// `server.trusted_proxies` is empty: most likely a load balancer nobody listed, behind which
 /// every user is audited under its address and shares one login budget. (A client may send the
 /// header itself, which is why this is a hint, not an error.)
 fn note_unlisted_proxy(state: &SharedState, peer: SocketAddr, headers: &HeaderMap) {
     if state.config.trusted_proxies.is_empty()
-        && headers.contains_key("x-forwarded-for")
+        && (headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded"))
         && !UNLISTED_PROXY_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
     {
         tracing::warn!(
             peer = %peer.ip(),
-            "a login start came with X-Forwarded-For from a peer that server.trusted_proxies does \
-             not list (the list is empty); if the peer is a load balancer or TLS terminator, \
+            "a login start came with X-Forwarded-For or Forwarded from a peer that \
+             server.trusted_proxies does not list (the list is empty); if the peer is a load \
+             balancer or TLS terminator, \
              list it: until then every client behind it is audited under its address and shares \
              its login budget (warned once per run)"
         );
