@@ -237,6 +237,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_rest_is_counted_per_endpoint() {
+        let (_dir, path, audit) = audit_log();
+        let limiter = LoginLimiter::new(1);
+        let clients = SUMMARIES_PER_PASS;
+        for n in 0..clients {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + n as u32));
+            limiter.check(ip, Budgeted::Login);
+            // Audited at once, then one waiting at each endpoint: two summaries per client.
+            limiter.check(ip, Budgeted::Login);
+            limiter.check(ip, Budgeted::Login);
+            limiter.check(ip, Budgeted::Acs);
+        }
+        last_pass_of(&limiter, &audit).await;
+        let written = records(&path);
+        let (each, rest): (Vec<_>, Vec<_>) =
+            written.iter().partition(|r| r.get("client_ip").is_some());
+        assert_eq!(each.len(), SUMMARIES_PER_PASS);
+        assert!((1..=2).contains(&rest.len()), "{rest:?}");
+        for r in &rest {
+            assert!(
+                ["/saml/login", "/saml/acs"].contains(&r["path"].as_str().unwrap()),
+                "{r}"
+            );
+        }
+        let total: u64 = written.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 2 * clients as u64);
+    }
+
+    #[tokio::test]
     async fn what_cannot_be_written_waits_for_the_next_pass() {
         let (_dir, path, audit) = audit_log();
         let limiter = LoginLimiter::new(1);
