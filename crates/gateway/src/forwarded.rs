@@ -13,10 +13,12 @@
 //!
 //! Proxies that write the standard `Forwarded` header (RFC 7239) instead (HAProxy's
 //! `option forwarded`) are read the same way with `server.forwarded_header: forwarded`: the
-//! `for=` parameter of each element, from the right, split outside quoted strings only (a
-//! proxy's element may quote request data, such as the Host); a malformed element, or an
-//! obfuscated or `unknown` node, ends the walk like a malformed entry. Only the configured
-//! header is read.
+//! `for=` parameter of each element, from the right, split outside quoted strings only, with
+//! their escapes (a proxy's element may quote and escape request data, such as the Host); a
+//! malformed element, or an obfuscated or `unknown` node, ends the walk like a malformed
+//! entry. Only the configured header is read. A proxy that copies request data into its
+//! element unescaped lets the client write an element of its own, which no reader can tell
+//! from a real hop: the configuration reference says which proxies are safe.
 //!
 //! The address found is what the audit log's `client_ip`, the login budget and the
 //! `X-Forwarded-For` sent to the apps use. The check runs per connection (is the peer a
@@ -151,21 +153,46 @@ impl TrustedProxies {
 }
 
 /// The `for=` nodes of one `Forwarded` line's elements, last first (RFC 7239): an address, or
-/// `None` for an element that names none and ends the walk. Elements and pairs are split only
-/// outside quoted strings, so that text a proxy quotes into its own element (a `host=` taken
-/// from the request) cannot pose as another element or pair; an element with a backslash or a
-/// quote left open, with no `for=` or with two, or whose node is `unknown`, obfuscated or not
-/// an address, is `None`. Only the last elements matter, so the scan stops at the first `None`.
+/// `None` for an element that names none and ends the walk. Elements are split only outside
+/// quoted strings, reading quoted-pairs (`\"`, `\\`) as RFC 7239 writes them, so that text a
+/// proxy quotes and escapes into its own element (a `host=` taken from the request) cannot
+/// pose as another element; a malformed element (a quote left open, a backslash outside
+/// quotes), one with no `for=` or two, or whose node is `unknown`, obfuscated or not an
+/// address, is `None`. The scan stops at the first `None`, or after [`MAX_HOPS`] elements.
 fn forwarded_nodes(line: &[u8]) -> Vec<Option<IpAddr>> {
     let mut nodes = Vec::new();
     let mut end = line.len();
     let mut quoted = false;
-    for at in (0..line.len()).rev() {
+    let mut at = line.len();
+    // How many backslashes stand right before `line[at]`.
+    let backslashes_before =
+        |at: usize| line[..at].iter().rev().take_while(|b| **b == b'\\').count();
+    while at > 0 && nodes.len() < MAX_HOPS {
+        at -= 1;
         match line[at] {
-            // A quoted-pair read backwards cannot be told from a closing quote: the element
-            // it is in (the rest of the line, below) is refused.
-            b'\\' => break,
-            b'"' => quoted = !quoted,
+            b'"' => {
+                let run = backslashes_before(at);
+                match (quoted, run % 2 == 1) {
+                    // An escaped quote inside the string: its escapes are part of it.
+                    (true, true) => at -= run,
+                    // The string's opening quote.
+                    (true, false) if run == 0 => quoted = false,
+                    // The string's closing quote; escaped backslashes may end the string.
+                    (false, false) => {
+                        quoted = true;
+                        at -= run;
+                    }
+                    // A backslash outside quotes, or an escaped quote outside a string.
+                    _ => {
+                        nodes.push(None);
+                        return nodes;
+                    }
+                }
+            }
+            b'\\' if !quoted => {
+                nodes.push(None);
+                return nodes;
+            }
             b',' if !quoted => {
                 let node = element_node(&line[at + 1..end]);
                 nodes.push(node);
@@ -177,26 +204,35 @@ fn forwarded_nodes(line: &[u8]) -> Vec<Option<IpAddr>> {
             _ => {}
         }
     }
-    let rest = &line[..end];
-    nodes.push(if quoted || rest.contains(&b'\\') {
-        None
-    } else {
-        element_node(rest)
-    });
+    if nodes.len() < MAX_HOPS {
+        nodes.push(if quoted {
+            None
+        } else {
+            element_node(&line[..end])
+        });
+    }
     nodes
 }
 
-/// The node of the one `for=` pair of a `Forwarded` element (quotes balanced, no backslash).
+/// Space and horizontal tab, the only whitespace HTTP allows between parts of a header.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// The node of the one `for=` pair of a `Forwarded` element whose quoted strings are well
+/// formed (checked by [`forwarded_nodes`]).
 fn element_node(element: &[u8]) -> Option<IpAddr> {
-    let element = std::str::from_utf8(element).ok()?;
-    let mut node = None;
-    let mut quoted = false;
-    let mut start = 0;
     let mut pairs = Vec::new();
-    for (at, c) in element.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ';' if !quoted => {
+    let (mut quoted, mut escaped, mut start) = (false, false, 0);
+    for (at, b) in element.iter().enumerate() {
+        match (quoted, escaped, *b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (_, false, b'"') => quoted = !quoted,
+            (false, _, b';') => {
                 pairs.push(&element[start..at]);
                 start = at + 1;
             }
@@ -204,21 +240,23 @@ fn element_node(element: &[u8]) -> Option<IpAddr> {
         }
     }
     pairs.push(&element[start..]);
+    let token = |t: &[u8]| {
+        !t.is_empty()
+            && t.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+    };
+    let mut node = None;
     for pair in pairs {
-        let pair = pair.trim();
+        let pair = trim_ows(pair);
         if pair.is_empty() {
             continue;
         }
-        let (name, value) = pair.split_once('=')?;
-        let token = |t: &str| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        };
+        let split = pair.iter().position(|b| *b == b'=')?;
+        let (name, value) = (&pair[..split], &pair[split + 1..]);
         if !token(name) {
             return None;
         }
-        if name.eq_ignore_ascii_case("for") {
+        if name.eq_ignore_ascii_case(b"for") {
             if node.is_some() {
                 return None;
             }
@@ -226,11 +264,12 @@ fn element_node(element: &[u8]) -> Option<IpAddr> {
         }
     }
     let node = node?;
-    let node = match node.strip_prefix('"') {
-        Some(inner) => inner.strip_suffix('"')?,
+    let node = match node.strip_prefix(b"\"") {
+        Some(inner) => inner.strip_suffix(b"\"")?,
         None => node,
     };
-    node_address(node)
+    // An address needs no escape: a node with one is not an address.
+    node_address(std::str::from_utf8(node).ok()?)
 }
 
 /// The address of a `Forwarded` node: IPv4, or `[IPv6]`, with an optional port (digits, or an
@@ -245,7 +284,11 @@ fn node_address(node: &str) -> Option<IpAddr> {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             }
-            None => (1..=5).contains(&p.len()) && p.parse::<u16>().is_ok_and(|n| n > 0),
+            None => {
+                (1..=5).contains(&p.len())
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u16>().is_ok_and(|n| n > 0)
+            }
         },
     };
     match node.strip_prefix('[') {
@@ -456,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn text_a_proxy_quotes_into_its_element_cannot_pose_as_an_element_or_a_pair() {
+    fn text_a_proxy_quotes_and_escapes_into_its_element_cannot_pose_as_an_element_or_a_pair() {
         let client = |value: &str| forwarded_client(&[value]);
         // A Host of `x,for=198.51.100.1;a=`, quoted by the proxy after its `for=`...
         assert_eq!(
@@ -470,10 +513,24 @@ mod tests {
         );
         // Two `for` in one element (a proxy that adds its own with `;`): refused.
         assert_eq!(client("for=198.51.100.1;for=203.0.113.7"), "10.0.0.2");
-        // A backslash (a quoted-pair), a quote left open, a name that is not a token.
-        assert_eq!(client("for=203.0.113.7;host=\"a\\\"b\""), "10.0.0.2");
+        // Quoted-pairs, as a proxy escapes a Host: read as part of the string.
+        assert_eq!(client("for=203.0.113.7;host=\"a\\\"b\""), "203.0.113.7");
+        assert_eq!(
+            client("for=203.0.113.7;host=\"a\\\",for=198.51.100.1;b=\\\\\""),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client("host=\"x\\\"\\\\,for=198.51.100.1\";for=203.0.113.7"),
+            "203.0.113.7"
+        );
+        // A backslash outside quotes, a quote left open, a name that is not a token, a port
+        // that is not digits.
+        assert_eq!(client("for=203.0.113.7;host=a\\b"), "10.0.0.2");
         assert_eq!(client("for=203.0.113.7;host=\"open"), "10.0.0.2");
         assert_eq!(client("for=203.0.113.7;ho st=x"), "10.0.0.2");
+        assert_eq!(client("for=\"203.0.113.7:+1\""), "10.0.0.2");
+        // Only space and tab are whitespace.
+        assert_eq!(client("\u{a0}for=203.0.113.7"), "10.0.0.2");
         // Junk in the client's own elements stays there.
         assert_eq!(
             client("for=\"\\, for=203.0.113.7, for=10.1.1.1"),
