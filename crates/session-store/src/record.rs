@@ -100,7 +100,8 @@ pub struct SessionRecord {
     /// When the user logged in.
     pub created_at: UnixTime,
     /// When the IdP signed the user in (the assertion's AuthnInstant), for routes that want a
-    /// recent sign-in; `None`: not sent (then `created_at` stands for it).
+    /// recent sign-in; `None`: not sent, or a record from an older version (such a sign-in
+    /// never counts as recent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authn_instant: Option<UnixTime>,
     /// Absolute end of the session; set by the store from the timeouts and SessionNotOnOrAfter.
