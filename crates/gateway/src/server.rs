@@ -77,7 +77,7 @@ pub fn warnings(config: &Config, initial: &[crate::federation::Initial]) {
         );
     }
     if let Some(tls) = &config.tls {
-        tls_key_warnings(tls);
+        key_file_warning(&tls.key_file, "the TLS key (server.tls.key_file)");
     }
     if let Some(trace) = &config.trace {
         tracing::warn!(
@@ -167,11 +167,6 @@ fn identity_key_warnings(config: &Config, token: &crate::identity_token::Identit
 fn readable_by_others(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o077 != 0
-}
-
-/// Warns when the TLS key is readable by other users.
-fn tls_key_warnings(tls: &crate::tls::TlsFiles) {
-    key_file_warning(&tls.key_file, "the TLS key (server.tls.key_file)");
 }
 
 /// Warns when the key file at `path`, `what` (named with its setting), is readable by other

@@ -241,15 +241,10 @@ fn settings(files: &TlsFiles, now: i64) -> Result<SslAcceptorBuilder, TlsError> 
     for intermediate in pair.intermediates {
         builder.add_extra_chain_cert(intermediate).map_err(usable)?;
     }
+    // `read_pair` checked that the key is the certificate's.
     builder.set_private_key(&pair.key).map_err(|_| {
         key_err(format!(
             "cannot use the private key: {}",
-            files.key_file.display()
-        ))
-    })?;
-    builder.check_private_key().map_err(|_| {
-        key_err(format!(
-            "is not the key of the certificate in server.tls.cert_file: {}",
             files.key_file.display()
         ))
     })?;
@@ -278,16 +273,10 @@ fn fingerprint(cert: &openssl::x509::X509Ref) -> String {
 
 /// When `cert` is valid; `None` when its times cannot be read.
 pub fn validity(cert: &openssl::x509::X509Ref) -> Option<Validity> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let unix = |t: &openssl::asn1::Asn1TimeRef| {
-        epoch
-            .diff(t)
-            .ok()
-            .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
-    };
+    use saml_sp::metadata::unix_time;
     Some(Validity {
-        not_before: unix(cert.not_before())?,
-        not_after: unix(cert.not_after())?,
+        not_before: unix_time(cert.not_before())?,
+        not_after: unix_time(cert.not_after())?,
     })
 }
 

@@ -299,9 +299,13 @@ pub fn parse_xs_duration(text: &str) -> Option<std::time::Duration> {
 
 /// When the certificate (DER) stops being valid, as Unix seconds.
 pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
-    let cert = X509::from_der(der).ok()?;
+    unix_time(X509::from_der(der).ok()?.not_after())
+}
+
+/// An ASN.1 time (a certificate's `notBefore` or `notAfter`) in Unix seconds.
+pub fn unix_time(time: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
     let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let diff = epoch.diff(cert.not_after()).ok()?;
+    let diff = epoch.diff(time).ok()?;
     Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
