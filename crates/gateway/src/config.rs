@@ -373,7 +373,7 @@ pub struct SessionConfig {
     /// How long start-up keeps trying to reach Redis; zero: give up at the first failure.
     pub redis_connect_retry: Duration,
     /// The files of a `rediss://` connection beyond the system's roots (`sessions.redis_tls`);
-    /// read when the store is opened ([`crate::server::load_redis_tls`]).
+    /// read when the store is opened ([`crate::redis_tls::load`]).
     pub redis_tls: Option<RedisTlsFiles>,
 }
 

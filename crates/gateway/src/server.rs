@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use session_store::{
-    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, RedisTls, SessionTimeouts, Store,
+    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, SessionTimeouts, Store,
 };
 
 use crate::audit::AuditLog;
@@ -77,7 +77,7 @@ pub fn warnings(config: &Config, initial: &[crate::federation::Initial]) {
         );
     }
     if let Some(tls) = &config.tls {
-        key_file_warning(&tls.key_file, "the TLS key (server.tls.key_file)");
+        crate::tls::key_file_warning(&tls.key_file, "the TLS key (server.tls.key_file)");
     }
     if let Some(trace) = &config.trace {
         tracing::warn!(
@@ -147,7 +147,7 @@ fn identity_key_warnings(config: &Config, token: &crate::identity_token::Identit
     let files = std::iter::once(&token.key_file).chain(token.next_key_file.as_ref());
     for file in files {
         match std::fs::metadata(file) {
-            Ok(meta) if readable_by_others(&meta) => tracing::warn!(
+            Ok(meta) if crate::tls::readable_by_others(&meta) => tracing::warn!(
                 key_file = %file.display(),
                 "the identity-token key is readable by other users; chmod 600 it"
             ),
@@ -160,23 +160,6 @@ fn identity_key_warnings(config: &Config, token: &crate::identity_token::Identit
             ),
             Err(_) => {}
         }
-    }
-}
-
-/// Whether a key file's mode lets its group or others read it.
-fn readable_by_others(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o077 != 0
-}
-
-/// Warns when the key file at `path`, `what` (named with its setting), is readable by other
-/// users.
-fn key_file_warning(path: &std::path::Path, what: &str) {
-    if std::fs::metadata(path).is_ok_and(|m| readable_by_others(&m)) {
-        tracing::warn!(
-            key_file = %path.display(),
-            "{what} is readable by other users; chmod 600 it"
-        );
     }
 }
 
@@ -848,99 +831,6 @@ const FIRST_CONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// Longest pause between two attempts to reach Redis at start-up.
 const MAX_CONNECT_PAUSE: Duration = Duration::from_secs(5);
 
-/// Reads and checks the files of `sessions.redis_tls` (for `serve`, the session commands and
-/// `check-config`): the CA file holds PEM certificates, the client certificate is valid now
-/// and the key is its key. `None`: no such settings (plain `redis://`, or `rediss://` with the
-/// system's roots). Errors name the file, the setting and the path, never the key.
-pub fn load_redis_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
-    let Some(files) = &config.sessions.redis_tls else {
-        return Ok(None);
-    };
-    let err = |key: &str, message: String| ConfigError {
-        file: config.file.clone(),
-        key: key.to_string(),
-        message,
-    };
-    let ca_pem = match &files.ca_file {
-        None => None,
-        Some(path) => {
-            let key = "sessions.redis_tls.ca_file";
-            let pem = crate::tls::read(path).map_err(|m| err(key, m))?;
-            let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|_| {
-                err(
-                    key,
-                    format!("not a file of PEM certificates: {}", path.display()),
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(err(
-                    key,
-                    format!("holds no PEM certificate: {}", path.display()),
-                ));
-            }
-            // The certificates as checked, written again: the TLS library reads plain
-            // `CERTIFICATE` blocks only.
-            let mut checked = Vec::new();
-            for cert in &certs {
-                let pem = cert
-                    .to_pem()
-                    .map_err(|_| err(key, format!("cannot be used: {}", path.display())))?;
-                checked.extend_from_slice(&pem);
-            }
-            Some(checked)
-        }
-    };
-    let client = match &files.client {
-        None => None,
-        Some(pair) => {
-            let keys = crate::tls::PairKeys {
-                cert: "sessions.redis_tls.cert_file",
-                key: "sessions.redis_tls.key_file",
-            };
-            let checked =
-                crate::tls::read_pair(pair, keys, unix_now()).map_err(|e| err(e.key, e.message))?;
-            key_file_warning(
-                &pair.key_file,
-                "the Redis client key (sessions.redis_tls.key_file)",
-            );
-            let validity = crate::tls::validity(&checked.leaf);
-            if let Some(days) = validity.and_then(|v| v.warn_days_left(unix_now())) {
-                tracing::warn!(
-                    cert_file = %pair.cert_file.display(),
-                    days_left = days,
-                    "the Redis client certificate (sessions.redis_tls.cert_file) expires soon; \
-                     renew it and restart"
-                );
-            }
-            // What was checked is what is used, not the files read again.
-            let unusable = |key: &str, path: &std::path::Path| {
-                err(key, format!("cannot be used: {}", path.display()))
-            };
-            let mut cert = checked
-                .leaf
-                .to_pem()
-                .map_err(|_| unusable(keys.cert, &pair.cert_file))?;
-            for intermediate in &checked.intermediates {
-                let pem = intermediate
-                    .to_pem()
-                    .map_err(|_| unusable(keys.cert, &pair.cert_file))?;
-                cert.extend_from_slice(&pem);
-            }
-            let key = checked
-                .key
-                .private_key_to_pem_pkcs8()
-                .map_err(|_| unusable(keys.key, &pair.key_file))?;
-            Some((cert, key))
-        }
-    };
-    let tls = RedisTls { ca_pem, client };
-    if let StoreKind::Redis { url, .. } = &config.sessions.store {
-        RedisStore::check_url(url, Some(&tls))
-            .map_err(|e| err("sessions.redis_tls", e.to_string()))?;
-    }
-    Ok(Some(tls))
-}
-
 /// Connects to the configured Redis, trying again until `retry` has passed when it does not
 /// answer. Errors name the file and `sessions.redis_url`, never the password.
 pub async fn connect_redis(
@@ -948,7 +838,7 @@ pub async fn connect_redis(
     url: &str,
     retry: Duration,
 ) -> Result<RedisStore, ConfigError> {
-    let tls = load_redis_tls(config)?;
+    let tls = crate::redis_tls::load(config)?;
     let give_up = tokio::time::Instant::now() + retry;
     let mut pause = FIRST_CONNECT_PAUSE;
     let mut attempts = 1u32;

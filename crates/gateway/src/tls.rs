@@ -262,6 +262,34 @@ fn select_alpn<'a>(_: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnEr
     openssl::ssl::select_next_proto(ALPN, offered).ok_or(AlpnError::NOACK)
 }
 
+/// Whether a key file's mode lets its group or others read it.
+pub fn readable_by_others(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o077 != 0
+}
+
+/// Warns when the key file at `path`, `what` (named with its setting), is readable by other
+/// users.
+pub fn key_file_warning(path: &std::path::Path, what: &str) {
+    if std::fs::metadata(path).is_ok_and(|m| readable_by_others(&m)) {
+        tracing::warn!(
+            key_file = %path.display(),
+            "{what} is readable by other users; chmod 600 it"
+        );
+    }
+}
+
+/// `certs` written as PEM `CERTIFICATE` blocks, one after the other.
+pub fn to_pem<'c>(
+    certs: impl IntoIterator<Item = &'c openssl::x509::X509Ref>,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let mut pem = Vec::new();
+    for cert in certs {
+        pem.extend_from_slice(&cert.to_pem()?);
+    }
+    Ok(pem)
+}
+
 /// The bytes of `path`; the error names the path.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
