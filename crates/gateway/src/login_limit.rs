@@ -526,6 +526,13 @@ mod tests {
     /// A millisecond in the limiter's clock.
     const MS: u64 = 1_000;
 
+    impl LoginLimiter {
+        /// A start at `/saml/login` by `ip` at `at` µs.
+        fn login_at(&self, ip: IpAddr, at: u64) -> Verdict {
+            self.check_at(ip, Budgeted::Login, at)
+        }
+    }
+
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
     }
@@ -539,13 +546,10 @@ mod tests {
         let limiter = LoginLimiter::new(6); // one per 10 s, six at once
         let client = ip("192.0.2.1");
         for _ in 0..6 {
-            assert_eq!(
-                limiter.check_at(client, Budgeted::Login, 0),
-                Verdict::Allowed
-            );
+            assert_eq!(limiter.login_at(client, 0), Verdict::Allowed);
         }
         assert_eq!(
-            limiter.check_at(client, Budgeted::Login, 0),
+            limiter.login_at(client, 0),
             Verdict::Refused {
                 retry_after: Duration::from_secs(10),
                 audit: true
@@ -553,30 +557,19 @@ mod tests {
         );
         // Later refusals of the same run are not audited again.
         assert_eq!(
-            limiter.check_at(client, Budgeted::Login, 4_000 * MS),
+            limiter.login_at(client, 4_000 * MS),
             Verdict::Refused {
                 retry_after: Duration::from_secs(6),
                 audit: false
             }
         );
-        assert_eq!(
-            limiter.check_at(client, Budgeted::Login, 10_000 * MS),
-            Verdict::Allowed
-        );
-        assert!(refused(limiter.check_at(
-            client,
-            Budgeted::Login,
-            10_000 * MS
-        )));
+        assert_eq!(limiter.login_at(client, 10_000 * MS), Verdict::Allowed);
+        assert!(refused(limiter.login_at(client, 10_000 * MS)));
         // A minute of quiet makes the budget whole again.
         for _ in 0..6 {
-            assert_eq!(
-                limiter.check_at(client, Budgeted::Login, 80_000 * MS),
-                Verdict::Allowed
-            );
+            assert_eq!(limiter.login_at(client, 80_000 * MS), Verdict::Allowed);
         }
-        let Verdict::Refused { audit, .. } = limiter.check_at(client, Budgeted::Login, 80_000 * MS)
-        else {
+        let Verdict::Refused { audit, .. } = limiter.login_at(client, 80_000 * MS) else {
             panic!("the seventh start of a burst is refused");
         };
         assert!(audit, "a new run's first refusal is audited");
@@ -585,46 +578,19 @@ mod tests {
     #[test]
     fn clients_have_budgets_of_their_own() {
         let limiter = LoginLimiter::new(1);
-        assert_eq!(
-            limiter.check_at(ip("192.0.2.1"), Budgeted::Login, 0),
-            Verdict::Allowed
-        );
-        assert!(refused(limiter.check_at(
-            ip("192.0.2.1"),
-            Budgeted::Login,
-            0
-        )));
-        assert_eq!(
-            limiter.check_at(ip("192.0.2.2"), Budgeted::Login, 0),
-            Verdict::Allowed
-        );
+        assert_eq!(limiter.login_at(ip("192.0.2.1"), 0), Verdict::Allowed);
+        assert!(refused(limiter.login_at(ip("192.0.2.1"), 0)));
+        assert_eq!(limiter.login_at(ip("192.0.2.2"), 0), Verdict::Allowed);
     }
 
     #[test]
     fn an_ipv6_host_is_its_64_and_mapped_ipv4_is_ipv4() {
         let limiter = LoginLimiter::new(1);
-        assert_eq!(
-            limiter.check_at(ip("2001:db8:1:2::1"), Budgeted::Login, 0),
-            Verdict::Allowed
-        );
-        assert!(refused(limiter.check_at(
-            ip("2001:db8:1:2:ffff::9"),
-            Budgeted::Login,
-            0
-        )));
-        assert_eq!(
-            limiter.check_at(ip("2001:db8:1:3::1"), Budgeted::Login, 0),
-            Verdict::Allowed
-        );
-        assert_eq!(
-            limiter.check_at(ip("198.51.100.7"), Budgeted::Login, 0),
-            Verdict::Allowed
-        );
-        assert!(refused(limiter.check_at(
-            ip("::ffff:198.51.100.7"),
-            Budgeted::Login,
-            0
-        )));
+        assert_eq!(limiter.login_at(ip("2001:db8:1:2::1"), 0), Verdict::Allowed);
+        assert!(refused(limiter.login_at(ip("2001:db8:1:2:ffff::9"), 0)));
+        assert_eq!(limiter.login_at(ip("2001:db8:1:3::1"), 0), Verdict::Allowed);
+        assert_eq!(limiter.login_at(ip("198.51.100.7"), 0), Verdict::Allowed);
+        assert!(refused(limiter.login_at(ip("::ffff:198.51.100.7"), 0)));
     }
 
     #[test]
@@ -633,7 +599,7 @@ mod tests {
         let host = |n: u32| ip(&format!("2001:db8:7:{n:x}::1"));
         for n in 0..SITE_SHARE {
             assert_eq!(
-                limiter.check_at(host(n), Budgeted::Login, 0),
+                limiter.login_at(host(n), 0),
                 Verdict::Allowed,
                 "/64 number {n}"
             );
@@ -641,7 +607,7 @@ mod tests {
         // The site's budget is spent: a /64 of it that never started a login is refused, and
         // audited as its own run.
         assert_eq!(
-            limiter.check_at(host(SITE_SHARE), Budgeted::Login, 0),
+            limiter.login_at(host(SITE_SHARE), 0),
             Verdict::Refused {
                 retry_after: Duration::from_micros(60_000_000 / u64::from(SITE_SHARE)),
                 audit: true
@@ -649,15 +615,9 @@ mod tests {
         );
         // Nothing was charged for the refusal: after one site interval, it goes through.
         let later = 60_000_000 / u64::from(SITE_SHARE);
-        assert_eq!(
-            limiter.check_at(host(SITE_SHARE), Budgeted::Login, later),
-            Verdict::Allowed
-        );
+        assert_eq!(limiter.login_at(host(SITE_SHARE), later), Verdict::Allowed);
         // Another site is not affected.
-        assert_eq!(
-            limiter.check_at(ip("2001:db8:8::1"), Budgeted::Login, 0),
-            Verdict::Allowed
-        );
+        assert_eq!(limiter.login_at(ip("2001:db8:8::1"), 0), Verdict::Allowed);
     }
 
     #[test]
@@ -665,38 +625,18 @@ mod tests {
         let limiter = LoginLimiter::new(1);
         for n in 0..MAX_CLIENTS as u32 {
             let client = IpAddr::from(std::net::Ipv4Addr::from(n));
-            assert_eq!(
-                limiter.check_at(client, Budgeted::Login, 0),
-                Verdict::Allowed
-            );
+            assert_eq!(limiter.login_at(client, 0), Verdict::Allowed);
         }
         // Full, nobody recovered yet: a newcomer goes through untracked, every time.
         let newcomer = ip("203.0.113.9");
-        assert_eq!(
-            limiter.check_at(newcomer, Budgeted::Login, MS),
-            Verdict::Allowed
-        );
-        assert_eq!(
-            limiter.check_at(newcomer, Budgeted::Login, 2 * MS),
-            Verdict::Allowed
-        );
+        assert_eq!(limiter.login_at(newcomer, MS), Verdict::Allowed);
+        assert_eq!(limiter.login_at(newcomer, 2 * MS), Verdict::Allowed);
         assert_eq!(limiter.untracked_total(), 2);
         // Tracked clients keep their budget.
-        assert!(refused(limiter.check_at(
-            ip("0.0.0.5"),
-            Budgeted::Login,
-            3 * MS
-        )));
+        assert!(refused(limiter.login_at(ip("0.0.0.5"), 3 * MS)));
         // Once the others have recovered (and a second has passed), room is made.
-        assert_eq!(
-            limiter.check_at(newcomer, Budgeted::Login, 60_001 * MS),
-            Verdict::Allowed
-        );
-        assert!(refused(limiter.check_at(
-            newcomer,
-            Budgeted::Login,
-            60_001 * MS
-        )));
+        assert_eq!(limiter.login_at(newcomer, 60_001 * MS), Verdict::Allowed);
+        assert!(refused(limiter.login_at(newcomer, 60_001 * MS)));
         let table = limiter.table.lock().unwrap();
         assert!(table.clients.len() < 10, "{}", table.clients.len());
     }
@@ -705,18 +645,15 @@ mod tests {
     fn refusals_and_untracked_starts_are_counted() {
         let limiter = LoginLimiter::new(1);
         let client = ip("192.0.2.1");
-        assert_eq!(
-            limiter.check_at(client, Budgeted::Login, 0),
-            Verdict::Allowed
-        );
+        assert_eq!(limiter.login_at(client, 0), Verdict::Allowed);
         for _ in 0..3 {
-            assert!(refused(limiter.check_at(client, Budgeted::Login, 0)));
+            assert!(refused(limiter.login_at(client, 0)));
         }
         assert_eq!(limiter.refused_total(), 3);
         assert_eq!(limiter.untracked_total(), 0);
         // A refusal whose record could not be written is asked to be audited again.
         limiter.audit_failed(client, Budgeted::Login);
-        let Verdict::Refused { audit, .. } = limiter.check_at(client, Budgeted::Login, 0) else {
+        let Verdict::Refused { audit, .. } = limiter.login_at(client, 0) else {
             panic!("still over the budget");
         };
         assert!(audit);
@@ -747,15 +684,15 @@ mod tests {
     fn refusals_after_the_first_of_a_run_are_summarized_per_client_and_endpoint() {
         let limiter = LoginLimiter::new(1);
         let (a, b) = (ip("192.0.2.1"), ip("2001:db8:1:2::1"));
-        assert_eq!(limiter.check_at(a, Budgeted::Login, 0), Verdict::Allowed);
-        assert_eq!(limiter.check_at(b, Budgeted::Login, 0), Verdict::Allowed);
+        assert_eq!(limiter.login_at(a, 0), Verdict::Allowed);
+        assert_eq!(limiter.login_at(b, 0), Verdict::Allowed);
         // The first refusal is the caller's to audit; the later ones wait for a summary.
         assert!(matches!(
-            limiter.check_at(a, Budgeted::Login, MS),
+            limiter.login_at(a, MS),
             Verdict::Refused { audit: true, .. }
         ));
         for at in 2..5 {
-            assert!(refused(limiter.check_at(a, Budgeted::Login, at * MS)));
+            assert!(refused(limiter.login_at(a, at * MS)));
         }
         assert!(refused(limiter.check_at(a, Budgeted::Acs, 7 * MS)));
         assert!(refused(limiter.check_at(b, Budgeted::Slo, 9 * MS)));
@@ -775,12 +712,9 @@ mod tests {
         );
         // Taken once; a new run of `a` (after a start allowed) is audited first again.
         assert!(summarized(&limiter).is_empty());
-        assert_eq!(
-            limiter.check_at(a, Budgeted::Login, 61_000 * MS),
-            Verdict::Allowed
-        );
+        assert_eq!(limiter.login_at(a, 61_000 * MS), Verdict::Allowed);
         assert!(matches!(
-            limiter.check_at(a, Budgeted::Login, 61_000 * MS),
+            limiter.login_at(a, 61_000 * MS),
             Verdict::Refused { audit: true, .. }
         ));
         assert!(summarized(&limiter).is_empty());
@@ -814,7 +748,7 @@ mod tests {
     fn a_first_refusal_that_could_not_be_audited_waits_for_a_summary() {
         let limiter = LoginLimiter::new(1);
         let a = ip("192.0.2.1");
-        limiter.check_at(a, Budgeted::Login, 0);
+        limiter.login_at(a, 0);
         assert!(matches!(
             limiter.check_at(a, Budgeted::Slo, 0),
             Verdict::Refused { audit: true, .. }
@@ -829,7 +763,7 @@ mod tests {
         let limiter = LoginLimiter::new(1);
         let a = ip("192.0.2.1");
         for _ in 0..3 {
-            limiter.check_at(a, Budgeted::Login, 0);
+            limiter.login_at(a, 0);
         }
         limiter.lock().sweep(120_000 * MS);
         let [(_, _, count, _, _)] = summarized(&limiter).try_into().unwrap();
@@ -844,20 +778,11 @@ mod tests {
         let limiter = LoginLimiter::new(40_000);
         let client = ip("192.0.2.1");
         for _ in 0..40_000 {
-            assert_eq!(
-                limiter.check_at(client, Budgeted::Login, 0),
-                Verdict::Allowed
-            );
+            assert_eq!(limiter.login_at(client, 0), Verdict::Allowed);
         }
-        assert!(refused(limiter.check_at(client, Budgeted::Login, MS)));
-        assert_eq!(
-            limiter.check_at(client, Budgeted::Login, 1_500),
-            Verdict::Allowed
-        );
-        assert!(refused(limiter.check_at(client, Budgeted::Login, 2_999)));
-        assert_eq!(
-            limiter.check_at(client, Budgeted::Login, 3_000),
-            Verdict::Allowed
-        );
+        assert!(refused(limiter.login_at(client, MS)));
+        assert_eq!(limiter.login_at(client, 1_500), Verdict::Allowed);
+        assert!(refused(limiter.login_at(client, 2_999)));
+        assert_eq!(limiter.login_at(client, 3_000), Verdict::Allowed);
     }
 }
