@@ -490,46 +490,43 @@ impl RedisStore {
 /// The client for `url`: `redis://` (or a Unix socket) in plain TCP, `rediss://` over TLS,
 /// verified against `tls`'s CA or else the system's roots, never unverified (`#insecure`).
 fn open_client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, RedisConnectError> {
-    use redis::IntoConnectionInfo;
+    use redis::{ConnectionAddr, IntoConnectionInfo};
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-    match scheme {
-        "redis" | "redis+unix" | "unix" if tls.is_some() => {
-            return Err(RedisConnectError::InvalidTls(
-                "TLS settings need a rediss:// URL",
-            ))
-        }
-        "redis" | "redis+unix" | "unix" | "rediss" => {}
-        _ => {
-            return Err(RedisConnectError::InvalidUrl(
-                "the scheme must be redis:// or rediss://",
-            ))
-        }
+    if !matches!(scheme, "redis" | "redis+unix" | "unix" | "rediss") {
+        return Err(RedisConnectError::InvalidUrl(
+            "the scheme must be redis:// or rediss://",
+        ));
     }
     let info = url
         .into_connection_info()
         .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"))?;
-    if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr {
-        return Err(RedisConnectError::InvalidUrl(
+    // TLS or not as the connection will be made: from the parsed address.
+    match info.addr {
+        ConnectionAddr::TcpTls { insecure: true, .. } => Err(RedisConnectError::InvalidUrl(
             "#insecure would accept any server certificate; name the server's CA in the TLS \
              settings instead",
-        ));
+        )),
+        ConnectionAddr::TcpTls { .. } => {
+            let tls = tls.cloned().unwrap_or_default();
+            let certificates = redis::TlsCertificates {
+                client_tls: tls
+                    .client
+                    .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }),
+                root_cert: tls.ca_pem,
+            };
+            redis::Client::build_with_tls(info, certificates).map_err(|_| {
+                RedisConnectError::InvalidTls("a certificate or the key does not parse")
+            })
+        }
+        _ if tls.is_some() => Err(RedisConnectError::InvalidTls(
+            "TLS settings need a rediss:// URL",
+        )),
+        _ => redis::Client::open(info)
+            .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse")),
     }
-    if scheme != "rediss" {
-        return redis::Client::open(info)
-            .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"));
-    }
-    let tls = tls.cloned().unwrap_or_default();
-    let certificates = redis::TlsCertificates {
-        client_tls: tls
-            .client
-            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
-                client_cert,
-                client_key,
-            }),
-        root_cert: tls.ca_pem,
-    };
-    redis::Client::build_with_tls(info, certificates)
-        .map_err(|_| RedisConnectError::InvalidTls("a certificate or the key does not parse"))
 }
 
 /// `127.0.0.1:6379, database 0`: where the store is, without credentials.
