@@ -2,7 +2,9 @@
 //!
 //! Each record is written and flushed to disk (`fdatasync`) before the HTTP answer it describes
 //! leaves, so that a crash never loses a login that the user saw succeed. When a record cannot
-//! be written, [`AuditLog::record`] fails and the caller fails the login closed. Records never
+//! be written, [`AuditLog::record`] fails, the caller fails the login closed, and the writer cuts
+//! what the disk took of the failed batch back out of the file, so the log never claims what the
+//! user was told did not happen. Records never
 //! carry secrets: the session appears only as a hash of its ID.
 //!
 //! One writer thread owns the file. Callers hand it their line through a bounded queue and wait
@@ -284,7 +286,9 @@ impl Writer {
         }
     }
 
-    /// Appends the batch's lines with one write and syncs them.
+    /// Appends the batch's lines with one write and syncs them. A batch that fails is cut back
+    /// out of the file: its callers are told it failed (a login fails closed), so none of its
+    /// lines may stay behind to say otherwise.
     fn write(&mut self, batch: &[Pending]) -> io::Result<()> {
         if self.rotated()? {
             (self.file, self.torn) = open_append(&self.path)?;
@@ -298,6 +302,16 @@ impl Writer {
         for pending in batch {
             bytes.extend_from_slice(&pending.line);
         }
+        let start = (self.file.metadata()?.len(), self.torn);
+        let outcome = self.append(&bytes).and_then(|()| self.file.sync_data());
+        if outcome.is_err() {
+            self.cut_back(start);
+        }
+        outcome
+    }
+
+    /// Writes all of `bytes` at the end of the file.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
             match (&self.file).write(&bytes[written..]) {
@@ -311,7 +325,30 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-        self.file.sync_data()
+        Ok(())
+    }
+
+    /// Cuts the file back to `len`, its length before a batch that failed, and syncs the cut;
+    /// `torn` is whether it ended mid-line then. A write may have stopped part-way (a full
+    /// disk) or the sync failed after a whole write: either way the batch's lines go.
+    fn cut_back(&mut self, (len, torn): (u64, bool)) {
+        let cut = self.file.metadata().and_then(|now| {
+            // Never lengthen the file: something else shortened it meanwhile.
+            if now.len() > len {
+                self.file.set_len(len)?;
+                self.file.sync_data()?;
+            }
+            Ok(())
+        });
+        match cut {
+            Ok(()) => self.torn = torn,
+            Err(e) => tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                "cannot take a failed batch back out of the audit log: it may hold records \
+                 whose callers were told they failed"
+            ),
+        }
     }
 
     /// Whether the path no longer names the open file (renamed or removed by rotation).
@@ -476,5 +513,70 @@ mod tests {
         // A whole file gets no extra line break.
         log.record(failure("next")).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
+    }
+
+    /// Names the folder for [`a_batch_the_disk_takes_only_in_part_leaves_no_line_of_itself`]'s
+    /// child process, which runs under the file size limit.
+    const UNDER_FSIZE_LIMIT: &str = "SAML_GATEWAY_TEST_AUDIT_UNDER_FSIZE_LIMIT";
+
+    /// The file size limit of that child process, in bytes.
+    const FSIZE_LIMIT: u64 = 4096;
+
+    #[test]
+    fn a_batch_the_disk_takes_only_in_part_leaves_no_line_of_itself() {
+        // A write across RLIMIT_FSIZE stops short at the limit and the next one fails (EFBIG):
+        // a full disk that takes part of a batch. The limit is per process, so the records are
+        // written by a child, this test binary again under `prlimit`, with SIGXFSZ ignored (an
+        // ignored signal stays ignored across exec) so that the write fails instead of killing it.
+        if let Some(dir) = std::env::var_os(UNDER_FSIZE_LIMIT) {
+            return write_under_the_limit(Path::new(&dir));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let test = "audit::tests::a_batch_the_disk_takes_only_in_part_leaves_no_line_of_itself";
+        let child = std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec prlimit --fsize=\"$0\" -- \"$@\""])
+            .arg(FSIZE_LIMIT.to_string())
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(UNDER_FSIZE_LIMIT, dir.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&child.stdout).into_owned()
+            + &String::from_utf8_lossy(&child.stderr);
+        assert!(child.status.success(), "{said}");
+        // The child ran the checks, not an empty filter.
+        assert!(said.contains("1 passed"), "{said}");
+        // The cut left the file at a line's end: a writer without the limit appends whole lines.
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let record = log.record(failure("after"));
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(record)
+            .unwrap();
+        assert_eq!(reasons(&path), ["\"filler\"", "\"after\""]);
+    }
+
+    /// The child's part: a file a little short of the limit, then records that do not fit.
+    fn write_under_the_limit(dir: &Path) {
+        let path = dir.join("audit.jsonl");
+        let mut filler = serde_json::to_vec(&failure("filler")).unwrap();
+        filler.splice(
+            1..1,
+            format!("\"pad\":\"{}\",", "x".repeat(3900)).into_bytes(),
+        );
+        filler.push(b'\n');
+        std::fs::write(&path, &filler).unwrap();
+        let room = FSIZE_LIMIT - filler.len() as u64;
+        let log = AuditLog::open(&path).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        for reason in ["first", "second"] {
+            let record = failure(&format!("{reason}_{}", "y".repeat(room as usize)));
+            let err = runtime.block_on(log.record(record)).unwrap_err();
+            assert!(err.to_string().contains("File too large"), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), filler);
+        }
+        // The first write stopped part-way, for certain: the disk took some of it.
+        assert!(room > 0 && room < 200, "{room} bytes of room");
     }
 }
