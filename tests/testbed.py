@@ -706,7 +706,7 @@ sessions:
   max_lifetime: 8h
 routes:
 {routes.rstrip()}
-identity_headers: {{ user: X-Auth-User, email: X-Auth-Email, name: X-Auth-Name, groups: X-Auth-Groups }}
+identity_headers: {{ user: X-Auth-User, email: X-Auth-Email, name: X-Auth-Name, groups: X-Auth-Groups, auth_time: X-Auth-Time }}
 audit:
   file: {work}/audit.jsonl
 """

@@ -2,13 +2,13 @@
 shows what arrived. Scripted HTTP clients here; the browser test is in test_browser.py."""
 
 import re
+import time
+from datetime import datetime
 
 import pytest
 
 from flows import (NAVIGATE, cookie_header, login, login_until_acs, new_client, post_to_acs,
                    run_app)
-
-IDENTITY = ("x-auth-user", "x-auth-email", "x-auth-name", "x-auth-groups")
 
 
 def session_cookie(client):
@@ -32,8 +32,13 @@ def test_scripted_login_reaches_streamlit_with_identity_headers(bed):
     assert page.headers["x-auth-groups"] == ["analytics,staff"]
     assert "Signed in as Alice Analyst" in page.texts
 
-    events = [(r["event"], r.get("user")) for r in bed.audit_since(mark)]
+    records = bed.audit_since(mark)
+    events = [(r["event"], r.get("user")) for r in records]
     assert events == [("login_start", None), ("login_success", "alice")]
+    # When SimpleSAMLphp signed alice in, as its assertion said, in seconds since 1970.
+    signed_in = datetime.fromisoformat(records[1]["authn_instant"].replace("Z", "+00:00"))
+    assert page.headers["x-auth-time"] == [str(int(signed_in.timestamp()))]
+    assert abs(signed_in.timestamp() - time.time()) < 60
 
 
 def test_second_user_gets_own_identity(bed):
@@ -178,12 +183,13 @@ def test_client_sent_identity_headers_never_reach_streamlit(bed):
     client.cookies.set("_streamlit_xsrf", "2|abc|def|1")
     forged = {"X-Auth-User": "admin", "x-auth-email": "admin@example.test",
               "X-AUTH-GROUPS": "analytics,admins", "X-Auth-Name": "Admin",
-              "X-Forwarded-For": "10.9.9.9"}
+              "X-Auth-Time": "4102444800", "X-Forwarded-For": "10.9.9.9"}
     page = run_app(bed.url, {"Cookie": cookie_header(client), **forged})
     assert page.headers["x-auth-user"] == ["bob"]
     assert page.headers["x-auth-email"] == ["bob@example.test"]
     assert page.headers["x-auth-name"] == ["Bob Builder"]
     assert page.headers["x-auth-groups"] == ["ops"]
+    assert page.headers["x-auth-time"] != ["4102444800"] and len(page.headers["x-auth-time"]) == 1
     assert page.headers["x-forwarded-for"] == ["127.0.0.1"]
     # Streamlit's own cookie passes; neither the gateway's cookies nor the IdP's do.
     assert page.cookies == ["_streamlit_xsrf"]

@@ -13,7 +13,6 @@ use gateway::identity::{self, IdentityCache, IdentitySources};
 use gateway::identity_token::{IdentityTokenConfig, TokenIssuer};
 use gateway::paths::normalize;
 use gateway::routing::{Route, RouteMatch, RouteTable};
-use hyper::header::HeaderName;
 use session_store::{SessionId, SessionRecord};
 
 fn session() -> SessionRecord {
@@ -117,15 +116,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function("identity token: signed anew", |b| {
             b.iter(|| tokens.sign(&session, "app-24", &["app-24"], 1000))
         });
-        let names = IdentityHeaders {
-            user: HeaderName::from_static("x-auth-user"),
-            email: HeaderName::from_static("x-auth-email"),
-            name: HeaderName::from_static("x-auth-name"),
-            groups: HeaderName::from_static("x-auth-groups"),
-            given_name: None,
-            surname: None,
-            idp: None,
-        };
+        let names = IdentityHeaders::default();
         let sources = IdentitySources {
             names: &names,
             tokens: Some((&config, &tokens)),

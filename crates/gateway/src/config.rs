@@ -211,6 +211,7 @@ struct RawIdentityHeaders {
     given_name: Option<String>,
     surname: Option<String>,
     idp: Option<String>,
+    auth_time: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +407,27 @@ pub struct IdentityHeaders {
     pub surname: Option<hyper::header::HeaderName>,
     /// The name of the IdP that made the session, when configured (not sent by default).
     pub idp: Option<hyper::header::HeaderName>,
+    /// When the IdP signed the user in, in seconds since 1970, when configured (not sent by
+    /// default).
+    pub auth_time: Option<hyper::header::HeaderName>,
+}
+
+impl Default for IdentityHeaders {
+    /// The default names: `X-Auth-User`, `X-Auth-Email`, `X-Auth-Name`, `X-Auth-Groups`, and
+    /// none of the optional headers.
+    fn default() -> IdentityHeaders {
+        use hyper::header::HeaderName;
+        IdentityHeaders {
+            user: HeaderName::from_static("x-auth-user"),
+            email: HeaderName::from_static("x-auth-email"),
+            name: HeaderName::from_static("x-auth-name"),
+            groups: HeaderName::from_static("x-auth-groups"),
+            given_name: None,
+            surname: None,
+            idp: None,
+            auth_time: None,
+        }
+    }
 }
 
 impl IdentityHeaders {
@@ -416,6 +438,7 @@ impl IdentityHeaders {
             .chain(self.given_name.as_ref())
             .chain(self.surname.as_ref())
             .chain(self.idp.as_ref())
+            .chain(self.auth_time.as_ref())
     }
 }
 
@@ -788,46 +811,36 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         let name = value.unwrap_or_else(|| default.to_string());
         identity_header_name(&name).map_err(|m| err(&format!("identity_headers.{key}"), m))
     };
+    let optional = |key: &str, value: Option<String>| {
+        value.map(|name| header(key, Some(name), "")).transpose()
+    };
     let h = raw.identity_headers;
     let identity_headers = IdentityHeaders {
         user: header("user", h.user, "X-Auth-User")?,
         email: header("email", h.email, "X-Auth-Email")?,
         name: header("name", h.name, "X-Auth-Name")?,
         groups: header("groups", h.groups, "X-Auth-Groups")?,
-        given_name: match h.given_name {
-            Some(n) => {
-                Some(identity_header_name(&n).map_err(|m| err("identity_headers.given_name", m))?)
-            }
-            None => None,
-        },
-        surname: match h.surname {
-            Some(n) => {
-                Some(identity_header_name(&n).map_err(|m| err("identity_headers.surname", m))?)
-            }
-            None => None,
-        },
-        idp: match h.idp {
-            Some(n) => Some(identity_header_name(&n).map_err(|m| err("identity_headers.idp", m))?),
-            None => None,
-        },
+        given_name: optional("given_name", h.given_name)?,
+        surname: optional("surname", h.surname)?,
+        idp: optional("idp", h.idp)?,
+        auth_time: optional("auth_time", h.auth_time)?,
     };
 
     let identity_token = check_identity_token(raw.identity_token, &sp, &resolve, &err)?;
-    let mut taken = vec![
-        ("identity_headers.user", &identity_headers.user),
-        ("identity_headers.email", &identity_headers.email),
-        ("identity_headers.name", &identity_headers.name),
-        ("identity_headers.groups", &identity_headers.groups),
-    ];
-    if let Some(n) = &identity_headers.given_name {
-        taken.push(("identity_headers.given_name", n));
-    }
-    if let Some(n) = &identity_headers.surname {
-        taken.push(("identity_headers.surname", n));
-    }
-    if let Some(n) = &identity_headers.idp {
-        taken.push(("identity_headers.idp", n));
-    }
+    let h = &identity_headers;
+    let mut taken: Vec<(&str, &hyper::header::HeaderName)> = [
+        ("identity_headers.user", Some(&h.user)),
+        ("identity_headers.email", Some(&h.email)),
+        ("identity_headers.name", Some(&h.name)),
+        ("identity_headers.groups", Some(&h.groups)),
+        ("identity_headers.given_name", h.given_name.as_ref()),
+        ("identity_headers.surname", h.surname.as_ref()),
+        ("identity_headers.idp", h.idp.as_ref()),
+        ("identity_headers.auth_time", h.auth_time.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(key, name)| Some((key, name?)))
+    .collect();
     if let Some(t) = &identity_token {
         taken.push(("identity_token.header", &t.header));
     }
@@ -2322,6 +2335,14 @@ audit:
                 "identity_headers:\n  email: X-Auth-User\n",
                 "identity_headers.email",
             ),
+            (
+                "identity_headers:\n  auth_time: x_auth_groups\n",
+                "identity_headers.auth_time",
+            ),
+            (
+                "identity_headers:\n  auth_time: Cookie\n",
+                "identity_headers.auth_time",
+            ),
         ] {
             let e = error_of(&format!("{GOOD}{block}"));
             assert_eq!(e.key, key, "{block}: {e}");
@@ -2332,6 +2353,15 @@ audit:
         let e = error_of(&format!("{GOOD}server:\n  worker_threads: 0\n"));
         assert_eq!(e.key, "server.worker_threads");
 
+        let (_dir, result) = load(&format!(
+            "{GOOD}identity_headers:\n  auth_time: X-Auth-Time\n"
+        ));
+        let names = result.unwrap().identity_headers;
+        assert_eq!(
+            names.auth_time.as_ref().map(|n| n.as_str()),
+            Some("x-auth-time")
+        );
+        assert_eq!(names.all().count(), 5);
         let (_dir, result) = load(&format!("{GOOD}identity_token:\n  enabled: false\n"));
         assert!(result.unwrap().identity_token.is_none());
         let e = error_of(&format!("{GOOD}identity_token:\n  lifetime: 2h\n"));

@@ -107,6 +107,9 @@ pub fn build(
         if let Some(header) = names.idp.as_ref().filter(|_| !session.idp_name.is_empty()) {
             put(header, header_text(&session.idp_name));
         }
+        if let (Some(header), Some(at)) = (&names.auth_time, session.authn_instant) {
+            put(header, at.to_string());
+        }
         let listed: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
         put(&names.groups, listed.join(","));
         if let Some((config, issuer)) = sources.tokens {
@@ -234,15 +237,7 @@ pub(crate) mod tests {
 
     /// The default identity header names.
     pub(crate) fn names() -> IdentityHeaders {
-        IdentityHeaders {
-            user: HeaderName::from_static("x-auth-user"),
-            email: HeaderName::from_static("x-auth-email"),
-            name: HeaderName::from_static("x-auth-name"),
-            groups: HeaderName::from_static("x-auth-groups"),
-            given_name: None,
-            surname: None,
-            idp: None,
-        }
+        IdentityHeaders::default()
     }
 
     fn route(name: &str, groups: &[&str], filter: GroupsFilter) -> Route {
@@ -319,6 +314,32 @@ pub(crate) mod tests {
         assert!(h.get("x-auth-email").is_none());
         assert_eq!(h["x-auth-groups"], "a,b%2Cc");
         assert_eq!(h["x-auth-name"], "Zo%C3%AB%0D%0AX-Evil: 1");
+    }
+
+    #[test]
+    fn the_sign_in_time_is_sent_when_named_and_known() {
+        let names = IdentityHeaders {
+            auth_time: Some(HeaderName::from_static("x-auth-time")),
+            ..names()
+        };
+        let sources = IdentitySources {
+            names: &names,
+            tokens: None,
+        };
+        let route = route("app", &[], GroupsFilter::All);
+        let sent = |session: &SessionRecord| {
+            let identity = build(&sources, session, &route, 1, 0);
+            let mut h = HeaderMap::new();
+            h.append("x-auth-time", HeaderValue::from_static("1"));
+            let claims = crate::proxy::ClaimNames::new(&names, None);
+            crate::proxy::replace_claims(&mut h, &claims, Some(&identity));
+            h.get_all("x-auth-time").iter().cloned().collect::<Vec<_>>()
+        };
+        let mut signed_in = session();
+        signed_in.authn_instant = Some(1_765_000_000);
+        assert_eq!(sent(&signed_in), ["1765000000"]);
+        // Not known: no header, and the client's is gone all the same.
+        assert!(sent(&session()).is_empty());
     }
 
     #[test]

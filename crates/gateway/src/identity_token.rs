@@ -4,7 +4,8 @@
 //! lets an app (or a second proxy) check with the public keys at `/.well-known/jwks.json` that
 //! the gateway issued it, for this app (`aud` is the route's name), a moment ago (`exp` is
 //! short). Claims: `iss` (the public URL), `aud`, `sub` (the user key), `email`, `name`,
-//! `groups` (filtered like the groups header), `idp`, `iat`, `exp`, `jti`.
+//! `groups` (filtered like the groups header), `idp`, `auth_time` (when the IdP signed the user
+//! in, if the assertion said), `iat`, `exp`, `jti`.
 //!
 //! Keys: `identity_token.key_file` signs; `next_key_file`, when set, is published in the JWKS
 //! before it is used, so that verifiers have fetched it by the time it is promoted. Tokens are
@@ -60,6 +61,9 @@ struct Claims<'a> {
     family_name: Option<&'a str>,
     groups: &'a [&'a str],
     idp: &'a str,
+    /// When the IdP signed the user in (OpenID Connect's claim of that name), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
     iat: i64,
     exp: i64,
     jti: String,
@@ -167,6 +171,7 @@ impl TokenIssuer {
             family_name: session.surname.as_deref(),
             groups,
             idp: &session.idp,
+            auth_time: session.authn_instant,
             iat: now,
             // No token outlives its session.
             exp: (now + self.lifetime).min(session.expires_at.max(now + 1)),
@@ -238,16 +243,22 @@ mod tests {
         assert_eq!(claims["name"], "Zoë Ångström");
         assert_eq!(claims["given_name"], "Zoë");
         assert!(claims.get("family_name").is_none());
+        assert!(
+            claims.get("auth_time").is_none(),
+            "no AuthnInstant, no claim"
+        );
         assert_eq!(claims["aud"], "sales");
         assert_eq!(claims["exp"], 1300);
         assert_eq!(claims["groups"], serde_json::json!(["analytics"]));
         let mut ending = session();
         ending.expires_at = 1100;
+        ending.authn_instant = Some(940);
         let capped = issuer.sign(&ending, "sales", &[], 1000).unwrap();
         let payload = capped.split('.').nth(1).unwrap();
         let capped: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         assert_eq!(capped["exp"], 1100, "a token never outlives its session");
+        assert_eq!(capped["auth_time"], 940);
 
         // Verify with the JWKS coordinates alone, as an app would.
         let jwks: serde_json::Value = serde_json::from_str(issuer.jwks()).unwrap();

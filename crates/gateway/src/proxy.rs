@@ -501,12 +501,7 @@ mod tests {
     fn claims_in_any_spelling_are_stripped() {
         let names = IdentityHeaders {
             user: HeaderName::from_static("remote_user"),
-            email: HeaderName::from_static("x-auth-email"),
-            name: HeaderName::from_static("x-auth-name"),
-            groups: HeaderName::from_static("x-auth-groups"),
-            given_name: None,
-            surname: None,
-            idp: None,
+            ..IdentityHeaders::default()
         };
         let mut h = HeaderMap::new();
         for n in [
@@ -536,11 +531,8 @@ mod tests {
         let names = IdentityHeaders {
             user: HeaderName::from_static("_user"),
             email: HeaderName::from_static("mail"),
-            name: HeaderName::from_static("x-auth-name"),
-            groups: HeaderName::from_static("x-auth-groups"),
-            given_name: None,
-            surname: None,
             idp: Some(HeaderName::from_static("idp")),
+            ..IdentityHeaders::default()
         };
         let token = HeaderName::from_static("jwt");
         let claims = ClaimNames::new(&names, Some(&token));
