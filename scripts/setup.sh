@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(pkg-config libclang-dev libxml2-dev libxmlsec1-dev xmlsec1 openssl
   simplesamlphp php-cli php-xml php-mbstring chromium chromium-driver redis-server curl
-  logrotate)
+  logrotate tinyproxy)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")

@@ -636,6 +636,43 @@ class Redis(Service):
         return self.cli("ping").stdout.strip() == "PONG"
 
 
+class TinyProxy(Service):
+    """Debian's tinyproxy on 127.0.0.1: an HTTP proxy that opens CONNECT tunnels to
+    `connect_ports` only, for clients that send `user` (name, password) as Basic credentials.
+    `log()` is what it wrote of each connection."""
+
+    name = "tinyproxy"
+
+    def __init__(self, work, connect_ports, user, port=None):
+        super().__init__(work, port)
+        self.connect_ports = connect_ports
+        self.user = user
+
+    def start(self):
+        conf = self.work / "tinyproxy.conf"
+        lines = [f"Port {self.port}", "Listen 127.0.0.1", "Allow 127.0.0.1", "Timeout 30",
+                 f"LogFile \"{self.work}/tinyproxy-connections.log\"", "LogLevel Connect",
+                 f"BasicAuth {self.user[0]} {self.user[1]}", "MaxClients 20"]
+        lines += [f"ConnectPort {p}" for p in self.connect_ports]
+        conf.write_text("\n".join(lines) + "\n")
+        self._spawn(["tinyproxy", "-d", "-c", conf])
+        self._wait_until(self._listening, "a listening socket", 10)
+        return self
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def log(self):
+        try:
+            return (self.work / "tinyproxy-connections.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
 class RedisTls:
     """A `Redis` server's TLS files: its certificate and key, the CA it trusts for clients,
     and, when it asks clients for a certificate, the (certificate, key) a client shows."""

@@ -11,6 +11,7 @@ Signed metadata is signed by xmlsec1 (the command-line tool of the XML Security 
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -442,10 +443,11 @@ def test_signed_metadata_is_used_only_when_its_signature_verifies(signed_fed):
         fed.server.serve(good)
 
 
-def test_https_metadata_is_fetched_with_the_trusted_cas_only(fed):
-    """An https metadata URL whose server certificate the system trusts (here: SSL_CERT_FILE)
-    is fetched; the same server is refused when its certificate is not trusted."""
-    work = fed.work / "https"
+def https_metadata_server(fed, name):
+    """A metadata server over https, in a folder `name` of its own, serving `fed`'s document;
+    its certificate, for 127.0.0.1, is trusted by nothing yet. Returns (server, certificate
+    file, folder)."""
+    work = fed.work / name
     work.mkdir(exist_ok=True)
     cert, key = work / "server.crt", work / "server.key"
     subprocess.run(
@@ -454,24 +456,78 @@ def test_https_metadata_is_fetched_with_the_trusted_cas_only(fed):
          "-keyout", key, "-out", cert], check=True, capture_output=True)
     server = MetadataServer(tls=(cert, key)).start()
     server.serve(fed.document([fed.key_a[2]]))
+    return server, cert, work
+
+
+def check_config(fed, work, url, trusted, extra_idp=""):
+    """`check-config` of `fed`'s gateway fetching `url` instead, with `trusted` as the system's
+    CA file and `extra_idp` added to its `idp` section."""
+    text = fed.config_text(extra_idp).replace(fed.server.url, url).replace(
+        f"{fed.work}/idp-metadata.xml", f"{work}/idp-metadata.xml")
+    config = work / "gateway.yaml"
+    config.write_text(text)
+    return subprocess.run([fed.gateway.binary, "check-config", "--config", config],
+                          capture_output=True, text=True,
+                          env={**os.environ, "SSL_CERT_FILE": str(trusted)})
+
+
+def test_https_metadata_is_fetched_with_the_trusted_cas_only(fed):
+    """An https metadata URL whose server certificate the system trusts (here: SSL_CERT_FILE)
+    is fetched; the same server is refused when its certificate is not trusted."""
+    server, cert, work = https_metadata_server(fed, "https")
     try:
-        text = fed.config_text().replace(fed.server.url, server.url).replace(
-            f"{fed.work}/idp-metadata.xml", f"{work}/idp-metadata.xml")
-        config = work / "gateway.yaml"
-        config.write_text(text)
-        import os
-        trusted = subprocess.run([fed.gateway.binary, "check-config", "--config", config],
-                                 capture_output=True, text=True,
-                                 env={**os.environ, "SSL_CERT_FILE": str(cert)})
+        trusted = check_config(fed, work, server.url, cert)
         assert trusted.returncode == 0, trusted.stderr
         assert f"from {server.url}" in trusted.stdout, trusted.stdout
-        untrusted = subprocess.run([fed.gateway.binary, "check-config", "--config", config],
-                                   capture_output=True, text=True,
-                                   env={**os.environ, "SSL_CERT_FILE": "/dev/null"})
+        untrusted = check_config(fed, work, server.url, "/dev/null")
         assert untrusted.returncode != 0
         assert "certificate verify failed" in untrusted.stderr, untrusted.stderr
         assert server.requests == 1
     finally:
+        server.stop()
+
+
+def test_metadata_is_fetched_through_the_configured_proxy(fed):
+    """`idp.metadata_proxy`: the fetch asks Debian's tinyproxy for a tunnel (CONNECT, with
+    Basic credentials) and checks the server's certificate through it. A wrong password and a
+    port the proxy does not open are each named, and the password is never shown."""
+    server, cert, work = https_metadata_server(fed, "proxied")
+    proxy = testbed.TinyProxy(work / "proxy", [server.port], ("gw", "tunnel-pass")).start()
+    via = lambda password: f"  metadata_proxy: http://gw:{password}@127.0.0.1:{proxy.port}\n"
+    try:
+        through = check_config(fed, work, server.url, cert, via("tunnel-pass"))
+        assert through.returncode == 0, through.stderr
+        shown = f"from {server.url} (through the proxy http://127.0.0.1:{proxy.port}/)"
+        assert shown in through.stdout, through.stdout
+        assert server.requests == 1
+        assert f"CONNECT 127.0.0.1:{server.port}" in proxy.log(), proxy.log()
+        # Behind the tunnel the certificate is checked all the same.
+        untrusted = check_config(fed, work, server.url, "/dev/null", via("tunnel-pass"))
+        assert "certificate verify failed" in untrusted.stderr, untrusted.stderr
+
+        # tinyproxy answers a wrong password with 401, none with 407.
+        wrong = check_config(fed, work, server.url, cert, via("not-the-pass"))
+        assert wrong.returncode != 0
+        said = (f"the proxy http://127.0.0.1:{proxy.port}/ refused to open a tunnel to "
+                f"127.0.0.1:{server.port}: 401 Unauthorized; it refused the user and password")
+        assert said in wrong.stderr, wrong.stderr
+        assert "not-the-pass" not in wrong.stderr + wrong.stdout
+        anonymous = check_config(fed, work, server.url, cert,
+                                 f"  metadata_proxy: http://127.0.0.1:{proxy.port}\n")
+        assert "407 Proxy Authentication Required; it asks for credentials" in anonymous.stderr, \
+            anonymous.stderr
+        # A port the proxy opens no tunnels to.
+        closed = testbed.free_port()
+        elsewhere = server.url.replace(f":{server.port}/", f":{closed}/")
+        refused = check_config(fed, work, elsewhere, cert, via("tunnel-pass"))
+        assert refused.returncode != 0
+        said = (f"refused to open a tunnel to 127.0.0.1:{closed}: 403 Access violation; it must "
+                "allow CONNECT to that host and port")
+        assert said in refused.stderr, refused.stderr
+        assert "tunnel-pass" not in refused.stderr + refused.stdout
+        assert server.requests == 1
+    finally:
+        proxy.stop()
         server.stop()
 
 

@@ -121,6 +121,7 @@ struct RawIdp {
     label: Option<String>,
     metadata_file: Option<PathBuf>,
     metadata_url: Option<String>,
+    metadata_proxy: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
     refresh_interval: Option<String>,
     metadata_signing_cert: Option<PathBuf>,
@@ -274,6 +275,8 @@ pub enum MetadataSource {
         refresh_interval: Duration,
         /// Keeps the last good copy, so that start-up works while the URL does not answer.
         backing_file: PathBuf,
+        /// The HTTP proxy the fetch tunnels through, when the network needs one.
+        proxy: Option<crate::fetch_proxy::MetadataProxy>,
     },
 }
 
@@ -1197,6 +1200,12 @@ fn check_idp(
                         .into(),
                 ));
                 }
+                if raw.metadata_proxy.is_some() {
+                    return Err(err(
+                        "idp.metadata_proxy",
+                        "applies only with idp.metadata_url; a metadata_file is not fetched".into(),
+                    ));
+                }
                 let path = resolve(file);
                 let metadata =
                     read_metadata_file(&path, raw.entity_id.as_deref(), &metadata_signing_certs)
@@ -1224,10 +1233,17 @@ fn check_idp(
                             )
                         })?,
                 };
+                let proxy = raw
+                    .metadata_proxy
+                    .as_deref()
+                    .map(crate::fetch_proxy::MetadataProxy::parse)
+                    .transpose()
+                    .map_err(|m| err("idp.metadata_proxy", m))?;
                 MetadataSource::Url {
                     url,
                     refresh_interval,
                     backing_file: resolve(file),
+                    proxy,
                 }
             }
         };
@@ -1959,17 +1975,19 @@ audit:
             )
         };
         let (_dir, c) = load(&with(
-            "  metadata_url: https://idp.example/md\n  refresh_interval: 10m\n",
+            "  metadata_url: https://idp.example/md\n  refresh_interval: 10m\n  metadata_proxy: http://proxy.corp:3128\n",
         ));
         match c.unwrap().idps.remove(0).source {
             MetadataSource::Url {
                 url,
                 refresh_interval,
                 backing_file,
+                proxy,
             } => {
                 assert_eq!(url.as_str(), "https://idp.example/md");
                 assert_eq!(refresh_interval, Duration::from_secs(600));
                 assert!(backing_file.ends_with("idp.xml"));
+                assert_eq!(proxy.unwrap().shown(), "http://proxy.corp:3128/");
             }
             other => panic!("{other:?}"),
         }
@@ -1998,6 +2016,16 @@ audit:
                 "  refresh_interval: 1h\n",
                 "idp.refresh_interval",
                 "only with",
+            ),
+            (
+                "  metadata_proxy: http://proxy.corp:3128\n",
+                "idp.metadata_proxy",
+                "only with",
+            ),
+            (
+                "  metadata_url: https://idp.example/md\n  metadata_proxy: http://u:secret@proxy.corp\n",
+                "idp.metadata_proxy",
+                "must name the port",
             ),
             (
                 "  metadata_signing_cert: missing.pem\n",

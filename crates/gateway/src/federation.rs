@@ -31,6 +31,7 @@ use saml_sp::ResponseValidator;
 use serde::Serialize;
 
 use crate::config::{parse_metadata, Config, ConfigError, IdpConfig, MetadataSource};
+use crate::fetch_proxy::MetadataProxy;
 
 /// Largest metadata document fetched.
 const MAX_METADATA_BYTES: usize = 10 * 1024 * 1024;
@@ -155,8 +156,8 @@ pub fn shown(url: &url::Url) -> String {
 }
 
 /// Fetches `url` (https with the system's trusted CAs, or http), at most
-/// `MAX_METADATA_BYTES`, without following redirects.
-pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
+/// `MAX_METADATA_BYTES`, without following redirects; through a tunnel `proxy` opens, when set.
+pub async fn fetch(url: &url::Url, proxy: Option<&MetadataProxy>) -> Result<String, FetchError> {
     let shown_url = shown(url);
     let unreachable = |reason: String| FetchError::Unreachable {
         url: shown_url.clone(),
@@ -169,9 +170,6 @@ pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
         .min_protocol_version(Some(hyper_tls::native_tls::Protocol::Tlsv12))
         .build()
         .map_err(|e| unreachable(format!("TLS set-up failed: {e}")))?;
-    let connector = hyper_tls::HttpsConnector::from((http, tls.into()));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(connector);
     let request = hyper::Request::get(url.as_str())
         .header(
             hyper::header::ACCEPT,
@@ -181,10 +179,18 @@ pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
         .body(Empty::new())
         .map_err(|e| unreachable(e.to_string()))?;
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+        let answer = match proxy {
+            None => send(hyper_tls::HttpsConnector::from((http, tls.into())), request).await,
+            Some(proxy) => {
+                let tunnel = proxy.tunnel(http);
+                send(
+                    hyper_tls::HttpsConnector::from((tunnel, tls.into())),
+                    request,
+                )
+                .await
+            }
+        };
+        let response = answer.map_err(|e| unreachable(error_chain(&e)))?;
         let status = response.status();
         if status != hyper::StatusCode::OK {
             return Err(FetchError::Status {
@@ -207,6 +213,20 @@ pub async fn fetch(url: &url::Url) -> Result<String, FetchError> {
         .map_err(|_| unreachable(format!("no answer within {}s", FETCH_TIMEOUT.as_secs())))?
 }
 
+/// Sends `request` with a one-off client over `connector`.
+async fn send<C>(
+    connector: C,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Empty<Bytes>>(connector)
+        .request(request)
+        .await
+}
+
 /// An error and its sources, joined: hyper's own message says little ("client error").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -226,7 +246,11 @@ async fn fetch_checked(
     url: &url::Url,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(IdpMetadata, String), FetchError> {
-    let text = fetch(url).await?;
+    let proxy = match &idp.source {
+        MetadataSource::Url { proxy, .. } => proxy.as_ref(),
+        MetadataSource::File { .. } => None,
+    };
+    let text = fetch(url, proxy).await?;
     let refused = |reason: String| FetchError::Refused {
         url: shown(url),
         reason,
@@ -654,6 +678,7 @@ pub async fn refresh(state: crate::state::SharedState, index: usize) {
         url,
         refresh_interval,
         backing_file,
+        ..
     } = &federation.idp.source
     else {
         return;

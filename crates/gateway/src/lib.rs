@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookies;
 pub mod decode;
 pub mod federation;
+pub mod fetch_proxy;
 pub mod forwarded;
 pub mod gate;
 pub mod identity;

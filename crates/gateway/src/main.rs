@@ -191,8 +191,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                 }
                 let from = match (&idp.source, found.origin) {
                     (config::MetadataSource::File { path, .. }, _) => path.display().to_string(),
-                    (config::MetadataSource::Url { url, .. }, federation::Origin::Url) => {
-                        federation::shown(url)
+                    (config::MetadataSource::Url { url, proxy, .. }, federation::Origin::Url) => {
+                        match proxy {
+                            Some(proxy) => format!(
+                                "{} (through the proxy {})",
+                                federation::shown(url),
+                                proxy.shown()
+                            ),
+                            None => federation::shown(url),
+                        }
                     }
                     (config::MetadataSource::Url { backing_file, .. }, _) => format!(
                         "{} (the URL gave no good document: see the warning above)",
