@@ -743,7 +743,8 @@ sessions:
   max_lifetime: 8h
 routes:
 {routes.rstrip()}
-identity_headers: {{ user: X-Auth-User, email: X-Auth-Email, name: X-Auth-Name, groups: X-Auth-Groups, auth_time: X-Auth-Time }}
+identity_headers: {{ user: X-Auth-User, email: X-Auth-Email, name: X-Auth-Name, groups: X-Auth-Groups, auth_time: X-Auth-Time,
+                   authn_context: X-Auth-Context }}
 audit:
   file: {work}/audit.jsonl
 """

@@ -336,11 +336,13 @@ def test_identity_token_verifies_for_its_app_only(authz, alice):
     assert claims["idp"] == authz.bed.idp.entity_id and claims["jti"]
     assert claims["exp"] - claims["iat"] == TOKEN_LIFETIME_S
     assert abs(claims["iat"] - time.time()) < 90
-    # When SimpleSAMLphp signed alice in, as one of her logins' assertions said.
-    sign_ins = {datetime.fromisoformat(r["authn_instant"].replace("Z", "+00:00")).timestamp()
+    # When and how SimpleSAMLphp signed alice in, as one of her logins' assertions said.
+    sign_ins = {(datetime.fromisoformat(r["authn_instant"].replace("Z", "+00:00")).timestamp(),
+                 r["authn_context"])
                 for r in authz.bed.audit_since(0)
                 if r["event"] == "login_success" and r["user"] == "alice"}
-    assert claims["auth_time"] in sign_ins and claims["auth_time"] <= claims["iat"]
+    assert (claims["auth_time"], claims["acr"]) in sign_ins
+    assert claims["auth_time"] <= claims["iat"]
     # The app verified the same token itself.
     assert page.dump["jwt"] == {"claims": claims}
     with pytest.raises(jwt.InvalidAudienceError):

@@ -504,6 +504,8 @@ def test_metadata_is_fetched_through_the_configured_proxy(fed):
         # Behind the tunnel the certificate is checked all the same.
         untrusted = check_config(fed, work, server.url, "/dev/null", via("tunnel-pass"))
         assert "certificate verify failed" in untrusted.stderr, untrusted.stderr
+        for run in (through, untrusted):
+            assert "tunnel-pass" not in run.stdout + run.stderr
 
         # tinyproxy answers a wrong password with 401, none with 407.
         wrong = check_config(fed, work, server.url, cert, via("not-the-pass"))

@@ -39,6 +39,9 @@ def test_scripted_login_reaches_streamlit_with_identity_headers(bed):
     signed_in = datetime.fromisoformat(records[1]["authn_instant"].replace("Z", "+00:00"))
     assert page.headers["x-auth-time"] == [str(int(signed_in.timestamp()))]
     assert abs(signed_in.timestamp() - time.time()) < 60
+    # And how: the assertion's AuthnContextClassRef.
+    assert records[1]["authn_context"].startswith("urn:oasis:names:tc:SAML:2.0:ac:classes:")
+    assert page.headers["x-auth-context"] == [records[1]["authn_context"]]
 
 
 def test_second_user_gets_own_identity(bed):
@@ -177,19 +180,24 @@ def test_logout_ends_the_session(bed):
 
 def test_client_sent_identity_headers_never_reach_streamlit(bed):
     client = new_client()
+    mark = bed.audit_mark()
     login(client, bed.url, "bob", "bob-pass")
     # The browser holds the IdP's cookies too (same host, other port), and one of Streamlit's.
     assert any(c.name.startswith("SimpleSAML") for c in client.cookies)
     client.cookies.set("_streamlit_xsrf", "2|abc|def|1")
     forged = {"X-Auth-User": "admin", "x-auth-email": "admin@example.test",
               "X-AUTH-GROUPS": "analytics,admins", "X-Auth-Name": "Admin",
-              "X-Auth-Time": "4102444800", "X-Forwarded-For": "10.9.9.9"}
+              "X-Auth-Time": "4102444800", "X-Auth-Context": "urn:example:forged",
+              "X-Forwarded-For": "10.9.9.9"}
     page = run_app(bed.url, {"Cookie": cookie_header(client), **forged})
     assert page.headers["x-auth-user"] == ["bob"]
     assert page.headers["x-auth-email"] == ["bob@example.test"]
     assert page.headers["x-auth-name"] == ["Bob Builder"]
     assert page.headers["x-auth-groups"] == ["ops"]
-    assert page.headers["x-auth-time"] != ["4102444800"] and len(page.headers["x-auth-time"]) == 1
+    [success] = [r for r in bed.audit_since(mark) if r["event"] == "login_success"]
+    signed_in = datetime.fromisoformat(success["authn_instant"].replace("Z", "+00:00"))
+    assert page.headers["x-auth-time"] == [str(int(signed_in.timestamp()))]
+    assert page.headers["x-auth-context"] == [success["authn_context"]]
     assert page.headers["x-forwarded-for"] == ["127.0.0.1"]
     # Streamlit's own cookie passes; neither the gateway's cookies nor the IdP's do.
     assert page.cookies == ["_streamlit_xsrf"]

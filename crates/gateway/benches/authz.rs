@@ -41,6 +41,7 @@ fn session() -> SessionRecord {
         csrf_token: "t".into(),
         created_at: 0,
         authn_instant: None,
+        authn_context: None,
         expires_at: i64::MAX,
         last_seen: 0,
     }

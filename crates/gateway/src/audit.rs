@@ -3,9 +3,10 @@
 //! Each record is written and flushed to disk (`fdatasync`) before the HTTP answer it describes
 //! leaves, so that a crash never loses a login that the user saw succeed. When a record cannot
 //! be written, [`AuditLog::record`] fails, the caller fails the login closed, and the writer cuts
-//! what the disk took of the failed batch back out of the file, so the log never claims what the
-//! user was told did not happen. Records never
-//! carry secrets: the session appears only as a hash of its ID.
+//! what the disk took of the failed batch back out of the file, so that the log does not claim
+//! what the user was told did not happen. (A caller that gave up waiting, after 10 s, is told
+//! the write failed while its line may still be written later: a disk that hangs, then
+//! recovers.) Records never carry secrets: the session appears only as a hash of its ID.
 //!
 //! One writer thread owns the file. Callers hand it their line through a bounded queue and wait
 //! for its answer; the writer takes every line that is waiting (group commit), writes them in
@@ -302,52 +303,59 @@ impl Writer {
         for pending in batch {
             bytes.extend_from_slice(&pending.line);
         }
-        let start = (self.file.metadata()?.len(), self.torn);
-        let outcome = self.append(&bytes).and_then(|()| self.file.sync_data());
-        if outcome.is_err() {
-            self.cut_back(start);
+        let before = (self.file.metadata()?.len(), self.torn);
+        let (written, mut outcome) = self.append(&bytes);
+        if outcome.is_ok() {
+            outcome = self.file.sync_data();
+        }
+        if outcome.is_err() && written > 0 {
+            self.cut_back(before, written);
         }
         outcome
     }
 
-    /// Writes all of `bytes` at the end of the file.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` at the end of the file; returns how many the file took, and whether
+    /// that was all.
+    fn append(&mut self, bytes: &[u8]) -> (u64, io::Result<()>) {
         let mut written = 0;
         while written < bytes.len() {
             match (&self.file).write(&bytes[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => return (written as u64, Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     written += n;
                     // Part of the batch is in the file: until the rest is, it ends mid-line.
                     self.torn = written < bytes.len();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return (written as u64, Err(e)),
             }
         }
-        Ok(())
+        (written as u64, Ok(()))
     }
 
-    /// Cuts the file back to `len`, its length before a batch that failed, and syncs the cut;
-    /// `torn` is whether it ended mid-line then. A write may have stopped part-way (a full
-    /// disk) or the sync failed after a whole write: either way the batch's lines go.
-    fn cut_back(&mut self, (len, torn): (u64, bool)) {
+    /// Cuts the `written` bytes of a failed batch back out of the file, which was `len` long
+    /// and ended mid-line (`torn`) before it, and syncs the cut. A write may have stopped
+    /// part-way (a full disk) or the sync failed after a whole write: either way the batch's
+    /// lines go. Only when the file ends with them: another process appending to the same file
+    /// (`saml-gateway sessions revoke`) may have written after them, and its lines stay.
+    fn cut_back(&mut self, (len, torn): (u64, bool), written: u64) {
         let cut = self.file.metadata().and_then(|now| {
-            // Never lengthen the file: something else shortened it meanwhile.
-            if now.len() > len {
-                self.file.set_len(len)?;
-                self.file.sync_data()?;
+            if now.len() != len.saturating_add(written) {
+                return Err(io::Error::other(
+                    "another process wrote to the file after the batch",
+                ));
             }
-            Ok(())
+            self.file.set_len(len)?;
+            self.torn = torn;
+            self.file.sync_data()
         });
-        match cut {
-            Ok(()) => self.torn = torn,
-            Err(e) => tracing::error!(
+        if let Err(e) = cut {
+            tracing::error!(
                 path = %self.path.display(),
                 error = %e,
                 "cannot take a failed batch back out of the audit log: it may hold records \
                  whose callers were told they failed"
-            ),
+            );
         }
     }
 
@@ -513,6 +521,42 @@ mod tests {
         // A whole file gets no extra line break.
         log.record(failure("next")).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
+    }
+
+    #[test]
+    fn a_cut_takes_the_failed_batch_only_never_what_another_process_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, b"{\"n\":1}\n").unwrap();
+        let (file, torn) = open_append(&path).unwrap();
+        let mut writer = Writer {
+            path: path.clone(),
+            file,
+            torn,
+            counts: Arc::default(),
+            syncs: Arc::default(),
+        };
+        let before = (8, false);
+        // The disk took 6 bytes of a batch, then failed, leaving the file mid-line.
+        let (_, outcome) = writer.append(b"{\"n\":2");
+        outcome.unwrap();
+        writer.torn = true;
+        writer.cut_back(before, 6);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"n\":1}\n");
+        assert!(!writer.torn);
+        // Again, but another process appended its line after the batch's part: nothing is cut.
+        let (_, outcome) = writer.append(b"{\"n\":2");
+        outcome.unwrap();
+        let mut other = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        other.write_all(b"{\"other\":1}\n").unwrap();
+        writer.cut_back(before, 6);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\"n\":1}\n{\"n\":2{\"other\":1}\n"
+        );
     }
 
     /// Names the folder for [`a_batch_the_disk_takes_only_in_part_leaves_no_line_of_itself`]'s

@@ -245,6 +245,7 @@ mod tests {
             csrf_token: String::new(),
             created_at: 0,
             authn_instant: None,
+            authn_context: None,
             expires_at: 0,
             last_seen: 0,
         }

@@ -213,6 +213,7 @@ struct RawIdentityHeaders {
     surname: Option<String>,
     idp: Option<String>,
     auth_time: Option<String>,
+    authn_context: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -413,6 +414,9 @@ pub struct IdentityHeaders {
     /// When the IdP signed the user in, in seconds since 1970, when configured (not sent by
     /// default).
     pub auth_time: Option<hyper::header::HeaderName>,
+    /// How the IdP signed the user in (the AuthnContextClassRef), when configured (not sent by
+    /// default).
+    pub authn_context: Option<hyper::header::HeaderName>,
 }
 
 impl Default for IdentityHeaders {
@@ -429,6 +433,7 @@ impl Default for IdentityHeaders {
             surname: None,
             idp: None,
             auth_time: None,
+            authn_context: None,
         }
     }
 }
@@ -442,6 +447,7 @@ impl IdentityHeaders {
             .chain(self.surname.as_ref())
             .chain(self.idp.as_ref())
             .chain(self.auth_time.as_ref())
+            .chain(self.authn_context.as_ref())
     }
 }
 
@@ -827,6 +833,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         surname: optional("surname", h.surname)?,
         idp: optional("idp", h.idp)?,
         auth_time: optional("auth_time", h.auth_time)?,
+        authn_context: optional("authn_context", h.authn_context)?,
     };
 
     let identity_token = check_identity_token(raw.identity_token, &sp, &resolve, &err)?;
@@ -840,6 +847,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         ("identity_headers.surname", h.surname.as_ref()),
         ("identity_headers.idp", h.idp.as_ref()),
         ("identity_headers.auth_time", h.auth_time.as_ref()),
+        ("identity_headers.authn_context", h.authn_context.as_ref()),
     ]
     .into_iter()
     .filter_map(|(key, name)| Some((key, name?)))
@@ -1183,70 +1191,71 @@ fn check_idp(
             })?
         }
     };
-    let source =
-        match (&raw.metadata_url, &raw.metadata_file) {
-            (None, None) => {
+    let source = match (&raw.metadata_url, &raw.metadata_file) {
+        (None, None) => {
+            return Err(err(
+                "idp.metadata_file",
+                "is required (or idp.metadata_url with idp.metadata_file as its backing copy)"
+                    .into(),
+            ))
+        }
+        (None, Some(file)) => {
+            if raw.refresh_interval.is_some() {
                 return Err(err(
-                    "idp.metadata_file",
-                    "is required (or idp.metadata_url with idp.metadata_file as its backing copy)"
-                        .into(),
-                ))
-            }
-            (None, Some(file)) => {
-                if raw.refresh_interval.is_some() {
-                    return Err(err(
                     "idp.refresh_interval",
                     "applies only with idp.metadata_url; a metadata_file is read again at SIGHUP"
                         .into(),
                 ));
-                }
-                if raw.metadata_proxy.is_some() {
-                    return Err(err(
-                        "idp.metadata_proxy",
-                        "applies only with idp.metadata_url; a metadata_file is not fetched".into(),
-                    ));
-                }
-                let path = resolve(file);
-                let metadata =
-                    read_metadata_file(&path, raw.entity_id.as_deref(), &metadata_signing_certs)
-                        .map_err(|m| err("idp.metadata_file", m))?;
-                let metadata = with_extra_certs(metadata, &extra_signing_certs);
-                MetadataSource::File { path, metadata }
             }
-            (Some(_), None) => return Err(err(
+            if raw.metadata_proxy.is_some() {
+                return Err(err(
+                    "idp.metadata_proxy",
+                    "applies only with idp.metadata_url; a metadata_file is not fetched".into(),
+                ));
+            }
+            let path = resolve(file);
+            let metadata =
+                read_metadata_file(&path, raw.entity_id.as_deref(), &metadata_signing_certs)
+                    .map_err(|m| err("idp.metadata_file", m))?;
+            let metadata = with_extra_certs(metadata, &extra_signing_certs);
+            MetadataSource::File { path, metadata }
+        }
+        (Some(_), None) => {
+            return Err(err(
                 "idp.metadata_file",
                 "is required with idp.metadata_url: it keeps the last good copy of the metadata, \
                  so that the gateway starts while the URL does not answer"
                     .into(),
-            )),
-            (Some(text), Some(file)) => {
-                let url = check_metadata_url(text, !metadata_signing_certs.is_empty())
-                    .map_err(|m| err("idp.metadata_url", m))?;
-                let refresh_interval = match raw.refresh_interval.as_deref() {
-                    None => Duration::from_secs(3600),
-                    Some(v) => parse_duration(v)
-                        .filter(|d| (1..=7 * 86_400).contains(&d.as_secs()))
-                        .ok_or_else(|| {
-                            err(
-                                "idp.refresh_interval",
-                                "not a duration between 1s and 7d, such as 1h".into(),
-                            )
-                        })?,
-                };
-                let proxy = raw
-                    .metadata_proxy
-                    .as_deref()
-                    .map(crate::fetch_proxy::MetadataProxy::parse)
-                    .transpose()
-                    .map_err(|m| err("idp.metadata_proxy", m))?;
-                MetadataSource::Url {
-                    url,
-                    refresh_interval,
-                    backing_file: resolve(file),
-                    proxy,
-                }
+            ))
+        }
+        (Some(text), Some(file)) => {
+            let proxy = raw
+                .metadata_proxy
+                .as_deref()
+                .map(crate::fetch_proxy::MetadataProxy::parse)
+                .transpose()
+                .map_err(|m| err("idp.metadata_proxy", m))?;
+            let url = check_metadata_url(text, !metadata_signing_certs.is_empty(), proxy.is_some())
+                .map_err(|m| err("idp.metadata_url", m))?;
+            let refresh_interval = match raw.refresh_interval.as_deref() {
+                None => Duration::from_secs(3600),
+                Some(v) => parse_duration(v)
+                    .filter(|d| (1..=7 * 86_400).contains(&d.as_secs()))
+                    .ok_or_else(|| {
+                        err(
+                            "idp.refresh_interval",
+                            "not a duration between 1s and 7d, such as 1h".into(),
+                        )
+                    })?,
+            };
+            MetadataSource::Url {
+                url,
+                refresh_interval,
+                backing_file: resolve(file),
+                proxy,
             }
-        };
+        }
+    };
 
     let top_preset = match raw.preset.as_deref() {
         None => None,
@@ -1455,10 +1464,15 @@ fn read_certificates(path: &Path) -> Result<Vec<saml_sp::CertificateDer>, String
 }
 
 /// Checks a metadata URL: https, or plain http only where nobody on the network can change
-/// the answer unseen (a loopback host) or where the document's signature is checked.
-fn check_metadata_url(text: &str, signature_checked: bool) -> Result<url::Url, String> {
+/// the answer unseen (a loopback host, unless it is reached `through_proxy`: then it is the
+/// proxy's loopback, across the network) or where the document's signature is checked.
+fn check_metadata_url(
+    text: &str,
+    signature_checked: bool,
+    through_proxy: bool,
+) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
-    let loopback = crate::federation::is_loopback(&url);
+    let loopback = crate::federation::is_loopback(&url) && !through_proxy;
     match url.scheme() {
         "https" => Ok(url),
         "http" if loopback || signature_checked => Ok(url),
@@ -2028,6 +2042,11 @@ audit:
                 "must name the port",
             ),
             (
+                "  metadata_url: http://127.0.0.1:9/md\n  metadata_proxy: http://proxy.corp:3128\n",
+                "idp.metadata_url",
+                "plain http",
+            ),
+            (
                 "  metadata_signing_cert: missing.pem\n",
                 "idp.metadata_signing_cert",
                 "cannot read",
@@ -2371,6 +2390,10 @@ audit:
                 "identity_headers:\n  auth_time: Cookie\n",
                 "identity_headers.auth_time",
             ),
+            (
+                "identity_headers:\n  auth_time: X-Auth-Time\n  authn_context: x-auth-time\n",
+                "identity_headers.authn_context",
+            ),
         ] {
             let e = error_of(&format!("{GOOD}{block}"));
             assert_eq!(e.key, key, "{block}: {e}");
@@ -2382,14 +2405,18 @@ audit:
         assert_eq!(e.key, "server.worker_threads");
 
         let (_dir, result) = load(&format!(
-            "{GOOD}identity_headers:\n  auth_time: X-Auth-Time\n"
+            "{GOOD}identity_headers:\n  auth_time: X-Auth-Time\n  authn_context: X-Auth-Context\n"
         ));
         let names = result.unwrap().identity_headers;
         assert_eq!(
             names.auth_time.as_ref().map(|n| n.as_str()),
             Some("x-auth-time")
         );
-        assert_eq!(names.all().count(), 5);
+        assert_eq!(
+            names.authn_context.as_ref().map(|n| n.as_str()),
+            Some("x-auth-context")
+        );
+        assert_eq!(names.all().count(), 6);
         let (_dir, result) = load(&format!("{GOOD}identity_token:\n  enabled: false\n"));
         assert!(result.unwrap().identity_token.is_none());
         let e = error_of(&format!("{GOOD}identity_token:\n  lifetime: 2h\n"));

@@ -265,7 +265,9 @@ async fn fetch_checked(
     let metadata = crate::config::with_extra_certs(metadata, &idp.extra_signing_certs);
     // Over plain http the signature is the only protection, and an old signed document still
     // verifies: without a validUntil it could be served back forever.
-    if url.scheme() == "http" && !is_loopback(url) && metadata.valid_until.is_none() {
+    // Through a proxy, a loopback host is the proxy's, across the network.
+    let loopback = is_loopback(url) && proxy.is_none();
+    if url.scheme() == "http" && !loopback && metadata.valid_until.is_none() {
         return Err(refused(
             "the document has no validUntil; over plain http a signed document must say until \
              when it may be used"

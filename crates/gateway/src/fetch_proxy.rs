@@ -159,7 +159,10 @@ impl MetadataProxy {
                 break at + 4;
             }
             let n = stream.read(&mut chunk).await.map_err(lost)?;
-            if n == 0 || head.len() + n > MAX_ANSWER_HEAD {
+            if n == 0 {
+                return Err(TunnelError::Closed { proxy });
+            }
+            if head.len() + n > MAX_ANSWER_HEAD {
                 return Err(TunnelError::NotHttp { proxy });
             }
             head.extend_from_slice(&chunk[..n]);
@@ -232,6 +235,12 @@ pub enum TunnelError {
         proxy: String,
         /// What failed.
         reason: String,
+    },
+    /// The proxy closed the connection before its answer was whole.
+    #[error("the proxy {proxy} closed the connection before answering CONNECT")]
+    Closed {
+        /// The proxy, without credentials.
+        proxy: String,
     },
     /// The proxy's answer was not an HTTP answer head.
     #[error("the proxy {proxy} did not answer CONNECT in HTTP")]
@@ -350,5 +359,112 @@ mod tests {
         ] {
             assert_eq!(status_line(garbage), None);
         }
+    }
+
+    /// A proxy on 127.0.0.1 that reads one CONNECT request head, answers with each of
+    /// `answer`'s pieces in turn (a pause between them), then echoes what comes through the
+    /// tunnel, or closes when the answer has no end of head. Returns its address and the
+    /// request head it read.
+    async fn fake_proxy(
+        answer: &'static [&'static [u8]],
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            for piece in answer {
+                stream.write_all(piece).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // An answer cut short is followed by the end of the connection.
+            if answer.concat().windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut echo = [0u8; 64];
+                if let Ok(n) = stream.read(&mut echo).await {
+                    let _ = stream.write_all(&echo[..n]).await;
+                }
+            }
+            String::from_utf8(head).unwrap()
+        });
+        (address, served)
+    }
+
+    async fn open_through(
+        answer: &'static [&'static [u8]],
+        credentials: &str,
+        destination: &str,
+    ) -> (
+        Result<TokioIo<TcpStream>, TunnelError>,
+        tokio::task::JoinHandle<String>,
+    ) {
+        let (address, served) = fake_proxy(answer).await;
+        let proxy = MetadataProxy::parse(&format!("http://{credentials}{address}")).unwrap();
+        let tunnel = proxy
+            .open(HttpConnector::new(), destination.parse().unwrap())
+            .await;
+        (tunnel, served)
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_opens_on_a_2xx_head_however_it_arrives() {
+        let answer: &[&[u8]] = &[b"HTTP/1.1 200 Connection", b" established\r\n", b"\r\n"];
+        let (tunnel, served) = open_through(answer, "gw:p%40ss@", "https://[2001:db8::1]/md").await;
+        let mut stream = tunnel.unwrap().into_inner();
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping", "the tunnel carries bytes both ways");
+        let head = served.await.unwrap();
+        assert!(
+            head.starts_with("CONNECT [2001:db8::1]:443 HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n"),
+            "{head}"
+        );
+        let basic = format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            STANDARD.encode("gw:p@ss")
+        );
+        assert!(head.contains(&basic), "{head}");
+        // Plain http goes to port 80 through the tunnel too; no credentials, no header.
+        let (tunnel, served) =
+            open_through(&[b"HTTP/1.0 200 OK\r\n\r\n"], "", "http://idp/md").await;
+        drop(tunnel.unwrap());
+        let head = served.await.unwrap();
+        assert!(head.starts_with("CONNECT idp:80 HTTP/1.1\r\n"), "{head}");
+        assert!(!head.contains("Proxy-Authorization"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn answers_that_open_no_tunnel_are_named() {
+        let refused: &[&[u8]] = &[b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope."];
+        match open_through(refused, "", "https://idp.example/md").await.0 {
+            Err(e @ TunnelError::Refused { status: 403, .. }) => {
+                let said = e.to_string();
+                assert!(
+                    said.contains("idp.example:443: 403 Forbidden; it must allow"),
+                    "{said}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Bytes after a 2xx head would be taken for the server's: no tunnel.
+        let extra: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\n\r\nSSH-2.0"];
+        let outcome = open_through(extra, "", "https://idp.example/md").await.0;
+        assert!(
+            matches!(outcome, Err(TunnelError::NotHttp { .. })),
+            "{outcome:?}"
+        );
+        let cut_short: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\n"];
+        let outcome = open_through(cut_short, "", "https://idp.example/md")
+            .await
+            .0;
+        assert!(
+            matches!(outcome, Err(TunnelError::Closed { .. })),
+            "{outcome:?}"
+        );
     }
 }

@@ -110,6 +110,9 @@ pub fn build(
         if let (Some(header), Some(at)) = (&names.auth_time, session.authn_instant) {
             put(header, at.to_string());
         }
+        if let (Some(header), Some(how)) = (&names.authn_context, &session.authn_context) {
+            put(header, header_text(how));
+        }
         let listed: Vec<String> = groups.iter().map(|g| header_text(g)).collect();
         put(&names.groups, listed.join(","));
         if let Some((config, issuer)) = sources.tokens {
@@ -281,6 +284,7 @@ pub(crate) mod tests {
             csrf_token: String::new(),
             created_at: 0,
             authn_instant: None,
+            authn_context: None,
             expires_at: 0,
             last_seen: 0,
         }
@@ -317,9 +321,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_sign_in_time_is_sent_when_named_and_known() {
+    fn when_and_how_the_user_signed_in_are_sent_when_named_and_known() {
         let names = IdentityHeaders {
             auth_time: Some(HeaderName::from_static("x-auth-time")),
+            authn_context: Some(HeaderName::from_static("x-auth-context")),
             ..names()
         };
         let sources = IdentitySources {
@@ -331,15 +336,29 @@ pub(crate) mod tests {
             let identity = build(&sources, session, &route, 1, 0);
             let mut h = HeaderMap::new();
             h.append("x-auth-time", HeaderValue::from_static("1"));
+            h.append("x-auth-context", HeaderValue::from_static("forged"));
             let claims = crate::proxy::ClaimNames::new(&names, None);
             crate::proxy::replace_claims(&mut h, &claims, Some(&identity));
-            h.get_all("x-auth-time").iter().cloned().collect::<Vec<_>>()
+            ["x-auth-time", "x-auth-context"].map(|name| {
+                h.get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
         };
         let mut signed_in = session();
         signed_in.authn_instant = Some(1_765_000_000);
-        assert_eq!(sent(&signed_in), ["1765000000"]);
-        // Not known: no header, and the client's is gone all the same.
-        assert!(sent(&session()).is_empty());
+        signed_in.authn_context =
+            Some("urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport".into());
+        assert_eq!(
+            sent(&signed_in),
+            [
+                vec!["1765000000".to_string()],
+                vec!["urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport".into()]
+            ]
+        );
+        // Not known: no header, and the client's are gone all the same.
+        assert_eq!(sent(&session()), [Vec::<String>::new(), Vec::new()]);
     }
 
     #[test]

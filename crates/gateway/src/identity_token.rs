@@ -4,8 +4,8 @@
 //! lets an app (or a second proxy) check with the public keys at `/.well-known/jwks.json` that
 //! the gateway issued it, for this app (`aud` is the route's name), a moment ago (`exp` is
 //! short). Claims: `iss` (the public URL), `aud`, `sub` (the user key), `email`, `name`,
-//! `groups` (filtered like the groups header), `idp`, `auth_time` (when the IdP signed the user
-//! in, if the assertion said), `iat`, `exp`, `jti`.
+//! `groups` (filtered like the groups header), `idp`, `auth_time` and `acr` (when and how the
+//! IdP signed the user in, if the assertion said), `iat`, `exp`, `jti`.
 //!
 //! Keys: `identity_token.key_file` signs; `next_key_file`, when set, is published in the JWKS
 //! before it is used, so that verifiers have fetched it by the time it is promoted. Tokens are
@@ -64,6 +64,10 @@ struct Claims<'a> {
     /// When the IdP signed the user in (OpenID Connect's claim of that name), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_time: Option<i64>,
+    /// How the IdP signed the user in (the AuthnContextClassRef), when known: OpenID Connect's
+    /// Authentication Context Class Reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acr: Option<&'a str>,
     iat: i64,
     exp: i64,
     jti: String,
@@ -172,6 +176,7 @@ impl TokenIssuer {
             groups,
             idp: &session.idp,
             auth_time: session.authn_instant,
+            acr: session.authn_context.as_deref(),
             iat: now,
             // No token outlives its session.
             exp: (now + self.lifetime).min(session.expires_at.max(now + 1)),
@@ -192,6 +197,9 @@ impl TokenIssuer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entra's AuthnContextClassRef for a sign-in with a second factor.
+    const MFA: &str = "http://schemas.microsoft.com/claims/multipleauthn";
 
     fn session() -> SessionRecord {
         SessionRecord {
@@ -214,6 +222,7 @@ mod tests {
             csrf_token: String::new(),
             created_at: 0,
             authn_instant: None,
+            authn_context: None,
             expires_at: i64::MAX,
             last_seen: 0,
         }
@@ -253,12 +262,14 @@ mod tests {
         let mut ending = session();
         ending.expires_at = 1100;
         ending.authn_instant = Some(940);
+        ending.authn_context = Some(MFA.into());
         let capped = issuer.sign(&ending, "sales", &[], 1000).unwrap();
         let payload = capped.split('.').nth(1).unwrap();
         let capped: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         assert_eq!(capped["exp"], 1100, "a token never outlives its session");
         assert_eq!(capped["auth_time"], 940);
+        assert_eq!(capped["acr"], MFA);
 
         // Verify with the JWKS coordinates alone, as an app would.
         let jwks: serde_json::Value = serde_json::from_str(issuer.jwks()).unwrap();

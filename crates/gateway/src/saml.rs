@@ -707,6 +707,10 @@ fn new_session(
         csrf_token,
         created_at: 0,
         authn_instant: assertion.authn_instant.map(|t| t.timestamp()),
+        authn_context: assertion
+            .authn_context
+            .as_deref()
+            .map(|c| c.trim().to_string()),
         // SessionNotOnOrAfter caps the session; the store caps it further by max_lifetime.
         expires_at: assertion
             .session_not_on_or_after

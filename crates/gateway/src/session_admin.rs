@@ -189,6 +189,7 @@ mod tests {
             csrf_token: "csrf-secret".into(),
             created_at: 0,
             authn_instant: None,
+            authn_context: None,
             expires_at: 28800,
             last_seen: 60,
         };

@@ -42,6 +42,7 @@ fn record() -> SessionRecord {
         csrf_token: "y3bS7bq0cBq0Xo2XkqOQ3Ww8k6q0b3rOq1Zc3v5y1aA".into(),
         created_at: 0,
         authn_instant: None,
+        authn_context: None,
         expires_at: 0,
         last_seen: 0,
     }

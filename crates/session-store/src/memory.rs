@@ -412,6 +412,7 @@ mod tests {
             csrf_token: "t".into(),
             created_at: 0,
             authn_instant: None,
+            authn_context: None,
             expires_at: 0,
             last_seen: 0,
         }

@@ -104,6 +104,9 @@ pub struct SessionRecord {
     /// never counts as recent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authn_instant: Option<UnixTime>,
+    /// How the IdP signed the user in (the assertion's AuthnContextClassRef), for the apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn_context: Option<String>,
     /// Absolute end of the session; set by the store from the timeouts and SessionNotOnOrAfter.
     pub expires_at: UnixTime,
     /// Last time the session was used (idle timeout).

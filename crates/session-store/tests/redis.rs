@@ -92,6 +92,7 @@ fn record(name_id: &str) -> SessionRecord {
         csrf_token: "t".into(),
         created_at: 0,
         authn_instant: None,
+        authn_context: None,
         expires_at: 0,
         last_seen: 0,
     }
