@@ -10,13 +10,15 @@ as the user named in the URL.
 """
 
 import secrets
+import shutil
+import signal
 import subprocess
 from types import SimpleNamespace
 
 import pytest
 
 import testbed
-from deploy import logout, statuses_until
+from deploy import Deployment, logout, statuses_until, until
 from flows import login, new_client
 
 ACL = ["~saml-gw:*", "&saml-gw:*", "+@all", "-@dangerous"]
@@ -183,3 +185,60 @@ def test_bad_tls_settings_are_named_by_check_config(deployment, redis, certs):
     # And the good settings pass.
     r = check_config(deployment, "good", redis.url, tls_lines(certs.ca, certs.client))
     assert r.returncode == 0, r.stderr
+
+
+def log_until(replica, line, timeout=20):
+    """Waits for `line` in the replica's log."""
+    until(lambda: line in replica.gateway.log_path.read_text(), timeout, f"'{line}' in the log")
+
+
+def test_sighup_renews_the_client_certificate_without_a_restart(bed, certs):
+    """A client certificate from a new CA (short-lived certificates, a CA rotation): the server
+    then refuses the old one, and the gateway, given the new files and a SIGHUP, reconnects with
+    them. Files that fail the checks change nothing."""
+    work = testbed.fresh_work(bed.work, "redis-tls-renewal")
+    new_ca, issued = testbed.make_ca(work, "redis-ca-2", ["redis-server-2", "gateway-client-2"])
+    # The gateway trusts both CAs for the server, which moves to the new one with its clients.
+    both = work / "both-cas.crt"
+    both.write_text(certs.ca.read_text() + new_ca.read_text())
+    cert, key = work / "client.crt", work / "client.key"
+    shutil.copy(certs.client[0], cert)
+    shutil.copy(certs.client[1], key)
+    server = testbed.Redis(work / "redis", tls=testbed.RedisTls(*certs.server, certs.ca,
+                                                                client=certs.client)).start()
+    # A deployment of its own: its first replica answers the IdP's ACS URL.
+    deployment = Deployment(work / "deployment", bed.gateway.binary, bed.streamlit.port)
+    try:
+        a = deployment.replica("a", server.url, sessions=tls_lines(both, (cert, key)))
+        alice = new_client()
+        login(alice, a.url, "alice", "alice-pass")
+        assert health(alice, a) == 200
+        # The server moves to the new CA, and takes client certificates from it only.
+        port = server.port
+        server.stop()
+        server = testbed.Redis(work / "redis", port=port, tls=testbed.RedisTls(
+            *issued["redis-server-2"], new_ca, client=issued["gateway-client-2"])).start()
+        starts = lambda: new_client().get(a.url + "/saml/login?return_to=/",
+                                          allow_redirects=False).status_code
+        statuses_until(starts, 503, 30, "logins refused while the old certificate is shown")
+
+        # New files and a SIGHUP: the gateway reconnects with them.
+        shutil.copy(issued["gateway-client-2"][0], cert)
+        shutil.copy(issued["gateway-client-2"][1], key)
+        a.gateway.proc.send_signal(signal.SIGHUP)
+        log_until(a, "reconnected to Redis with the renewed TLS files")
+        bob = new_client()
+        login(bob, a.url, "bob", "bob-pass")
+        assert health(bob, a) == 200
+
+        # A key that is not the certificate's: refused, and the connection in force stays.
+        shutil.copy(certs.client[1], key)
+        a.gateway.proc.send_signal(signal.SIGHUP)
+        log_until(a, "Redis TLS reload refused; the connection in force stays")
+        assert "sessions.redis_tls.key_file: is not the key" in a.gateway.log_path.read_text()
+        assert health(bob, a) == 200
+        login(new_client(), a.url, "alice", "alice-pass")
+        assert "PRIVATE KEY" not in a.gateway.log_path.read_text()
+    finally:
+        deployment.stop()
+        server.stop()

@@ -1,6 +1,7 @@
 //! The files of `sessions.redis_tls`: what a `rediss://` connection trusts and shows, read and
-//! checked once, when the store is opened (by `serve`, the session commands and
-//! `check-config`), and handed to the store as the bytes that were checked.
+//! checked when the store is opened (by `serve`, the session commands and `check-config`), and
+//! handed to the store as the bytes that were checked. `serve` reads them again on SIGHUP
+//! ([`renew_on_hangup`]): a renewed client certificate goes in force without a restart.
 
 use openssl::x509::X509;
 use session_store::{RedisStore, RedisTls};
@@ -64,7 +65,7 @@ pub fn load(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
                     cert_file = %pair.cert_file.display(),
                     days_left = days,
                     "the Redis client certificate (sessions.redis_tls.cert_file) expires soon; \
-                     renew it and restart"
+                     renew it and send SIGHUP"
                 );
             }
             // What was checked is what is used, not the files read again.
@@ -91,4 +92,42 @@ pub fn load(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
             .map_err(|e| err("sessions.redis_tls", e.to_string()))?;
     }
     Ok(Some(tls))
+}
+
+/// On SIGHUP, reads the files of `sessions.redis_tls` again and, when they changed and pass the
+/// checks of start-up, connects to Redis with them and uses that connection from then on;
+/// `in_force` is what the store connected with. Files that fail the checks, or a server that
+/// does not answer with them, change nothing (the next SIGHUP tries again).
+pub async fn renew_on_hangup(config: Config, store: RedisStore, mut in_force: Option<RedisTls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; renewed Redis TLS files need a restart");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let renewed = match load(&config) {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                tracing::error!(error = %e, "Redis TLS reload refused; the connection in force stays");
+                continue;
+            }
+        };
+        if renewed == in_force {
+            tracing::info!("the Redis TLS files (sessions.redis_tls) are unchanged");
+            continue;
+        }
+        match store.renew_tls(renewed.as_ref()).await {
+            Ok(()) => {
+                tracing::info!(
+                    "reconnected to Redis with the renewed TLS files (sessions.redis_tls)"
+                );
+                in_force = renewed;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "Redis TLS reload refused: no connection with the new files; the connection in \
+                 force stays"
+            ),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use session_store::{
-    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, SessionTimeouts, Store,
+    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, RedisTls, SessionTimeouts, Store,
 };
 
 use crate::audit::AuditLog;
@@ -832,12 +832,13 @@ const FIRST_CONNECT_PAUSE: Duration = Duration::from_millis(250);
 const MAX_CONNECT_PAUSE: Duration = Duration::from_secs(5);
 
 /// Connects to the configured Redis, trying again until `retry` has passed when it does not
-/// answer. Errors name the file and `sessions.redis_url`, never the password.
+/// answer; also returns the TLS settings it connected with. Errors name the file and
+/// `sessions.redis_url`, never the password.
 pub async fn connect_redis(
     config: &Config,
     url: &str,
     retry: Duration,
-) -> Result<RedisStore, ConfigError> {
+) -> Result<(RedisStore, Option<RedisTls>), ConfigError> {
     let tls = crate::redis_tls::load(config)?;
     let give_up = tokio::time::Instant::now() + retry;
     let mut pause = FIRST_CONNECT_PAUSE;
@@ -846,7 +847,7 @@ pub async fn connect_redis(
         let timeouts = store_timeouts(config);
         let connecting = RedisStore::connect(url, tls.as_ref(), &config.sp.entity_id, timeouts);
         let error = match connecting.await {
-            Ok(store) => return Ok(store),
+            Ok(store) => return Ok((store, tls)),
             Err(e) => e,
         };
         let now = tokio::time::Instant::now();
@@ -877,7 +878,8 @@ pub async fn connect_redis(
     }
 }
 
-/// Opens the configured store; the memory store gets its periodic purge.
+/// Opens the configured store; the memory store gets its periodic purge, a Redis store with
+/// `sessions.redis_tls` its renewal on SIGHUP.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let timeouts = store_timeouts(config);
     match &config.sessions.store {
@@ -900,7 +902,12 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         }
         StoreKind::Redis { url, description } => {
             // Redis expires its own keys; there is nothing to purge.
-            let store = connect_redis(config, url, config.sessions.redis_connect_retry).await?;
+            let (store, tls) =
+                connect_redis(config, url, config.sessions.redis_connect_retry).await?;
+            if config.sessions.redis_tls.is_some() {
+                let renewal = crate::redis_tls::renew_on_hangup(config.clone(), store.clone(), tls);
+                tokio::spawn(renewal);
+            }
             tracing::info!(
                 redis = %description,
                 namespace = store.namespace(),

@@ -83,9 +83,9 @@ async fn open(config: &Config) -> anyhow::Result<RedisStore> {
                 .to_string(),
         }
         .into()),
-        StoreKind::Redis { url, .. } => {
-            Ok(connect_redis(config, url, std::time::Duration::ZERO).await?)
-        }
+        StoreKind::Redis { url, .. } => Ok(connect_redis(config, url, std::time::Duration::ZERO)
+            .await?
+            .0),
     }
 }
 

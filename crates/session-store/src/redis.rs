@@ -57,10 +57,18 @@
 //! of an unknown version or that does not decode reads as logged out and is left in place (a
 //! newer replica may be writing it during a rolling upgrade). Every Redis error is
 //! [`StoreError::Unavailable`]; the connection manager reconnects on the next request.
+//!
+//! # New TLS files without a restart
+//!
+//! [`RedisStore::renew_tls`] opens a connection with a renewed client certificate (or CA) and,
+//! once the server has answered a `PING` over it, puts it in force for every later operation;
+//! the invalidation subscription uses it from its next reconnection. Operations under way
+//! finish on the connection they started with. A renewal that fails changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -116,7 +124,7 @@ pub enum RedisConnectError {
 
 /// What a `rediss://` connection trusts and shows beyond the defaults (the system's trusted
 /// roots, no client certificate), as PEM. Its `Debug` shows what is set, never the key.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RedisTls {
     /// Certificates trusted for the server, instead of the system's roots.
     pub ca_pem: Option<Vec<u8>>,
@@ -139,7 +147,12 @@ pub(crate) const MAX_PENDING: usize = 100_000;
 /// Sessions, pending requests and replay cache in Redis (see the module documentation).
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    /// The connection in force; replaced whole by [`RedisStore::renew_tls`].
+    connection: Arc<ArcSwap<ConnectionManager>>,
+    /// The client the invalidation subscription connects with, replaced along with it.
+    client: Arc<ArcSwap<redis::Client>>,
+    /// The server's URL (its password included: never logged), for a renewal.
+    url: Arc<str>,
     namespace: String,
     /// Most pending requests kept ([`MAX_PENDING`] unless set for a test).
     max_pending: usize,
@@ -204,41 +217,42 @@ impl RedisStore {
         cache_ttl: Duration,
     ) -> Result<RedisStore, RedisConnectError> {
         let client = open_client(url, tls)?;
-        let subscriber = client.clone();
-        let address = describe(&client);
-        let password = client.get_connection_info().redis.password.clone();
-        let unreachable = |e: redis::RedisError| RedisConnectError::Unreachable {
-            address: address.clone(),
-            reason: redact(&e.to_string(), password.as_deref()),
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(CONNECT_RETRIES)
-            .set_max_delay(CONNECT_RETRY_DELAY_MS);
-        let mut connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unreachable)?;
-        // The handshake alone does not prove the credentials work on every server version.
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(unreachable)?;
+        let connection = open_connection(&client).await?;
+        let client = Arc::new(ArcSwap::from_pointee(client));
         let namespace = namespace_for(sp_entity_id);
         let cache = if cache_ttl.is_zero() {
             Arc::new(SessionCache::default())
         } else {
             let cache = SessionCache::new(cache_ttl);
-            follow_invalidations(subscriber, invalidation_channel(&namespace), cache.clone());
+            let channel = invalidation_channel(&namespace);
+            follow_invalidations(client.clone(), channel, cache.clone());
             cache
         };
         Ok(RedisStore {
-            connection,
+            connection: Arc::new(ArcSwap::from_pointee(connection)),
+            client,
+            url: url.into(),
             namespace,
             max_pending: MAX_PENDING,
             timeouts,
             cache,
         })
+    }
+
+    /// Connects again with `tls` (renewed files for the same server) and, once the server
+    /// answers over the new connection, uses it for everything from now on; on failure the
+    /// connection in force stays. Every clone of this store follows.
+    pub async fn renew_tls(&self, tls: Option<&RedisTls>) -> Result<(), RedisConnectError> {
+        let client = open_client(&self.url, tls)?;
+        let connection = open_connection(&client).await?;
+        self.connection.store(Arc::new(connection));
+        self.client.store(Arc::new(client));
+        Ok(())
+    }
+
+    /// A handle on the connection in force, for one operation.
+    fn connection(&self) -> ConnectionManager {
+        ConnectionManager::clone(&self.connection.load())
     }
 
     /// The same store with at most `max_pending` pending requests (at least 1).
@@ -274,7 +288,7 @@ impl RedisStore {
         name_id: &str,
         now: UnixTime,
     ) -> Result<Vec<String>, StoreError> {
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let members: Vec<String> = c
             .smembers(self.user_key(name_id))
             .await
@@ -287,7 +301,7 @@ impl RedisStore {
     /// Walks the namespace with `SCAN` (never `KEYS`), so a large store is not blocked.
     pub async fn list_sessions(&self, now: UnixTime) -> Result<Vec<StoredSession>, StoreError> {
         let prefix = format!("{}:session:", self.namespace);
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let mut cursor: u64 = 0;
         let mut hashes = Vec::new();
         loop {
@@ -343,7 +357,7 @@ impl RedisStore {
             redis.call('DEL', KEYS[1]) \
             return out"
         );
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         // Bytes, not strings: one undecodable value must not hide the revocations that the
         // script has already carried out.
         let flat: Vec<Vec<u8>> = redis::cmd("EVAL")
@@ -397,7 +411,7 @@ impl RedisStore {
         now: UnixTime,
     ) -> Result<Vec<StoredSession>, StoreError> {
         let mut out = Vec::new();
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         for batch in hashes.chunks(500) {
             let keys: Vec<String> = batch.iter().map(|h| self.session_key(h)).collect();
             let values: Vec<Option<String>> = redis::cmd("MGET")
@@ -426,7 +440,7 @@ impl RedisStore {
         &self,
         hash: &str,
     ) -> Result<(Option<SessionRecord>, bool, Option<EndReason>), StoreError> {
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let (record, ended): (Option<String>, Option<String>) = redis::cmd("MGET")
             .arg(self.session_key(hash))
             .arg(self.ended_key(hash))
@@ -529,6 +543,30 @@ fn open_client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, Redis
     }
 }
 
+/// A managed connection through `client` that has answered a `PING`.
+async fn open_connection(client: &redis::Client) -> Result<ConnectionManager, RedisConnectError> {
+    let address = describe(client);
+    let password = client.get_connection_info().redis.password.clone();
+    let unreachable = |e: redis::RedisError| RedisConnectError::Unreachable {
+        address: address.clone(),
+        reason: redact(&e.to_string(), password.as_deref()),
+    };
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
+        .set_number_of_retries(CONNECT_RETRIES)
+        .set_max_delay(CONNECT_RETRY_DELAY_MS);
+    let mut connection = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(unreachable)?;
+    // The handshake alone does not prove the credentials work on every server version.
+    redis::cmd("PING")
+        .query_async::<()>(&mut connection)
+        .await
+        .map_err(unreachable)?;
+    Ok(connection)
+}
+
 /// `127.0.0.1:6379, database 0`: where the store is, without credentials.
 fn describe(client: &redis::Client) -> String {
     let info = client.get_connection_info();
@@ -573,7 +611,11 @@ fn invalidation_channel(namespace: &str) -> String {
 /// subscribed, each announced session hash is dropped; while not, the cache is off and empty.
 /// The announcements are published with `pcall`, so a Redis that refuses them still ends the
 /// sessions (the cache then relies on its TTL).
-fn follow_invalidations(client: redis::Client, channel: String, cache: Arc<SessionCache>) {
+fn follow_invalidations(
+    client: Arc<ArcSwap<redis::Client>>,
+    channel: String,
+    cache: Arc<SessionCache>,
+) {
     use futures_util::StreamExt;
     let weak = Arc::downgrade(&cache);
     drop(cache);
@@ -584,7 +626,9 @@ fn follow_invalidations(client: redis::Client, channel: String, cache: Arc<Sessi
             if weak.strong_count() == 0 {
                 return;
             }
-            let connected = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await;
+            // The client in force: renewed TLS files apply from the next connection.
+            let current = client.load_full();
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, current.get_async_pubsub()).await;
             if let Ok(Ok(mut pubsub)) = connected {
                 if pubsub.subscribe(&channel).await.is_ok() {
                     match weak.upgrade() {
@@ -678,7 +722,7 @@ impl Store for RedisStore {
                 .saturating_sub(now)
                 .saturating_add(EXPIRED_RECORD_SECS),
         );
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         // The index lives as long as the longest-lived session in it: `NX` sets an expiry on a
         // new set, `GT` lengthens an existing one, and neither ever shortens it.
         redis::pipe()
@@ -726,7 +770,7 @@ impl Store for RedisStore {
                 self.cache.remove(&hash);
                 // Of every lookup on every replica, only the one whose DEL removes the key
                 // reports the expiry.
-                let mut c = self.connection.clone();
+                let mut c = self.connection();
                 let (deleted, ()): (u32, ()) = redis::pipe()
                     .del(&key)
                     .srem(self.user_key(&record.name_id), &hash)
@@ -748,7 +792,7 @@ impl Store for RedisStore {
                     .saturating_add(EXPIRED_RECORD_SECS),
             );
             // XX: only while the key exists, so a logout in between is not undone.
-            let mut c = self.connection.clone();
+            let mut c = self.connection();
             let written: Option<String> = redis::cmd("SET")
                 .arg(&key)
                 .arg(encode(&record)?)
@@ -791,7 +835,7 @@ impl Store for RedisStore {
         );
         let hash = sha256_hex(id.expose());
         self.cache.remove(&hash);
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         // One script: a watcher that no longer finds the record finds the reason, and no
         // failure can leave a removed session without its marker.
         let json: Option<Vec<u8>> = redis::cmd("EVAL")
@@ -854,7 +898,7 @@ impl Store for RedisStore {
             end \
             return out"
         );
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SCRIPT)
             .arg(1)
@@ -905,7 +949,7 @@ impl Store for RedisStore {
             return 0";
         let hash = sha256_hex(token);
         let prefix = format!("{}:pending:", self.namespace);
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let _: () = redis::cmd("EVAL")
             .arg(SCRIPT)
             .arg(2)
@@ -934,7 +978,7 @@ impl Store for RedisStore {
             redis.call('ZREM', KEYS[1], ARGV[1]) \
             return v";
         let hash = sha256_hex(token);
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let json: Option<String> = redis::cmd("EVAL")
             .arg(SCRIPT)
             .arg(2)
@@ -957,7 +1001,7 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let key = format!("{}:assertion:{}", self.namespace, sha256_hex(assertion_id));
-        let mut c = self.connection.clone();
+        let mut c = self.connection();
         let set: Option<String> = redis::cmd("SET")
             .arg(key)
             .arg(1)

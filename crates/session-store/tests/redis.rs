@@ -720,3 +720,31 @@ async fn a_subscribed_connection_answers_pings() {
     let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
     assert!(matches!(pong, Ok(Ok(_))), "{pong:?}");
 }
+
+#[tokio::test]
+async fn a_tls_renewal_that_fails_changes_nothing_and_one_that_works_is_used() {
+    let s = store().await;
+    let clone = s.clone();
+    let id = s.create_session(record("rene"), 1000).await.unwrap();
+    // TLS settings for a plain redis:// server: refused, and the connection in force stays.
+    let tls = session_store::RedisTls {
+        ca_pem: Some(b"not a certificate".to_vec()),
+        client: None,
+    };
+    let refused = s.renew_tls(Some(&tls)).await.unwrap_err();
+    assert!(
+        matches!(refused, RedisConnectError::InvalidTls(_)),
+        "{refused}"
+    );
+    assert!(matches!(
+        clone.use_session(&id, 1001).await.unwrap(),
+        SessionState::Live(_)
+    ));
+    // A renewal that connects is in force for every clone, and the sessions are the same.
+    // (That the new files are the ones used is shown over TLS in test_redis_tls.py.)
+    s.renew_tls(None).await.unwrap();
+    assert!(matches!(
+        clone.use_session(&id, 1002).await.unwrap(),
+        SessionState::Live(_)
+    ));
+}
