@@ -197,7 +197,8 @@ def test_sighup_renews_the_client_certificate_without_a_restart(bed, certs):
     then refuses the old one, and the gateway, given the new files and a SIGHUP, reconnects with
     them. Files that fail the checks change nothing."""
     work = testbed.fresh_work(bed.work, "redis-tls-renewal")
-    new_ca, issued = testbed.make_ca(work, "redis-ca-2", ["redis-server-2", "gateway-client-2"])
+    new_ca, issued = testbed.make_ca(work, "redis-ca-2", ["redis-server-2", "gateway-client-2",
+                                                          "gateway-client-3"])
     # The gateway trusts both CAs for the server, which moves to the new one with its clients.
     both = work / "both-cas.crt"
     both.write_text(certs.ca.read_text() + new_ca.read_text())
@@ -231,8 +232,34 @@ def test_sighup_renews_the_client_certificate_without_a_restart(bed, certs):
         login(bob, a.url, "bob", "bob-pass")
         assert health(bob, a) == 200
 
-        # A key that is not the certificate's: refused, and the connection in force stays.
+        # Renewed again while every connection is up: the invalidation subscription moves to
+        # the new certificate too, instead of showing the old one for as long as it lasts.
+        until(lambda: server.cli("pubsub", "channels", "saml-gw:*").stdout.split(), 20,
+              "the subscription back on the renewed connection")
+        [channel] = server.cli("pubsub", "channels", "saml-gw:*").stdout.split()
+        subscribed = lambda: server.cli("pubsub", "numsub", channel).stdout.split() == [channel, "1"]
+        until(subscribed, 10, "one subscription")
+        mark = len(a.gateway.log_path.read_text())
+        shutil.copy(issued["gateway-client-3"][0], cert)
+        shutil.copy(issued["gateway-client-3"][1], key)
+        a.gateway.proc.send_signal(signal.SIGHUP)
+        since = lambda: a.gateway.log_path.read_text()[mark:]
+        until(lambda: "subscribing again with the renewed TLS files" in since(), 20,
+              "the subscription renewed")
+        until(subscribed, 10, "one subscription again")
+        assert "reconnected to Redis with the renewed TLS files" in since()
+
+        # Files that pass the checks but that the server refuses (the old CA's): the connection
+        # in force stays.
+        shutil.copy(certs.client[0], cert)
         shutil.copy(certs.client[1], key)
+        a.gateway.proc.send_signal(signal.SIGHUP)
+        log_until(a, "Redis TLS reload refused: no connection with the new files")
+        assert health(bob, a) == 200
+        login(new_client(), a.url, "carol", "carol-pass")
+
+        # A key that is not the certificate's: refused, and the connection in force stays.
+        shutil.copy(issued["gateway-client-3"][0], cert)
         a.gateway.proc.send_signal(signal.SIGHUP)
         log_until(a, "Redis TLS reload refused; the connection in force stays")
         assert "sessions.redis_tls.key_file: is not the key" in a.gateway.log_path.read_text()

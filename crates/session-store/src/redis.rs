@@ -628,6 +628,7 @@ fn follow_invalidations(
             }
             // The client in force: renewed TLS files apply from the next connection.
             let current = client.load_full();
+            let mut renewed = false;
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, current.get_async_pubsub()).await;
             if let Ok(Ok(mut pubsub)) = connected {
                 if pubsub.subscribe(&channel).await.is_ok() {
@@ -654,6 +655,13 @@ fn follow_invalidations(
                                 if weak.strong_count() == 0 {
                                     return;
                                 }
+                                // Renewed TLS files: subscribe again with them, so that the
+                                // old certificate (a key rotated out, perhaps) is not shown
+                                // for as long as this connection lasts.
+                                if !Arc::ptr_eq(&current, &client.load()) {
+                                    renewed = true;
+                                    break;
+                                }
                                 // A connection that hangs without closing would lose
                                 // announcements unseen: it must answer a ping.
                                 let pong = tokio::time::timeout(
@@ -671,7 +679,12 @@ fn follow_invalidations(
             }
             if let Some(cache) = weak.upgrade() {
                 let was_on = cache.is_enabled();
+                // Announcements may be missed until the next subscription: no cache meanwhile.
                 cache.set_enabled(false);
+                if renewed {
+                    tracing::info!("session cache: subscribing again with the renewed TLS files");
+                    continue;
+                }
                 if was_on || !warned {
                     tracing::warn!(
                         "session cache: no invalidation subscription to Redis; every request \

@@ -722,7 +722,8 @@ async fn a_subscribed_connection_answers_pings() {
 }
 
 #[tokio::test]
-async fn a_tls_renewal_that_fails_changes_nothing_and_one_that_works_is_used() {
+async fn a_tls_renewal_refused_by_its_checks_changes_nothing_and_one_that_connects_keeps_the_sessions(
+) {
     let s = store().await;
     let clone = s.clone();
     let id = s.create_session(record("rene"), 1000).await.unwrap();

@@ -19,6 +19,7 @@ use crate::login_limit::Budgeted;
 use crate::redirect::local_path;
 use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
 
+use super::failure::uri_or_none;
 use super::{over_budget, printable_uri, redirect, Failure};
 
 /// Longest time the ACS waits for the whole form body.
@@ -350,10 +351,12 @@ fn new_session(
         csrf_token,
         created_at: 0,
         authn_instant: assertion.authn_instant.map(|t| t.timestamp()),
+        // As the audit record has it: what is no URI is not handed to the apps either.
         authn_context: assertion
             .authn_context
             .as_deref()
-            .map(|c| c.trim().to_string()),
+            .and_then(uri_or_none)
+            .map(str::to_string),
         // SessionNotOnOrAfter caps the session; the store caps it further by max_lifetime.
         expires_at: assertion
             .session_not_on_or_after

@@ -183,14 +183,16 @@ impl From<ValidationError> for Failure {
     }
 }
 
-/// `value` when it looks like a URI (printable ASCII, at most 256 bytes), for the audit log;
+/// `value` when it looks like a URI (printable ASCII, 1 to 256 bytes), for the audit log;
 /// otherwise a placeholder.
 pub(crate) fn printable_uri(value: &str) -> &str {
-    if value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic()) {
-        value
-    } else {
-        "not a URI"
-    }
+    uri_or_none(value).unwrap_or("not a URI")
+}
+
+/// `value` when it looks like a URI (printable ASCII, 1 to 256 bytes).
+pub(crate) fn uri_or_none(value: &str) -> Option<&str> {
+    let printable = value.bytes().all(|b| b.is_ascii_graphic());
+    (printable && (1..=256).contains(&value.len())).then_some(value)
 }
 
 /// What a standard SAML status most often means, and what to change: for the user and for the
@@ -248,6 +250,16 @@ fn standard_status_name(uri: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uri_is_printable_ascii_of_1_to_256_bytes() {
+        let mfa = "http://schemas.microsoft.com/claims/multipleauthn";
+        assert_eq!(uri_or_none(mfa), Some(mfa));
+        assert_eq!(uri_or_none(&"u".repeat(256)).map(str::len), Some(256));
+        for odd in ["", "a b", "a\r\nX-Evil: 1", "zoë", &"u".repeat(257)] {
+            assert_eq!(uri_or_none(odd), None, "{odd:?}");
+        }
+    }
 
     #[test]
     fn known_statuses_name_a_likely_fix() {
