@@ -91,9 +91,9 @@ class Vendor:
                             "    groups: groups\n",
                             f"  preset: {vendor}\n{EXTRA_IDP.get(vendor, '')}")
         assert f"preset: {vendor}" in text
-        text = text.replace("groups: X-Auth-Groups }",
+        text = text.replace("groups: X-Auth-Groups,",
                             "groups: X-Auth-Groups, given_name: X-Auth-Given-Name, "
-                            "surname: X-Auth-Surname }")
+                            "surname: X-Auth-Surname,", 1)
         assert "X-Auth-Surname" in text
         if vendor == "entra":
             text += f"debug:\n  trace_logins: {work}/trace.jsonl\n"
