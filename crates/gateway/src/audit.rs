@@ -14,6 +14,10 @@
 //! anonymous `/saml/login`) therefore costs one sync per batch rather than per record, and
 //! memory stays bounded: when the queue is full, callers wait their turn.
 //!
+//! Each batch is written under an exclusive `flock` on the file: `saml-gateway sessions revoke`
+//! appends to the same file from its own process, and the lock keeps its lines out of a batch
+//! that may have to be cut back.
+//!
 //! Before each batch the writer checks that the path still names the file it holds open. When
 //! `logrotate` (or an operator) has renamed or removed it, the writer opens the path anew, so
 //! rotation needs no signal and no `copytruncate`.
@@ -25,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{SecondsFormat, Utc};
+use rustix::fs::{flock, FlockOperation};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -303,8 +308,18 @@ impl Writer {
         for pending in batch {
             bytes.extend_from_slice(&pending.line);
         }
+        // Another process may append to the same file (`saml-gateway sessions revoke`): under
+        // the lock its lines cannot land inside this batch's span, which a cut takes back.
+        flock(&self.file, FlockOperation::LockExclusive)?;
+        let outcome = self.write_locked(&bytes);
+        let _ = flock(&self.file, FlockOperation::Unlock);
+        outcome
+    }
+
+    /// Appends `bytes` and syncs them, or cuts what was written back out; the file is locked.
+    fn write_locked(&mut self, bytes: &[u8]) -> io::Result<()> {
         let before = (self.file.metadata()?.len(), self.torn);
-        let (written, mut outcome) = self.append(&bytes);
+        let (written, mut outcome) = self.append(bytes);
         if outcome.is_ok() {
             outcome = self.file.sync_data();
         }
@@ -336,8 +351,8 @@ impl Writer {
     /// Cuts the `written` bytes of a failed batch back out of the file, which was `len` long
     /// and ended mid-line (`torn`) before it, and syncs the cut. A write may have stopped
     /// part-way (a full disk) or the sync failed after a whole write: either way the batch's
-    /// lines go. Only when the file ends with them: another process appending to the same file
-    /// (`saml-gateway sessions revoke`) may have written after them, and its lines stay.
+    /// lines go. Only when the file ends with them: a process that appends without taking the
+    /// lock may have written after them, and its lines stay.
     fn cut_back(&mut self, (len, torn): (u64, bool), written: u64) {
         let cut = self.file.metadata().and_then(|now| {
             if now.len() != len.saturating_add(written) {
@@ -557,6 +572,30 @@ mod tests {
             std::fs::read(&path).unwrap(),
             b"{\"n\":1}\n{\"n\":2{\"other\":1}\n"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_waits_for_the_lock_another_process_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        // Another open file description of the file, as another process has.
+        let other = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        flock(&other, FlockOperation::LockExclusive).unwrap();
+        let record = tokio::spawn({
+            let log = log.clone();
+            async move { log.record(failure("waited")).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!record.is_finished(), "the writer must wait for the lock");
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        (&other).write_all(b"{\"reason\":\"other\"}\n").unwrap();
+        flock(&other, FlockOperation::Unlock).unwrap();
+        record.await.unwrap().unwrap();
+        assert_eq!(reasons(&path), ["\"other\"", "\"waited\""]);
     }
 
     /// Names the folder for [`a_batch_the_disk_takes_only_in_part_leaves_no_line_of_itself`]'s
