@@ -19,6 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The package starts a proxy of its own on port 8888; the tests start theirs. Only one this
+  # script has just installed is stopped.
+  if [[ " ${need[*]} " == *" tinyproxy "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now tinyproxy >/dev/null 2>&1 || true
+  fi
 else
   echo "setup: Debian packages present"
 fi

@@ -181,6 +181,7 @@ impl AuditLog {
             path: path.to_path_buf(),
             file,
             torn,
+            unlockable: false,
             counts: Arc::clone(&counts),
             syncs: Arc::clone(&syncs),
         };
@@ -254,6 +255,8 @@ struct Writer {
     /// The file may end inside a line (a write that failed part-way, or a crash before this
     /// process started): the next batch starts with a line break.
     torn: bool,
+    /// The file system refused a lock once (warned of then).
+    unlockable: bool,
     counts: Arc<Mutex<EventCounts>>,
     syncs: Arc<AtomicU64>,
 }
@@ -310,10 +313,36 @@ impl Writer {
         }
         // Another process may append to the same file (`saml-gateway sessions revoke`): under
         // the lock its lines cannot land inside this batch's span, which a cut takes back.
-        flock(&self.file, FlockOperation::LockExclusive)?;
+        let locked = self.lock()?;
         let outcome = self.write_locked(&bytes);
-        let _ = flock(&self.file, FlockOperation::Unlock);
+        if locked {
+            let _ = flock(&self.file, FlockOperation::Unlock);
+        }
         outcome
+    }
+
+    /// Takes the exclusive lock on the file; `false` when the file system has no locks (an NFS
+    /// mount with `nolock`): the batch is then written without one (warned of once), since
+    /// failing every record would fail every login closed for want of a protection against a
+    /// rare command.
+    fn lock(&mut self) -> io::Result<bool> {
+        use rustix::io::Errno;
+        match flock(&self.file, FlockOperation::LockExclusive) {
+            Ok(()) => Ok(true),
+            Err(e) if [Errno::NOLCK, Errno::NOTSUP, Errno::NOSYS].contains(&e) => {
+                if !self.unlockable {
+                    self.unlockable = true;
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "the audit log's file system takes no locks; batches are written \
+                         without one"
+                    );
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Appends `bytes` and syncs them, or cuts what was written back out; the file is locked.
@@ -548,6 +577,7 @@ mod tests {
             path: path.clone(),
             file,
             torn,
+            unlockable: false,
             counts: Arc::default(),
             syncs: Arc::default(),
         };
