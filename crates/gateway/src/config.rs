@@ -121,7 +121,7 @@ struct RawIdp {
     label: Option<String>,
     metadata_file: Option<PathBuf>,
     metadata_url: Option<String>,
-    metadata_proxy: Option<String>,
+    metadata_proxy: Option<SecretText>,
     #[serde(default, deserialize_with = "duration_text")]
     refresh_interval: Option<String>,
     metadata_signing_cert: Option<PathBuf>,
@@ -168,7 +168,7 @@ struct RawAttributeNames {
 #[serde(deny_unknown_fields)]
 struct RawSessions {
     store: Option<String>,
-    redis_url: Option<String>,
+    redis_url: Option<SecretText>,
     #[serde(default, deserialize_with = "duration_text")]
     idle_timeout: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
@@ -176,6 +176,18 @@ struct RawSessions {
     #[serde(default, deserialize_with = "duration_text")]
     redis_connect_retry: Option<String>,
     redis_tls: Option<RawRedisTls>,
+}
+
+/// A string of the file that may hold a password (a URL with credentials): read as any string,
+/// never shown by `Debug`.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct SecretText(String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -716,7 +728,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
 
     let store = match (
         raw.sessions.store.as_deref().unwrap_or("memory"),
-        raw.sessions.redis_url,
+        raw.sessions.redis_url.map(|url| url.0),
     ) {
         ("memory", None) => StoreKind::Memory,
         ("memory", Some(_)) => {
@@ -1231,8 +1243,8 @@ fn check_idp(
         (Some(text), Some(file)) => {
             let proxy = raw
                 .metadata_proxy
-                .as_deref()
-                .map(crate::fetch_proxy::MetadataProxy::parse)
+                .as_ref()
+                .map(|text| crate::fetch_proxy::MetadataProxy::parse(&text.0))
                 .transpose()
                 .map_err(|m| err("idp.metadata_proxy", m))?;
             let url = check_metadata_url(text, !metadata_signing_certs.is_empty(), proxy.is_some())
@@ -1586,6 +1598,23 @@ mod tests {
         assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
         assert_eq!(parse_duration("3 weeks"), None);
         assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn the_raw_file_never_shows_a_password_in_debug() {
+        let raw: RawConfig = serde_yaml::from_str(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: redis://:pw-s3cret@db:6379/0\n"
+        ))
+        .unwrap();
+        let debug = format!("{raw:?}");
+        assert!(!debug.contains("pw-s3cret"), "{debug}");
+        assert!(debug.contains("SecretText(..)"), "{debug}");
+        let idp: RawIdp = serde_yaml::from_str(
+            "metadata_file: idp.xml\nmetadata_proxy: http://gw:proxy-s3cret@proxy:3128\n",
+        )
+        .unwrap();
+        let debug = format!("{idp:?}");
+        assert!(!debug.contains("proxy-s3cret"), "{debug}");
     }
 
     #[test]
