@@ -216,7 +216,7 @@ impl AuditLog {
             path: self.path.clone(),
             source,
         };
-        record.ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        record.ts = timestamp(Utc::now());
         let mut line = serde_json::to_vec(&record).map_err(|e| error(io::Error::other(e)))?;
         line.push(b'\n');
         let key = (
@@ -246,6 +246,11 @@ impl AuditLog {
             .map_err(|_| stopped())?
             .map_err(error)
     }
+}
+
+/// How audit records write a time: UTC with milliseconds, `2026-12-07T10:00:00.000Z`.
+pub fn timestamp(at: impl Into<chrono::DateTime<Utc>>) -> String {
+    at.into().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// The writer thread's side: the open file and what the last batch left behind.

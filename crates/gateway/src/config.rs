@@ -353,9 +353,7 @@ fn both_or_neither<'a, T: ?Sized>(
 /// Whether the store is a Redis reached over TLS (`rediss://`), as the store's client reads
 /// the URL: it takes TLS settings only then.
 fn store_url_is_tls(store: &StoreKind) -> bool {
-    let tls = session_store::RedisTls::default();
-    matches!(store, StoreKind::Redis { url, .. }
-        if session_store::RedisStore::check_url(url, Some(&tls)).is_ok())
+    matches!(store, StoreKind::Redis { url, .. } if session_store::RedisStore::url_takes_tls(url))
 }
 
 /// Where sessions, pending logins and the replay cache live.

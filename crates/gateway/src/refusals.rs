@@ -12,9 +12,9 @@
 //! [`LAST_PASS_DEADLINE`]. A record that cannot be written joins the next pass's overflow; the
 //! first failure of a pass stops it (the audit log is failing), and the rest waits too.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::audit::{AuditLog, Record};
+use crate::audit::{timestamp, AuditLog, Record};
 use crate::login_limit::{
     LoginLimiter, RefusalOverflow, RefusalSummary, SUMMARIES_PER_PASS, SUMMARY_EVERY,
 };
@@ -104,11 +104,6 @@ async fn write_pass(limiter: &LoginLimiter, audit: &AuditLog) {
     }
 }
 
-/// `2026-12-07T10:00:00.000Z`.
-fn time(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The record of one client's refusals at one endpoint.
 fn summary_record(summary: &RefusalSummary, per_minute: u32) -> Record {
     Record {
@@ -121,8 +116,8 @@ fn summary_record(summary: &RefusalSummary, per_minute: u32) -> Record {
             "{} more refused over {per_minute} login starts per minute from this client, from {} \
              to {}",
             summary.count,
-            time(summary.first),
-            time(summary.last)
+            timestamp(summary.first),
+            timestamp(summary.last)
         )),
         ..Record::default()
     }
@@ -141,8 +136,8 @@ fn overflow_record(overflow: &RefusalOverflow, per_minute: u32) -> Record {
              (or not written), from {} to {}",
             overflow.count,
             overflow.summaries,
-            time(overflow.first),
-            time(overflow.last)
+            timestamp(overflow.first),
+            timestamp(overflow.last)
         )),
         ..Record::default()
     }

@@ -195,6 +195,14 @@ impl RedisStore {
         open_client(url, tls).map(|client| describe(&client))
     }
 
+    /// Whether `url` reaches Redis over TLS as the client reads it (the parsed address, not
+    /// the spelling of the scheme): only then do TLS settings apply.
+    pub fn url_takes_tls(url: &str) -> bool {
+        use redis::{ConnectionAddr, IntoConnectionInfo};
+        url.into_connection_info()
+            .is_ok_and(|info| matches!(info.addr, ConnectionAddr::TcpTls { .. }))
+    }
+
     /// Connects to the Redis at `url` (with `tls` for a `rediss://` URL) for the deployment
     /// whose SP entity ID is `sp_entity_id`. Fails when the URL is bad or the server does not
     /// answer a `PING`.
@@ -1058,6 +1066,15 @@ mod tests {
         ));
         let e = RedisStore::check_url("redis://:s3cret@[::1", None).unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_read_from_the_parsed_address() {
+        assert!(RedisStore::url_takes_tls("rediss://:pw@h:6380/0"));
+        assert!(RedisStore::url_takes_tls("REDISS://h:6380"));
+        assert!(!RedisStore::url_takes_tls("redis://h:6379"));
+        assert!(!RedisStore::url_takes_tls("unix:///run/redis.sock"));
+        assert!(!RedisStore::url_takes_tls("rediss://[::1"));
     }
 
     #[test]
