@@ -6,8 +6,12 @@
 - With `appendonly yes` and `appendfsync always`, a Redis killed and started again on the same
   directory keeps every session: users stay signed in.
 - With `sessions.redis_connect_retry`, a gateway started before its Redis waits for it.
+- With `sessions.redis_password_file`, a password rotated on the server and in the file goes
+  in force on SIGHUP, without a restart.
 """
 
+import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -15,7 +19,7 @@ import time
 import pytest
 
 import testbed
-from deploy import seconds_until_closed, statuses_until
+from deploy import seconds_until_closed, statuses_until, until
 from flows import cookie_header, login, login_until_acs, new_client, open_stream, post_to_acs
 from flows import run_app
 
@@ -157,3 +161,84 @@ def test_start_up_gives_up_when_redis_connect_retry_has_passed(deployment):
     log = gateway.log_path.read_text()
     assert f"sessions.redis_url: cannot connect to Redis at 127.0.0.1:{port}" in log
     assert "redis_connect_retry: 2s" in log
+
+
+def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
+    """The password kept in a file (a mounted secret, a secrets agent's file), rotated as Redis
+    ACLs allow: the user gets a second password, the file gets it and the gateway a SIGHUP,
+    then the old password is removed and every connection made with it is closed. Users stay
+    signed in. A file the server refuses, or one that fails the checks, changes nothing."""
+    work = testbed.fresh_work(deployment.work, "redis-password")
+    old, new = "old-" + secrets.token_hex(12), "new-" + secrets.token_hex(12)
+    wrong = "wrong-" + secrets.token_hex(12)
+    # The user may set its own passwords here (no `-@dangerous`), so the test can rotate them.
+    redis = testbed.Redis(work / "redis", user=("saml-gateway", old, ["~*", "&*", "+@all"]))
+    redis.start()
+    password_file = work / "redis-password"
+    password_file.write_text(old + "\n")
+    password_file.chmod(0o600)
+    url = f"redis://saml-gateway@127.0.0.1:{redis.port}/0"
+    sessions = f"  redis_password_file: {password_file}\n"
+    try:
+        c = deployment.replica("password", url, sessions=sessions)
+        log = lambda: c.gateway.log_path.read_text()
+        alice = new_client()
+        form = login_until_acs(alice, c.url, "alice", "alice-pass")
+        assert post_to_acs(alice, c.deliver(form)).status_code == 303
+        assert health(alice, c) == 200
+        [channel] = redis.cli("pubsub", "channels", "saml-gw:*").stdout.split()
+
+        # Rotation: the server takes both passwords; the file gets the new one; SIGHUP.
+        assert redis.cli("acl", "setuser", "saml-gateway", f">{new}").stdout.strip() == "OK"
+        password_file.write_text(new + "\n")
+        c.gateway.proc.send_signal(signal.SIGHUP)
+        until(lambda: "reconnected to Redis with the new password "
+                      "(sessions.redis_password_file)" in log(), 20, "the reconnection")
+        until(lambda: "subscribing again with the renewed access settings" in log(), 20,
+              "the subscription renewed")
+        # The old password goes; every connection still signed in with it is closed.
+        redis.user = ("saml-gateway", new, redis.user[2])
+        assert redis.cli("acl", "setuser", "saml-gateway", f"<{old}").stdout.strip() == "OK"
+        redis.cli("client", "kill", "user", "saml-gateway")
+        seen = statuses_until(lambda: health(alice, c), 200, 15, "alice's session after the kill")
+        assert 401 not in seen, f"the session was lost: {seen}"
+        bob = new_client()
+        form = login_until_acs(bob, c.url, "bob", "bob-pass")
+        assert post_to_acs(bob, c.deliver(form)).status_code == 303
+        assert health(bob, c) == 200
+        subscribed = lambda: redis.cli("pubsub", "numsub", channel).stdout.split() == [channel, "1"]
+        until(subscribed, 15, "the invalidation subscription, with the new password")
+
+        # A password the server refuses: the connection in force stays.
+        password_file.write_text(wrong + "\n")
+        c.gateway.proc.send_signal(signal.SIGHUP)
+        until(lambda: "Redis reload refused: no connection with the new password" in log(), 20,
+              "the refusal")
+        assert health(alice, c) == 200
+        # A file that fails the checks: the same.
+        password_file.write_text(new + "\nsecond line\n")
+        c.gateway.proc.send_signal(signal.SIGHUP)
+        until(lambda: "Redis reload refused; the connection in force stays" in log(), 20,
+              "the refusal by the checks")
+        assert "sessions.redis_password_file: holds more than one line" in log()
+        assert health(bob, c) == 200
+        carol = new_client()
+        form = login_until_acs(carol, c.url, "carol", "carol-pass")
+        assert post_to_acs(carol, c.deliver(form)).status_code == 303
+
+        # No password in any output.
+        c.gateway.stop()
+        shown = log() + c.audit_path.read_text()
+        for password in (old, new, wrong):
+            assert password not in shown
+
+        # At start-up, a password the server refuses stops the gateway, named but not shown.
+        password_file.write_text(wrong + "\n")
+        refused = deployment.gateway("refused", url, sessions=sessions)
+        with pytest.raises(testbed.StartError) as failed:
+            deployment.started(refused)
+        said = str(failed.value)
+        assert "sessions.redis_url: cannot connect to Redis at 127.0.0.1" in said, said
+        assert wrong not in said
+    finally:
+        redis.stop()

@@ -244,7 +244,7 @@ def test_sighup_renews_the_client_certificate_without_a_restart(bed, certs):
         shutil.copy(issued["gateway-client-3"][1], key)
         a.gateway.proc.send_signal(signal.SIGHUP)
         since = lambda: a.gateway.log_path.read_text()[mark:]
-        until(lambda: "subscribing again with the renewed TLS files" in since(), 20,
+        until(lambda: "subscribing again with the renewed access settings" in since(), 20,
               "the subscription renewed")
         until(subscribed, 10, "one subscription again")
         assert "reconnected to Redis with the renewed TLS files" in since()
@@ -254,14 +254,14 @@ def test_sighup_renews_the_client_certificate_without_a_restart(bed, certs):
         shutil.copy(certs.client[0], cert)
         shutil.copy(certs.client[1], key)
         a.gateway.proc.send_signal(signal.SIGHUP)
-        log_until(a, "Redis TLS reload refused: no connection with the new files")
+        log_until(a, "Redis reload refused: no connection with the renewed TLS files")
         assert health(bob, a) == 200
         login(new_client(), a.url, "carol", "carol-pass")
 
         # A key that is not the certificate's: refused, and the connection in force stays.
         shutil.copy(issued["gateway-client-3"][0], cert)
         a.gateway.proc.send_signal(signal.SIGHUP)
-        log_until(a, "Redis TLS reload refused; the connection in force stays")
+        log_until(a, "Redis reload refused; the connection in force stays")
         assert "sessions.redis_tls.key_file: is not the key" in a.gateway.log_path.read_text()
         assert health(bob, a) == 200
         login(new_client(), a.url, "alice", "alice-pass")

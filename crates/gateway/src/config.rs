@@ -176,6 +176,7 @@ struct RawSessions {
     #[serde(default, deserialize_with = "duration_text")]
     redis_connect_retry: Option<String>,
     redis_tls: Option<RawRedisTls>,
+    redis_password_file: Option<PathBuf>,
 }
 
 /// A string of the file that may hold a password (a URL with credentials): read as any string,
@@ -391,8 +392,11 @@ pub struct SessionConfig {
     /// How long start-up keeps trying to reach Redis; zero: give up at the first failure.
     pub redis_connect_retry: Duration,
     /// The files of a `rediss://` connection beyond the system's roots (`sessions.redis_tls`);
-    /// read when the store is opened ([`crate::redis_tls::load`]).
+    /// read when the store is opened ([`crate::redis_access::load`]).
     pub redis_tls: Option<RedisTlsFiles>,
+    /// A file holding the Redis password, in place of the URL's (`sessions.redis_password_file`);
+    /// read when the store is opened and on SIGHUP ([`crate::redis_access::load`]).
+    pub redis_password_file: Option<PathBuf>,
 }
 
 /// `sessions.redis_tls`: what a `rediss://` connection trusts and shows, as paths.
@@ -744,7 +748,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             ))
         }
         ("redis", Some(url)) => {
-            let description = session_store::RedisStore::check_url(&url, None)
+            let description = session_store::RedisStore::check_url(&url, &Default::default())
                 .map_err(|e| err("sessions.redis_url", &e.to_string()))?;
             StoreKind::Redis { url, description }
         }
@@ -807,8 +811,26 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             })
         }
     };
+    let redis_password_file = match raw.sessions.redis_password_file {
+        None => None,
+        Some(_) if store == StoreKind::Memory => {
+            return Err(err(
+                "sessions.redis_password_file",
+                "applies only with sessions.store: redis",
+            ))
+        }
+        Some(_) if matches!(&store, StoreKind::Redis { url, .. } if session_store::RedisStore::url_has_password(url)) => {
+            return Err(err(
+                "sessions.redis_password_file",
+                "sessions.redis_url holds a password too; keep the password in one place \
+                 (redis://USER@HOST:PORT/DB with the password in this file)",
+            ))
+        }
+        Some(path) => Some(resolve(&path)),
+    };
     let sessions = SessionConfig {
         redis_tls,
+        redis_password_file,
         redis_connect_retry,
         store,
         idle_timeout: duration(
@@ -2298,6 +2320,28 @@ audit:
             "{GOOD}sessions:\n  redis_tls:\n    ca_file: ca.pem\n"
         ));
         assert_eq!(e.key, "sessions.redis_tls");
+        assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_redis_password_file_needs_redis_and_a_url_without_a_password() {
+        let redis = |url: &str| {
+            format!(
+                "{GOOD}sessions:\n  store: redis\n  redis_url: {url}\n  \
+                 redis_password_file: secrets/redis-password\n"
+            )
+        };
+        let (_dir, result) = load(&redis("redis://saml-gateway@db.internal:6379/0"));
+        let path = result.unwrap().sessions.redis_password_file.unwrap();
+        assert!(path.is_absolute() && path.ends_with("secrets/redis-password"));
+        let e = error_of(&redis("redis://saml-gateway:pw-s3cret@db.internal:6379/0"));
+        assert_eq!(e.key, "sessions.redis_password_file");
+        assert!(e.message.contains("in one place"), "{}", e.message);
+        assert!(!e.to_string().contains("pw-s3cret"), "{e}");
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  redis_password_file: /run/secrets/redis\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_password_file");
         assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
     }
 

@@ -24,7 +24,7 @@ pub mod paths;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod redirect;
-pub mod redis_tls;
+pub mod redis_access;
 pub mod refusals;
 pub mod route_config;
 pub mod routing;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::{config, decode, federation, keys, redis_tls, server, session_admin, state};
+use gateway::{config, decode, federation, keys, redis_access, server, session_admin, state};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -177,7 +177,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             server::warnings(&config, &initial);
             server::load_tls(&config)?;
-            redis_tls::load(&config)?;
+            redis_access::load(&config)?;
             let mut described = Vec::new();
             for (idp, found) in config.idps.iter().zip(&initial) {
                 let metadata = &found.metadata;

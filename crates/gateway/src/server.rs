@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use session_store::{
-    MemoryLimits, MemoryStore, RedisConnectError, RedisStore, RedisTls, SessionTimeouts, Store,
+    MemoryLimits, MemoryStore, RedisAccess, RedisConnectError, RedisStore, SessionTimeouts, Store,
 };
 
 use crate::audit::AuditLog;
@@ -832,22 +832,22 @@ const FIRST_CONNECT_PAUSE: Duration = Duration::from_millis(250);
 const MAX_CONNECT_PAUSE: Duration = Duration::from_secs(5);
 
 /// Connects to the configured Redis, trying again until `retry` has passed when it does not
-/// answer; also returns the TLS settings it connected with. Errors name the file and
-/// `sessions.redis_url`, never the password.
+/// answer; also returns the password and TLS settings it connected with. Errors name the file
+/// and `sessions.redis_url`, never the password.
 pub async fn connect_redis(
     config: &Config,
     url: &str,
     retry: Duration,
-) -> Result<(RedisStore, Option<RedisTls>), ConfigError> {
-    let tls = crate::redis_tls::load(config)?;
+) -> Result<(RedisStore, RedisAccess), ConfigError> {
+    let access = crate::redis_access::load(config)?;
     let give_up = tokio::time::Instant::now() + retry;
     let mut pause = FIRST_CONNECT_PAUSE;
     let mut attempts = 1u32;
     loop {
         let timeouts = store_timeouts(config);
-        let connecting = RedisStore::connect(url, tls.as_ref(), &config.sp.entity_id, timeouts);
+        let connecting = RedisStore::connect(url, &access, &config.sp.entity_id, timeouts);
         let error = match connecting.await {
-            Ok(store) => return Ok((store, tls)),
+            Ok(store) => return Ok((store, access)),
             Err(e) => e,
         };
         let now = tokio::time::Instant::now();
@@ -879,7 +879,7 @@ pub async fn connect_redis(
 }
 
 /// Opens the configured store; the memory store gets its periodic purge, a Redis store with
-/// `sessions.redis_tls` its renewal on SIGHUP.
+/// a password file or `sessions.redis_tls` its renewal on SIGHUP.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let timeouts = store_timeouts(config);
     match &config.sessions.store {
@@ -902,10 +902,12 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         }
         StoreKind::Redis { url, description } => {
             // Redis expires its own keys; there is nothing to purge.
-            let (store, tls) =
+            let (store, access) =
                 connect_redis(config, url, config.sessions.redis_connect_retry).await?;
-            if config.sessions.redis_tls.is_some() {
-                let renewal = crate::redis_tls::renew_on_hangup(config.clone(), store.clone(), tls);
+            let sessions = &config.sessions;
+            if sessions.redis_tls.is_some() || sessions.redis_password_file.is_some() {
+                let renewal =
+                    crate::redis_access::renew_on_hangup(config.clone(), store.clone(), access);
                 tokio::spawn(renewal);
             }
             tracing::info!(

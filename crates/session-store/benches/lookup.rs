@@ -96,7 +96,7 @@ fn redis(c: &mut Criterion) {
     let store = rt
         .block_on(RedisStore::connect(
             &url,
-            None,
+            &session_store::RedisAccess::default(),
             "https://bench.example/saml/metadata",
             TIMEOUTS,
         ))

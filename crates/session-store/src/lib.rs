@@ -26,7 +26,7 @@ mod record;
 mod redis;
 
 pub use crate::redis::StoredSession;
-pub use crate::redis::{RedisConnectError, RedisStore, RedisTls};
+pub use crate::redis::{RedisAccess, RedisConnectError, RedisStore, RedisTls};
 pub use memory::{MemoryLimits, MemoryStore};
 pub use record::{
     groups, signed_in_within, Groups, PendingRequest, SessionId, SessionRecord, SESSION_VERSION,

@@ -58,12 +58,13 @@
 //! newer replica may be writing it during a rolling upgrade). Every Redis error is
 //! [`StoreError::Unavailable`]; the connection manager reconnects on the next request.
 //!
-//! # New TLS files without a restart
+//! # A new password or new TLS files without a restart
 //!
-//! [`RedisStore::renew_tls`] opens a connection with a renewed client certificate (or CA) and,
-//! once the server has answered a `PING` over it, puts it in force for every later operation;
-//! the invalidation subscription uses it from its next reconnection. Operations under way
-//! finish on the connection they started with. A renewal that fails changes nothing.
+//! [`RedisStore::renew`] opens a connection with renewed [`RedisAccess`] (a rotated password, a
+//! renewed client certificate or CA) and, once the server has answered a `PING` over it, puts
+//! it in force for every later operation; the invalidation subscription subscribes again with
+//! it within 5 seconds. Operations under way finish on the connection they started with. A
+//! renewal that fails changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +133,26 @@ pub struct RedisTls {
     pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+/// What a connection to Redis signs in with and trusts beyond its URL, as read from files that
+/// may be renewed without a restart ([`RedisStore::renew`]). Its `Debug` shows what is set,
+/// never the password or the key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisAccess {
+    /// The password, in place of the URL's, sent with the URL's user name (or `default`).
+    pub password: Option<String>,
+    /// For a `rediss://` URL: what the connection trusts and shows beyond the defaults.
+    pub tls: Option<RedisTls>,
+}
+
+impl std::fmt::Debug for RedisAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAccess")
+            .field("password", &self.password.is_some())
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for RedisTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTls")
@@ -147,7 +168,7 @@ pub(crate) const MAX_PENDING: usize = 100_000;
 /// Sessions, pending requests and replay cache in Redis (see the module documentation).
 #[derive(Clone)]
 pub struct RedisStore {
-    /// The connection in force; replaced whole by [`RedisStore::renew_tls`].
+    /// The connection in force; replaced whole by [`RedisStore::renew`].
     connection: Arc<ArcSwap<ConnectionManager>>,
     /// The client the invalidation subscription connects with, replaced along with it.
     client: Arc<ArcSwap<redis::Client>>,
@@ -188,11 +209,10 @@ struct StoredPending {
 }
 
 impl RedisStore {
-    /// Checks that `url` (with `tls` for a `rediss://` URL) is a Redis server this build can
-    /// connect to, without connecting; returns a description of the server that is safe to
-    /// log (no credentials).
-    pub fn check_url(url: &str, tls: Option<&RedisTls>) -> Result<String, RedisConnectError> {
-        open_client(url, tls).map(|client| describe(&client))
+    /// Checks that `url` (with `access`) is a Redis server this build can connect to, without
+    /// connecting; returns a description of the server that is safe to log (no credentials).
+    pub fn check_url(url: &str, access: &RedisAccess) -> Result<String, RedisConnectError> {
+        open_client(url, access).map(|client| describe(&client))
     }
 
     /// Whether `url` reaches Redis over TLS as the client reads it (the parsed address, not
@@ -203,28 +223,35 @@ impl RedisStore {
             .is_ok_and(|info| matches!(info.addr, ConnectionAddr::TcpTls { .. }))
     }
 
-    /// Connects to the Redis at `url` (with `tls` for a `rediss://` URL) for the deployment
+    /// Whether `url` carries a password (`redis://[USER]:PASSWORD@...`), as the client reads it.
+    pub fn url_has_password(url: &str) -> bool {
+        use redis::IntoConnectionInfo;
+        url.into_connection_info()
+            .is_ok_and(|info| info.redis.password.is_some())
+    }
+
+    /// Connects to the Redis at `url` (with `access`) for the deployment
     /// whose SP entity ID is `sp_entity_id`. Fails when the URL is bad or the server does not
     /// answer a `PING`.
     pub async fn connect(
         url: &str,
-        tls: Option<&RedisTls>,
+        access: &RedisAccess,
         sp_entity_id: &str,
         timeouts: SessionTimeouts,
     ) -> Result<RedisStore, RedisConnectError> {
-        Self::connect_with_cache(url, tls, sp_entity_id, timeouts, CACHE_TTL).await
+        Self::connect_with_cache(url, access, sp_entity_id, timeouts, CACHE_TTL).await
     }
 
     /// [`RedisStore::connect`] with the session cache's entries living `cache_ttl`
     /// (see [`crate::cache`]); zero switches the cache off.
     pub async fn connect_with_cache(
         url: &str,
-        tls: Option<&RedisTls>,
+        access: &RedisAccess,
         sp_entity_id: &str,
         timeouts: SessionTimeouts,
         cache_ttl: Duration,
     ) -> Result<RedisStore, RedisConnectError> {
-        let client = open_client(url, tls)?;
+        let client = open_client(url, access)?;
         let connection = open_connection(&client).await?;
         let client = Arc::new(ArcSwap::from_pointee(client));
         let namespace = namespace_for(sp_entity_id);
@@ -247,11 +274,11 @@ impl RedisStore {
         })
     }
 
-    /// Connects again with `tls` (renewed files for the same server) and, once the server
-    /// answers over the new connection, uses it for everything from now on; on failure the
-    /// connection in force stays. Every clone of this store follows.
-    pub async fn renew_tls(&self, tls: Option<&RedisTls>) -> Result<(), RedisConnectError> {
-        let client = open_client(&self.url, tls)?;
+    /// Connects again with `access` (a rotated password or renewed TLS files for the same
+    /// server) and, once the server answers over the new connection, uses it for everything
+    /// from now on; on failure the connection in force stays. Every clone of this store follows.
+    pub async fn renew(&self, access: &RedisAccess) -> Result<(), RedisConnectError> {
+        let client = open_client(&self.url, access)?;
         let connection = open_connection(&client).await?;
         self.connection.store(Arc::new(connection));
         self.client.store(Arc::new(client));
@@ -510,8 +537,9 @@ impl RedisStore {
 }
 
 /// The client for `url`: `redis://` (or a Unix socket) in plain TCP, `rediss://` over TLS,
-/// verified against `tls`'s CA or else the system's roots, never unverified (`#insecure`).
-fn open_client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, RedisConnectError> {
+/// verified against `access`'s CA or else the system's roots, never unverified (`#insecure`);
+/// `access`'s password, when set, in place of the URL's.
+fn open_client(url: &str, access: &RedisAccess) -> Result<redis::Client, RedisConnectError> {
     use redis::{ConnectionAddr, IntoConnectionInfo};
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     if !matches!(scheme, "redis" | "redis+unix" | "unix" | "rediss") {
@@ -519,9 +547,13 @@ fn open_client(url: &str, tls: Option<&RedisTls>) -> Result<redis::Client, Redis
             "the scheme must be redis:// or rediss://",
         ));
     }
-    let info = url
+    let mut info = url
         .into_connection_info()
         .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse"))?;
+    if let Some(password) = &access.password {
+        info.redis.password = Some(password.clone());
+    }
+    let tls = access.tls.as_ref();
     // TLS or not as the connection will be made: from the parsed address.
     match info.addr {
         ConnectionAddr::TcpTls { insecure: true, .. } => Err(RedisConnectError::InvalidUrl(
@@ -634,7 +666,7 @@ fn follow_invalidations(
             if weak.strong_count() == 0 {
                 return;
             }
-            // The client in force: renewed TLS files apply from the next connection.
+            // The client in force: renewed access applies from the next connection.
             let current = client.load_full();
             let mut renewed = false;
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, current.get_async_pubsub()).await;
@@ -663,8 +695,8 @@ fn follow_invalidations(
                                 if weak.strong_count() == 0 {
                                     return;
                                 }
-                                // Renewed TLS files: subscribe again with them, so that the
-                                // old certificate (a key rotated out, perhaps) is not shown
+                                // Renewed access: subscribe again with it, so that the old
+                                // certificate or password (rotated out, perhaps) is not used
                                 // for as long as this connection lasts.
                                 if !Arc::ptr_eq(&current, &client.load()) {
                                     renewed = true;
@@ -690,7 +722,9 @@ fn follow_invalidations(
                 // Announcements may be missed until the next subscription: no cache meanwhile.
                 cache.set_enabled(false);
                 if renewed {
-                    tracing::info!("session cache: subscribing again with the renewed TLS files");
+                    tracing::info!(
+                        "session cache: subscribing again with the renewed access settings"
+                    );
                     continue;
                 }
                 if was_on || !warned {
@@ -1052,19 +1086,24 @@ mod tests {
 
     #[test]
     fn urls_are_checked_and_described_without_credentials() {
-        let d = RedisStore::check_url("redis://:s3cret@127.0.0.1:6390/2", None).unwrap();
+        let d = RedisStore::check_url("redis://:s3cret@127.0.0.1:6390/2", &RedisAccess::default())
+            .unwrap();
         assert_eq!(d, "127.0.0.1:6390, database 2");
-        let d = RedisStore::check_url("rediss://gw:s3cret@db.internal:6380/1", None).unwrap();
+        let d = RedisStore::check_url(
+            "rediss://gw:s3cret@db.internal:6380/1",
+            &RedisAccess::default(),
+        )
+        .unwrap();
         assert_eq!(d, "db.internal:6380, database 1");
         assert!(matches!(
-            RedisStore::check_url("rediss://h:6379/#insecure", None),
+            RedisStore::check_url("rediss://h:6379/#insecure", &RedisAccess::default()),
             Err(RedisConnectError::InvalidUrl(_))
         ));
         assert!(matches!(
-            RedisStore::check_url("http://h:6379", None),
+            RedisStore::check_url("http://h:6379", &RedisAccess::default()),
             Err(RedisConnectError::InvalidUrl(_))
         ));
-        let e = RedisStore::check_url("redis://:s3cret@[::1", None).unwrap_err();
+        let e = RedisStore::check_url("redis://:s3cret@[::1", &RedisAccess::default()).unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
@@ -1077,6 +1116,42 @@ mod tests {
         assert!(!RedisStore::url_takes_tls("rediss://[::1"));
     }
 
+    fn with_tls(tls: RedisTls) -> RedisAccess {
+        RedisAccess {
+            password: None,
+            tls: Some(tls),
+        }
+    }
+
+    #[test]
+    fn a_password_given_apart_replaces_the_urls_and_is_never_shown() {
+        let access = RedisAccess {
+            password: Some("from-file-s3cret".to_string()),
+            tls: None,
+        };
+        let client = open_client("redis://gw@127.0.0.1:6390/2", &access).unwrap();
+        let info = client.get_connection_info();
+        assert_eq!(info.redis.username.as_deref(), Some("gw"));
+        assert_eq!(info.redis.password.as_deref(), Some("from-file-s3cret"));
+        let client = open_client("redis://:in-url@127.0.0.1:6390/2", &access).unwrap();
+        let info = client.get_connection_info();
+        assert_eq!(info.redis.password.as_deref(), Some("from-file-s3cret"));
+        let none = open_client("redis://127.0.0.1:6390/2", &RedisAccess::default()).unwrap();
+        assert_eq!(none.get_connection_info().redis.password, None);
+        let described = RedisStore::check_url("redis://gw@127.0.0.1:6390/2", &access).unwrap();
+        assert!(!described.contains("s3cret"), "{described}");
+        let shown = format!("{access:?}");
+        assert_eq!(shown, "RedisAccess { password: true, tls: None }");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_found() {
+        assert!(RedisStore::url_has_password("redis://:pw@h:6379/0"));
+        assert!(RedisStore::url_has_password("rediss://gw:pw@h:6380"));
+        assert!(!RedisStore::url_has_password("redis://gw@h:6379"));
+        assert!(!RedisStore::url_has_password("redis://h:6379"));
+    }
+
     #[test]
     fn tls_settings_need_a_rediss_url_and_certificates_that_parse() {
         let tls = RedisTls {
@@ -1086,11 +1161,11 @@ mod tests {
             client: None,
         };
         assert!(matches!(
-            RedisStore::check_url("redis://h:6379", Some(&RedisTls::default())),
+            RedisStore::check_url("redis://h:6379", &with_tls(RedisTls::default())),
             Err(RedisConnectError::InvalidTls(_))
         ));
         assert!(matches!(
-            RedisStore::check_url("rediss://h:6379", Some(&tls)),
+            RedisStore::check_url("rediss://h:6379", &with_tls(tls)),
             Err(RedisConnectError::InvalidTls(_))
         ));
         let key =

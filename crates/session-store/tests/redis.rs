@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use session_store::{
-    random_token, EndReason, PendingRequest, RedisConnectError, RedisStore, SessionId,
+    random_token, EndReason, PendingRequest, RedisAccess, RedisConnectError, RedisStore, SessionId,
     SessionRecord, SessionState, SessionTimeouts, Store, EXPIRED_RECORD_SECS, SESSION_VERSION,
 };
 use sha2::{Digest, Sha256};
@@ -35,7 +35,9 @@ async fn store_for(entity_id: &str) -> RedisStore {
 
 async fn store_with_cache(entity_id: &str, ttl: Duration) -> RedisStore {
     let url = redis_url();
-    match RedisStore::connect_with_cache(&url, None, entity_id, TIMEOUTS, ttl).await {
+    match RedisStore::connect_with_cache(&url, &RedisAccess::default(), entity_id, TIMEOUTS, ttl)
+        .await
+    {
         Ok(s) => s,
         Err(e) => panic!(
             "these tests need a running redis-server at REDIS_URL (now {url}): {e}. \
@@ -682,7 +684,7 @@ async fn connect_errors_name_the_server_and_never_the_password() {
         .unwrap()
         .port();
     let url = format!("redis://:hunter2-secret@127.0.0.1:{port}/3");
-    let e = RedisStore::connect(&url, None, "sp", TIMEOUTS)
+    let e = RedisStore::connect(&url, &RedisAccess::default(), "sp", TIMEOUTS)
         .await
         .unwrap_err();
     let text = e.to_string();
@@ -697,14 +699,19 @@ async fn connect_errors_name_the_server_and_never_the_password() {
     let mut bad = url::Url::parse(&redis_url()).unwrap();
     bad.set_password(Some("hunter2-secret")).unwrap();
     bad.set_username("nobody-here").unwrap();
-    let e = RedisStore::connect(bad.as_str(), None, "sp", TIMEOUTS)
+    let e = RedisStore::connect(bad.as_str(), &RedisAccess::default(), "sp", TIMEOUTS)
         .await
         .unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 
-    let e = RedisStore::connect("redis://:hunter2-secret@[::1", None, "sp", TIMEOUTS)
-        .await
-        .unwrap_err();
+    let e = RedisStore::connect(
+        "redis://:hunter2-secret@[::1",
+        &RedisAccess::default(),
+        "sp",
+        TIMEOUTS,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, RedisConnectError::InvalidUrl(_)));
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
@@ -722,8 +729,8 @@ async fn a_subscribed_connection_answers_pings() {
 }
 
 #[tokio::test]
-async fn a_tls_renewal_refused_by_its_checks_changes_nothing_and_one_that_connects_keeps_the_sessions(
-) {
+async fn a_renewal_refused_by_its_checks_changes_nothing_and_one_that_connects_keeps_the_sessions()
+{
     let s = store().await;
     let clone = s.clone();
     let id = s.create_session(record("rene"), 1000).await.unwrap();
@@ -732,7 +739,11 @@ async fn a_tls_renewal_refused_by_its_checks_changes_nothing_and_one_that_connec
         ca_pem: Some(b"not a certificate".to_vec()),
         client: None,
     };
-    let refused = s.renew_tls(Some(&tls)).await.unwrap_err();
+    let access = RedisAccess {
+        password: None,
+        tls: Some(tls),
+    };
+    let refused = s.renew(&access).await.unwrap_err();
     assert!(
         matches!(refused, RedisConnectError::InvalidTls(_)),
         "{refused}"
@@ -742,8 +753,9 @@ async fn a_tls_renewal_refused_by_its_checks_changes_nothing_and_one_that_connec
         SessionState::Live(_)
     ));
     // A renewal that connects is in force for every clone, and the sessions are the same.
-    // (That the new files are the ones used is shown over TLS in test_redis_tls.py.)
-    s.renew_tls(None).await.unwrap();
+    // (That the new password or files are the ones used is shown in test_redis_ops.py and
+    // test_redis_tls.py.)
+    s.renew(&RedisAccess::default()).await.unwrap();
     assert!(matches!(
         clone.use_session(&id, 1002).await.unwrap(),
         SessionState::Live(_)

@@ -1,0 +1,256 @@
+//! What the Redis connection signs in with and trusts beyond its URL: the password of
+//! `sessions.redis_password_file` and the files of `sessions.redis_tls`, read and checked when
+//! the store is opened (by `serve`, the session commands and `check-config`) and handed to the
+//! store as what was checked. `serve` reads them again on SIGHUP ([`renew_on_hangup`]): a
+//! rotated password or a renewed client certificate goes in force without a restart.
+
+use std::path::Path;
+
+use openssl::x509::X509;
+use session_store::{RedisAccess, RedisStore, RedisTls};
+
+use crate::config::{Config, ConfigError, StoreKind};
+use crate::state::unix_now;
+
+/// Longest password read from `sessions.redis_password_file`.
+const MAX_PASSWORD_BYTES: usize = 4096;
+
+/// Reads and checks `sessions.redis_password_file` and the files of `sessions.redis_tls` (for
+/// `serve`, the session commands and `check-config`). Errors name the file, the setting and
+/// the path, never the password or the key.
+pub fn load(config: &Config) -> Result<RedisAccess, ConfigError> {
+    let password = match &config.sessions.redis_password_file {
+        None => None,
+        Some(path) => Some(read_password(path).map_err(|message| ConfigError {
+            file: config.file.clone(),
+            key: "sessions.redis_password_file".to_string(),
+            message,
+        })?),
+    };
+    let access = RedisAccess {
+        password,
+        tls: load_tls(config)?,
+    };
+    if let StoreKind::Redis { url, .. } = &config.sessions.store {
+        RedisStore::check_url(url, &access).map_err(|e| ConfigError {
+            file: config.file.clone(),
+            key: "sessions.redis_tls".to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(access)
+}
+
+/// The password in `path`: its one line, without the line end. The error names the path and
+/// what is wrong, never the content.
+fn read_password(path: &Path) -> Result<String, String> {
+    let bytes = crate::tls::read(path)?;
+    let text = bytes
+        .strip_suffix(b"\r\n")
+        .or_else(|| bytes.strip_suffix(b"\n"))
+        .unwrap_or(&bytes);
+    let shown = path.display();
+    if text.is_empty() {
+        return Err(format!("is empty: {shown}"));
+    }
+    if text.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "holds more than {MAX_PASSWORD_BYTES} bytes; it must hold the password alone: {shown}"
+        ));
+    }
+    if text.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return Err(format!(
+            "holds more than one line; it must hold the password alone: {shown}"
+        ));
+    }
+    if text.iter().any(u8::is_ascii_control) {
+        return Err(format!("holds a control character: {shown}"));
+    }
+    let password =
+        String::from_utf8(text.to_vec()).map_err(|_| format!("is not UTF-8 text: {shown}"))?;
+    crate::tls::key_file_warning(
+        path,
+        "the Redis password file (sessions.redis_password_file)",
+    );
+    Ok(password)
+}
+
+/// Reads and checks the files of `sessions.redis_tls`: the CA file holds PEM certificates,
+/// the client certificate is valid now and the key is its key. `None`: no such settings
+/// (plain `redis://`, or `rediss://` with the system's roots).
+fn load_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
+    let Some(files) = &config.sessions.redis_tls else {
+        return Ok(None);
+    };
+    let err = |key: &str, message: String| ConfigError {
+        file: config.file.clone(),
+        key: key.to_string(),
+        message,
+    };
+    let ca_pem = match &files.ca_file {
+        None => None,
+        Some(path) => {
+            let key = "sessions.redis_tls.ca_file";
+            let pem = crate::tls::read(path).map_err(|m| err(key, m))?;
+            let certs = X509::stack_from_pem(&pem).map_err(|_| {
+                err(
+                    key,
+                    format!("not a file of PEM certificates: {}", path.display()),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(err(
+                    key,
+                    format!("holds no PEM certificate: {}", path.display()),
+                ));
+            }
+            // The certificates as checked, written again: the TLS library reads plain
+            // `CERTIFICATE` blocks only.
+            let checked = crate::tls::to_pem(certs.iter().map(|c| &**c))
+                .map_err(|_| err(key, format!("cannot be used: {}", path.display())))?;
+            Some(checked)
+        }
+    };
+    let client = match &files.client {
+        None => None,
+        Some(pair) => {
+            let keys = crate::tls::PairKeys {
+                cert: "sessions.redis_tls.cert_file",
+                key: "sessions.redis_tls.key_file",
+            };
+            let checked =
+                crate::tls::read_pair(pair, keys, unix_now()).map_err(|e| err(e.key, e.message))?;
+            crate::tls::key_file_warning(
+                &pair.key_file,
+                "the Redis client key (sessions.redis_tls.key_file)",
+            );
+            let validity = crate::tls::validity(&checked.leaf);
+            if let Some(days) = validity.and_then(|v| v.warn_days_left(unix_now())) {
+                tracing::warn!(
+                    cert_file = %pair.cert_file.display(),
+                    days_left = days,
+                    "the Redis client certificate (sessions.redis_tls.cert_file) expires soon; \
+                     renew it and send SIGHUP"
+                );
+            }
+            // What was checked is what is used, not the files read again.
+            let chain =
+                std::iter::once(&*checked.leaf).chain(checked.intermediates.iter().map(|c| &**c));
+            let cert = crate::tls::to_pem(chain).map_err(|_| {
+                err(
+                    keys.cert,
+                    format!("cannot be used: {}", pair.cert_file.display()),
+                )
+            })?;
+            let key = checked.key.private_key_to_pem_pkcs8().map_err(|_| {
+                err(
+                    keys.key,
+                    format!("cannot be used: {}", pair.key_file.display()),
+                )
+            })?;
+            Some((cert, key))
+        }
+    };
+    Ok(Some(RedisTls { ca_pem, client }))
+}
+
+/// On SIGHUP, reads `sessions.redis_password_file` and the files of `sessions.redis_tls`
+/// again and, when they changed and pass the checks of start-up, connects to Redis with them
+/// and uses that connection from then on; `in_force` is what the store connected with. Files
+/// that fail the checks, or a server that refuses them, change nothing (the next SIGHUP tries
+/// again).
+pub async fn renew_on_hangup(config: Config, store: RedisStore, mut in_force: RedisAccess) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; a new Redis password or new TLS files need a restart"
+        );
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let renewed = match load(&config) {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                tracing::error!(error = %e, "Redis reload refused; the connection in force stays");
+                continue;
+            }
+        };
+        let what = match (
+            renewed.password != in_force.password,
+            renewed.tls != in_force.tls,
+        ) {
+            (false, false) => {
+                tracing::info!("the Redis password and TLS files are unchanged");
+                continue;
+            }
+            (true, false) => "the new password (sessions.redis_password_file)",
+            (false, true) => "the renewed TLS files (sessions.redis_tls)",
+            (true, true) => "the new password and the renewed TLS files",
+        };
+        match store.renew(&renewed).await {
+            Ok(()) => {
+                tracing::info!("reconnected to Redis with {what}");
+                in_force = renewed;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "Redis reload refused: no connection with {what}; the connection in force stays"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(content: &[u8]) -> Result<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redis-password");
+        std::fs::write(&path, content).unwrap();
+        let result = read_password(&path);
+        if let Err(message) = &result {
+            assert!(message.contains("redis-password"), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+        result
+    }
+
+    #[test]
+    fn the_password_is_the_files_one_line_without_its_end() {
+        assert_eq!(read(b"s3cret-pw\n").unwrap(), "s3cret-pw");
+        assert_eq!(read(b"s3cret-pw\r\n").unwrap(), "s3cret-pw");
+        assert_eq!(
+            read(b"s3cret pw with spaces").unwrap(),
+            "s3cret pw with spaces"
+        );
+        assert_eq!(
+            read("s3cret-pässwort\n".as_bytes()).unwrap(),
+            "s3cret-pässwort"
+        );
+    }
+
+    #[test]
+    fn a_file_that_holds_more_or_less_than_a_password_is_refused_without_showing_it() {
+        assert!(read(b"").unwrap_err().contains("is empty"));
+        assert!(read(b"\n").unwrap_err().contains("is empty"));
+        assert!(read(b"s3cret\nother\n")
+            .unwrap_err()
+            .contains("more than one line"));
+        assert!(read(b"s3cret\n\n")
+            .unwrap_err()
+            .contains("more than one line"));
+        assert!(read(b"s3cret\x00x")
+            .unwrap_err()
+            .contains("control character"));
+        assert!(read(b"s3cret\xff").unwrap_err().contains("UTF-8"));
+        let long = vec![b'a'; MAX_PASSWORD_BYTES + 1];
+        assert!(read(&long).unwrap_err().contains("more than 4096 bytes"));
+        assert_eq!(read(&long[1..]).unwrap().len(), MAX_PASSWORD_BYTES);
+        let missing = read_password(Path::new("/nonexistent/redis-password")).unwrap_err();
+        assert!(
+            missing.contains("cannot read /nonexistent/redis-password"),
+            "{missing}"
+        );
+    }
+}
