@@ -569,7 +569,8 @@ def streamlit_has_option(name):
 class Redis(Service):
     """A private `redis-server` on 127.0.0.1, by default without persistence: stopping it loses
     every key, as an outage with a fresh restart would. Start it again on the same port with a
-    new `Redis(work, port=old.port)`.
+    new `Redis(work, port=old.port)`. `replicaof` (a port on 127.0.0.1) starts it as a replica
+    of that server.
 
     `appendonly=True` keeps an append-only file in `work` (`appendfsync`: `always`, `everysec`
     or `no`); a new `Redis` on the same `work` and port with the same options reads it back, as a
@@ -578,8 +579,9 @@ class Redis(Service):
     name = "redis"
 
     def __init__(self, work, port=None, appendonly=False, appendfsync="everysec", tls=None,
-                 user=None):
+                 user=None, replicaof=None):
         super().__init__(work, port)
+        self.replicaof = replicaof
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.tls = tls
@@ -608,8 +610,9 @@ class Redis(Service):
         if self.user:
             name, password, rules = self.user
             users = ["--user", "default", "off", "--user", name, "on", f">{password}", *rules]
+        replica = ["--replicaof", "127.0.0.1", self.replicaof] if self.replicaof else []
         self._spawn(["redis-server", "--bind", "127.0.0.1", *ports, "--save", "",
-                     *persistence, *users, "--daemonize", "no", "--dir", self.work])
+                     *persistence, *users, *replica, "--daemonize", "no", "--dir", self.work])
         self._wait_until(self.ping, "PONG from redis-cli ping", 10)
         return self
 
@@ -634,6 +637,41 @@ class Redis(Service):
 
     def ping(self):
         return self.cli("ping").stdout.strip() == "PONG"
+
+
+class Sentinel(Service):
+    """A Redis Sentinel (`redis-server --sentinel`) on 127.0.0.1 that monitors the master at
+    `master_port` under `name`, with `quorum` votes to call it down after `down_after_ms`."""
+
+    name = "sentinel"
+
+    def __init__(self, work, master_port, name="gateway", quorum=2, down_after_ms=1000):
+        super().__init__(work)
+        self.master_port = master_port
+        self.master_name = name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+
+    def start(self):
+        # Sentinel rewrites its config file (what it learns about replicas and peers).
+        conf = self.work / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.work}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.master_name} 10000\n")
+        self._spawn(["redis-server", conf, "--sentinel"])
+        self._wait_until(lambda: self.master() is not None, "an answer about the master", 10)
+        return self
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+                              capture_output=True, text=True)
+
+    def master(self):
+        """The port of the master this sentinel names now, or None."""
+        answer = self.cli("sentinel", "get-master-addr-by-name", self.master_name).stdout.split()
+        return int(answer[1]) if len(answer) == 2 else None
 
 
 class TinyProxy(Service):

@@ -24,6 +24,7 @@ pub mod cache;
 mod memory;
 mod record;
 mod redis;
+mod sentinel;
 
 pub use crate::redis::StoredSession;
 pub use crate::redis::{RedisAccess, RedisConnectError, RedisStore, RedisTls};

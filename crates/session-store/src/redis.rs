@@ -77,6 +77,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{SessionCache, CACHE_TTL};
 use crate::record::SESSION_VERSION;
+use crate::sentinel::SentinelUrl;
 use crate::{
     EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
     StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
@@ -108,7 +109,10 @@ const CONNECT_RETRY_DELAY_MS: u64 = 500;
 #[derive(Debug, thiserror::Error)]
 pub enum RedisConnectError {
     /// The URL is not one this build can use.
-    #[error("not a Redis URL such as redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] ({0})")]
+    #[error(
+        "not a Redis URL such as redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] or \
+         redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB] ({0})"
+    )]
     InvalidUrl(&'static str),
     /// The TLS settings cannot be used with the URL, or their certificates do not parse.
     #[error("the Redis TLS settings cannot be used: {0}")]
@@ -172,6 +176,10 @@ pub struct RedisStore {
     connection: Arc<ArcSwap<ConnectionManager>>,
     /// The client the invalidation subscription connects with, replaced along with it.
     client: Arc<ArcSwap<redis::Client>>,
+    /// The password and TLS settings the connection in force was made with.
+    access: Arc<ArcSwap<RedisAccess>>,
+    /// Held while a connection is replaced (a renewal, a new master), one at a time.
+    replacing: Arc<tokio::sync::Mutex<()>>,
     /// The server's URL (its password included: never logged), for a renewal.
     url: Arc<str>,
     namespace: String,
@@ -212,7 +220,10 @@ impl RedisStore {
     /// Checks that `url` (with `access`) is a Redis server this build can connect to, without
     /// connecting; returns a description of the server that is safe to log (no credentials).
     pub fn check_url(url: &str, access: &RedisAccess) -> Result<String, RedisConnectError> {
-        open_client(url, access).map(|client| describe(&client))
+        match SentinelUrl::parse(url) {
+            Some(sentinel) => sentinel_without_tls(sentinel, access).map(|s| s.describe()),
+            None => open_client(url, access).map(|client| describe(&client)),
+        }
     }
 
     /// Whether `url` reaches Redis over TLS as the client reads it (the parsed address, not
@@ -226,6 +237,9 @@ impl RedisStore {
     /// Whether `url` carries a password (`redis://[USER]:PASSWORD@...`), as the client reads it.
     pub fn url_has_password(url: &str) -> bool {
         use redis::IntoConnectionInfo;
+        if let Some(sentinel) = SentinelUrl::parse(url) {
+            return sentinel.is_ok_and(|s| s.redis.password.is_some());
+        }
         url.into_connection_info()
             .is_ok_and(|info| info.redis.password.is_some())
     }
@@ -251,8 +265,7 @@ impl RedisStore {
         timeouts: SessionTimeouts,
         cache_ttl: Duration,
     ) -> Result<RedisStore, RedisConnectError> {
-        let client = open_client(url, access)?;
-        let connection = open_connection(&client).await?;
+        let (client, connection) = open(url, access).await?;
         let client = Arc::new(ArcSwap::from_pointee(client));
         let namespace = namespace_for(sp_entity_id);
         let cache = if cache_ttl.is_zero() {
@@ -263,25 +276,32 @@ impl RedisStore {
             follow_invalidations(client.clone(), channel, cache.clone());
             cache
         };
-        Ok(RedisStore {
+        let store = RedisStore {
             connection: Arc::new(ArcSwap::from_pointee(connection)),
             client,
+            access: Arc::new(ArcSwap::from_pointee(access.clone())),
+            replacing: Arc::default(),
             url: url.into(),
             namespace,
             max_pending: MAX_PENDING,
             timeouts,
             cache,
-        })
+        };
+        if let Some(Ok(sentinel)) = SentinelUrl::parse(url) {
+            follow_master(&store, sentinel);
+        }
+        Ok(store)
     }
 
     /// Connects again with `access` (a rotated password or renewed TLS files for the same
     /// server) and, once the server answers over the new connection, uses it for everything
     /// from now on; on failure the connection in force stays. Every clone of this store follows.
     pub async fn renew(&self, access: &RedisAccess) -> Result<(), RedisConnectError> {
-        let client = open_client(&self.url, access)?;
-        let connection = open_connection(&client).await?;
+        let _one_at_a_time = self.replacing.lock().await;
+        let (client, connection) = open(&self.url, access).await?;
         self.connection.store(Arc::new(connection));
         self.client.store(Arc::new(client));
+        self.access.store(Arc::new(access.clone()));
         Ok(())
     }
 
@@ -581,6 +601,117 @@ fn open_client(url: &str, access: &RedisAccess) -> Result<redis::Client, RedisCo
         _ => redis::Client::open(info)
             .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse")),
     }
+}
+
+/// A client for `url` and a connection through it that has answered a `PING`; behind Sentinel,
+/// to the master the sentinels name now.
+async fn open(
+    url: &str,
+    access: &RedisAccess,
+) -> Result<(redis::Client, ConnectionManager), RedisConnectError> {
+    match SentinelUrl::parse(url) {
+        None => {
+            let client = open_client(url, access)?;
+            let connection = open_connection(&client).await?;
+            Ok((client, connection))
+        }
+        Some(sentinel) => {
+            let sentinel = sentinel_without_tls(sentinel, access)?;
+            let master = sentinel.master().await?;
+            open_master(&sentinel, master, access).await
+        }
+    }
+}
+
+/// A parsed Sentinel URL, refused with TLS settings (not supported with Sentinel).
+fn sentinel_without_tls(
+    sentinel: Result<SentinelUrl, RedisConnectError>,
+    access: &RedisAccess,
+) -> Result<SentinelUrl, RedisConnectError> {
+    let sentinel = sentinel?;
+    if access.tls.is_some() {
+        return Err(RedisConnectError::InvalidTls(
+            "TLS settings need a rediss:// URL; TLS with Sentinel is not supported",
+        ));
+    }
+    Ok(sentinel)
+}
+
+/// A client for the master at `master` and a connection to it, checked to be the master.
+async fn open_master(
+    sentinel: &SentinelUrl,
+    master: (String, u16),
+    access: &RedisAccess,
+) -> Result<(redis::Client, ConnectionManager), RedisConnectError> {
+    let info = sentinel.master_info(master, access.password.as_deref());
+    let password = info.redis.password.clone();
+    let client = redis::Client::open(info)
+        .map_err(|_| RedisConnectError::InvalidUrl("the master's address does not parse"))?;
+    let mut connection = open_connection(&client).await?;
+    crate::sentinel::check_master(&mut connection)
+        .await
+        .map_err(|reason| RedisConnectError::Unreachable {
+            address: describe(&client),
+            reason: redact(&reason, password.as_deref()),
+        })?;
+    Ok((client, connection))
+}
+
+/// Behind Sentinel: asks the sentinels every [`crate::sentinel::WATCH_INTERVAL`] where the
+/// master is and, when they name another one (a failover), connects there and puts that
+/// connection in force for every clone of `store`. Stops when every clone is gone.
+fn follow_master(store: &RedisStore, sentinel: SentinelUrl) {
+    let connection = Arc::downgrade(&store.connection);
+    let client = store.client.clone();
+    let access = store.access.clone();
+    let replacing = store.replacing.clone();
+    tokio::spawn(async move {
+        let mut last_problem = None;
+        loop {
+            tokio::time::sleep(crate::sentinel::WATCH_INTERVAL).await;
+            if connection.strong_count() == 0 {
+                return;
+            }
+            let problem = match sentinel.master().await {
+                Err(e) => Some(format!("{e}; the connection in force stays")),
+                Ok(named) => {
+                    let _one_at_a_time = replacing.lock().await;
+                    let Some(connection) = connection.upgrade() else {
+                        return;
+                    };
+                    let in_force = client.load().get_connection_info().addr.clone();
+                    let same = matches!(&in_force, redis::ConnectionAddr::Tcp(host, port)
+                        if (host.as_str(), *port) == (named.0.as_str(), named.1));
+                    if same {
+                        None
+                    } else {
+                        let to = crate::sentinel::address(&named.0, named.1);
+                        match open_master(&sentinel, named, &access.load()).await {
+                            Ok((new_client, new_connection)) => {
+                                connection.store(Arc::new(new_connection));
+                                client.store(Arc::new(new_client));
+                                tracing::warn!(
+                                    from = %in_force,
+                                    to = %to,
+                                    "Redis Sentinel: the master moved; connected to the new master"
+                                );
+                                None
+                            }
+                            Err(e) => Some(format!("{e}; the connection in force stays")),
+                        }
+                    }
+                }
+            };
+            // Each problem is logged once, not every second.
+            if problem != last_problem {
+                match &problem {
+                    Some(p) => tracing::warn!(problem = %p, "Redis Sentinel"),
+                    None => tracing::info!("Redis Sentinel: the sentinels and the master answer"),
+                }
+                last_problem = problem;
+            }
+        }
+    });
 }
 
 /// A managed connection through `client` that has answered a `PING`.
