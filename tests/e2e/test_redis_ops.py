@@ -186,7 +186,9 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
         form = login_until_acs(alice, c.url, "alice", "alice-pass")
         assert post_to_acs(alice, c.deliver(form)).status_code == 303
         assert health(alice, c) == 200
-        [channel] = redis.cli("pubsub", "channels", "saml-gw:*").stdout.split()
+        channels = lambda: redis.cli("pubsub", "channels", "saml-gw:*").stdout.split()
+        until(channels, 10, "the invalidation subscription")
+        [channel] = channels()
 
         # Rotation: the server takes both passwords; the file gets the new one; SIGHUP.
         assert redis.cli("acl", "setuser", "saml-gateway", f">{new}").stdout.strip() == "OK"
@@ -239,6 +241,8 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
             deployment.started(refused)
         said = str(failed.value)
         assert "sessions.redis_url: cannot connect to Redis at 127.0.0.1" in said, said
+        assert f"signed in with the password in sessions.redis_password_file: {password_file}" \
+            in said, said
         assert wrong not in said
     finally:
         redis.stop()

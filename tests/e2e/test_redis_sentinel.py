@@ -64,7 +64,9 @@ def test_the_gateway_follows_a_failover_and_keeps_the_sessions(deployment, senti
     assert len(keys(master)) == 1
     assert master.cli("wait", "1", "5000").stdout.strip() == "1"
     assert keys(replica) == keys(master)
-    [channel] = master.cli("pubsub", "channels", "saml-gw:*").stdout.split()
+    channels = lambda: master.cli("pubsub", "channels", "saml-gw:*").stdout.split()
+    until(channels, 10, "the invalidation subscription")
+    [channel] = channels()
 
     # The master dies; the two sentinels left agree, and promote the replica.
     master.crash()

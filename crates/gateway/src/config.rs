@@ -351,6 +351,11 @@ fn both_or_neither<'a, T: ?Sized>(
     }
 }
 
+/// Whether the store is a Redis whose URL carries a password.
+fn store_url_has_password(store: &StoreKind) -> bool {
+    matches!(store, StoreKind::Redis { url, .. } if session_store::RedisStore::url_has_password(url))
+}
+
 /// Whether the store is a Redis reached over TLS (`rediss://`), as the store's client reads
 /// the URL: it takes TLS settings only then.
 fn store_url_is_tls(store: &StoreKind) -> bool {
@@ -819,11 +824,12 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
                 "applies only with sessions.store: redis",
             ))
         }
-        Some(_) if matches!(&store, StoreKind::Redis { url, .. } if session_store::RedisStore::url_has_password(url)) => {
+        Some(_) if store_url_has_password(&store) => {
             return Err(err(
                 "sessions.redis_password_file",
                 "sessions.redis_url holds a password too; keep the password in one place \
-                 (redis://USER@HOST:PORT/DB with the password in this file)",
+                 (redis://USER@HOST:PORT/DB, or unix:///PATH?user=USER, with the password in \
+                 this file)",
             ))
         }
         Some(path) => Some(resolve(&path)),

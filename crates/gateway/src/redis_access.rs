@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use openssl::x509::X509;
-use session_store::{RedisAccess, RedisStore, RedisTls};
+use session_store::{RedisAccess, RedisConnectError, RedisStore, RedisTls};
 
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::state::unix_now;
@@ -34,7 +34,11 @@ pub fn load(config: &Config) -> Result<RedisAccess, ConfigError> {
     if let StoreKind::Redis { url, .. } = &config.sessions.store {
         RedisStore::check_url(url, &access).map_err(|e| ConfigError {
             file: config.file.clone(),
-            key: "sessions.redis_tls".to_string(),
+            key: match e {
+                RedisConnectError::InvalidTls(_) => "sessions.redis_tls",
+                _ => "sessions.redis_url",
+            }
+            .to_string(),
             message: e.to_string(),
         })?;
     }
@@ -42,9 +46,20 @@ pub fn load(config: &Config) -> Result<RedisAccess, ConfigError> {
 }
 
 /// The password in `path`: its one line, without the line end. The error names the path and
-/// what is wrong, never the content.
+/// what is wrong, never the content. Only a regular file is read (a FIFO would block), and no
+/// more of it than a password can take.
 fn read_password(path: &Path) -> Result<String, String> {
-    let bytes = crate::tls::read(path)?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("is not a regular file: {}", path.display()));
+    }
+    let mut bytes = Vec::new();
+    // The longest password and a line end, and one byte more to tell a longer file.
+    let most = u64::try_from(MAX_PASSWORD_BYTES + 3).unwrap_or(u64::MAX);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(most).read_to_end(&mut bytes))
+        .map_err(cannot)?;
     let text = bytes
         .strip_suffix(b"\r\n")
         .or_else(|| bytes.strip_suffix(b"\n"))
@@ -168,9 +183,16 @@ pub async fn renew_on_hangup(config: Config, store: RedisStore, mut in_force: Re
         return;
     };
     while hangup.recv().await.is_some() {
-        let renewed = match load(&config) {
-            Ok(renewed) => renewed,
+        // The files may sit on a mount that is slow to answer: read off the async workers.
+        let reading = config.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&reading)).await;
+        let renewed = match loaded {
+            Ok(Ok(renewed)) => renewed,
             Err(e) => {
+                tracing::error!(error = %e, "Redis reload failed; the connection in force stays");
+                continue;
+            }
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "Redis reload refused; the connection in force stays");
                 continue;
             }
@@ -185,7 +207,10 @@ pub async fn renew_on_hangup(config: Config, store: RedisStore, mut in_force: Re
             }
             (true, false) => "the new password (sessions.redis_password_file)",
             (false, true) => "the renewed TLS files (sessions.redis_tls)",
-            (true, true) => "the new password and the renewed TLS files",
+            (true, true) => {
+                "the new password and the renewed TLS files (sessions.redis_password_file, \
+                 sessions.redis_tls)"
+            }
         };
         match store.renew(&renewed).await {
             Ok(()) => {
@@ -247,6 +272,11 @@ mod tests {
         let long = vec![b'a'; MAX_PASSWORD_BYTES + 1];
         assert!(read(&long).unwrap_err().contains("more than 4096 bytes"));
         assert_eq!(read(&long[1..]).unwrap().len(), MAX_PASSWORD_BYTES);
+        let big = vec![b'a'; 1 << 20];
+        assert!(read(&big).unwrap_err().contains("more than 4096 bytes"));
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_file = read_password(dir.path()).unwrap_err();
+        assert!(not_a_file.contains("is not a regular file"), "{not_a_file}");
         let missing = read_password(Path::new("/nonexistent/redis-password")).unwrap_err();
         assert!(
             missing.contains("cannot read /nonexistent/redis-password"),

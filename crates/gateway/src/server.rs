@@ -854,6 +854,12 @@ pub async fn connect_redis(
         let retryable = matches!(error, RedisConnectError::Unreachable { .. });
         if !retryable || now >= give_up {
             let mut message = error.to_string();
+            if let (true, Some(path)) = (retryable, &config.sessions.redis_password_file) {
+                message.push_str(&format!(
+                    " (signed in with the password in sessions.redis_password_file: {})",
+                    path.display()
+                ));
+            }
             if retryable && !retry.is_zero() {
                 message.push_str(&format!(
                     " (gave up after {attempts} attempts in sessions.redis_connect_retry: {}s)",

@@ -1281,6 +1281,14 @@ mod tests {
         assert!(RedisStore::url_has_password("rediss://gw:pw@h:6380"));
         assert!(!RedisStore::url_has_password("redis://gw@h:6379"));
         assert!(!RedisStore::url_has_password("redis://h:6379"));
+        // Percent-encoded, and empty (no password at all).
+        assert!(RedisStore::url_has_password("redis://gw:%41b@h:6379"));
+        assert!(!RedisStore::url_has_password("redis://:@h:6379"));
+        assert!(!RedisStore::url_has_password("redis://gw:@h:6379"));
+        assert!(RedisStore::url_has_password(
+            "redis+sentinel://gw:pw@s1,s2/m"
+        ));
+        assert!(!RedisStore::url_has_password("redis+sentinel://gw@s1,s2/m"));
     }
 
     #[test]
