@@ -570,7 +570,7 @@ class Redis(Service):
     """A private `redis-server` on 127.0.0.1, by default without persistence: stopping it loses
     every key, as an outage with a fresh restart would. Start it again on the same port with a
     new `Redis(work, port=old.port)`. `replicaof` (a port on 127.0.0.1) starts it as a replica
-    of that server.
+    of that server, over TLS and as `user` when it has them.
 
     `appendonly=True` keeps an append-only file in `work` (`appendfsync`: `always`, `everysec`
     or `no`); a new `Redis` on the same `work` and port with the same options reads it back, as a
@@ -610,7 +610,13 @@ class Redis(Service):
         if self.user:
             name, password, rules = self.user
             users = ["--user", "default", "off", "--user", name, "on", f">{password}", *rules]
-        replica = ["--replicaof", "127.0.0.1", self.replicaof] if self.replicaof else []
+        replica = []
+        if self.replicaof:
+            replica = ["--replicaof", "127.0.0.1", self.replicaof]
+            if self.tls:
+                replica += ["--tls-replication", "yes"]
+            if self.user:
+                replica += ["--masteruser", self.user[0], "--masterauth", self.user[1]]
         self._spawn(["redis-server", "--bind", "127.0.0.1", *ports, "--save", "",
                      *persistence, *users, *replica, "--daemonize", "no", "--dir", self.work])
         self._wait_until(self.ping, "PONG from redis-cli ping", 10)
@@ -641,32 +647,60 @@ class Redis(Service):
 
 class Sentinel(Service):
     """A Redis Sentinel (`redis-server --sentinel`) on 127.0.0.1 that monitors the master at
-    `master_port` under `name`, with `quorum` votes to call it down after `down_after_ms`."""
+    `master_port` under `name`, with `quorum` votes to call it down after `down_after_ms`.
+
+    With `tls` (a `RedisTls`), it speaks TLS only, to its clients and to the servers and the
+    other sentinels. With `password`, it asks its clients for it (`requirepass`) and shows it
+    to the other sentinels; with `master_user` (name, password), it signs in to the servers."""
 
     name = "sentinel"
 
-    def __init__(self, work, master_port, name="gateway", quorum=2, down_after_ms=1000):
+    def __init__(self, work, master_port, name="gateway", quorum=2, down_after_ms=1000,
+                 tls=None, password=None, master_user=None):
         super().__init__(work)
         self.master_port = master_port
         self.master_name = name
         self.quorum = quorum
         self.down_after_ms = down_after_ms
+        self.tls = tls
+        self.password = password
+        self.master_user = master_user
 
     def start(self):
         # Sentinel rewrites its config file (what it learns about replicas and peers).
+        name = self.master_name
+        lines = [f"bind 127.0.0.1", f"dir {self.work}"]
+        if self.tls:
+            lines += [f"port 0", f"tls-port {self.port}", f"tls-cert-file {self.tls.cert}",
+                      f"tls-key-file {self.tls.key}", f"tls-ca-cert-file {self.tls.ca}",
+                      f"tls-auth-clients {'yes' if self.tls.client else 'no'}",
+                      "tls-replication yes"]
+        else:
+            lines += [f"port {self.port}"]
+        if self.password:
+            lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+        lines += [f"sentinel monitor {name} 127.0.0.1 {self.master_port} {self.quorum}",
+                  f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                  f"sentinel failover-timeout {name} 3000"]
+        if self.master_user:
+            lines += [f"sentinel auth-user {name} {self.master_user[0]}",
+                      f"sentinel auth-pass {name} {self.master_user[1]}"]
         conf = self.work / "sentinel.conf"
-        conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.work}\n"
-            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} {self.quorum}\n"
-            f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
-            f"sentinel failover-timeout {self.master_name} 10000\n")
+        conf.write_text("\n".join(lines) + "\n")
         self._spawn(["redis-server", conf, "--sentinel"])
         self._wait_until(lambda: self.master() is not None, "an answer about the master", 10)
         return self
 
-    def cli(self, *args):
-        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
-                              capture_output=True, text=True)
+    def cli(self, *args, signed_in=True):
+        """`redis-cli` against this sentinel, with its password unless `signed_in` is false."""
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port)]
+        if self.tls:
+            argv += ["--tls", "--cacert", str(self.tls.ca)]
+            if self.tls.client:
+                argv += ["--cert", str(self.tls.client[0]), "--key", str(self.tls.client[1])]
+        if self.password and signed_in:
+            argv += ["--pass", self.password, "--no-auth-warning"]
+        return subprocess.run([*argv, *args], capture_output=True, text=True)
 
     def master(self):
         """The port of the master this sentinel names now, or None."""

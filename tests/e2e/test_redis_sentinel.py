@@ -1,11 +1,15 @@
 """Sessions in Redis behind Sentinel (`redis+sentinel://`): a master, a replica and three
-sentinels, all Debian's `redis-server`, the sentinels started with `--sentinel`.
+sentinels, all Debian's `redis-server`, the sentinels started with `--sentinel`; then the same
+over TLS (`rediss+sentinel://`) with client certificates, an ACL user on the servers and a
+password on the sentinels.
 
 The gateway asks the sentinels where the master is, at start-up and every second after. When
 the master dies, the sentinels promote the replica, and the gateway moves to it by itself:
 users who signed in before stay signed in (their sessions were replicated), new logins work,
 and the session cache's invalidation subscription follows.
 """
+
+import secrets
 
 import pytest
 
@@ -68,11 +72,13 @@ def test_the_gateway_follows_a_failover_and_keeps_the_sessions(deployment, senti
     until(channels, 10, "the invalidation subscription")
     [channel] = channels()
 
+    moved = "Redis Sentinel: the master moved; connected to the new master"
+    assert moved not in log()
+
     # The master dies; the two sentinels left agree, and promote the replica.
     master.crash()
-    until(lambda: watchers[1].master() == replica.port, 30, "the replica promoted")
-    until(lambda: "Redis Sentinel: the master moved; connected to the new master" in log(), 20,
-          "the gateway on the new master")
+    until(lambda: watchers[1].master() == replica.port, 60, "the replica promoted")
+    until(lambda: moved in log(), 20, "the gateway on the new master")
     seen = statuses_until(lambda: health(alice, a), 200, 15, "alice's session on the new master")
     assert 401 not in seen, f"the session was lost: {seen}"
     bob = log_in(a, "bob")
@@ -84,6 +90,60 @@ def test_the_gateway_follows_a_failover_and_keeps_the_sessions(deployment, senti
     logout(bob, a.url)
     assert health(bob, a) == 401
     assert health(alice, a) == 200
+    # One move, not one per look at the sentinels.
+    assert log().count(moved) == 1
+
+
+def test_over_tls_with_an_acl_user_and_sentinels_that_ask_for_a_password(deployment):
+    work = testbed.fresh_work(deployment.work, "sentinel-tls")
+    ca, issued = testbed.make_ca(work, "sentinel-ca", ["redis-server", "gateway-client"])
+    client = issued["gateway-client"]
+    tls = testbed.RedisTls(*issued["redis-server"], ca, client=client)
+    # One user for the gateway, the replica and the sentinels on the servers (default user off);
+    # the sentinels ask for the same password (`requirepass`) and have no such user.
+    user = ("saml-gateway", "pw-" + secrets.token_hex(12), ["~*", "&*", "+@all"])
+    master = testbed.Redis(work / "master", tls=tls, user=user).start()
+    servers = [master]
+    try:
+        replica = testbed.Redis(work / "replica", tls=tls, user=user,
+                                replicaof=master.port).start()
+        servers.append(replica)
+        for i in range(3):
+            servers.append(testbed.Sentinel(work / f"sentinel-{i}", master.port, tls=tls,
+                                            password=user[1], master_user=user[:2]).start())
+        watchers = servers[2:]
+        for w in watchers:
+            until(lambda: w.cli("sentinel", "ckquorum", "gateway").stdout.startswith("OK 3"),
+                  30, "the sentinels aware of each other")
+        # The sentinels answer nobody who has not signed in.
+        refused = watchers[0].cli("sentinel", "get-master-addr-by-name", "gateway",
+                                  signed_in=False)
+        assert "NOAUTH" in refused.stdout + refused.stderr, refused
+        password_file = work / "redis-password"
+        password_file.write_text(user[1] + "\n")
+        password_file.chmod(0o600)
+        hosts = ",".join(f"127.0.0.1:{w.port}" for w in watchers)
+        url = f"rediss+sentinel://saml-gateway@{hosts}/gateway/0"
+        sessions = (f"  redis_password_file: {password_file}\n  redis_tls:\n"
+                    f"    ca_file: {ca}\n    cert_file: {client[0]}\n    key_file: {client[1]}\n")
+        a = deployment.replica("sentinel-tls", url, sessions=sessions)
+        log = lambda: a.gateway.log_path.read_text()
+        alice = log_in(a, "alice")
+        assert health(alice, a) == 200
+        assert master.cli("wait", "1", "5000").stdout.strip() == "1"
+
+        master.crash()
+        until(lambda: watchers[0].master() == replica.port, 60, "the replica promoted")
+        until(lambda: "Redis Sentinel: the master moved" in log(), 20,
+              "the gateway on the new master")
+        seen = statuses_until(lambda: health(alice, a), 200, 15, "alice's session")
+        assert 401 not in seen, f"the session was lost: {seen}"
+        bob = log_in(a, "bob")
+        assert health(bob, a) == 200
+        assert user[1] not in log() + a.audit_path.read_text()
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_start_up_names_the_sentinels_that_did_not_answer(deployment, sentinels):

@@ -163,7 +163,8 @@ def test_bad_tls_settings_are_named_by_check_config(deployment, redis, certs):
     plain = redis.url.replace("rediss://", "redis://")
     r = check_config(deployment, "plain", plain, tls_lines(certs.ca))
     assert r.returncode != 0
-    assert "sessions.redis_tls: applies only to a rediss:// sessions.redis_url" in r.stderr, \
+    assert "sessions.redis_tls: applies only to a rediss:// or rediss+sentinel:// " \
+        "sessions.redis_url" in r.stderr, \
         r.stderr
     # A key that is not the client certificate's.
     r = check_config(deployment, "mismatch", redis.url,

@@ -796,7 +796,8 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         Some(_) if !store_url_is_tls(&store) => {
             return Err(err(
                 "sessions.redis_tls",
-                "applies only to a rediss:// sessions.redis_url (Redis over TLS)",
+                "applies only to a rediss:// or rediss+sentinel:// sessions.redis_url (Redis \
+                 over TLS)",
             ))
         }
         Some(t) => {
@@ -828,8 +829,8 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
             return Err(err(
                 "sessions.redis_password_file",
                 "sessions.redis_url holds a password too; keep the password in one place \
-                 (redis://USER@HOST:PORT/DB, or unix:///PATH?user=USER, with the password in \
-                 this file)",
+                 (redis://USER@HOST:PORT/DB, redis+sentinel://USER@HOSTS/MASTER/DB or \
+                 unix:///PATH?user=USER, with the password in this file)",
             ))
         }
         Some(path) => Some(resolve(&path)),

@@ -221,7 +221,13 @@ impl RedisStore {
     /// connecting; returns a description of the server that is safe to log (no credentials).
     pub fn check_url(url: &str, access: &RedisAccess) -> Result<String, RedisConnectError> {
         match SentinelUrl::parse(url) {
-            Some(sentinel) => sentinel_without_tls(sentinel, access).map(|s| s.describe()),
+            Some(sentinel) => {
+                let sentinel = sentinel?;
+                // The client the master will get, built now to check the settings.
+                let master = sentinel.master_info(("localhost".to_string(), 6379), access);
+                client_for(master, access.tls.as_ref())?;
+                Ok(sentinel.describe())
+            }
             None => open_client(url, access).map(|client| describe(&client)),
         }
     }
@@ -230,6 +236,9 @@ impl RedisStore {
     /// the spelling of the scheme): only then do TLS settings apply.
     pub fn url_takes_tls(url: &str) -> bool {
         use redis::{ConnectionAddr, IntoConnectionInfo};
+        if let Some(sentinel) = SentinelUrl::parse(url) {
+            return sentinel.is_ok_and(|s| s.tls);
+        }
         url.into_connection_info()
             .is_ok_and(|info| matches!(info.addr, ConnectionAddr::TcpTls { .. }))
     }
@@ -288,7 +297,21 @@ impl RedisStore {
             cache,
         };
         if let Some(Ok(sentinel)) = SentinelUrl::parse(url) {
-            follow_master(&store, sentinel);
+            let master = store.client.load().get_connection_info().addr.clone();
+            tracing::info!(
+                master = %crate::sentinel::shown_addr(&master),
+                "Redis Sentinel: connected to the master the sentinels name"
+            );
+            crate::sentinel::follow_master(
+                crate::sentinel::Watched {
+                    connection: Arc::downgrade(&store.connection),
+                    client: store.client.clone(),
+                    access: store.access.clone(),
+                    replacing: store.replacing.clone(),
+                    cache: Arc::downgrade(&store.cache),
+                },
+                sentinel,
+            );
         }
         Ok(store)
     }
@@ -560,7 +583,7 @@ impl RedisStore {
 /// verified against `access`'s CA or else the system's roots, never unverified (`#insecure`);
 /// `access`'s password, when set, in place of the URL's.
 fn open_client(url: &str, access: &RedisAccess) -> Result<redis::Client, RedisConnectError> {
-    use redis::{ConnectionAddr, IntoConnectionInfo};
+    use redis::IntoConnectionInfo;
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     if !matches!(scheme, "redis" | "redis+unix" | "unix" | "rediss") {
         return Err(RedisConnectError::InvalidUrl(
@@ -573,7 +596,16 @@ fn open_client(url: &str, access: &RedisAccess) -> Result<redis::Client, RedisCo
     if let Some(password) = &access.password {
         info.redis.password = Some(password.clone());
     }
-    let tls = access.tls.as_ref();
+    client_for(info, access.tls.as_ref())
+}
+
+/// The client for `info`: over TLS when its address says so, verified against `tls`'s CA or
+/// else the system's roots, never unverified; TLS settings for a plain address are refused.
+pub(crate) fn client_for(
+    info: redis::ConnectionInfo,
+    tls: Option<&RedisTls>,
+) -> Result<redis::Client, RedisConnectError> {
+    use redis::ConnectionAddr;
     // TLS or not as the connection will be made: from the parsed address.
     match info.addr {
         ConnectionAddr::TcpTls { insecure: true, .. } => Err(RedisConnectError::InvalidUrl(
@@ -596,7 +628,7 @@ fn open_client(url: &str, access: &RedisAccess) -> Result<redis::Client, RedisCo
             })
         }
         _ if tls.is_some() => Err(RedisConnectError::InvalidTls(
-            "TLS settings need a rediss:// URL",
+            "TLS settings need a rediss:// or rediss+sentinel:// URL",
         )),
         _ => redis::Client::open(info)
             .map_err(|_| RedisConnectError::InvalidUrl("the URL does not parse")),
@@ -616,106 +648,17 @@ async fn open(
             Ok((client, connection))
         }
         Some(sentinel) => {
-            let sentinel = sentinel_without_tls(sentinel, access)?;
-            let master = sentinel.master().await?;
-            open_master(&sentinel, master, access).await
+            let sentinel = sentinel?;
+            let master = sentinel.master(access).await?;
+            crate::sentinel::open_master(&sentinel, master, access).await
         }
     }
-}
-
-/// A parsed Sentinel URL, refused with TLS settings (not supported with Sentinel).
-fn sentinel_without_tls(
-    sentinel: Result<SentinelUrl, RedisConnectError>,
-    access: &RedisAccess,
-) -> Result<SentinelUrl, RedisConnectError> {
-    let sentinel = sentinel?;
-    if access.tls.is_some() {
-        return Err(RedisConnectError::InvalidTls(
-            "TLS settings need a rediss:// URL; TLS with Sentinel is not supported",
-        ));
-    }
-    Ok(sentinel)
-}
-
-/// A client for the master at `master` and a connection to it, checked to be the master.
-async fn open_master(
-    sentinel: &SentinelUrl,
-    master: (String, u16),
-    access: &RedisAccess,
-) -> Result<(redis::Client, ConnectionManager), RedisConnectError> {
-    let info = sentinel.master_info(master, access.password.as_deref());
-    let password = info.redis.password.clone();
-    let client = redis::Client::open(info)
-        .map_err(|_| RedisConnectError::InvalidUrl("the master's address does not parse"))?;
-    let mut connection = open_connection(&client).await?;
-    crate::sentinel::check_master(&mut connection)
-        .await
-        .map_err(|reason| RedisConnectError::Unreachable {
-            address: describe(&client),
-            reason: redact(&reason, password.as_deref()),
-        })?;
-    Ok((client, connection))
-}
-
-/// Behind Sentinel: asks the sentinels every [`crate::sentinel::WATCH_INTERVAL`] where the
-/// master is and, when they name another one (a failover), connects there and puts that
-/// connection in force for every clone of `store`. Stops when every clone is gone.
-fn follow_master(store: &RedisStore, sentinel: SentinelUrl) {
-    let connection = Arc::downgrade(&store.connection);
-    let client = store.client.clone();
-    let access = store.access.clone();
-    let replacing = store.replacing.clone();
-    tokio::spawn(async move {
-        let mut last_problem = None;
-        loop {
-            tokio::time::sleep(crate::sentinel::WATCH_INTERVAL).await;
-            if connection.strong_count() == 0 {
-                return;
-            }
-            let problem = match sentinel.master().await {
-                Err(e) => Some(format!("{e}; the connection in force stays")),
-                Ok(named) => {
-                    let _one_at_a_time = replacing.lock().await;
-                    let Some(connection) = connection.upgrade() else {
-                        return;
-                    };
-                    let in_force = client.load().get_connection_info().addr.clone();
-                    let same = matches!(&in_force, redis::ConnectionAddr::Tcp(host, port)
-                        if (host.as_str(), *port) == (named.0.as_str(), named.1));
-                    if same {
-                        None
-                    } else {
-                        let to = crate::sentinel::address(&named.0, named.1);
-                        match open_master(&sentinel, named, &access.load()).await {
-                            Ok((new_client, new_connection)) => {
-                                connection.store(Arc::new(new_connection));
-                                client.store(Arc::new(new_client));
-                                tracing::warn!(
-                                    from = %in_force,
-                                    to = %to,
-                                    "Redis Sentinel: the master moved; connected to the new master"
-                                );
-                                None
-                            }
-                            Err(e) => Some(format!("{e}; the connection in force stays")),
-                        }
-                    }
-                }
-            };
-            // Each problem is logged once, not every second.
-            if problem != last_problem {
-                match &problem {
-                    Some(p) => tracing::warn!(problem = %p, "Redis Sentinel"),
-                    None => tracing::info!("Redis Sentinel: the sentinels and the master answer"),
-                }
-                last_problem = problem;
-            }
-        }
-    });
 }
 
 /// A managed connection through `client` that has answered a `PING`.
-async fn open_connection(client: &redis::Client) -> Result<ConnectionManager, RedisConnectError> {
+pub(crate) async fn open_connection(
+    client: &redis::Client,
+) -> Result<ConnectionManager, RedisConnectError> {
     let address = describe(client);
     let password = client.get_connection_info().redis.password.clone();
     let unreachable = |e: redis::RedisError| RedisConnectError::Unreachable {
@@ -739,13 +682,14 @@ async fn open_connection(client: &redis::Client) -> Result<ConnectionManager, Re
 }
 
 /// `127.0.0.1:6379, database 0`: where the store is, without credentials.
-fn describe(client: &redis::Client) -> String {
+pub(crate) fn describe(client: &redis::Client) -> String {
     let info = client.get_connection_info();
-    format!("{}, database {}", info.addr, info.redis.db)
+    let address = crate::sentinel::shown_addr(&info.addr);
+    format!("{address}, database {}", info.redis.db)
 }
 
 /// Removes the password from a message, should a library ever echo it.
-fn redact(message: &str, password: Option<&str>) -> String {
+pub(crate) fn redact(message: &str, password: Option<&str>) -> String {
     match password {
         Some(p) if !p.is_empty() => message.replace(p, "***"),
         _ => message.to_string(),
@@ -1242,6 +1186,8 @@ mod tests {
     fn tls_is_read_from_the_parsed_address() {
         assert!(RedisStore::url_takes_tls("rediss://:pw@h:6380/0"));
         assert!(RedisStore::url_takes_tls("REDISS://h:6380"));
+        assert!(RedisStore::url_takes_tls("rediss+sentinel://s1,s2/m"));
+        assert!(!RedisStore::url_takes_tls("redis+sentinel://s1,s2/m"));
         assert!(!RedisStore::url_takes_tls("redis://h:6379"));
         assert!(!RedisStore::url_takes_tls("unix:///run/redis.sock"));
         assert!(!RedisStore::url_takes_tls("rediss://[::1"));

@@ -14,13 +14,21 @@
 //!    another master (a failover), it connects there and puts that connection in force, as a
 //!    renewal does (see the Redis store's documentation).
 //!
-//! Sentinels are asked over plain TCP without credentials; TLS is not supported with Sentinel.
+//! With `rediss+sentinel://`, the sentinels and the master are both reached over TLS, with the
+//! same CA and client certificate, and each one's certificate is checked against the address
+//! the URL or the sentinels give. Sentinels are asked without credentials; one that answers
+//! `NOAUTH` (it has a password) is asked again with the URL's user and password, or the
+//! password alone (the sentinel's `requirepass`) when it has no such user.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use percent_encoding::percent_decode_str;
+use redis::aio::ConnectionManager;
 
-use crate::redis::RedisConnectError;
+use crate::cache::SessionCache;
+use crate::redis::{client_for, describe, open_connection, redact, RedisAccess, RedisConnectError};
 
 /// How long one sentinel may take to connect and answer.
 pub(crate) const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,6 +38,7 @@ pub(crate) const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_PORT: u16 = 26379;
 
 /// A parsed `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]`.
+/// No `Debug`: `redis` holds the password, and its own `Debug` shows it.
 #[derive(Clone)]
 pub(crate) struct SentinelUrl {
     /// The sentinels, in the order they are asked.
@@ -38,6 +47,8 @@ pub(crate) struct SentinelUrl {
     pub(crate) master_name: String,
     /// Database, user and password for the master.
     pub(crate) redis: redis::RedisConnectionInfo,
+    /// Whether the sentinels and the master are reached over TLS (`rediss+sentinel://`).
+    pub(crate) tls: bool,
 }
 
 impl SentinelUrl {
@@ -45,10 +56,8 @@ impl SentinelUrl {
     pub(crate) fn parse(url: &str) -> Option<Result<SentinelUrl, RedisConnectError>> {
         let (scheme, rest) = url.split_once("://")?;
         match scheme.to_ascii_lowercase().as_str() {
-            "redis+sentinel" => Some(parse_rest(rest)),
-            "rediss+sentinel" => Some(Err(RedisConnectError::InvalidUrl(
-                "TLS with Sentinel (rediss+sentinel://) is not supported",
-            ))),
+            "redis+sentinel" => Some(parse_rest(rest, false)),
+            "rediss+sentinel" => Some(parse_rest(rest, true)),
             _ => None,
         }
     }
@@ -68,15 +77,19 @@ impl SentinelUrl {
         )
     }
 
-    /// Where the sentinels say the master is: the first sentinel that answers wins.
-    pub(crate) async fn master(&self) -> Result<(String, u16), RedisConnectError> {
+    /// Where the sentinels say the master is: the first sentinel that answers wins. `access`
+    /// gives the TLS settings, and the password for a sentinel that asks for one.
+    pub(crate) async fn master(
+        &self,
+        access: &RedisAccess,
+    ) -> Result<(String, u16), RedisConnectError> {
         let mut reasons = Vec::new();
         for (host, port) in &self.sentinels {
-            let asked = tokio::time::timeout(SENTINEL_TIMEOUT, self.ask(host, *port)).await;
-            let reason = match asked {
+            let asking = self.ask(host, *port, access);
+            let reason = match tokio::time::timeout(SENTINEL_TIMEOUT, asking).await {
                 Ok(Ok(Some(master))) => return Ok(master),
                 Ok(Ok(None)) => format!("does not know a master named {}", self.master_name),
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(reason)) => reason,
                 Err(_) => format!("no answer within {} s", SENTINEL_TIMEOUT.as_secs()),
             };
             reasons.push(format!("{}: {reason}", address(host, *port)));
@@ -87,36 +100,229 @@ impl SentinelUrl {
         })
     }
 
-    /// Asks one sentinel for the master's address.
-    async fn ask(&self, host: &str, port: u16) -> redis::RedisResult<Option<(String, u16)>> {
-        let info = redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(host.to_string(), port),
-            redis: redis::RedisConnectionInfo::default(),
+    /// Asks one sentinel for the master's address: without credentials and, when the sentinel
+    /// answers `NOAUTH`, again with the master's user and password, then (should the sentinel
+    /// have no such user) with the password alone, as its `requirepass`. The error is safe to
+    /// show (no password).
+    async fn ask(
+        &self,
+        host: &str,
+        port: u16,
+        access: &RedisAccess,
+    ) -> Result<Option<(String, u16)>, String> {
+        let anonymous = redis::RedisConnectionInfo::default();
+        let refused = match self.ask_as(host, port, anonymous, access).await {
+            Err(e) if e.code() == Some("NOAUTH") => e,
+            answer => return answer.map_err(|e| e.detail()),
         };
-        let client = redis::Client::open(info)?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
+        let master = self.master_info((host.to_string(), port), access).redis;
+        let Some(password) = master.password.clone() else {
+            return Err(refused.detail());
+        };
+        let answer = match self.ask_as(host, port, master.clone(), access).await {
+            Err(e) if e.auth_failed() && master.username.is_some() => {
+                let mut default_user = master;
+                default_user.username = None;
+                self.ask_as(host, port, default_user, access).await
+            }
+            answer => answer,
+        };
+        answer.map_err(|e| {
+            let detail = redact(&e.detail(), Some(&password));
+            format!("it asks for a password; with the master's: {detail}")
+        })
+    }
+
+    /// Asks one sentinel for the master's address, signed in as `redis` says.
+    async fn ask_as(
+        &self,
+        host: &str,
+        port: u16,
+        redis: redis::RedisConnectionInfo,
+        access: &RedisAccess,
+    ) -> Result<Option<(String, u16)>, AskError> {
+        let info = redis::ConnectionInfo {
+            addr: self.addr(host.to_string(), port),
+            redis,
+        };
+        let client = client_for(info, access.tls.as_ref()).map_err(AskError::Settings)?;
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(AskError::Redis)?;
         redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.master_name)
             .query_async(&mut connection)
             .await
+            .map_err(AskError::Redis)
     }
 
-    /// The connection details of the master at `host:port`, with `password` in place of the
-    /// URL's when given.
+    /// The address of a sentinel or the master, over TLS with a `rediss+sentinel://` URL.
+    fn addr(&self, host: String, port: u16) -> redis::ConnectionAddr {
+        if self.tls {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host, port)
+        }
+    }
+
+    /// The connection details of the master at `host:port`, with `access`'s password in place
+    /// of the URL's when given.
     pub(crate) fn master_info(
         &self,
         (host, port): (String, u16),
-        password: Option<&str>,
+        access: &RedisAccess,
     ) -> redis::ConnectionInfo {
         let mut redis = self.redis.clone();
-        if let Some(password) = password {
-            redis.password = Some(password.to_string());
+        if let Some(password) = &access.password {
+            redis.password = Some(password.clone());
         }
         redis::ConnectionInfo {
-            addr: redis::ConnectionAddr::Tcp(host, port),
+            addr: self.addr(host, port),
             redis,
         }
+    }
+}
+
+/// Why one sentinel gave no answer.
+enum AskError {
+    /// The settings do not make a client (TLS files that do not parse).
+    Settings(RedisConnectError),
+    /// The connection or the command failed.
+    Redis(redis::RedisError),
+}
+
+impl AskError {
+    /// The Redis error code, such as `NOAUTH`.
+    fn code(&self) -> Option<&str> {
+        match self {
+            AskError::Settings(_) => None,
+            AskError::Redis(e) => e.code(),
+        }
+    }
+
+    /// Whether the sentinel refused the credentials.
+    fn auth_failed(&self) -> bool {
+        matches!(self, AskError::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed)
+    }
+
+    /// What went wrong; callers remove the password.
+    fn detail(&self) -> String {
+        match self {
+            AskError::Settings(e) => e.to_string(),
+            AskError::Redis(e) => e.to_string(),
+        }
+    }
+}
+
+/// A client for the master at `master` and a connection to it, checked to be the master.
+pub(crate) async fn open_master(
+    sentinel: &SentinelUrl,
+    master: (String, u16),
+    access: &RedisAccess,
+) -> Result<(redis::Client, ConnectionManager), RedisConnectError> {
+    let info = sentinel.master_info(master, access);
+    let password = info.redis.password.clone();
+    let client = client_for(info, access.tls.as_ref())?;
+    let mut connection = open_connection(&client).await?;
+    check_master(&mut connection)
+        .await
+        .map_err(|reason| RedisConnectError::Unreachable {
+            address: describe(&client),
+            reason: redact(&reason, password.as_deref()),
+        })?;
+    Ok((client, connection))
+}
+
+/// What the failover watch replaces in a store, shared with every clone of it.
+pub(crate) struct Watched {
+    /// The connection in force; the watch stops when the store is gone.
+    pub(crate) connection: Weak<ArcSwap<ConnectionManager>>,
+    /// The client the connection and the invalidation subscription were made with.
+    pub(crate) client: Arc<ArcSwap<redis::Client>>,
+    /// The password and TLS settings in force.
+    pub(crate) access: Arc<ArcSwap<RedisAccess>>,
+    /// Held while a connection is put in force, by a renewal or by the watch.
+    pub(crate) replacing: Arc<tokio::sync::Mutex<()>>,
+    /// The session cache, off from a failover until the subscription moves to the new master.
+    pub(crate) cache: Weak<SessionCache>,
+}
+
+/// Asks the sentinels every [`WATCH_INTERVAL`] where the master is and, when they name another
+/// one (a failover), connects there and puts that connection in force for every clone of the
+/// store. The connection is made without holding `replacing`, and put in force only when no
+/// renewal replaced the one compared meanwhile. Stops when every clone of the store is gone.
+pub(crate) fn follow_master(watched: Watched, sentinel: SentinelUrl) {
+    tokio::spawn(async move {
+        let mut last_problem = None;
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            if watched.connection.strong_count() == 0 {
+                return;
+            }
+            let access = watched.access.load_full();
+            let problem = match sentinel.master(&access).await {
+                Err(e) => Some(format!("{e}; the connection in force stays")),
+                Ok(named) => {
+                    let in_force = watched.client.load_full();
+                    let from = shown_addr(&in_force.get_connection_info().addr);
+                    if from == address(&named.0, named.1) {
+                        None
+                    } else {
+                        let to = address(&named.0, named.1);
+                        match open_master(&sentinel, named, &access).await {
+                            Err(e) => Some(format!("{e}; the connection in force stays")),
+                            Ok((client, connection)) => {
+                                let _one_at_a_time = watched.replacing.lock().await;
+                                let Some(slot) = watched.connection.upgrade() else {
+                                    return;
+                                };
+                                // A renewal came first: look again at the next turn.
+                                if Arc::ptr_eq(&in_force, &watched.client.load()) {
+                                    slot.store(Arc::new(connection));
+                                    watched.client.store(Arc::new(client));
+                                    // Sign-outs are announced on the new master: nothing is
+                                    // served from the cache until the subscription is there.
+                                    if let Some(cache) = watched.cache.upgrade() {
+                                        cache.set_enabled(false);
+                                    }
+                                    tracing::warn!(
+                                        from = %from,
+                                        to = %to,
+                                        "Redis Sentinel: the master moved; connected to the new \
+                                         master"
+                                    );
+                                }
+                                None
+                            }
+                        }
+                    }
+                }
+            };
+            // Each problem is logged once, not every second.
+            if problem != last_problem {
+                match &problem {
+                    Some(p) => tracing::warn!(problem = %p, "Redis Sentinel"),
+                    None => tracing::info!("Redis Sentinel: the sentinels and the master answer"),
+                }
+                last_problem = problem;
+            }
+        }
+    });
+}
+
+/// `addr` as `host:port`, an IPv6 address in brackets.
+pub(crate) fn shown_addr(addr: &redis::ConnectionAddr) -> String {
+    match addr {
+        redis::ConnectionAddr::Tcp(host, port)
+        | redis::ConnectionAddr::TcpTls { host, port, .. } => address(host, *port),
+        other => other.to_string(),
     }
 }
 
@@ -152,7 +358,8 @@ pub(crate) fn address(host: &str, port: u16) -> String {
     }
 }
 
-fn parse_rest(rest: &str) -> Result<SentinelUrl, RedisConnectError> {
+/// Parses what follows `redis+sentinel://` (or `rediss+sentinel://`, `tls`).
+fn parse_rest(rest: &str, tls: bool) -> Result<SentinelUrl, RedisConnectError> {
     let invalid = RedisConnectError::InvalidUrl;
     let (authority, path) = rest.split_once('/').ok_or(invalid(
         "a Sentinel URL names the master after the sentinels: \
@@ -203,13 +410,15 @@ fn parse_rest(rest: &str) -> Result<SentinelUrl, RedisConnectError> {
     redis.db = match db {
         "" => 0,
         db => db
-            .parse()
+            .parse::<u16>()
+            .map(i64::from)
             .map_err(|_| invalid("the database after the master's name is a number"))?,
     };
     Ok(SentinelUrl {
         sentinels,
         master_name: master_name.to_string(),
         redis,
+        tls,
     })
 }
 
@@ -230,7 +439,7 @@ fn parse_host(text: &str) -> Option<(String, u16)> {
     let host_ok = !host.is_empty()
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
     if !host_ok {
         return None;
     }
@@ -282,20 +491,40 @@ mod tests {
         assert_eq!(plain.redis.db, 0);
         assert_eq!(plain.redis.username, None);
         assert_eq!(plain.redis.password, None);
-        let info = plain.master_info(("10.0.0.9".to_string(), 6380), Some("from-file"));
+        let access = RedisAccess {
+            password: Some("from-file".to_string()),
+            tls: None,
+        };
+        let info = plain.master_info(("10.0.0.9".to_string(), 6380), &access);
         assert_eq!(info.redis.password.as_deref(), Some("from-file"));
-        assert_eq!(info.addr.to_string(), "10.0.0.9:6380");
+        assert!(matches!(info.addr, redis::ConnectionAddr::Tcp(_, 6380)));
+        assert!(!plain.tls);
+        let tls = parsed("rediss+sentinel://s1:26380/m");
+        assert!(tls.tls);
+        let info = tls.master_info(("10.0.0.9".to_string(), 6380), &RedisAccess::default());
+        assert!(matches!(
+            info.addr,
+            redis::ConnectionAddr::TcpTls {
+                port: 6380,
+                insecure: false,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn other_urls_are_not_sentinel_urls_and_bad_ones_are_refused() {
         assert!(SentinelUrl::parse("redis://h:6379/0").is_none());
         assert!(SentinelUrl::parse("not a url").is_none());
-        assert!(refused("rediss+sentinel://h/m").contains("not supported"));
         assert!(refused("redis+sentinel://h:26379").contains("names the master"));
         assert!(refused("redis+sentinel://h:26379/").contains("master's name"));
         assert!(refused("redis+sentinel://h:26379/m m").contains("master's name"));
         assert!(refused("redis+sentinel://h:26379/m/x").contains("database"));
+        assert!(refused("redis+sentinel://h:26379/m/-1").contains("database"));
+        assert_eq!(
+            parsed("redis+sentinel://redis_sentinel_1/m").sentinels[0].1,
+            26379
+        );
         assert!(refused("redis+sentinel://h:0/m").contains("each sentinel"));
         assert!(refused("redis+sentinel://h:x/m").contains("each sentinel"));
         assert!(refused("redis+sentinel://a,,b/m").contains("each sentinel"));
@@ -303,6 +532,118 @@ mod tests {
         assert!(refused("redis+sentinel://:%FF@h/m").contains("UTF-8"));
         let e = refused("redis+sentinel://:s3cret@h:x/m");
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    /// A server that answers RESP commands by their name: `AUTH` with `+OK`, any other with
+    /// `answer(name)`.
+    async fn fake_server(answer: fn(&str) -> String) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        // Each whole command: `*N`, then N `$len` and their bytes.
+                        while let Some((name, used)) = first_command(&buffer) {
+                            buffer.drain(..used);
+                            let reply = match name.as_str() {
+                                "AUTH" => "+OK\r\n".to_string(),
+                                name => answer(name),
+                            };
+                            if socket.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// The name of the first whole command in `buffer` and its length, if it holds one.
+    fn first_command(buffer: &[u8]) -> Option<(String, usize)> {
+        let text = std::str::from_utf8(buffer).ok()?;
+        let mut lines = text.split("\r\n");
+        let count: usize = lines.next()?.strip_prefix('*')?.parse().ok()?;
+        let mut used = text.find("\r\n")? + 2;
+        let mut name = None;
+        for _ in 0..count {
+            let len_line = lines.next()?;
+            let len: usize = len_line.strip_prefix('$')?.parse().ok()?;
+            let value = lines.next()?;
+            if value.len() != len {
+                return None;
+            }
+            used += len_line.len() + 2 + len + 2;
+            name.get_or_insert_with(|| value.to_ascii_uppercase());
+        }
+        (used <= buffer.len()).then_some((name?, used))
+    }
+
+    /// A sentinel that names the master at the port in `MASTER_PORT`.
+    fn sentinel_answer(name: &str) -> String {
+        match name {
+            "SENTINEL" => {
+                let port = MASTER_PORT
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .to_string();
+                format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n", port.len())
+            }
+            _ => "-ERR unknown command\r\n".to_string(),
+        }
+    }
+
+    static MASTER_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+    #[tokio::test]
+    async fn the_server_the_sentinels_name_must_say_it_is_the_master() {
+        let replica = fake_server(|name| match name {
+            "PING" => "+PONG\r\n".to_string(),
+            "ROLE" => "*3\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n".to_string(),
+            _ => "-ERR unknown command\r\n".to_string(),
+        })
+        .await;
+        let master = fake_server(|name| match name {
+            "PING" => "+PONG\r\n".to_string(),
+            "ROLE" => "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n".to_string(),
+            _ => "-ERR unknown command\r\n".to_string(),
+        })
+        .await;
+        let limited = fake_server(|name| match name {
+            "PING" => "+PONG\r\n".to_string(),
+            "ROLE" => {
+                "-NOPERM this user has no permissions to run the 'role' command\r\n".to_string()
+            }
+            _ => "-ERR unknown command\r\n".to_string(),
+        })
+        .await;
+        let sentinel = fake_server(sentinel_answer).await;
+        let url = parsed(&format!("redis+sentinel://:s3cret@127.0.0.1:{sentinel}/m"));
+        let access = RedisAccess::default();
+        for (port, is_master) in [(replica, false), (master, true), (limited, true)] {
+            MASTER_PORT.store(port, std::sync::atomic::Ordering::SeqCst);
+            let named = url.master(&access).await.unwrap();
+            assert_eq!(named, ("127.0.0.1".to_string(), port));
+            let opened = open_master(&url, named, &access).await;
+            match (opened, is_master) {
+                (Ok(_), true) => {}
+                (Err(e), false) => {
+                    let e = e.to_string();
+                    assert!(e.contains("is not the master (ROLE: slave)"), "{e}");
+                    assert!(!e.contains("s3cret"), "{e}");
+                }
+                (Ok(_), false) => panic!("a replica was taken for the master"),
+                (Err(e), true) => panic!("the master was refused: {e}"),
+            }
+        }
     }
 
     #[tokio::test]
@@ -317,7 +658,11 @@ mod tests {
             "redis+sentinel://:s3cret@127.0.0.1:{closed_port},127.0.0.1:{silent_port}/m"
         ));
         let started = std::time::Instant::now();
-        let e = url.master().await.unwrap_err().to_string();
+        let e = url
+            .master(&RedisAccess::default())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(started.elapsed() < SENTINEL_TIMEOUT * 3, "{e}");
         assert!(e.contains(&format!("127.0.0.1:{closed_port}: ")), "{e}");
         assert!(
