@@ -196,7 +196,7 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
         c.gateway.proc.send_signal(signal.SIGHUP)
         until(lambda: "reconnected to Redis with the new password "
                       "(sessions.redis_password_file)" in log(), 20, "the reconnection")
-        until(lambda: "subscribing again with the renewed access settings" in log(), 20,
+        until(lambda: "subscribing again on the connection now in force" in log(), 20,
               "the subscription renewed")
         # The old password goes; every connection still signed in with it is closed.
         redis.user = ("saml-gateway", new, redis.user[2])

@@ -9,6 +9,7 @@ users who signed in before stay signed in (their sessions were replicated), new 
 and the session cache's invalidation subscription follows.
 """
 
+import contextlib
 import secrets
 
 import pytest
@@ -29,15 +30,23 @@ def log_in(replica, user):
     return client
 
 
-@pytest.fixture
-def sentinels(deployment):
-    work = testbed.fresh_work(deployment.work, "sentinel")
-    master = testbed.Redis(work / "master").start()
-    replica = testbed.Redis(work / "replica", replicaof=master.port).start()
-    watchers = [testbed.Sentinel(work / f"sentinel-{i}", master.port).start() for i in range(3)]
-    servers = [master, replica, *watchers]
+@contextlib.contextmanager
+def redis_set(work, tls=None, user=None):
+    """A master, its replica and three sentinels, yielded once every sentinel knows the replica
+    and the two others. With `user`, it is the servers' one user, the replica's and the
+    sentinels' way in, and its password the sentinels' own."""
+    servers = []
     try:
-        # Each sentinel knows the replica and the two others before a test stops any of them.
+        master = testbed.Redis(work / "master", tls=tls, user=user).start()
+        servers.append(master)
+        replica = testbed.Redis(work / "replica", tls=tls, user=user,
+                                replicaof=master.port).start()
+        servers.append(replica)
+        for i in range(3):
+            servers.append(testbed.Sentinel(
+                work / f"sentinel-{i}", master.port, tls=tls, password=user and user[1],
+                master_user=user and user[:2]).start())
+        watchers = servers[2:]
         for w in watchers:
             until(lambda: str(replica.port) in w.cli("sentinel", "replicas", "gateway").stdout,
                   30, "the sentinels aware of the replica")
@@ -47,6 +56,12 @@ def sentinels(deployment):
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def sentinels(deployment):
+    with redis_set(testbed.fresh_work(deployment.work, "sentinel")) as servers:
+        yield servers
 
 
 def sentinel_url(watchers, credentials=""):
@@ -102,19 +117,7 @@ def test_over_tls_with_an_acl_user_and_sentinels_that_ask_for_a_password(deploym
     # One user for the gateway, the replica and the sentinels on the servers (default user off);
     # the sentinels ask for the same password (`requirepass`) and have no such user.
     user = ("saml-gateway", "pw-" + secrets.token_hex(12), ["~*", "&*", "+@all"])
-    master = testbed.Redis(work / "master", tls=tls, user=user).start()
-    servers = [master]
-    try:
-        replica = testbed.Redis(work / "replica", tls=tls, user=user,
-                                replicaof=master.port).start()
-        servers.append(replica)
-        for i in range(3):
-            servers.append(testbed.Sentinel(work / f"sentinel-{i}", master.port, tls=tls,
-                                            password=user[1], master_user=user[:2]).start())
-        watchers = servers[2:]
-        for w in watchers:
-            until(lambda: w.cli("sentinel", "ckquorum", "gateway").stdout.startswith("OK 3"),
-                  30, "the sentinels aware of each other")
+    with redis_set(work, tls=tls, user=user) as (master, replica, watchers):
         # The sentinels answer nobody who has not signed in.
         refused = watchers[0].cli("sentinel", "get-master-addr-by-name", "gateway",
                                   signed_in=False)
@@ -123,7 +126,8 @@ def test_over_tls_with_an_acl_user_and_sentinels_that_ask_for_a_password(deploym
         password_file.write_text(user[1] + "\n")
         password_file.chmod(0o600)
         hosts = ",".join(f"127.0.0.1:{w.port}" for w in watchers)
-        url = f"rediss+sentinel://saml-gateway@{hosts}/gateway/0"
+        # Database 2: the sentinels, which have none, are never asked to select it.
+        url = f"rediss+sentinel://saml-gateway@{hosts}/gateway/2"
         sessions = (f"  redis_password_file: {password_file}\n  redis_tls:\n"
                     f"    ca_file: {ca}\n    cert_file: {client[0]}\n    key_file: {client[1]}\n")
         a = deployment.replica("sentinel-tls", url, sessions=sessions)
@@ -141,9 +145,6 @@ def test_over_tls_with_an_acl_user_and_sentinels_that_ask_for_a_password(deploym
         bob = log_in(a, "bob")
         assert health(bob, a) == 200
         assert user[1] not in log() + a.audit_path.read_text()
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_start_up_names_the_sentinels_that_did_not_answer(deployment, sentinels):

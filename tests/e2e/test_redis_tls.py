@@ -245,7 +245,7 @@ def test_sighup_renews_the_client_certificate_without_a_restart(bed, certs):
         shutil.copy(issued["gateway-client-3"][1], key)
         a.gateway.proc.send_signal(signal.SIGHUP)
         since = lambda: a.gateway.log_path.read_text()[mark:]
-        until(lambda: "subscribing again with the renewed access settings" in since(), 20,
+        until(lambda: "subscribing again on the connection now in force" in since(), 20,
               "the subscription renewed")
         until(subscribed, 10, "one subscription again")
         assert "reconnected to Redis with the renewed TLS files" in since()

@@ -21,6 +21,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod cache;
+mod failover;
 mod memory;
 mod record;
 mod redis;

@@ -111,7 +111,7 @@ pub enum RedisConnectError {
     /// The URL is not one this build can use.
     #[error(
         "not a Redis URL such as redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] or \
-         redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB] ({0})"
+         redis[s]+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB] ({0})"
     )]
     InvalidUrl(&'static str),
     /// The TLS settings cannot be used with the URL, or their certificates do not parse.
@@ -302,8 +302,8 @@ impl RedisStore {
                 master = %crate::sentinel::shown_addr(&master),
                 "Redis Sentinel: connected to the master the sentinels name"
             );
-            crate::sentinel::follow_master(
-                crate::sentinel::Watched {
+            crate::failover::follow_master(
+                crate::failover::Watched {
                     connection: Arc::downgrade(&store.connection),
                     client: store.client.clone(),
                     access: store.access.clone(),
@@ -747,6 +747,11 @@ fn follow_invalidations(
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, current.get_async_pubsub()).await;
             if let Ok(Ok(mut pubsub)) = connected {
                 if pubsub.subscribe(&channel).await.is_ok() {
+                    // A connection put in force meanwhile (a failover): subscribe there, or
+                    // sign-outs announced on it would be missed with the cache on.
+                    if !Arc::ptr_eq(&current, &client.load()) {
+                        continue;
+                    }
                     match weak.upgrade() {
                         Some(cache) => cache.set_enabled(true),
                         None => return,
@@ -798,7 +803,7 @@ fn follow_invalidations(
                 cache.set_enabled(false);
                 if renewed {
                     tracing::info!(
-                        "session cache: subscribing again with the renewed access settings"
+                        "session cache: subscribing again on the connection now in force"
                     );
                     continue;
                 }

@@ -10,24 +10,24 @@
 //! 2. The store connects to that address with the URL's user, password and database, and
 //!    checks with `ROLE` that the server is the master ([`check_master`]); an ACL user without
 //!    `ROLE` (it is in `@dangerous`) is taken at the sentinels' word.
-//! 3. While the store lives, it asks the sentinels again every [`WATCH_INTERVAL`]; when they name
-//!    another master (a failover), it connects there and puts that connection in force, as a
-//!    renewal does (see the Redis store's documentation).
+//! 3. While the store lives, [`crate::failover`] asks the sentinels again every
+//!    [`WATCH_INTERVAL`]; when they name another master (a failover), it connects there and
+//!    puts that connection in force, as a renewal does (see the Redis store's documentation).
 //!
 //! With `rediss+sentinel://`, the sentinels and the master are both reached over TLS, with the
 //! same CA and client certificate, and each one's certificate is checked against the address
 //! the URL or the sentinels give. Sentinels are asked without credentials; one that answers
-//! `NOAUTH` (it has a password) is asked again with the URL's user and password, or the
-//! password alone (the sentinel's `requirepass`) when it has no such user.
+//! `NOAUTH` (it has a password) is asked again with the master's user and password (the URL's,
+//! or the password file's), or the password alone (the sentinel's `requirepass`) when it has
+//! no such user.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use percent_encoding::percent_decode_str;
 use redis::aio::ConnectionManager;
 
-use crate::cache::SessionCache;
 use crate::redis::{client_for, describe, open_connection, redact, RedisAccess, RedisConnectError};
 
 /// How long one sentinel may take to connect and answer.
@@ -49,6 +49,19 @@ pub(crate) struct SentinelUrl {
     pub(crate) redis: redis::RedisConnectionInfo,
     /// Whether the sentinels and the master are reached over TLS (`rediss+sentinel://`).
     pub(crate) tls: bool,
+    /// For each sentinel, the [`SignIn`] that worked last, shared by clones.
+    sign_ins: Arc<[AtomicU8]>,
+}
+
+/// How a sentinel is signed in to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SignIn {
+    /// Without credentials.
+    Anonymous = 0,
+    /// With the master's user (when the URL names one) and password.
+    AsUser = 1,
+    /// With the master's password alone, as the sentinel's `requirepass`.
+    PasswordAlone = 2,
 }
 
 impl SentinelUrl {
@@ -84,8 +97,8 @@ impl SentinelUrl {
         access: &RedisAccess,
     ) -> Result<(String, u16), RedisConnectError> {
         let mut reasons = Vec::new();
-        for (host, port) in &self.sentinels {
-            let asking = self.ask(host, *port, access);
+        for (index, (host, port)) in self.sentinels.iter().enumerate() {
+            let asking = self.ask(index, access);
             let reason = match tokio::time::timeout(SENTINEL_TIMEOUT, asking).await {
                 Ok(Ok(Some(master))) => return Ok(master),
                 Ok(Ok(None)) => format!("does not know a master named {}", self.master_name),
@@ -100,37 +113,81 @@ impl SentinelUrl {
         })
     }
 
-    /// Asks one sentinel for the master's address: without credentials and, when the sentinel
-    /// answers `NOAUTH`, again with the master's user and password, then (should the sentinel
-    /// have no such user) with the password alone, as its `requirepass`. The error is safe to
-    /// show (no password).
+    /// Asks the sentinel at `index` for the master's address: without credentials and, when it
+    /// answers `NOAUTH`, again with the master's user and password, then (should it have no
+    /// such user) with the password alone, as its `requirepass`. The way that worked is tried
+    /// first next time. The error is safe to show (no password).
     async fn ask(
         &self,
-        host: &str,
-        port: u16,
+        index: usize,
         access: &RedisAccess,
     ) -> Result<Option<(String, u16)>, String> {
-        let anonymous = redis::RedisConnectionInfo::default();
-        let refused = match self.ask_as(host, port, anonymous, access).await {
-            Err(e) if e.code() == Some("NOAUTH") => e,
-            answer => return answer.map_err(|e| e.detail()),
+        let Some((host, port)) = self.sentinels.get(index) else {
+            return Err("no such sentinel".to_string());
         };
-        let master = self.master_info((host.to_string(), port), access).redis;
-        let Some(password) = master.password.clone() else {
-            return Err(refused.detail());
-        };
-        let answer = match self.ask_as(host, port, master.clone(), access).await {
-            Err(e) if e.auth_failed() && master.username.is_some() => {
-                let mut default_user = master;
-                default_user.username = None;
-                self.ask_as(host, port, default_user, access).await
+        let master = self.master_info((host.clone(), *port), access).redis;
+        let password = master.password.clone();
+        let remembered = self
+            .sign_ins
+            .get(index)
+            .map_or(SignIn::Anonymous as u8, |s| s.load(Ordering::Relaxed));
+        let mut order = vec![SignIn::Anonymous, SignIn::AsUser, SignIn::PasswordAlone];
+        if let Some(first) = order.iter().position(|s| *s as u8 == remembered) {
+            let first = order.remove(first);
+            order.insert(0, first);
+        }
+        let mut failed: Option<(SignIn, AskError)> = None;
+        for (attempt, sign_in) in order.into_iter().enumerate() {
+            // The user and password only for the database 0 a sentinel has (no `SELECT`).
+            let mut redis = redis::RedisConnectionInfo::default();
+            match sign_in {
+                SignIn::Anonymous => {}
+                SignIn::AsUser => {
+                    let Some(password) = &password else { continue };
+                    redis.username = master.username.clone();
+                    redis.password = Some(password.clone());
+                }
+                SignIn::PasswordAlone => {
+                    let (Some(password), Some(_)) = (&password, &master.username) else {
+                        continue;
+                    };
+                    redis.password = Some(password.clone());
+                }
             }
-            answer => answer,
-        };
-        answer.map_err(|e| {
-            let detail = redact(&e.detail(), Some(&password));
-            format!("it asks for a password; with the master's: {detail}")
-        })
+            match self.ask_as(host, *port, redis, access).await {
+                Ok(answer) => {
+                    if let Some(slot) = self.sign_ins.get(index) {
+                        slot.store(sign_in as u8, Ordering::Relaxed);
+                    }
+                    return Ok(answer);
+                }
+                Err(e) => {
+                    // After the way remembered, any failure tries the others from the start;
+                    // then only a sentinel that asks for a password, or refuses the user, is
+                    // asked again.
+                    let go_on = (attempt == 0 && remembered != SignIn::Anonymous as u8)
+                        || match sign_in {
+                            SignIn::Anonymous => e.code() == Some("NOAUTH"),
+                            SignIn::AsUser => e.auth_failed(),
+                            SignIn::PasswordAlone => false,
+                        };
+                    failed = Some((sign_in, e));
+                    if !go_on {
+                        break;
+                    }
+                }
+            }
+        }
+        match failed {
+            None => Err("no way to sign in was tried".to_string()),
+            Some((SignIn::Anonymous, e)) => Err(e.detail()),
+            Some((_, e)) => {
+                let detail = redact(&e.detail(), password.as_deref());
+                Err(format!(
+                    "it asks for a password; with the master's: {detail}"
+                ))
+            }
+        }
     }
 
     /// Asks one sentinel for the master's address, signed in as `redis` says.
@@ -240,83 +297,6 @@ pub(crate) async fn open_master(
     Ok((client, connection))
 }
 
-/// What the failover watch replaces in a store, shared with every clone of it.
-pub(crate) struct Watched {
-    /// The connection in force; the watch stops when the store is gone.
-    pub(crate) connection: Weak<ArcSwap<ConnectionManager>>,
-    /// The client the connection and the invalidation subscription were made with.
-    pub(crate) client: Arc<ArcSwap<redis::Client>>,
-    /// The password and TLS settings in force.
-    pub(crate) access: Arc<ArcSwap<RedisAccess>>,
-    /// Held while a connection is put in force, by a renewal or by the watch.
-    pub(crate) replacing: Arc<tokio::sync::Mutex<()>>,
-    /// The session cache, off from a failover until the subscription moves to the new master.
-    pub(crate) cache: Weak<SessionCache>,
-}
-
-/// Asks the sentinels every [`WATCH_INTERVAL`] where the master is and, when they name another
-/// one (a failover), connects there and puts that connection in force for every clone of the
-/// store. The connection is made without holding `replacing`, and put in force only when no
-/// renewal replaced the one compared meanwhile. Stops when every clone of the store is gone.
-pub(crate) fn follow_master(watched: Watched, sentinel: SentinelUrl) {
-    tokio::spawn(async move {
-        let mut last_problem = None;
-        loop {
-            tokio::time::sleep(WATCH_INTERVAL).await;
-            if watched.connection.strong_count() == 0 {
-                return;
-            }
-            let access = watched.access.load_full();
-            let problem = match sentinel.master(&access).await {
-                Err(e) => Some(format!("{e}; the connection in force stays")),
-                Ok(named) => {
-                    let in_force = watched.client.load_full();
-                    let from = shown_addr(&in_force.get_connection_info().addr);
-                    if from == address(&named.0, named.1) {
-                        None
-                    } else {
-                        let to = address(&named.0, named.1);
-                        match open_master(&sentinel, named, &access).await {
-                            Err(e) => Some(format!("{e}; the connection in force stays")),
-                            Ok((client, connection)) => {
-                                let _one_at_a_time = watched.replacing.lock().await;
-                                let Some(slot) = watched.connection.upgrade() else {
-                                    return;
-                                };
-                                // A renewal came first: look again at the next turn.
-                                if Arc::ptr_eq(&in_force, &watched.client.load()) {
-                                    slot.store(Arc::new(connection));
-                                    watched.client.store(Arc::new(client));
-                                    // Sign-outs are announced on the new master: nothing is
-                                    // served from the cache until the subscription is there.
-                                    if let Some(cache) = watched.cache.upgrade() {
-                                        cache.set_enabled(false);
-                                    }
-                                    tracing::warn!(
-                                        from = %from,
-                                        to = %to,
-                                        "Redis Sentinel: the master moved; connected to the new \
-                                         master"
-                                    );
-                                }
-                                None
-                            }
-                        }
-                    }
-                }
-            };
-            // Each problem is logged once, not every second.
-            if problem != last_problem {
-                match &problem {
-                    Some(p) => tracing::warn!(problem = %p, "Redis Sentinel"),
-                    None => tracing::info!("Redis Sentinel: the sentinels and the master answer"),
-                }
-                last_problem = problem;
-            }
-        }
-    });
-}
-
 /// `addr` as `host:port`, an IPv6 address in brackets.
 pub(crate) fn shown_addr(addr: &redis::ConnectionAddr) -> String {
     match addr {
@@ -415,6 +395,7 @@ fn parse_rest(rest: &str, tls: bool) -> Result<SentinelUrl, RedisConnectError> {
             .map_err(|_| invalid("the database after the master's name is a number"))?,
     };
     Ok(SentinelUrl {
+        sign_ins: sentinels.iter().map(|_| AtomicU8::new(0)).collect(),
         sentinels,
         master_name: master_name.to_string(),
         redis,
@@ -534,28 +515,62 @@ mod tests {
         assert!(!e.contains("s3cret"), "{e}");
     }
 
-    /// A server that answers RESP commands by their name: `AUTH` with `+OK`, any other with
-    /// `answer(name)`.
-    async fn fake_server(answer: fn(&str) -> String) -> u16 {
+    /// How a fake server treats `AUTH`.
+    #[derive(Clone, Copy)]
+    enum FakeAuth {
+        /// Any `AUTH` is accepted, and nothing asks for one.
+        Open,
+        /// As a sentinel with `requirepass pw` and no ACL user: `AUTH pw` alone signs in,
+        /// every other command before it answers `NOAUTH`, and `SELECT` is unknown.
+        RequirePass,
+    }
+
+    /// A server that answers RESP commands by their name (`answer(name)`), treating `AUTH` as
+    /// `auth` says; returns its port and the number of `AUTH` commands it received.
+    async fn fake_server(
+        auth: FakeAuth,
+        answer: fn(&str) -> String,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::AtomicUsize;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let auths = Arc::new(AtomicUsize::new(0));
+        let counted = auths.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     let mut chunk = [0u8; 4096];
+                    let mut signed_in = false;
                     while let Ok(n) = socket.read(&mut chunk).await {
                         if n == 0 {
                             return;
                         }
                         buffer.extend_from_slice(&chunk[..n]);
                         // Each whole command: `*N`, then N `$len` and their bytes.
-                        while let Some((name, used)) = first_command(&buffer) {
+                        while let Some((args, used)) = first_command(&buffer) {
                             buffer.drain(..used);
-                            let reply = match name.as_str() {
-                                "AUTH" => "+OK\r\n".to_string(),
-                                name => answer(name),
+                            let name = args[0].to_ascii_uppercase();
+                            let reply = match (auth, name.as_str()) {
+                                (_, "AUTH") => {
+                                    counted.fetch_add(1, Ordering::SeqCst);
+                                    signed_in = matches!(auth, FakeAuth::Open)
+                                        || args[1..] == ["pw".to_string()];
+                                    if signed_in {
+                                        "+OK\r\n".to_string()
+                                    } else {
+                                        "-WRONGPASS invalid username-password pair\r\n".to_string()
+                                    }
+                                }
+                                (FakeAuth::RequirePass, "SELECT") => {
+                                    "-ERR unknown command 'SELECT'\r\n".to_string()
+                                }
+                                (FakeAuth::RequirePass, _) if !signed_in => {
+                                    "-NOAUTH Authentication required.\r\n".to_string()
+                                }
+                                _ => answer(&name),
                             };
                             if socket.write_all(reply.as_bytes()).await.is_err() {
                                 return;
@@ -565,16 +580,16 @@ mod tests {
                 });
             }
         });
-        port
+        (port, auths)
     }
 
-    /// The name of the first whole command in `buffer` and its length, if it holds one.
-    fn first_command(buffer: &[u8]) -> Option<(String, usize)> {
+    /// The arguments of the first whole command in `buffer` and its length, if it holds one.
+    fn first_command(buffer: &[u8]) -> Option<(Vec<String>, usize)> {
         let text = std::str::from_utf8(buffer).ok()?;
         let mut lines = text.split("\r\n");
         let count: usize = lines.next()?.strip_prefix('*')?.parse().ok()?;
         let mut used = text.find("\r\n")? + 2;
-        let mut name = None;
+        let mut args = Vec::new();
         for _ in 0..count {
             let len_line = lines.next()?;
             let len: usize = len_line.strip_prefix('$')?.parse().ok()?;
@@ -583,9 +598,9 @@ mod tests {
                 return None;
             }
             used += len_line.len() + 2 + len + 2;
-            name.get_or_insert_with(|| value.to_ascii_uppercase());
+            args.push(value.to_string());
         }
-        (used <= buffer.len()).then_some((name?, used))
+        (used <= buffer.len() && !args.is_empty()).then_some((args, used))
     }
 
     /// A sentinel that names the master at the port in `MASTER_PORT`.
@@ -603,47 +618,99 @@ mod tests {
 
     static MASTER_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
 
+    /// A sentinel that names the master at 127.0.0.1:6399.
+    fn sentinel_at_6399(name: &str) -> String {
+        match name {
+            "SENTINEL" => "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6399\r\n".to_string(),
+            _ => "-ERR unknown command\r\n".to_string(),
+        }
+    }
+
+    /// A server that answers `PING` and answers `ROLE` with `role`.
+    fn with_role(name: &str, role: &str) -> String {
+        match name {
+            "PING" => "+PONG\r\n".to_string(),
+            "ROLE" => role.to_string(),
+            _ => "-ERR unknown command\r\n".to_string(),
+        }
+    }
+
     #[tokio::test]
     async fn the_server_the_sentinels_name_must_say_it_is_the_master() {
-        let replica = fake_server(|name| match name {
-            "PING" => "+PONG\r\n".to_string(),
-            "ROLE" => "*3\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n".to_string(),
-            _ => "-ERR unknown command\r\n".to_string(),
+        let fake = |answer| fake_server(FakeAuth::Open, answer);
+        let (replica, _) =
+            fake(|name| with_role(name, "*3\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n")).await;
+        let (master, _) = fake(|name| with_role(name, "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")).await;
+        let (limited, _) = fake(|name| {
+            with_role(
+                name,
+                "-NOPERM this user has no permissions to run the 'role' command\r\n",
+            )
         })
         .await;
-        let master = fake_server(|name| match name {
-            "PING" => "+PONG\r\n".to_string(),
-            "ROLE" => "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n".to_string(),
-            _ => "-ERR unknown command\r\n".to_string(),
-        })
-        .await;
-        let limited = fake_server(|name| match name {
-            "PING" => "+PONG\r\n".to_string(),
-            "ROLE" => {
-                "-NOPERM this user has no permissions to run the 'role' command\r\n".to_string()
-            }
-            _ => "-ERR unknown command\r\n".to_string(),
-        })
-        .await;
-        let sentinel = fake_server(sentinel_answer).await;
+        let (broken, _) = fake(|name| with_role(name, "-ERR unknown command 'ROLE'\r\n")).await;
+        let (sentinel, _) = fake(sentinel_answer).await;
         let url = parsed(&format!("redis+sentinel://:s3cret@127.0.0.1:{sentinel}/m"));
         let access = RedisAccess::default();
-        for (port, is_master) in [(replica, false), (master, true), (limited, true)] {
-            MASTER_PORT.store(port, std::sync::atomic::Ordering::SeqCst);
+        let cases = [
+            (replica, Some("is not the master (ROLE: slave)")),
+            (master, None),
+            (limited, None),
+            (broken, Some("unknown command 'ROLE'")),
+        ];
+        for (port, refusal) in cases {
+            MASTER_PORT.store(port, Ordering::SeqCst);
             let named = url.master(&access).await.unwrap();
             assert_eq!(named, ("127.0.0.1".to_string(), port));
             let opened = open_master(&url, named, &access).await;
-            match (opened, is_master) {
-                (Ok(_), true) => {}
-                (Err(e), false) => {
+            match (opened, refusal) {
+                (Ok(_), None) => {}
+                (Err(e), Some(expected)) => {
                     let e = e.to_string();
-                    assert!(e.contains("is not the master (ROLE: slave)"), "{e}");
+                    assert!(e.contains(expected), "{e}");
                     assert!(!e.contains("s3cret"), "{e}");
                 }
-                (Ok(_), false) => panic!("a replica was taken for the master"),
-                (Err(e), true) => panic!("the master was refused: {e}"),
+                (Ok(_), Some(expected)) => panic!("taken for the master: {expected}"),
+                (Err(e), None) => panic!("the master was refused: {e}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_sentinel_gets_the_password_only_when_it_asks_and_the_way_that_worked_first() {
+        let (open, open_auths) = fake_server(FakeAuth::Open, sentinel_at_6399).await;
+        let (locked, locked_auths) = fake_server(FakeAuth::RequirePass, sentinel_at_6399).await;
+        let access = RedisAccess::default();
+        // A sentinel without a password never sees the master's.
+        let url = parsed(&format!(
+            "redis+sentinel://saml-gateway:pw@127.0.0.1:{open}/m/3"
+        ));
+        assert_eq!(url.master(&access).await.unwrap().1, 6399);
+        assert_eq!(open_auths.load(Ordering::SeqCst), 0);
+        // One with `requirepass` and no such user: NOAUTH, the user refused, then the password
+        // alone; in database 0, which is all a sentinel has.
+        let url = parsed(&format!(
+            "redis+sentinel://saml-gateway:pw@127.0.0.1:{locked}/m/3"
+        ));
+        assert_eq!(url.master(&access).await.unwrap().1, 6399);
+        assert_eq!(locked_auths.load(Ordering::SeqCst), 2);
+        // The next look signs in the way that worked, at once.
+        assert_eq!(url.master(&access).await.unwrap().1, 6399);
+        assert_eq!(locked_auths.load(Ordering::SeqCst), 3);
+        // A wrong password is named as such, and not shown.
+        let url = parsed(&format!(
+            "redis+sentinel://saml-gateway:s3cret@127.0.0.1:{locked}/m"
+        ));
+        let e = url.master(&access).await.unwrap_err().to_string();
+        assert!(
+            e.contains("it asks for a password; with the master's"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        // Without a password to give: its own answer.
+        let url = parsed(&format!("redis+sentinel://127.0.0.1:{locked}/m"));
+        let e = url.master(&access).await.unwrap_err().to_string();
+        assert!(e.contains("NOAUTH"), "{e}");
     }
 
     #[tokio::test]
