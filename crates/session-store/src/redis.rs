@@ -47,8 +47,10 @@
 //! read rewrites `last_seen` and the key's expiry only when more than the *refresh interval*
 //! has passed since the stored `last_seen`: a tenth of the idle timeout or 60 s, whichever is
 //! smaller (at least 1 s). So a busy session costs one write per interval, and a session ends at
-//! most one refresh interval earlier than a strict sliding timeout would end it. The rewrite uses
-//! `SET .. XX`, so a session deleted meanwhile (logout on another replica) is never brought back.
+//! most one refresh interval earlier than a strict sliding timeout would end it. The rewrite
+//! changes only `last_seen` in the record as stored, keeping fields this version does not know
+//! (a newer replica's, during a rolling upgrade), and uses `SET .. XX`, so a session deleted
+//! meanwhile (logout on another replica) is never brought back.
 //!
 //! # Time and failures
 //!
@@ -820,6 +822,17 @@ fn follow_invalidations(
     });
 }
 
+/// The stored record `json` with its `last_seen` set to `now` and every other field, known to
+/// this version or not, kept; `None` when it is not a JSON object.
+fn with_last_seen(json: &str, now: UnixTime) -> Option<String> {
+    let mut fields = match serde_json::from_str(json) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => return None,
+    };
+    fields.insert("last_seen".to_string(), now.into());
+    serde_json::to_string(&fields).ok()
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|_| StoreError::Unavailable)
 }
@@ -926,18 +939,28 @@ impl Store for RedisStore {
                 self.session_ttl(&record, now)
                     .saturating_add(EXPIRED_RECORD_SECS),
             );
-            // XX: only while the key exists, so a logout in between is not undone.
+            // Only `last_seen` is changed in the record as stored, so that fields this version
+            // does not know (written by a newer replica during a rolling upgrade) stay. `XX`:
+            // only while the key exists, so a logout in between is not undone.
             let mut c = self.connection();
-            let written: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(encode(&record)?)
-                .arg("XX")
-                .arg("EX")
-                .arg(ttl)
-                .query_async(&mut c)
-                .await
-                .map_err(unavailable)?;
-            if written.is_none() {
+            let stored: Option<String> = c.get(&key).await.map_err(unavailable)?;
+            let written = match stored {
+                None => false,
+                Some(stored) => {
+                    let value = with_last_seen(&stored, now).map_or_else(|| encode(&record), Ok)?;
+                    let written: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(value)
+                        .arg("XX")
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?;
+                    written.is_some()
+                }
+            };
+            if !written {
                 self.cache.remove(&hash);
                 return Ok(SessionState::Gone);
             }

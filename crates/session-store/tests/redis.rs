@@ -156,6 +156,42 @@ async fn a_use_within_the_refresh_interval_is_not_written() {
 }
 
 #[tokio::test]
+async fn an_idle_refresh_keeps_the_fields_a_newer_version_wrote() {
+    // During a rolling upgrade a newer replica writes fields this version does not know; this
+    // version's refresh moves `last_seen` and leaves them. (idle 100 s: refresh every 10 s.)
+    let s = store().await;
+    let mut r = record("carol");
+    r.display_name = Some(r#"Carol "last_seen":5 {"x":1}"#.to_string());
+    let id = s.create_session(r, 0).await.unwrap();
+    let key = session_key(&s, &id);
+    let mut c = raw().await;
+    let written: String = c.get(&key).await.unwrap();
+    let newer = written.replacen('{', r#"{"future":{"step_up":true,"last_seen":7},"#, 1);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&newer)
+        .arg("KEEPTTL")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let seen = s.get_session(&id, 11).await.unwrap().unwrap();
+    assert_eq!(seen.last_seen, 11);
+    let stored: String = c.get(&key).await.unwrap();
+    let decoded: SessionRecord = serde_json::from_str(&stored).unwrap();
+    assert_eq!(decoded.last_seen, 11, "{stored}");
+    assert_eq!(
+        decoded.display_name.as_deref(),
+        Some(r#"Carol "last_seen":5 {"x":1}"#)
+    );
+    let fields = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap();
+    let mut expected = fields(&newer);
+    expected["last_seen"] = 11.into();
+    assert_eq!(fields(&stored), expected, "only last_seen changed");
+    // The expiry moved with the use: alive at 110 (idle deadline 11 + 100), as without the field.
+    assert!(s.get_session(&id, 110).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn keys_expire_with_the_session_and_hold_no_raw_ids() {
     let s = store().await;
     let id = s.create_session(record("alice"), 0).await.unwrap();
