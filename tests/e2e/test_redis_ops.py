@@ -8,8 +8,12 @@
 - With `sessions.redis_connect_retry`, a gateway started before its Redis waits for it.
 - With `sessions.redis_password_file`, a password rotated on the server and in the file goes
   in force on SIGHUP, without a restart.
+- With `sessions.redis_record_key_file`, session records are sealed: a record written into
+  Redis without the key, or a genuine one copied under a session ID of the copier's choosing,
+  signs nobody in.
 """
 
+import hashlib
 import secrets
 import signal
 import subprocess
@@ -19,7 +23,7 @@ import time
 import pytest
 
 import testbed
-from deploy import seconds_until_closed, statuses_until, until
+from deploy import REDIS_URL, seconds_until_closed, statuses_until, until
 from flows import cookie_header, login, login_until_acs, new_client, open_stream, post_to_acs
 from flows import run_app
 
@@ -246,3 +250,49 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
         assert wrong not in said
     finally:
         redis.stop()
+
+
+def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment):
+    """Someone with write access to Redis but not the key: a record of their making, and
+    alice's genuine record copied under a session ID they chose, are both refused."""
+    keys = deployment.work / "record-keys"
+    keys.write_text(secrets.token_urlsafe(32) + "\n" + secrets.token_urlsafe(32) + "\n")
+    keys.chmod(0o600)
+    sealed = deployment.replica("sealed", REDIS_URL,
+                                sessions=f"  redis_record_key_file: {keys}\n")
+    log = lambda: sealed.gateway.log_path.read_text()
+    assert "session records in Redis are not sealed" not in log()
+    alice = new_client()
+    form = login_until_acs(alice, sealed.url, "alice", "alice-pass")
+    assert post_to_acs(alice, sealed.deliver(form)).status_code == 303
+    assert health(alice, sealed) == 200
+    [hash] = _login_hashes(sealed, 0, "alice")[-1:]
+    redis = lambda *args: subprocess.run(["redis-cli", "-u", REDIS_URL, *args],
+                                         capture_output=True, text=True).stdout
+    keys_found = [k for k in redis("--scan", "--pattern", "saml-gw:*:session:*").split()
+                  if hash[:24] in k]
+    [key] = keys_found
+    stored = redis("get", key).rstrip("\n")
+    assert stored.startswith("m1:"), stored[:40]
+    namespace = key.split(":session:")[0]
+
+    def forged_cookie(value):
+        """A session ID of the forger's choosing, with `value` stored under it."""
+        chosen = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(chosen.encode()).hexdigest()
+        assert redis("set", f"{namespace}:session:{digest}", value, "ex", "600").strip() == "OK"
+        client = new_client()
+        client.cookies.set("saml-session", chosen, domain="127.0.0.1")
+        return client
+
+    # alice's record copied under another ID, and her record without the seal.
+    copied = forged_cookie(stored)
+    assert health(copied, sealed) == 401
+    plain = forged_cookie(stored.split("\n", 1)[1])
+    assert health(plain, sealed) == 401
+    assert "is not sealed with a key of sessions.redis_record_key_file" in log()
+    # alice herself is still signed in; a replica without the key warns at start-up.
+    assert health(alice, sealed) == 200
+    unsealed = deployment.replica("unsealed", REDIS_URL)
+    assert "session records in Redis are not sealed" in unsealed.gateway.log_path.read_text()
+    assert health(copied, unsealed) == 200, "the copy is read as it is where nothing is sealed"

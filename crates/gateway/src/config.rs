@@ -177,6 +177,7 @@ struct RawSessions {
     redis_connect_retry: Option<String>,
     redis_tls: Option<RawRedisTls>,
     redis_password_file: Option<PathBuf>,
+    redis_record_key_file: Option<PathBuf>,
 }
 
 /// A string of the file that may hold a password (a URL with credentials): read as any string,
@@ -402,6 +403,10 @@ pub struct SessionConfig {
     /// A file holding the Redis password, in place of the URL's (`sessions.redis_password_file`);
     /// read when the store is opened and on SIGHUP ([`crate::redis_access::load`]).
     pub redis_password_file: Option<PathBuf>,
+    /// A file of secrets that seal session records in Redis
+    /// (`sessions.redis_record_key_file`); read when the store is opened
+    /// ([`crate::redis_access::load_record_keys`]).
+    pub redis_record_key_file: Option<PathBuf>,
 }
 
 /// `sessions.redis_tls`: what a `rediss://` connection trusts and shows, as paths.
@@ -835,9 +840,21 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         }
         Some(path) => Some(resolve(&path)),
     };
+    let redis_record_key_file = match raw.sessions.redis_record_key_file {
+        None => None,
+        Some(_) if store == StoreKind::Memory => {
+            return Err(err(
+                "sessions.redis_record_key_file",
+                "applies only with sessions.store: redis (memory sessions never leave the \
+                 process)",
+            ))
+        }
+        Some(path) => Some(resolve(&path)),
+    };
     let sessions = SessionConfig {
         redis_tls,
         redis_password_file,
+        redis_record_key_file,
         redis_connect_retry,
         store,
         idle_timeout: duration(
@@ -1614,7 +1631,7 @@ fn check_identity_token(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1662,7 +1679,7 @@ mod tests {
 
     const METADATA: &str = r#"<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://idp.example"><IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><KeyDescriptor use="signing"><KeyInfo xmlns="http://www.w3.org/2000/09/xmldsig#"><X509Data><X509Certificate>CERT</X509Certificate></X509Data></KeyInfo></KeyDescriptor><SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example/sso"/></IDPSSODescriptor></EntityDescriptor>"#;
 
-    const GOOD: &str = "public_url: https://dash.example.com
+    pub(crate) const GOOD: &str = "public_url: https://dash.example.com
 sp:
   key_file: sp.key
   cert_file: sp.crt
@@ -1676,7 +1693,7 @@ audit:
 ";
 
     /// Writes `config` and a valid IdP metadata file into a fresh folder and loads it.
-    fn load(config: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    pub(crate) fn load(config: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
         use base64::Engine;
         let dir = tempfile::tempdir().unwrap();
         let keys = crate::keys::generate("idp", 1).unwrap();
@@ -2349,6 +2366,23 @@ audit:
             "{GOOD}sessions:\n  redis_password_file: /run/secrets/redis\n"
         ));
         assert_eq!(e.key, "sessions.redis_password_file");
+        assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_record_key_file_needs_redis() {
+        let (_dir, result) = load(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: redis://db:6379/0\n  \
+             redis_record_key_file: keys\n"
+        ));
+        assert!(result
+            .unwrap()
+            .sessions
+            .redis_record_key_file
+            .unwrap()
+            .is_absolute());
+        let e = error_of(&format!("{GOOD}sessions:\n  redis_record_key_file: keys\n"));
+        assert_eq!(e.key, "sessions.redis_record_key_file");
         assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
     }
 

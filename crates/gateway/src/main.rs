@@ -178,6 +178,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             server::warnings(&config, &initial);
             server::load_tls(&config)?;
             redis_access::load(&config)?;
+            redis_access::load_record_keys(&config)?;
             let mut described = Vec::new();
             for (idp, found) in config.idps.iter().zip(&initial) {
                 let metadata = &found.metadata;

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use openssl::x509::X509;
-use session_store::{RedisAccess, RedisConnectError, RedisStore, RedisTls};
+use session_store::{RecordKeys, RedisAccess, RedisConnectError, RedisStore, RedisTls};
 
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::state::unix_now;
@@ -49,17 +49,8 @@ pub fn load(config: &Config) -> Result<RedisAccess, ConfigError> {
 /// what is wrong, never the content. Only a regular file is read (a FIFO would block), and no
 /// more of it than a password can take.
 fn read_password(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
-        return Err(format!("is not a regular file: {}", path.display()));
-    }
-    let mut bytes = Vec::new();
     // The longest password and a line end, and one byte more to tell a longer file.
-    let most = u64::try_from(MAX_PASSWORD_BYTES + 3).unwrap_or(u64::MAX);
-    std::fs::File::open(path)
-        .and_then(|file| file.take(most).read_to_end(&mut bytes))
-        .map_err(cannot)?;
+    let bytes = read_small_file(path, MAX_PASSWORD_BYTES + 3)?;
     let text = bytes
         .strip_suffix(b"\r\n")
         .or_else(|| bytes.strip_suffix(b"\n"))
@@ -88,6 +79,79 @@ fn read_password(path: &Path) -> Result<String, String> {
         "the Redis password file (sessions.redis_password_file)",
     );
     Ok(password)
+}
+
+/// At most `most` bytes of the regular file `path` (a FIFO would block); the error names the
+/// path, never the content.
+fn read_small_file(path: &Path, most: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("is not a regular file: {}", path.display()));
+    }
+    let mut bytes = Vec::new();
+    let most = u64::try_from(most).unwrap_or(u64::MAX);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(most).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    Ok(bytes)
+}
+
+/// Most bytes of `sessions.redis_record_key_file`.
+const MAX_RECORD_KEY_FILE_BYTES: usize = 64 * 1024;
+
+/// Reads and checks `sessions.redis_record_key_file` (for `serve`, the session commands and
+/// `check-config`): one key per line, the sealing one first, each at least
+/// [`session_store::MIN_KEY_BYTES`] bytes of printable text. `None`: no such setting. Errors
+/// name the file, the setting, the path and the line, never a key.
+pub fn load_record_keys(config: &Config) -> Result<Option<RecordKeys>, ConfigError> {
+    let Some(path) = &config.sessions.redis_record_key_file else {
+        return Ok(None);
+    };
+    let err = |message: String| ConfigError {
+        file: config.file.clone(),
+        key: "sessions.redis_record_key_file".to_string(),
+        message,
+    };
+    let bytes = read_small_file(path, MAX_RECORD_KEY_FILE_BYTES + 1).map_err(err)?;
+    let shown = path.display();
+    if bytes.len() > MAX_RECORD_KEY_FILE_BYTES {
+        return Err(err(format!(
+            "holds more than {MAX_RECORD_KEY_FILE_BYTES} bytes: {shown}"
+        )));
+    }
+    let mut keys = Vec::new();
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let number = n + 1;
+        if !line.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(err(format!(
+                "line {number} holds a space or a character that is not printable ASCII \
+                 (write keys as base64 or hex, such as from `openssl rand -base64 32`): {shown}"
+            )));
+        }
+        if line.len() < session_store::MIN_KEY_BYTES {
+            return Err(err(format!(
+                "line {number} is shorter than {} characters (`openssl rand -base64 32` makes \
+                 a key): {shown}",
+                session_store::MIN_KEY_BYTES
+            )));
+        }
+        keys.push(line.to_vec());
+    }
+    let keys = RecordKeys::new(keys).ok_or_else(|| {
+        err(format!(
+            "holds no key (one per line, such as from `openssl rand -base64 32`): {shown}"
+        ))
+    })?;
+    crate::tls::key_file_warning(
+        path,
+        "the session record key file (sessions.redis_record_key_file)",
+    );
+    Ok(Some(keys))
 }
 
 /// Reads and checks the files of `sessions.redis_tls`: the CA file holds PEM certificates,
@@ -239,6 +303,44 @@ mod tests {
             assert!(!message.contains("s3cret"), "{message}");
         }
         result
+    }
+
+    fn record_keys(content: &[u8]) -> Result<Option<RecordKeys>, String> {
+        use crate::config::tests::{load, GOOD};
+        let keys = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(keys.path(), content).unwrap();
+        let (_dir, config) = load(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: redis://127.0.0.1:6379/0\n  \
+             redis_record_key_file: {}\n",
+            keys.path().display()
+        ));
+        load_record_keys(&config.unwrap()).map_err(|e| {
+            let shown = e.to_string();
+            assert!(shown.contains("sessions.redis_record_key_file"), "{shown}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            shown
+        })
+    }
+
+    #[test]
+    fn record_keys_are_one_per_line_and_long_enough() {
+        let a = "s3cret-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let b = "s3cret-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+        let one = record_keys(format!("{a}\n").as_bytes()).unwrap().unwrap();
+        assert_eq!(one, RecordKeys::new(vec![a.as_bytes().to_vec()]).unwrap());
+        let two = record_keys(format!("{b}\r\n\n{a}").as_bytes())
+            .unwrap()
+            .unwrap();
+        let expected = vec![b.as_bytes().to_vec(), a.as_bytes().to_vec()];
+        assert_eq!(two, RecordKeys::new(expected).unwrap());
+        assert!(record_keys(b"").unwrap_err().contains("holds no key"));
+        assert!(record_keys(b"s3cret-short\n")
+            .unwrap_err()
+            .contains("line 1 is shorter"));
+        let spaced = format!("{a}\ns3cret with spaces and more than 32 characters\n");
+        assert!(record_keys(spaced.as_bytes())
+            .unwrap_err()
+            .contains("line 2 holds a space"));
     }
 
     #[test]

@@ -87,6 +87,15 @@ pub fn warnings(config: &Config, initial: &[crate::federation::Initial]) {
              user's NameID; switch it off when the problem is found"
         );
     }
+    let sessions = &config.sessions;
+    if matches!(sessions.store, StoreKind::Redis { .. }) && sessions.redis_record_key_file.is_none()
+    {
+        tracing::warn!(
+            "session records in Redis are not sealed: whoever can write to Redis can make a \
+             session that signs in as any user; set sessions.redis_record_key_file \
+             (docs/redis.md#sealed-session-records)"
+        );
+    }
     if config.sessions.idle_timeout < Duration::from_secs(60) {
         tracing::warn!(
             idle_timeout_secs = config.sessions.idle_timeout.as_secs(),
@@ -840,6 +849,7 @@ pub async fn connect_redis(
     retry: Duration,
 ) -> Result<(RedisStore, RedisAccess), ConfigError> {
     let access = crate::redis_access::load(config)?;
+    let record_keys = crate::redis_access::load_record_keys(config)?;
     let give_up = tokio::time::Instant::now() + retry;
     let mut pause = FIRST_CONNECT_PAUSE;
     let mut attempts = 1u32;
@@ -847,7 +857,7 @@ pub async fn connect_redis(
         let timeouts = store_timeouts(config);
         let connecting = RedisStore::connect(url, &access, &config.sp.entity_id, timeouts);
         let error = match connecting.await {
-            Ok(store) => return Ok((store, access)),
+            Ok(store) => return Ok((store.with_record_keys(record_keys), access)),
             Err(e) => e,
         };
         let now = tokio::time::Instant::now();

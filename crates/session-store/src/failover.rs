@@ -65,6 +65,11 @@ pub(crate) fn follow_master(watched: Watched, sentinel: SentinelUrl) {
                                     }
                                     slot.store(Arc::new(connection));
                                     watched.client.store(Arc::new(client));
+                                    // Again after: a subscription made on the old one may have
+                                    // turned it on in between.
+                                    if let Some(cache) = watched.cache.upgrade() {
+                                        cache.set_enabled(false);
+                                    }
                                     tracing::warn!(
                                         from = %from,
                                         to = %to,

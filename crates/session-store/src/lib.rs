@@ -25,10 +25,12 @@ mod failover;
 mod memory;
 mod record;
 mod redis;
+mod seal;
 mod sentinel;
 
 pub use crate::redis::StoredSession;
 pub use crate::redis::{RedisAccess, RedisConnectError, RedisStore, RedisTls};
+pub use crate::seal::{RecordKeys, MIN_KEY_BYTES};
 pub use memory::{MemoryLimits, MemoryStore};
 pub use record::{
     groups, signed_in_within, Groups, PendingRequest, SessionId, SessionRecord, SESSION_VERSION,

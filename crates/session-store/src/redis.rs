@@ -46,11 +46,12 @@
 //! Sliding the idle timeout on every request would turn every read into a write. Instead, a
 //! read rewrites `last_seen` and the key's expiry only when more than the *refresh interval*
 //! has passed since the stored `last_seen`: a tenth of the idle timeout or 60 s, whichever is
-//! smaller (at least 1 s). So a busy session costs one write per interval, and a session ends at
-//! most one refresh interval earlier than a strict sliding timeout would end it. The rewrite
-//! changes only `last_seen` in the record as stored, keeping fields this version does not know
-//! (a newer replica's, during a rolling upgrade), and uses `SET .. XX`, so a session deleted
-//! meanwhile (logout on another replica) is never brought back.
+//! smaller (at least 1 s). So a busy session costs one write (a script) per interval, and a
+//! session ends at most one refresh interval earlier than a strict sliding timeout would end
+//! it. The rewrite changes only `last_seen` in the record as stored, keeping fields this version
+//! does not know (a newer replica's, during a rolling upgrade), and happens only while the key
+//! still holds the value read, so a session deleted meanwhile (logout on another replica) is
+//! never brought back and another replica's refresh is not overwritten.
 //!
 //! # Time and failures
 //!
@@ -79,6 +80,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{SessionCache, CACHE_TTL};
 use crate::record::SESSION_VERSION;
+use crate::seal::{self, RecordKeys};
 use crate::sentinel::SentinelUrl;
 use crate::{
     EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
@@ -95,6 +97,15 @@ macro_rules! end_session_lua {
          end "
     };
 }
+
+/// Lua for the idle refresh: writes `ARGV[2]` with an expiry of `ARGV[3]` seconds, only while
+/// the key still holds `ARGV[1]` (the value read); 1 written, 2 changed meanwhile (left as it
+/// is), 0 gone.
+const REFRESH_LUA: &str = "local v = redis.call('GET', KEYS[1]) \
+     if not v then return 0 end \
+     if v ~= ARGV[1] then return 2 end \
+     redis.call('SET', KEYS[1], ARGV[2], 'XX', 'EX', ARGV[3]) \
+     return 1";
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -190,6 +201,8 @@ pub struct RedisStore {
     timeouts: SessionTimeouts,
     /// Records read recently, dropped when any replica ends their session.
     cache: Arc<SessionCache>,
+    /// The secrets that seal session records (see [`crate::seal`]); `None`: records are plain.
+    record_keys: Option<Arc<RecordKeys>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -297,6 +310,7 @@ impl RedisStore {
             max_pending: MAX_PENDING,
             timeouts,
             cache,
+            record_keys: None,
         };
         if let Some(Ok(sentinel)) = SentinelUrl::parse(url) {
             let master = store.client.load().get_connection_info().addr.clone();
@@ -324,15 +338,45 @@ impl RedisStore {
     pub async fn renew(&self, access: &RedisAccess) -> Result<(), RedisConnectError> {
         let _one_at_a_time = self.replacing.lock().await;
         let (client, connection) = open(&self.url, access).await?;
+        // Behind Sentinel the renewal may reach a new master: no cache until the subscription
+        // is on the new connection (turned off before and after, see `follow_invalidations`).
+        self.cache.set_enabled(false);
         self.connection.store(Arc::new(connection));
         self.client.store(Arc::new(client));
         self.access.store(Arc::new(access.clone()));
+        self.cache.set_enabled(false);
         Ok(())
     }
 
     /// A handle on the connection in force, for one operation.
     fn connection(&self) -> ConnectionManager {
         ConnectionManager::clone(&self.connection.load())
+    }
+
+    /// The same store sealing its session records with `keys` and reading only records that
+    /// one of them sealed (see [`RecordKeys`]); `None`: plain records.
+    pub fn with_record_keys(mut self, keys: Option<RecordKeys>) -> RedisStore {
+        self.record_keys = keys.map(Arc::new);
+        self
+    }
+
+    /// What to store for the record JSON `json` under the session `hash`: sealed when keys are set.
+    fn sealed(&self, hash: &str, json: String) -> String {
+        seal::seal(self.record_keys.as_deref(), &self.session_key(hash), json)
+    }
+
+    /// The session record stored under `hash`, when its seal checks (or no keys are set) and
+    /// it decodes; otherwise `None`, as for a record of an unknown version.
+    fn opened(&self, hash: &str, stored: &str) -> Option<SessionRecord> {
+        let key = self.session_key(hash);
+        let Some(json) = seal::open(self.record_keys.as_deref(), &key, stored) else {
+            tracing::warn!(
+                "a session record in Redis is not sealed with a key of \
+                 sessions.redis_record_key_file; it reads as signed out"
+            );
+            return None;
+        };
+        decode::<SessionRecord>(json, "session")
     }
 
     /// The same store with at most `max_pending` pending requests (at least 1).
@@ -461,10 +505,10 @@ impl RedisStore {
     fn live_pairs(&self, flat: &[Vec<u8>], now: UnixTime) -> Vec<StoredSession> {
         flat.chunks_exact(2)
             .filter_map(|pair| {
-                let record =
-                    decode::<SessionRecord>(&String::from_utf8_lossy(&pair[1]), "session")?;
+                let hash = String::from_utf8_lossy(&pair[0]);
+                let record = self.opened(&hash, &String::from_utf8_lossy(&pair[1]))?;
                 self.timeouts.is_live(&record, now).then(|| StoredSession {
-                    hash: String::from_utf8_lossy(&pair[0]).into_owned(),
+                    hash: hash.into_owned(),
                     record,
                 })
             })
@@ -500,8 +544,7 @@ impl RedisStore {
                 .await
                 .map_err(unavailable)?;
             for (hash, value) in batch.iter().zip(values) {
-                let Some(record) = value.and_then(|j| decode::<SessionRecord>(&j, "session"))
-                else {
+                let Some(record) = value.and_then(|stored| self.opened(hash, &stored)) else {
                     continue;
                 };
                 if self.timeouts.is_live(&record, now) {
@@ -515,11 +558,12 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// Reads a session record and its end marker in one round trip.
+    /// Reads a session record and its end marker in one round trip: the record when it opens
+    /// and decodes, the value as stored, and the end reason.
     async fn look(
         &self,
         hash: &str,
-    ) -> Result<(Option<SessionRecord>, bool, Option<EndReason>), StoreError> {
+    ) -> Result<(Option<SessionRecord>, Option<String>, Option<EndReason>), StoreError> {
         let mut c = self.connection();
         let (record, ended): (Option<String>, Option<String>) = redis::cmd("MGET")
             .arg(self.session_key(hash))
@@ -527,10 +571,11 @@ impl RedisStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let present = record.is_some();
         Ok((
-            record.and_then(|j| decode::<SessionRecord>(&j, "session")),
-            present,
+            record
+                .as_deref()
+                .and_then(|stored| self.opened(hash, stored)),
+            record,
             ended.as_deref().and_then(EndReason::from_code),
         ))
     }
@@ -749,14 +794,18 @@ fn follow_invalidations(
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, current.get_async_pubsub()).await;
             if let Ok(Ok(mut pubsub)) = connected {
                 if pubsub.subscribe(&channel).await.is_ok() {
-                    // A connection put in force meanwhile (a failover): subscribe there, or
-                    // sign-outs announced on it would be missed with the cache on.
-                    if !Arc::ptr_eq(&current, &client.load()) {
-                        continue;
-                    }
                     match weak.upgrade() {
                         Some(cache) => cache.set_enabled(true),
                         None => return,
+                    }
+                    // A connection put in force meanwhile (a failover): off again, and subscribe
+                    // there, or sign-outs announced on it would be missed with the cache on.
+                    // (The swap turns the cache off after it, too.)
+                    if !Arc::ptr_eq(&current, &client.load()) {
+                        if let Some(cache) = weak.upgrade() {
+                            cache.set_enabled(false);
+                        }
+                        continue;
                     }
                     if warned {
                         tracing::info!("session cache: the invalidation subscription is back");
@@ -877,7 +926,7 @@ impl Store for RedisStore {
             .atomic()
             .set_ex(
                 self.session_key(&hash),
-                encode(&record)?,
+                self.sealed(&hash, encode(&record)?),
                 expiry(ttl.saturating_add(EXPIRED_RECORD_SECS)),
             )
             .ignore()
@@ -912,7 +961,8 @@ impl Store for RedisStore {
         }
         let key = self.session_key(&hash);
         let ticket = self.cache.ticket();
-        let mut record = match self.classify(self.look(&hash).await?, now) {
+        let (looked, stored, ended) = self.look(&hash).await?;
+        let mut record = match self.classify((looked, stored.is_some(), ended), now) {
             SessionState::Live(record) => record,
             SessionState::Expired(record) => {
                 self.cache.remove(&hash);
@@ -940,26 +990,25 @@ impl Store for RedisStore {
                     .saturating_add(EXPIRED_RECORD_SECS),
             );
             // Only `last_seen` is changed in the record as stored, so that fields this version
-            // does not know (written by a newer replica during a rolling upgrade) stay. `XX`:
-            // only while the key exists, so a logout in between is not undone.
+            // does not know (written by a newer replica during a rolling upgrade) stay; and only
+            // while the stored value is the one read, so that a logout in between is not undone
+            // and another replica's write is not lost (it refreshed the session already).
+            let stored = stored.unwrap_or_default();
+            let json = seal::open(self.record_keys.as_deref(), &key, &stored)
+                .and_then(|json| with_last_seen(json, now))
+                .map_or_else(|| encode(&record), Ok)?;
             let mut c = self.connection();
-            let stored: Option<String> = c.get(&key).await.map_err(unavailable)?;
-            let written = match stored {
-                None => false,
-                Some(stored) => {
-                    let value = with_last_seen(&stored, now).map_or_else(|| encode(&record), Ok)?;
-                    let written: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(value)
-                        .arg("XX")
-                        .arg("EX")
-                        .arg(ttl)
-                        .query_async(&mut c)
-                        .await
-                        .map_err(unavailable)?;
-                    written.is_some()
-                }
-            };
+            let outcome: i64 = redis::cmd("EVAL")
+                .arg(REFRESH_LUA)
+                .arg(1)
+                .arg(&key)
+                .arg(&stored)
+                .arg(self.sealed(&hash, json))
+                .arg(ttl)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            let written = outcome != 0;
             if !written {
                 self.cache.remove(&hash);
                 return Ok(SessionState::Gone);
@@ -976,7 +1025,8 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<SessionState, StoreError> {
         let hash = sha256_hex(id.expose());
-        Ok(self.classify(self.look(&hash).await?, now))
+        let (record, stored, ended) = self.look(&hash).await?;
+        Ok(self.classify((record, stored.is_some(), ended), now))
     }
 
     async fn delete_session(
@@ -1011,8 +1061,7 @@ impl Store for RedisStore {
         let Some(json) = json else {
             return Ok(None);
         };
-        let Some(record) = decode::<SessionRecord>(&String::from_utf8_lossy(&json), "session")
-        else {
+        let Some(record) = self.opened(&hash, &String::from_utf8_lossy(&json)) else {
             return Ok(None);
         };
         let _: () = c
@@ -1032,6 +1081,8 @@ impl Store for RedisStore {
     ) -> Result<Vec<StoredSession>, StoreError> {
         // One script: a session is read, matched and ended without another replica's use of
         // it in between. The user's index names the candidates; the record says which match.
+        // A sealed record is matched on its JSON unchecked; what is reported is opened (its
+        // seal checked) in Rust.
         const SCRIPT: &str = concat!(
             end_session_lua!(),
             "local out = {} \
@@ -1043,7 +1094,12 @@ impl Store for RedisStore {
               if not v then \
                 redis.call('SREM', KEYS[1], h) \
               else \
-                local ok, r = pcall(cjson.decode, v) \
+                local j = v \
+                if string.sub(v, 1, 3) == 'm1:' then \
+                  local i = string.find(v, '\\n', 1, true) \
+                  j = i and string.sub(v, i + 1) or '' \
+                end \
+                local ok, r = pcall(cjson.decode, j) \
                 if ok and type(r) == 'table' and r.idp == ARGV[5] and (any or \
                     (type(r.session_index) == 'string' and wanted[r.session_index])) then \
                   end_session(ARGV[1] .. h, ARGV[2] .. h, ARGV[3], ARGV[4]) \

@@ -171,7 +171,12 @@ impl SentinelUrl {
                             SignIn::AsUser => e.auth_failed(),
                             SignIn::PasswordAlone => false,
                         };
-                    failed = Some((sign_in, e));
+                    // A refused password says more than the NOAUTH that follows it.
+                    let password_refused =
+                        matches!(failed, Some((SignIn::AsUser | SignIn::PasswordAlone, _)));
+                    if !(password_refused && sign_in == SignIn::Anonymous) {
+                        failed = Some((sign_in, e));
+                    }
                     if !go_on {
                         break;
                     }
@@ -697,6 +702,20 @@ mod tests {
         // The next look signs in the way that worked, at once.
         assert_eq!(url.master(&access).await.unwrap().1, 6399);
         assert_eq!(locked_auths.load(Ordering::SeqCst), 3);
+        // After a rotation on the sentinel the remembered way fails: named as a password
+        // refused, not as the NOAUTH of the anonymous try that follows.
+        let url = parsed(&format!("redis+sentinel://:pw@127.0.0.1:{locked}/m"));
+        assert_eq!(url.master(&access).await.unwrap().1, 6399);
+        let rotated = RedisAccess {
+            password: Some("s3cret-old".to_string()),
+            tls: None,
+        };
+        let e = url.master(&rotated).await.unwrap_err().to_string();
+        assert!(
+            e.contains("it asks for a password; with the master's"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
         // A wrong password is named as such, and not shown.
         let url = parsed(&format!(
             "redis+sentinel://saml-gateway:s3cret@127.0.0.1:{locked}/m"

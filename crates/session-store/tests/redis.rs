@@ -192,6 +192,51 @@ async fn an_idle_refresh_keeps_the_fields_a_newer_version_wrote() {
 }
 
 #[tokio::test]
+async fn sealed_records_are_read_refreshed_listed_and_ended_and_forged_ones_are_not() {
+    let entity_id = format!("https://sp.test/{}", random_token().unwrap());
+    let key = |k: &[u8]| session_store::RecordKeys::new(vec![k.repeat(32)]);
+    let sealed = store_for(&entity_id).await.with_record_keys(key(b"k"));
+    let plain = store_for(&entity_id).await;
+    let other_key = store_for(&entity_id).await.with_record_keys(key(b"o"));
+    let mut alice = record("alice");
+    alice.session_index = Some("idx-1".into());
+    let id = sealed.create_session(alice, 0).await.unwrap();
+    let mut c = raw().await;
+    let stored: String = c.get(session_key(&sealed, &id)).await.unwrap();
+    assert!(stored.starts_with("m1:"), "{stored}");
+    // Read, and refreshed past the interval (idle 100 s: every 10 s), sealed again.
+    assert!(sealed.get_session(&id, 11).await.unwrap().is_some());
+    let stored: String = c.get(session_key(&sealed, &id)).await.unwrap();
+    assert!(
+        stored.starts_with("m1:") && stored.contains(r#""last_seen":11"#),
+        "{stored}"
+    );
+    assert!(sealed.get_session(&id, 12).await.unwrap().is_some());
+    // Without keys it is read unchecked; under another key it is not read.
+    assert!(plain.get_session(&id, 12).await.unwrap().is_some());
+    assert!(other_key.get_session(&id, 12).await.unwrap().is_none());
+
+    // A record written without the key (someone with write access to Redis), and the genuine
+    // record copied under an ID of the copier's choosing: neither signs anyone in.
+    let forged = plain.create_session(record("mallory"), 0).await.unwrap();
+    assert!(sealed.get_session(&forged, 1).await.unwrap().is_none());
+    let chosen = plain.create_session(record("mallory"), 0).await.unwrap();
+    let _: () = c.set(session_key(&sealed, &chosen), &stored).await.unwrap();
+    assert!(sealed.get_session(&chosen, 12).await.unwrap().is_none());
+    let listed = sealed.list_sessions(12).await.unwrap();
+    let users: Vec<&str> = listed.iter().map(|s| s.record.user.as_str()).collect();
+    assert_eq!(users, ["alice"]);
+
+    // Single Logout finds the sealed record by its SessionIndex and ends it.
+    let ended = sealed
+        .end_sessions_of_subject("idp", "alice", &["idx-1".to_string()], EndReason::Slo, 13)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    assert!(sealed.get_session(&id, 13).await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn keys_expire_with_the_session_and_hold_no_raw_ids() {
     let s = store().await;
     let id = s.create_session(record("alice"), 0).await.unwrap();
