@@ -14,11 +14,13 @@
 """
 
 import hashlib
+import json
 import secrets
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -253,8 +255,9 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
 
 
 def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment):
-    """Someone with write access to Redis but not the key: a record of their making, and
-    alice's genuine record copied under a session ID they chose, are both refused."""
+    """Someone with write access to Redis but not the key: alice's genuine record copied under
+    a session ID they chose, and the same record without its seal, are both refused; a
+    pending login they rewrite cannot send the user off the site."""
     keys = deployment.work / "record-keys"
     keys.write_text(secrets.token_urlsafe(32) + "\n" + secrets.token_urlsafe(32) + "\n")
     keys.chmod(0o600)
@@ -291,8 +294,24 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     plain = forged_cookie(stored.split("\n", 1)[1])
     assert health(plain, sealed) == 401
     assert "is not sealed with a key of sessions.redis_record_key_file" in log()
-    # alice herself is still signed in; a replica without the key warns at start-up.
+    # alice herself is still signed in; a replica without the key warns at start-up, and
+    # reads both records (so what was refused above was the seal, not the records).
     assert health(alice, sealed) == 200
     unsealed = deployment.replica("unsealed", REDIS_URL)
     assert "session records in Redis are not sealed" in unsealed.gateway.log_path.read_text()
-    assert health(copied, unsealed) == 200, "the copy is read as it is where nothing is sealed"
+    assert health(copied, unsealed) == 200
+    assert health(plain, unsealed) == 200
+
+    # A pending login rewritten in Redis to land elsewhere lands on the site's root.
+    bob = new_client()
+    form = login_until_acs(bob, sealed.url, "bob", "bob-pass")
+    pending = redis("--scan", "--pattern", f"{namespace}:pending:*").split()
+    assert pending
+    for key in pending:
+        entry = json.loads(redis("get", key))
+        entry["request"]["return_to"] = "https://evil.example/"
+        assert redis("set", key, json.dumps(entry), "keepttl").strip() == "OK"
+    landed = post_to_acs(bob, sealed.deliver(form))
+    assert landed.status_code == 303
+    assert urllib.parse.urlsplit(landed.headers["Location"]).path == "/"
+    assert "evil" not in landed.headers["Location"]

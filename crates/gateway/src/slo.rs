@@ -425,7 +425,9 @@ async fn idp_response(
         Ok(_) => {
             record.reason = Some("idp_logout_response".into());
             audit(state, record).await;
-            let mut response = crate::saml::redirect(&pending.return_to);
+            // Checked again as it comes back from the store (invariant 12).
+            let target = crate::redirect::local_path(&pending.return_to);
+            let mut response = crate::saml::redirect(&target);
             response
                 .headers_mut()
                 .append(header::SET_COOKIE, state.cookies.clear_relay());

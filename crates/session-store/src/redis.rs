@@ -11,7 +11,7 @@
 //!
 //! | key | value | expiry |
 //! | --- | --- | --- |
-//! | `{ns}:session:{sha256(session id)}` | [`SessionRecord`] as JSON | min(idle deadline, absolute end) + [`EXPIRED_RECORD_SECS`] |
+//! | `{ns}:session:{sha256(session id)}` | [`SessionRecord`] as JSON, sealed with [`RecordKeys`] when set | min(idle deadline, absolute end) + [`EXPIRED_RECORD_SECS`] |
 //! | `{ns}:ended:{sha256(session id)}` | the [`EndReason`] code of an ended session | [`END_MARKER_SECS`] |
 //! | `{ns}:pending:{sha256(RelayState token)}` | pending request and its deadline, JSON | the deadline |
 //! | `{ns}:pending-order` | sorted set of the pending hashes, scored by their deadline | the last one's deadline |
@@ -371,6 +371,7 @@ impl RedisStore {
         let key = self.session_key(hash);
         let Some(json) = seal::open(self.record_keys.as_deref(), &key, stored) else {
             tracing::warn!(
+                session = hash.get(..24).unwrap_or(hash),
                 "a session record in Redis is not sealed with a key of \
                  sessions.redis_record_key_file; it reads as signed out"
             );
@@ -993,7 +994,10 @@ impl Store for RedisStore {
             // does not know (written by a newer replica during a rolling upgrade) stay; and only
             // while the stored value is the one read, so that a logout in between is not undone
             // and another replica's write is not lost (it refreshed the session already).
-            let stored = stored.unwrap_or_default();
+            // A live record was read from a stored value.
+            let Some(stored) = stored else {
+                return Ok(SessionState::Gone);
+            };
             let json = seal::open(self.record_keys.as_deref(), &key, &stored)
                 .and_then(|json| with_last_seen(json, now))
                 .map_or_else(|| encode(&record), Ok)?;

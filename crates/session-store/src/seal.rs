@@ -5,7 +5,8 @@
 //! the secret, cannot make a session that signs anyone in, nor move a genuine record to a
 //! session ID of their choosing.
 //!
-//! A sealed record is stored as `m1:` + the HMAC in lower-case hex + a line feed + the JSON.
+//! A sealed record is stored as `m1:` + the HMAC in lower-case hex + a line feed + the JSON;
+//! the HMAC covers `m1:`, the Redis key's length, `:`, the Redis key and the JSON.
 //! The first key seals; every key opens, so that a key can be replaced without signing anyone
 //! out (add the new key after the old one, then move it first, then remove the old one).
 //! Without keys the store writes plain JSON and opens a sealed record without checking it.
@@ -45,11 +46,15 @@ impl RecordKeys {
         usable.then_some(RecordKeys { keys })
     }
 
-    /// The HMAC of `json` stored under `redis_key`, under `key`.
+    /// The HMAC of `json` stored under `redis_key`, under `key`: over the format's tag, the
+    /// Redis key's length and the Redis key, then the JSON, so that no two pairs of a Redis key
+    /// and a JSON text share an input.
     fn mac(key: &[u8], redis_key: &str, json: &str) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+        mac.update(PREFIX.as_bytes());
+        mac.update(redis_key.len().to_string().as_bytes());
+        mac.update(b":");
         mac.update(redis_key.as_bytes());
-        mac.update(b"\n");
         mac.update(json.as_bytes());
         Some(mac)
     }

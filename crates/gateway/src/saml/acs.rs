@@ -147,9 +147,11 @@ async fn finish_login(
                 )
                 .await
                 .map_err(Failure::from)?;
+            // Checked again as it comes back from the store: whoever could write to a shared
+            // Redis must not pick where a login lands (invariant 12).
             (
                 assertion,
-                pending.return_to,
+                crate::redirect::local_path(&pending.return_to),
                 federation,
                 pending.max_authn_age,
             )
