@@ -65,29 +65,30 @@ class Deployment:
         """The URL users see (replica A's); WebSockets are opened from pages of this origin."""
         return f"http://127.0.0.1:{self.public_port}"
 
-    def config(self, port, audit_dir, redis_url, sessions=""):
+    def config(self, port, audit_dir, redis_url, sessions="", extra=""):
         """A replica's config: `redis_url` None keeps the memory store; `sessions` adds lines
-        under `sessions:` (such as `  redis_connect_retry: 10s\n`)."""
+        under `sessions:` (such as `  redis_connect_retry: 10s\n`), `extra` top-level sections
+        at the end (such as `server:`)."""
         text = self.base_config.replace(
             f"listen: 127.0.0.1:{self.public_port}\n", f"listen: 127.0.0.1:{port}\n")
         text = text.replace(f"file: {self.work}/audit.jsonl", f"file: {audit_dir}/audit.jsonl")
         text = text.replace("  idle_timeout: 30m\n", f"  idle_timeout: {self.idle_timeout}\n")
         text = text.replace("  max_lifetime: 8h\n", f"  max_lifetime: 8h\n{sessions}")
-        if redis_url is None:
-            return text
-        return text.replace("  store: memory\n",
-                            f"  store: redis\n  redis_url: {redis_url}\n")
+        if redis_url is not None:
+            text = text.replace("  store: memory\n",
+                                f"  store: redis\n  redis_url: {redis_url}\n")
+        return text + extra
 
-    def gateway(self, name, redis_url, port=None, env=None, sessions=""):
+    def gateway(self, name, redis_url, port=None, env=None, sessions="", extra=""):
         """A replica's gateway, not started yet (the first one takes the public port)."""
         port = port or (self.public_port if not self.replicas else testbed.free_port())
         work = self.work / name
-        return testbed.Gateway(self.binary, self.config(port, work, redis_url, sessions), work,
-                               env=env)
+        config = self.config(port, work, redis_url, sessions, extra)
+        return testbed.Gateway(self.binary, config, work, env=env)
 
-    def replica(self, name, redis_url, port=None, env=None, sessions=""):
+    def replica(self, name, redis_url, port=None, env=None, sessions="", extra=""):
         """Starts a replica (the first one takes the public port); raises StartError."""
-        return self.started(self.gateway(name, redis_url, port, env, sessions))
+        return self.started(self.gateway(name, redis_url, port, env, sessions, extra))
 
     def started(self, gateway):
         """Starts `gateway` (from `gateway()`) as one more replica; raises StartError."""
@@ -100,6 +101,14 @@ class Deployment:
         for r in self.replicas:
             r.gateway.stop()
         self.idp.stop()
+
+
+def metric(admin_port, name):
+    """The value of the metric `name` on the admin listener at `admin_port`."""
+    status, text = testbed.http_get(f"http://127.0.0.1:{admin_port}/metrics")
+    assert status == 200, text
+    [value] = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return int(value)
 
 
 def redis_answers(url):

@@ -25,7 +25,7 @@ import urllib.parse
 import pytest
 
 import testbed
-from deploy import REDIS_URL, seconds_until_closed, statuses_until, until
+from deploy import REDIS_URL, metric, seconds_until_closed, statuses_until, until
 from flows import cookie_header, login, login_until_acs, new_client, open_stream, post_to_acs
 from flows import run_app
 
@@ -37,6 +37,7 @@ def sessions_command(binary, config_path, *args):
 
 def health(client, replica):
     return client.get(replica.url + "/_stcore/health", allow_redirects=False).status_code
+
 
 
 def _login_hashes(replica, mark, user):
@@ -186,7 +187,9 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
     url = f"redis://saml-gateway@127.0.0.1:{redis.port}/0"
     sessions = f"  redis_password_file: {password_file}\n"
     try:
-        c = deployment.replica("password", url, sessions=sessions)
+        admin = testbed.free_port()
+        c = deployment.replica("password", url, sessions=sessions,
+                               extra=f"server:\n  admin_listen: 127.0.0.1:{admin}\n")
         log = lambda: c.gateway.log_path.read_text()
         alice = new_client()
         form = login_until_acs(alice, c.url, "alice", "alice-pass")
@@ -204,6 +207,7 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
                       "(sessions.redis_password_file)" in log(), 20, "the reconnection")
         until(lambda: "subscribing again on the connection now in force" in log(), 20,
               "the subscription renewed")
+        assert metric(admin, "saml_gateway_redis_renewals_total") == 1
         # The old password goes; every connection still signed in with it is closed.
         redis.user = ("saml-gateway", new, redis.user[2])
         assert redis.cli("acl", "setuser", "saml-gateway", f"<{old}").stdout.strip() == "OK"
@@ -228,6 +232,7 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
         c.gateway.proc.send_signal(signal.SIGHUP)
         until(lambda: "Redis reload refused; the connection in force stays" in log(), 20,
               "the refusal by the checks")
+        assert metric(admin, "saml_gateway_redis_renewals_total") == 1, "refusals do not count"
         assert "sessions.redis_password_file: holds more than one line" in log()
         assert health(bob, c) == 200
         carol = new_client()
@@ -261,8 +266,12 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     keys = deployment.work / "record-keys"
     keys.write_text(secrets.token_urlsafe(32) + "\n" + secrets.token_urlsafe(32) + "\n")
     keys.chmod(0o600)
+    admin = testbed.free_port()
     sealed = deployment.replica("sealed", REDIS_URL,
-                                sessions=f"  redis_record_key_file: {keys}\n")
+                                sessions=f"  redis_record_key_file: {keys}\n",
+                                extra=f"server:\n  admin_listen: 127.0.0.1:{admin}\n")
+    refused = lambda: metric(admin, "saml_gateway_session_records_refused_total")
+    assert refused() == 0
     log = lambda: sealed.gateway.log_path.read_text()
     assert "session records in Redis are not sealed" not in log()
     alice = new_client()
@@ -294,6 +303,7 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     plain = forged_cookie(stored.split("\n", 1)[1])
     assert health(plain, sealed) == 401
     assert "is not sealed with a key of sessions.redis_record_key_file" in log()
+    assert refused() == 2
     # alice herself is still signed in; a replica without the key warns at start-up, and
     # reads both records (so what was refused above was the seal, not the records).
     assert health(alice, sealed) == 200

@@ -15,7 +15,7 @@ import secrets
 import pytest
 
 import testbed
-from deploy import logout, statuses_until, until
+from deploy import logout, metric, statuses_until, until
 from flows import login_until_acs, new_client, post_to_acs
 
 
@@ -73,7 +73,11 @@ def test_the_gateway_follows_a_failover_and_keeps_the_sessions(deployment, senti
     master, replica, watchers = sentinels
     # The first sentinel in the URL is down: the others are asked.
     watchers[0].stop()
-    a = deployment.replica("sentinel", sentinel_url(watchers))
+    admin = testbed.free_port()
+    a = deployment.replica("sentinel", sentinel_url(watchers),
+                           extra=f"server:\n  admin_listen: 127.0.0.1:{admin}\n")
+    changes = lambda: metric(admin, "saml_gateway_redis_master_changes_total")
+    assert changes() == 0
     log = lambda: a.gateway.log_path.read_text()
     assert f"master gateway of the sentinels 127.0.0.1:{watchers[0].port}" in log()
     alice = log_in(a, "alice")
@@ -107,6 +111,7 @@ def test_the_gateway_follows_a_failover_and_keeps_the_sessions(deployment, senti
     assert health(alice, a) == 200
     # One move, not one per look at the sentinels.
     assert log().count(moved) == 1
+    assert changes() == 1
 
 
 def test_over_tls_with_an_acl_user_and_sentinels_that_ask_for_a_password(deployment):

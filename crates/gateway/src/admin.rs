@@ -4,8 +4,9 @@
 //! `/health` answers 200 with a JSON detail: `status` is `ok`, or `degraded` while the last
 //! metadata refresh failed or the metadata in force is past its `validUntil` (the gateway keeps
 //! serving logins with the last good trust either way). `/metrics` is the Prometheus text format:
-//! audit records by event and reason, the metadata refresh counters, and the expiry of every
-//! trusted IdP certificate and of the SP certificate.
+//! audit records by event and reason, the metadata refresh counters, the expiry of every
+//! trusted IdP certificate and of the SP certificate, and with the Redis store its refused
+//! records, failovers and renewals.
 
 use std::fmt::Write;
 
@@ -253,6 +254,29 @@ pub fn metrics_text(state: &SharedState) -> String {
             "# HELP saml_gateway_sp_certificate_expiry_timestamp_seconds notAfter of the SP certificate.\n\
              # TYPE saml_gateway_sp_certificate_expiry_timestamp_seconds gauge\n\
              saml_gateway_sp_certificate_expiry_timestamp_seconds {not_after}"
+        );
+    }
+    if matches!(
+        state.config.sessions.store,
+        crate::config::StoreKind::Redis { .. }
+    ) {
+        let counters = state.store.counters();
+        let _ = writeln!(
+            out,
+            "# HELP saml_gateway_session_records_refused_total Session records in Redis refused \
+             because no key of sessions.redis_record_key_file sealed them (forged, copied under \
+             another session ID, or written without the key).\n\
+             # TYPE saml_gateway_session_records_refused_total counter\n\
+             saml_gateway_session_records_refused_total {}\n\
+             # HELP saml_gateway_redis_master_changes_total Moves to a new Redis master after a \
+             Sentinel failover.\n\
+             # TYPE saml_gateway_redis_master_changes_total counter\n\
+             saml_gateway_redis_master_changes_total {}\n\
+             # HELP saml_gateway_redis_renewals_total Connections put in force with a new Redis \
+             password or new TLS files (SIGHUP).\n\
+             # TYPE saml_gateway_redis_renewals_total counter\n\
+             saml_gateway_redis_renewals_total {}",
+            counters.records_refused, counters.master_changes, counters.renewals
         );
     }
     out

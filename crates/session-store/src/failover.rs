@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 
 use crate::cache::SessionCache;
-use crate::redis::RedisAccess;
+use crate::redis::{Counters, RedisAccess};
 use crate::sentinel::{address, open_master, shown_addr, SentinelUrl, WATCH_INTERVAL};
 
 /// What the failover watch replaces in a store, shared with every clone of it.
@@ -23,6 +23,8 @@ pub(crate) struct Watched {
     pub(crate) replacing: Arc<tokio::sync::Mutex<()>>,
     /// The session cache, off from a failover until the subscription moves to the new master.
     pub(crate) cache: Weak<SessionCache>,
+    /// The store's counters: each move to a new master counts.
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// Asks the sentinels every [`WATCH_INTERVAL`] where the master is and, when they name another
@@ -70,6 +72,10 @@ pub(crate) fn follow_master(watched: Watched, sentinel: SentinelUrl) {
                                     if let Some(cache) = watched.cache.upgrade() {
                                         cache.set_enabled(false);
                                     }
+                                    watched
+                                        .counters
+                                        .master_changes
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                     tracing::warn!(
                                         from = %from,
                                         to = %to,

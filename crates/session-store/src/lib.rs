@@ -157,9 +157,26 @@ impl SessionState {
     }
 }
 
+/// What a store counted since it was opened, for the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Session records refused because no key of the store sealed them (forged, copied under
+    /// another ID, or written without the key).
+    pub records_refused: u64,
+    /// Times the store moved to a new Redis master after a Sentinel failover.
+    pub master_changes: u64,
+    /// Times a renewal (a new password or new TLS files, on SIGHUP) put a connection in force.
+    pub renewals: u64,
+}
+
 /// Sessions, pending requests and the replay cache behind one interface.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// What the store counted since it was opened; zeros for a store that counts nothing.
+    fn counters(&self) -> StoreCounters {
+        StoreCounters::default()
+    }
+
     /// Stores a new session under a fresh random ID and returns the ID. The session ends at the
     /// earlier of `now + max_lifetime` and `record.expires_at` when that is set.
     async fn create_session(

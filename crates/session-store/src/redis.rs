@@ -69,6 +69,7 @@
 //! it within 5 seconds. Operations under way finish on the connection they started with. A
 //! renewal that fails changes nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +85,7 @@ use crate::seal::{self, RecordKeys};
 use crate::sentinel::SentinelUrl;
 use crate::{
     EndReason, PendingRequest, SessionId, SessionRecord, SessionState, SessionTimeouts, Store,
-    StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
+    StoreCounters, StoreError, UnixTime, END_MARKER_SECS, EXPIRED_RECORD_SECS,
 };
 /// Lua for ending one session inside a script: removes the record and, when there was one,
 /// leaves the end marker with the reason, atomically. Shared by logout and revocation.
@@ -203,6 +204,17 @@ pub struct RedisStore {
     cache: Arc<SessionCache>,
     /// The secrets that seal session records (see [`crate::seal`]); `None`: records are plain.
     record_keys: Option<Arc<RecordKeys>>,
+    /// What the metrics show, shared by every clone.
+    counters: Arc<Counters>,
+}
+
+/// The live counts behind [`StoreCounters`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    records_refused: AtomicU64,
+    /// Incremented by the failover watch.
+    pub(crate) master_changes: AtomicU64,
+    renewals: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -311,6 +323,7 @@ impl RedisStore {
             timeouts,
             cache,
             record_keys: None,
+            counters: Arc::default(),
         };
         if let Some(Ok(sentinel)) = SentinelUrl::parse(url) {
             let master = store.client.load().get_connection_info().addr.clone();
@@ -325,6 +338,7 @@ impl RedisStore {
                     access: store.access.clone(),
                     replacing: store.replacing.clone(),
                     cache: Arc::downgrade(&store.cache),
+                    counters: store.counters.clone(),
                 },
                 sentinel,
             );
@@ -345,6 +359,7 @@ impl RedisStore {
         self.client.store(Arc::new(client));
         self.access.store(Arc::new(access.clone()));
         self.cache.set_enabled(false);
+        self.counters.renewals.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -370,6 +385,9 @@ impl RedisStore {
     fn opened(&self, hash: &str, stored: &str) -> Option<SessionRecord> {
         let key = self.session_key(hash);
         let Some(json) = seal::open(self.record_keys.as_deref(), &key, stored) else {
+            self.counters
+                .records_refused
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 session = hash.get(..24).unwrap_or(hash),
                 "a session record in Redis is not sealed with a key of \
@@ -900,6 +918,15 @@ fn decode<T: for<'de> Deserialize<'de>>(json: &str, what: &str) -> Option<T> {
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
+    fn counters(&self) -> StoreCounters {
+        let c = &self.counters;
+        StoreCounters {
+            records_refused: c.records_refused.load(Ordering::Relaxed),
+            master_changes: c.master_changes.load(Ordering::Relaxed),
+            renewals: c.renewals.load(Ordering::Relaxed),
+        }
+    }
+
     async fn create_session(
         &self,
         mut record: SessionRecord,
