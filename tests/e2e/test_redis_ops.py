@@ -39,7 +39,6 @@ def health(client, replica):
     return client.get(replica.url + "/_stcore/health", allow_redirects=False).status_code
 
 
-
 def _login_hashes(replica, mark, user):
     """The session hashes of `user`'s logins after `mark`, oldest first."""
     return [r["session"] for r in replica.audit_since(mark)

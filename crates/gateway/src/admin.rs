@@ -263,9 +263,10 @@ pub fn metrics_text(state: &SharedState) -> String {
         let counters = state.store.counters();
         let _ = writeln!(
             out,
-            "# HELP saml_gateway_session_records_refused_total Session records in Redis refused \
-             because no key of sessions.redis_record_key_file sealed them (forged, copied under \
-             another session ID, or written without the key).\n\
+            "# HELP saml_gateway_session_records_refused_total Reads of session records in Redis \
+             refused because no key of sessions.redis_record_key_file sealed them (forged, copied \
+             under another session ID, or written without the key); each read counts; always 0 \
+             without the key file.\n\
              # TYPE saml_gateway_session_records_refused_total counter\n\
              saml_gateway_session_records_refused_total {}\n\
              # HELP saml_gateway_redis_master_changes_total Moves to a new Redis master after a \

@@ -142,6 +142,17 @@ mod tests {
     }
 
     #[test]
+    fn the_seal_is_the_hmac_of_the_documented_input() {
+        // HMAC-SHA256(A, "m1:" + len(key) + ":" + key + json), computed apart with
+        // `printf 'm1:35:%s%s' KEY JSON | openssl dgst -sha256 -hmac A`: a change to the input
+        // would make every replica refuse the records of the others.
+        let json = r#"{"user":"alice"}"#.to_string();
+        let stored = seal(Some(&keys(&[A])), KEY, json);
+        let expected = "m1:499fb549e2bff0d3bd336d8ac6795a74633c635473f2818513ca3868abe22e27";
+        assert_eq!(&stored[..3 + SEAL_HEX], expected);
+    }
+
+    #[test]
     fn every_key_opens_and_the_first_seals() {
         let json = r#"{"user":"alice"}"#.to_string();
         let by_a = seal(Some(&keys(&[A])), KEY, json.clone());

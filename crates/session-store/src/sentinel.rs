@@ -172,8 +172,12 @@ impl SentinelUrl {
                             SignIn::PasswordAlone => false,
                         };
                     // A refused password says more than the NOAUTH that follows it.
-                    let password_refused = matches!(&failed,
-                        Some((SignIn::AsUser | SignIn::PasswordAlone, earlier)) if earlier.auth_failed());
+                    let password_refused = match &failed {
+                        Some((SignIn::AsUser | SignIn::PasswordAlone, earlier)) => {
+                            earlier.auth_failed()
+                        }
+                        _ => false,
+                    };
                     if !(password_refused && sign_in == SignIn::Anonymous) {
                         failed = Some((sign_in, e));
                     }

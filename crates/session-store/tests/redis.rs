@@ -223,6 +223,7 @@ async fn sealed_records_are_read_refreshed_listed_and_ended_and_forged_ones_are_
     let chosen = plain.create_session(record("mallory"), 0).await.unwrap();
     let _: () = c.set(session_key(&sealed, &chosen), &stored).await.unwrap();
     assert!(sealed.get_session(&chosen, 12).await.unwrap().is_none());
+    assert_eq!(sealed.counters().records_refused, 2);
     let listed = sealed.list_sessions(12).await.unwrap();
     let users: Vec<&str> = listed.iter().map(|s| s.record.user.as_str()).collect();
     assert_eq!(users, ["alice"]);
@@ -825,6 +826,11 @@ async fn a_renewal_refused_by_its_checks_changes_nothing_and_one_that_connects_k
         tls: Some(tls),
     };
     let refused = s.renew(&access).await.unwrap_err();
+    assert_eq!(
+        clone.counters().renewals,
+        0,
+        "a refused renewal does not count"
+    );
     assert!(
         matches!(refused, RedisConnectError::InvalidTls(_)),
         "{refused}"
@@ -837,6 +843,7 @@ async fn a_renewal_refused_by_its_checks_changes_nothing_and_one_that_connects_k
     // (That the new password or files are the ones used is shown in test_redis_ops.py and
     // test_redis_tls.py.)
     s.renew(&RedisAccess::default()).await.unwrap();
+    assert_eq!(clone.counters().renewals, 1);
     assert!(matches!(
         clone.use_session(&id, 1002).await.unwrap(),
         SessionState::Live(_)
