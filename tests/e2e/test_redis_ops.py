@@ -39,6 +39,13 @@ def health(client, replica):
     return client.get(replica.url + "/_stcore/health", allow_redirects=False).status_code
 
 
+def hang_up_after_writing(replica, path, text, logged, what):
+    """Writes `text` to `path`, sends the replica SIGHUP and waits until `logged()` holds."""
+    path.write_text(text)
+    replica.gateway.proc.send_signal(signal.SIGHUP)
+    until(logged, 20, what)
+
+
 def _login_hashes(replica, mark, user):
     """The session hashes of `user`'s logins after `mark`, oldest first."""
     return [r["session"] for r in replica.audit_since(mark)
@@ -200,10 +207,9 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
 
         # Rotation: the server takes both passwords; the file gets the new one; SIGHUP.
         assert redis.cli("acl", "setuser", "saml-gateway", f">{new}").stdout.strip() == "OK"
-        password_file.write_text(new + "\n")
-        c.gateway.proc.send_signal(signal.SIGHUP)
-        until(lambda: "reconnected to Redis with the new password "
-                      "(sessions.redis_password_file)" in log(), 20, "the reconnection")
+        hang_up_after_writing(c, password_file, new + "\n", lambda: "reconnected to Redis with "
+                              "the new password (sessions.redis_password_file)" in log(),
+                              "the reconnection")
         until(lambda: "subscribing again on the connection now in force" in log(), 20,
               "the subscription renewed")
         assert metric(admin, "saml_gateway_redis_renewals_total") == 1
@@ -221,16 +227,13 @@ def test_a_rotated_redis_password_goes_in_force_on_sighup(deployment):
         until(subscribed, 15, "the invalidation subscription, with the new password")
 
         # A password the server refuses: the connection in force stays.
-        password_file.write_text(wrong + "\n")
-        c.gateway.proc.send_signal(signal.SIGHUP)
-        until(lambda: "Redis reload refused: no connection with the new password" in log(), 20,
-              "the refusal")
+        hang_up_after_writing(c, password_file, wrong + "\n", lambda: "Redis reload refused: "
+                              "no connection with the new password" in log(), "the refusal")
         assert health(alice, c) == 200
         # A file that fails the checks: the same.
-        password_file.write_text(new + "\nsecond line\n")
-        c.gateway.proc.send_signal(signal.SIGHUP)
-        until(lambda: "Redis reload refused; the connection in force stays" in log(), 20,
-              "the refusal by the checks")
+        hang_up_after_writing(c, password_file, new + "\nsecond line\n", lambda: "Redis reload "
+                              "refused; the connection in force stays" in log(),
+                              "the refusal by the checks")
         assert metric(admin, "saml_gateway_redis_renewals_total") == 1, "refusals do not count"
         assert "sessions.redis_password_file: holds more than one line" in log()
         assert health(bob, c) == 200
@@ -324,3 +327,26 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     assert landed.status_code == 303
     assert urllib.parse.urlsplit(landed.headers["Location"]).path == "/"
     assert "evil" not in landed.headers["Location"]
+
+    # New keys on SIGHUP, without a restart: a new key first and the old one second (both
+    # open), then the old one removed (what it sealed reads as signed out).
+    reloaded = "reloaded the session record keys (sessions.redis_record_key_file)"
+    new_key = secrets.token_urlsafe(32)
+    old_keys = keys.read_text().split()
+    hang_up_after_writing(sealed, keys, new_key + "\n" + keys.read_text(),
+                          lambda: log().count(reloaded) == 1, "the keys reloaded")
+    assert health(alice, sealed) == 200
+    carol = new_client()
+    form = login_until_acs(carol, sealed.url, "carol", "carol-pass")
+    assert post_to_acs(carol, sealed.deliver(form)).status_code == 303
+    hang_up_after_writing(sealed, keys, "short\n", lambda: "session record keys reload "
+                          "refused; the keys in force stay" in log(), "a bad key file refused")
+    assert health(alice, sealed) == 200
+    hang_up_after_writing(sealed, keys, new_key + "\n", lambda: log().count(reloaded) == 2,
+                          "the old key removed")
+    assert health(carol, sealed) == 200
+    # alice's record (sealed with the old key; younger than a refresh interval) no longer
+    # opens, once her entry in the session cache (2 s) is gone.
+    statuses_until(lambda: health(alice, sealed), 401, 10, "alice signed out with the old key")
+    for key in [new_key, *old_keys]:
+        assert key not in log()

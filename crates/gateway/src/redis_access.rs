@@ -233,59 +233,96 @@ fn load_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
     Ok(Some(RedisTls { ca_pem, client }))
 }
 
-/// On SIGHUP, reads `sessions.redis_password_file` and the files of `sessions.redis_tls`
-/// again and, when they changed and pass the checks of start-up, connects to Redis with them
-/// and uses that connection from then on; `in_force` is what the store connected with. Files
-/// that fail the checks, or a server that refuses them, change nothing (the next SIGHUP tries
-/// again).
+/// On SIGHUP, reads `sessions.redis_record_key_file` again and puts its keys in force, and
+/// reads `sessions.redis_password_file` and the files of `sessions.redis_tls` again and, when
+/// they changed and pass the checks of start-up, connects to Redis with them and uses that
+/// connection from then on; `in_force` is what the store connected with. Files that fail the
+/// checks, or a server that refuses them, change nothing (the next SIGHUP tries again).
 pub async fn renew_on_hangup(config: Config, store: RedisStore, mut in_force: RedisAccess) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!(
-            "cannot listen for SIGHUP; a new Redis password or new TLS files need a restart"
+            "cannot listen for SIGHUP; a new Redis password, new TLS files or new session \
+             record keys need a restart"
         );
         return;
     };
+    let sessions = &config.sessions;
     while hangup.recv().await.is_some() {
-        // The files may sit on a mount that is slow to answer: read off the async workers.
-        let reading = config.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&reading)).await;
-        let renewed = match loaded {
-            Ok(Ok(renewed)) => renewed,
-            Err(e) => {
-                tracing::error!(error = %e, "Redis reload failed; the connection in force stays");
-                continue;
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "Redis reload refused; the connection in force stays");
-                continue;
-            }
-        };
-        let what = match (
-            renewed.password != in_force.password,
-            renewed.tls != in_force.tls,
-        ) {
-            (false, false) => {
-                tracing::info!("the Redis password and TLS files are unchanged");
-                continue;
-            }
-            (true, false) => "the new password (sessions.redis_password_file)",
-            (false, true) => "the renewed TLS files (sessions.redis_tls)",
-            (true, true) => {
-                "the new password and the renewed TLS files (sessions.redis_password_file, \
-                 sessions.redis_tls)"
-            }
-        };
-        match store.renew(&renewed).await {
-            Ok(()) => {
-                tracing::info!("reconnected to Redis with {what}");
-                in_force = renewed;
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                "Redis reload refused: no connection with {what}; the connection in force stays"
-            ),
+        if sessions.redis_record_key_file.is_some() {
+            reload_record_keys(&config, &store).await;
         }
+        if sessions.redis_tls.is_some() || sessions.redis_password_file.is_some() {
+            renew_access(&config, &store, &mut in_force).await;
+        }
+    }
+}
+
+/// Reads `sessions.redis_record_key_file` again and, when it passes the checks of start-up,
+/// puts its keys in force; otherwise the keys in force stay.
+async fn reload_record_keys(config: &Config, store: &RedisStore) {
+    // The file may sit on a mount that is slow to answer: read off the async workers.
+    let reading = config.clone();
+    match tokio::task::spawn_blocking(move || load_record_keys(&reading)).await {
+        Ok(Ok(keys)) => {
+            if store.set_record_keys(keys) {
+                tracing::info!("reloaded the session record keys (sessions.redis_record_key_file)");
+            } else {
+                tracing::info!("the session record keys are unchanged");
+            }
+        }
+        Ok(Err(e)) => tracing::error!(
+            error = %e,
+            "session record keys reload refused; the keys in force stay"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "session record keys reload failed; the keys in force stay"
+        ),
+    }
+}
+
+/// Reads the password file and the TLS files again and, when they changed and pass the
+/// checks, connects with them; `in_force` is what the store connected with.
+async fn renew_access(config: &Config, store: &RedisStore, in_force: &mut RedisAccess) {
+    // The files may sit on a mount that is slow to answer: read off the async workers.
+    let reading = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || load(&reading)).await;
+    let renewed = match loaded {
+        Ok(Ok(renewed)) => renewed,
+        Err(e) => {
+            tracing::error!(error = %e, "Redis reload failed; the connection in force stays");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "Redis reload refused; the connection in force stays");
+            return;
+        }
+    };
+    let what = match (
+        renewed.password != in_force.password,
+        renewed.tls != in_force.tls,
+    ) {
+        (false, false) => {
+            tracing::info!("the Redis password and TLS files are unchanged");
+            return;
+        }
+        (true, false) => "the new password (sessions.redis_password_file)",
+        (false, true) => "the renewed TLS files (sessions.redis_tls)",
+        (true, true) => {
+            "the new password and the renewed TLS files (sessions.redis_password_file, \
+             sessions.redis_tls)"
+        }
+    };
+    match store.renew(&renewed).await {
+        Ok(()) => {
+            tracing::info!("reconnected to Redis with {what}");
+            *in_force = renewed;
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "Redis reload refused: no connection with {what}; the connection in force stays"
+        ),
     }
 }
 

@@ -921,7 +921,12 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let (store, access) =
                 connect_redis(config, url, config.sessions.redis_connect_retry).await?;
             let sessions = &config.sessions;
-            if sessions.redis_tls.is_some() || sessions.redis_password_file.is_some() {
+            let renewable = [
+                sessions.redis_tls.is_some(),
+                sessions.redis_password_file.is_some(),
+                sessions.redis_record_key_file.is_some(),
+            ];
+            if renewable.contains(&true) {
                 let renewal =
                     crate::redis_access::renew_on_hangup(config.clone(), store.clone(), access);
                 tokio::spawn(renewal);

@@ -73,7 +73,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -203,7 +203,8 @@ pub struct RedisStore {
     /// Records read recently, dropped when any replica ends their session.
     cache: Arc<SessionCache>,
     /// The secrets that seal session records (see [`crate::seal`]); `None`: records are plain.
-    record_keys: Option<Arc<RecordKeys>>,
+    /// Replaced whole by [`RedisStore::set_record_keys`].
+    record_keys: Arc<ArcSwapOption<RecordKeys>>,
     /// What the metrics show, shared by every clone.
     counters: Arc<Counters>,
 }
@@ -322,7 +323,7 @@ impl RedisStore {
             max_pending: MAX_PENDING,
             timeouts,
             cache,
-            record_keys: None,
+            record_keys: Arc::default(),
             counters: Arc::default(),
         };
         if let Some(Ok(sentinel)) = SentinelUrl::parse(url) {
@@ -370,21 +371,33 @@ impl RedisStore {
 
     /// The same store sealing its session records with `keys` and reading only records that
     /// one of them sealed (see [`RecordKeys`]); `None`: plain records.
-    pub fn with_record_keys(mut self, keys: Option<RecordKeys>) -> RedisStore {
-        self.record_keys = keys.map(Arc::new);
+    pub fn with_record_keys(self, keys: Option<RecordKeys>) -> RedisStore {
+        self.set_record_keys(keys);
         self
+    }
+
+    /// Puts `keys` in force for every clone of this store (new keys read on SIGHUP); returns
+    /// whether they differ from the keys in force.
+    pub fn set_record_keys(&self, keys: Option<RecordKeys>) -> bool {
+        let keys = keys.map(Arc::new);
+        let old = self.record_keys.swap(keys.clone());
+        old != keys
     }
 
     /// What to store for the record JSON `json` under the session `hash`: sealed when keys are set.
     fn sealed(&self, hash: &str, json: String) -> String {
-        seal::seal(self.record_keys.as_deref(), &self.session_key(hash), json)
+        seal::seal(
+            self.record_keys.load().as_deref(),
+            &self.session_key(hash),
+            json,
+        )
     }
 
     /// The session record stored under `hash`, when its seal checks (or no keys are set) and
     /// it decodes; otherwise `None`, as for a record of an unknown version.
     fn opened(&self, hash: &str, stored: &str) -> Option<SessionRecord> {
         let key = self.session_key(hash);
-        let Some(json) = seal::open(self.record_keys.as_deref(), &key, stored) else {
+        let Some(json) = seal::open(self.record_keys.load().as_deref(), &key, stored) else {
             self.counters
                 .records_refused
                 .fetch_add(1, Ordering::Relaxed);
@@ -1025,7 +1038,7 @@ impl Store for RedisStore {
             let Some(stored) = stored else {
                 return Ok(SessionState::Gone);
             };
-            let json = seal::open(self.record_keys.as_deref(), &key, &stored)
+            let json = seal::open(self.record_keys.load().as_deref(), &key, &stored)
                 .and_then(|json| with_last_seen(json, now))
                 .map_or_else(|| encode(&record), Ok)?;
             let mut c = self.connection();

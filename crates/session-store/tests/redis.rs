@@ -235,6 +235,20 @@ async fn sealed_records_are_read_refreshed_listed_and_ended_and_forged_ones_are_
         .unwrap();
     assert_eq!(ended.len(), 1);
     assert!(sealed.get_session(&id, 13).await.unwrap().is_none());
+
+    // New keys go in force for every clone; the same keys again change nothing.
+    let clone = sealed.clone();
+    assert!(!sealed.set_record_keys(key(b"k")));
+    assert!(sealed.set_record_keys(key(b"n")));
+    let id = clone.create_session(record("bob"), 0).await.unwrap();
+    assert!(other_key.get_session(&id, 1).await.unwrap().is_none());
+    assert!(store_for(&entity_id)
+        .await
+        .with_record_keys(key(b"n"))
+        .get_session(&id, 1)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]
