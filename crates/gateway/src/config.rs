@@ -773,14 +773,29 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
                     .ok_or_else(|| err(key, "not a duration such as 90s, 30m, 8h or 1d")),
             }
         };
+    // The keys that only a Redis store reads.
+    if store == StoreKind::Memory {
+        let redis_only = [
+            (
+                "sessions.redis_connect_retry",
+                raw.sessions.redis_connect_retry.is_some(),
+            ),
+            ("sessions.redis_tls", raw.sessions.redis_tls.is_some()),
+            (
+                "sessions.redis_password_file",
+                raw.sessions.redis_password_file.is_some(),
+            ),
+            (
+                "sessions.redis_record_key_file",
+                raw.sessions.redis_record_key_file.is_some(),
+            ),
+        ];
+        if let Some((key, _)) = redis_only.into_iter().find(|(_, set)| *set) {
+            return Err(err(key, "applies only with sessions.store: redis"));
+        }
+    }
     let redis_connect_retry = match raw.sessions.redis_connect_retry.as_deref() {
         None => Duration::ZERO,
-        Some(_) if store == StoreKind::Memory => {
-            return Err(err(
-                "sessions.redis_connect_retry",
-                "applies only with sessions.store: redis",
-            ))
-        }
         Some(v) => parse_duration(v)
             .filter(|d| *d <= Duration::from_secs(3600))
             .ok_or_else(|| {
@@ -792,12 +807,6 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     };
     let redis_tls = match raw.sessions.redis_tls {
         None => None,
-        Some(_) if store == StoreKind::Memory => {
-            return Err(err(
-                "sessions.redis_tls",
-                "applies only with sessions.store: redis",
-            ))
-        }
         Some(_) if !store_url_is_tls(&store) => {
             return Err(err(
                 "sessions.redis_tls",
@@ -824,12 +833,6 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
     };
     let redis_password_file = match raw.sessions.redis_password_file {
         None => None,
-        Some(_) if store == StoreKind::Memory => {
-            return Err(err(
-                "sessions.redis_password_file",
-                "applies only with sessions.store: redis",
-            ))
-        }
         Some(_) if store_url_has_password(&store) => {
             return Err(err(
                 "sessions.redis_password_file",
@@ -840,17 +843,7 @@ fn check(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, ConfigError
         }
         Some(path) => Some(resolve(&path)),
     };
-    let redis_record_key_file = match raw.sessions.redis_record_key_file {
-        None => None,
-        Some(_) if store == StoreKind::Memory => {
-            return Err(err(
-                "sessions.redis_record_key_file",
-                "applies only with sessions.store: redis (memory sessions never leave the \
-                 process)",
-            ))
-        }
-        Some(path) => Some(resolve(&path)),
-    };
+    let redis_record_key_file = raw.sessions.redis_record_key_file.as_deref().map(resolve);
     let sessions = SessionConfig {
         redis_tls,
         redis_password_file,

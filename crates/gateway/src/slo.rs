@@ -425,9 +425,7 @@ async fn idp_response(
         Ok(_) => {
             record.reason = Some("idp_logout_response".into());
             audit(state, record).await;
-            // Checked again as it comes back from the store (invariant 12).
-            let target = crate::redirect::local_path(&pending.return_to);
-            let mut response = crate::saml::redirect(&target);
+            let mut response = crate::saml::redirect_within(&pending.return_to);
             response
                 .headers_mut()
                 .append(header::SET_COOKIE, state.cookies.clear_relay());

@@ -20,7 +20,7 @@ use crate::redirect::local_path;
 use crate::state::{audit_record, reference, session_hash, unix_now, SharedState};
 
 use super::failure::uri_or_none;
-use super::{over_budget, printable_uri, redirect, Failure};
+use super::{over_budget, printable_uri, redirect_within, Failure};
 
 /// Longest time the ACS waits for the whole form body.
 const ACS_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -147,11 +147,9 @@ async fn finish_login(
                 )
                 .await
                 .map_err(Failure::from)?;
-            // Checked again as it comes back from the store: whoever could write to a shared
-            // Redis must not pick where a login lands (invariant 12).
             (
                 assertion,
-                crate::redirect::local_path(&pending.return_to),
+                pending.return_to,
                 federation,
                 pending.max_authn_age,
             )
@@ -226,7 +224,7 @@ async fn finish_login(
         }
     }
 
-    let mut response = redirect(&return_to);
+    let mut response = redirect_within(&return_to);
     let h = response.headers_mut();
     h.append(header::SET_COOKIE, state.cookies.session(id.expose()));
     h.append(header::SET_COOKIE, state.cookies.clear_relay());

@@ -80,6 +80,13 @@ pub(crate) fn with_cleared_session(state: &SharedState, mut response: Response) 
     response
 }
 
+/// `303 See Other` back into the site after a login or a sign-out: to `target` when it is a safe
+/// local path ([`crate::redirect::local_path`]), otherwise to `/`. Targets come back from the
+/// store, which whoever can write to a shared Redis could have changed (invariant 12).
+pub(crate) fn redirect_within(target: &str) -> Response {
+    redirect(&crate::redirect::local_path(target))
+}
+
 /// `303 See Other` to `location` (to `/` when it is no valid header value).
 pub(crate) fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
