@@ -213,6 +213,8 @@ pub struct RedisStore {
 #[derive(Default)]
 pub(crate) struct Counters {
     records_refused: AtomicU64,
+    /// When a refused record was last warned of, in seconds since the Unix epoch (0: never).
+    refusal_warned_at: AtomicU64,
     /// Incremented by the failover watch.
     pub(crate) master_changes: AtomicU64,
     renewals: AtomicU64,
@@ -225,6 +227,26 @@ impl std::fmt::Debug for RedisStore {
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
+}
+
+/// Seconds between two warnings of a refused session record.
+const REFUSAL_WARN_EVERY: u64 = 60;
+
+/// Whether a refusal at `now` (seconds since the Unix epoch) is warned of: the first, and then
+/// one at most every [`REFUSAL_WARN_EVERY`]; `warned_at` records the last one warned of.
+fn warning_due(warned_at: &AtomicU64, now: u64) -> bool {
+    let last = warned_at.load(Ordering::Relaxed);
+    (last == 0 || now >= last.saturating_add(REFUSAL_WARN_EVERY))
+        && warned_at
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Seconds since the Unix epoch (0 for a clock set before it).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A session as listed or revoked by an administrator.
@@ -398,14 +420,28 @@ impl RedisStore {
     fn opened(&self, hash: &str, stored: &str) -> Option<SessionRecord> {
         let key = self.session_key(hash);
         let Some(json) = seal::open(self.record_keys.load().as_deref(), &key, stored) else {
-            self.counters
+            let refused = self
+                .counters
                 .records_refused
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                session = hash.get(..24).unwrap_or(hash),
-                "a session record in Redis is not sealed with a key of \
-                 sessions.redis_record_key_file; it reads as signed out"
-            );
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            let session = hash.get(..24).unwrap_or(hash);
+            // A forger who can write to Redis, or a key turned on over plain records, could
+            // otherwise fill the log at the request rate; the metric counts every refusal.
+            if warning_due(&self.counters.refusal_warned_at, unix_seconds()) {
+                tracing::warn!(
+                    session,
+                    refused_since_start = refused,
+                    "a session record in Redis is not sealed with a key of \
+                     sessions.redis_record_key_file; it reads as signed out (warned at most \
+                     once a minute; saml_gateway_session_records_refused_total counts each)"
+                );
+            } else {
+                tracing::debug!(
+                    session,
+                    "a session record in Redis is not sealed; signed out"
+                );
+            }
             return None;
         };
         decode::<SessionRecord>(json, "session")
@@ -1285,6 +1321,21 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256_hex("").len(), 64);
+    }
+
+    #[test]
+    fn refused_records_are_warned_of_at_most_once_a_minute() {
+        let warned_at = AtomicU64::new(0);
+        assert!(warning_due(&warned_at, 1_000));
+        assert!(!warning_due(&warned_at, 1_000));
+        assert!(!warning_due(&warned_at, 1_059));
+        assert!(warning_due(&warned_at, 1_060));
+        assert!(!warning_due(&warned_at, 1_061));
+        // A clock read as 0 (set before 1970) still records the warning.
+        let warned_at = AtomicU64::new(0);
+        assert!(warning_due(&warned_at, 0));
+        assert!(!warning_due(&warned_at, 0));
+        assert!(warning_due(&warned_at, 61));
     }
 
     #[test]
