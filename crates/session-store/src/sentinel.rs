@@ -14,6 +14,11 @@
 //!    [`WATCH_INTERVAL`]; when they name another master (a failover), it connects there and
 //!    puts that connection in force, as a renewal does (see the Redis store's documentation).
 //!
+//! The connection to the sentinel that answered is kept for the next look, so that a replica
+//! does not open a connection (and, over TLS, make a handshake) every second. It is used only
+//! with the same password and TLS settings, and dropped at its first failure; the look then
+//! goes on as if there were none.
+//!
 //! With `rediss+sentinel://`, the sentinels and the master are both reached over TLS, with the
 //! same CA and client certificate, and each one's certificate is checked against the address
 //! the URL or the sentinels give. Sentinels are asked without credentials; one that answers
@@ -22,11 +27,11 @@
 //! no such user.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 
 use crate::redis::{client_for, describe, open_connection, redact, RedisAccess, RedisConnectError};
 
@@ -51,6 +56,16 @@ pub(crate) struct SentinelUrl {
     pub(crate) tls: bool,
     /// For each sentinel, the [`SignIn`] that worked last, shared by clones.
     sign_ins: Arc<[AtomicU8]>,
+    /// For each sentinel, the connection of its last answer, shared by clones.
+    kept: Arc<[Mutex<Option<Kept>>]>,
+}
+
+/// A connection to a sentinel kept for the next look, and the settings it was made with.
+struct Kept {
+    /// The connection, signed in.
+    connection: MultiplexedConnection,
+    /// The password and TLS settings it was made with; another look reuses it only with these.
+    access: RedisAccess,
 }
 
 /// How a sentinel is signed in to.
@@ -125,6 +140,9 @@ impl SentinelUrl {
         let Some((host, port)) = self.sentinels.get(index) else {
             return Err("no such sentinel".to_string());
         };
+        if let Some(answer) = self.ask_kept(index, access).await {
+            return Ok(answer);
+        }
         let master = self.master_info((host.clone(), *port), access).redis;
         let password = master.password.clone();
         let remembered = self
@@ -155,9 +173,15 @@ impl SentinelUrl {
                 }
             }
             match self.ask_as(host, *port, redis, access).await {
-                Ok(answer) => {
+                Ok((answer, connection)) => {
                     if let Some(slot) = self.sign_ins.get(index) {
                         slot.store(sign_in as u8, Ordering::Relaxed);
+                    }
+                    if let Some(mut slot) = self.kept_slot(index) {
+                        *slot = Some(Kept {
+                            connection,
+                            access: access.clone(),
+                        });
                     }
                     return Ok(answer);
                 }
@@ -199,14 +223,42 @@ impl SentinelUrl {
         }
     }
 
-    /// Asks one sentinel for the master's address, signed in as `redis` says.
+    /// The answer of the sentinel at `index` on the connection kept from its last answer,
+    /// when there is one made with `access`; `None` when there is none, or it failed (it is
+    /// then dropped). The connection is out of its slot while in use, so a look cut short by
+    /// its time limit leaves none behind.
+    async fn ask_kept(&self, index: usize, access: &RedisAccess) -> Option<Option<(String, u16)>> {
+        let kept = self.kept_slot(index)?.take()?;
+        if kept.access != *access {
+            return None;
+        }
+        let mut connection = kept.connection;
+        let answer = self.get_master_addr(&mut connection).await.ok()?;
+        if let Some(mut slot) = self.kept_slot(index) {
+            *slot = Some(Kept {
+                connection,
+                access: kept.access,
+            });
+        }
+        Some(answer)
+    }
+
+    /// The slot of the connection kept for the sentinel at `index` (a lock held only to take
+    /// or put, never across a wait).
+    fn kept_slot(&self, index: usize) -> Option<std::sync::MutexGuard<'_, Option<Kept>>> {
+        let slot = self.kept.get(index)?;
+        Some(slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Asks one sentinel for the master's address, signed in as `redis` says; with the
+    /// connection, to keep.
     async fn ask_as(
         &self,
         host: &str,
         port: u16,
         redis: redis::RedisConnectionInfo,
         access: &RedisAccess,
-    ) -> Result<Option<(String, u16)>, AskError> {
+    ) -> Result<(Option<(String, u16)>, MultiplexedConnection), AskError> {
         let info = redis::ConnectionInfo {
             addr: self.addr(host.to_string(), port),
             redis,
@@ -216,12 +268,23 @@ impl SentinelUrl {
             .get_multiplexed_async_connection()
             .await
             .map_err(AskError::Redis)?;
+        let answer = self
+            .get_master_addr(&mut connection)
+            .await
+            .map_err(AskError::Redis)?;
+        Ok((answer, connection))
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME` for the URL's master on `connection`.
+    async fn get_master_addr(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Option<(String, u16)>> {
         redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.master_name)
-            .query_async(&mut connection)
+            .query_async(connection)
             .await
-            .map_err(AskError::Redis)
     }
 
     /// The address of a sentinel or the master, over TLS with a `rediss+sentinel://` URL.
@@ -405,6 +468,7 @@ fn parse_rest(rest: &str, tls: bool) -> Result<SentinelUrl, RedisConnectError> {
     };
     Ok(SentinelUrl {
         sign_ins: sentinels.iter().map(|_| AtomicU8::new(0)).collect(),
+        kept: sentinels.iter().map(|_| Mutex::new(None)).collect(),
         sentinels,
         master_name: master_name.to_string(),
         redis,
@@ -534,20 +598,29 @@ mod tests {
         RequirePass,
     }
 
+    /// What a fake server saw, and a switch to make it hang up.
+    #[derive(Default)]
+    struct Seen {
+        /// `AUTH` commands received.
+        auths: std::sync::atomic::AtomicUsize,
+        /// Connections accepted.
+        connections: std::sync::atomic::AtomicUsize,
+        /// When set, the next command is not answered: its connection is closed (and this
+        /// cleared).
+        hang_up: std::sync::atomic::AtomicBool,
+    }
+
     /// A server that answers RESP commands by their name (`answer(name)`), treating `AUTH` as
-    /// `auth` says; returns its port and the number of `AUTH` commands it received.
-    async fn fake_server(
-        auth: FakeAuth,
-        answer: fn(&str) -> String,
-    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::AtomicUsize;
+    /// `auth` says; returns its port and what it saw.
+    async fn fake_server(auth: FakeAuth, answer: fn(&str) -> String) -> (u16, Arc<Seen>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let auths = Arc::new(AtomicUsize::new(0));
-        let counted = auths.clone();
+        let seen = Arc::new(Seen::default());
+        let counted = seen.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                counted.connections.fetch_add(1, Ordering::SeqCst);
                 let counted = counted.clone();
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
@@ -561,10 +634,13 @@ mod tests {
                         // Each whole command: `*N`, then N `$len` and their bytes.
                         while let Some((args, used)) = first_command(&buffer) {
                             buffer.drain(..used);
+                            if counted.hang_up.swap(false, Ordering::SeqCst) {
+                                return;
+                            }
                             let name = args[0].to_ascii_uppercase();
                             let reply = match (auth, name.as_str()) {
                                 (_, "AUTH") => {
-                                    counted.fetch_add(1, Ordering::SeqCst);
+                                    counted.auths.fetch_add(1, Ordering::SeqCst);
                                     signed_in = matches!(auth, FakeAuth::Open)
                                         || args[1..] == ["pw".to_string()];
                                     if signed_in {
@@ -589,7 +665,7 @@ mod tests {
                 });
             }
         });
-        (port, auths)
+        (port, seen)
     }
 
     /// The arguments of the first whole command in `buffer` and its length, if it holds one.
@@ -687,25 +763,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_sentinel_gets_the_password_only_when_it_asks_and_the_way_that_worked_first() {
-        let (open, open_auths) = fake_server(FakeAuth::Open, sentinel_at_6399).await;
-        let (locked, locked_auths) = fake_server(FakeAuth::RequirePass, sentinel_at_6399).await;
+        let (open, open_seen) = fake_server(FakeAuth::Open, sentinel_at_6399).await;
+        let (locked, locked_seen) = fake_server(FakeAuth::RequirePass, sentinel_at_6399).await;
         let access = RedisAccess::default();
         // A sentinel without a password never sees the master's.
         let url = parsed(&format!(
             "redis+sentinel://saml-gateway:pw@127.0.0.1:{open}/m/3"
         ));
         assert_eq!(url.master(&access).await.unwrap().1, 6399);
-        assert_eq!(open_auths.load(Ordering::SeqCst), 0);
+        assert_eq!(open_seen.auths.load(Ordering::SeqCst), 0);
         // One with `requirepass` and no such user: NOAUTH, the user refused, then the password
         // alone; in database 0, which is all a sentinel has.
         let url = parsed(&format!(
             "redis+sentinel://saml-gateway:pw@127.0.0.1:{locked}/m/3"
         ));
         assert_eq!(url.master(&access).await.unwrap().1, 6399);
-        assert_eq!(locked_auths.load(Ordering::SeqCst), 2);
-        // The next look signs in the way that worked, at once.
-        assert_eq!(url.master(&access).await.unwrap().1, 6399);
-        assert_eq!(locked_auths.load(Ordering::SeqCst), 3);
+        assert_eq!(locked_seen.auths.load(Ordering::SeqCst), 2);
+        // The next look on a new connection (the settings changed, so the kept one is not
+        // used) signs in the way that worked, at once.
+        let same_password = RedisAccess {
+            password: Some("pw".to_string()),
+            tls: None,
+        };
+        assert_eq!(url.master(&same_password).await.unwrap().1, 6399);
+        assert_eq!(locked_seen.auths.load(Ordering::SeqCst), 3);
         // After a rotation on the sentinel the remembered way fails: named as a password
         // refused, not as the NOAUTH of the anonymous try that follows.
         let url = parsed(&format!("redis+sentinel://:pw@127.0.0.1:{locked}/m"));
@@ -734,6 +815,35 @@ mod tests {
         let url = parsed(&format!("redis+sentinel://127.0.0.1:{locked}/m"));
         let e = url.master(&access).await.unwrap_err().to_string();
         assert!(e.contains("NOAUTH"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_connection_of_the_last_answer_is_kept_until_it_fails() {
+        let (locked, seen) = fake_server(FakeAuth::RequirePass, sentinel_at_6399).await;
+        let url = parsed(&format!("redis+sentinel://:pw@127.0.0.1:{locked}/m"));
+        let clone = url.clone();
+        let access = RedisAccess::default();
+        // NOAUTH on the first connection, then the password on a second: kept from then on,
+        // by every clone.
+        for look in [&url, &clone, &url] {
+            assert_eq!(look.master(&access).await.unwrap().1, 6399);
+        }
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+        assert_eq!(seen.auths.load(Ordering::SeqCst), 1);
+        // Other settings: a connection of their own, kept in place of the first.
+        let other = RedisAccess {
+            password: Some("pw".to_string()),
+            tls: None,
+        };
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
+        // The sentinel hangs up: that look still answers, on a new connection, kept again.
+        seen.hang_up.store(true, Ordering::SeqCst);
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
+        assert!(!seen.hang_up.load(Ordering::SeqCst));
     }
 
     #[tokio::test]
