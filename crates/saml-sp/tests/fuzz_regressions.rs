@@ -102,3 +102,103 @@ fn signed_response_with_byte_order_mark_and_comment_is_accepted() {
         ["Alice Wonderland"]
     );
 }
+
+/// The `logout_message` target's seeds, signed once by `fuzz/fixtures/generate-logout.sh`.
+mod logout_seeds {
+    use super::at;
+    use base64::Engine;
+    use saml_sp::logout::{
+        read_logout_request, read_logout_response, unverified_issuer, Incoming, LogoutChecks,
+    };
+    use saml_sp::signature::AlgorithmPolicy;
+    use saml_sp::CertificateDer;
+
+    const CERT: &[u8] = include_bytes!("../../../fuzz/fixtures/logout-idp.cert.der");
+    const REQUEST_QUERY: &str =
+        include_str!("../../../fuzz/corpus/logout_message/seed-request.query");
+    const RESPONSE_QUERY: &str =
+        include_str!("../../../fuzz/corpus/logout_message/seed-response.query");
+    const REQUEST_XML: &[u8] =
+        include_bytes!("../../../fuzz/corpus/logout_message/seed-request.xml");
+    const RESPONSE_XML: &[u8] =
+        include_bytes!("../../../fuzz/corpus/logout_message/seed-response.xml");
+    const IDP: &str = "https://idp.example/metadata";
+
+    fn checks<'a>(certificates: &'a [CertificateDer], now: &str) -> LogoutChecks<'a> {
+        LogoutChecks {
+            idp_entity_id: IDP,
+            alternate_issuer: None,
+            certificates,
+            slo_url: "https://dash.example.com/saml/slo",
+            algorithms: AlgorithmPolicy::default(),
+            clock_skew: std::time::Duration::from_secs(180),
+            max_issue_age: std::time::Duration::from_secs(300),
+            max_message_bytes: 64 * 1024,
+            now: at(now),
+        }
+    }
+
+    fn post(xml: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(xml)
+    }
+
+    #[test]
+    fn the_seeds_are_genuine_at_the_targets_clock() {
+        let certs = [CertificateDer::from(CERT.to_vec())];
+        let checks = checks(&certs, "2026-11-22T10:00:00Z");
+        let request = read_logout_request(Incoming::Redirect(REQUEST_QUERY), &checks).unwrap();
+        assert_eq!(request.id, "_redirect-req-1");
+        assert_eq!(request.name_id.value, "alice");
+        assert_eq!(request.relay_state.as_deref(), Some("/dashboards/ops"));
+        let posted = post(REQUEST_XML);
+        let incoming = Incoming::Post {
+            message: &posted,
+            relay_state: None,
+        };
+        let request = read_logout_request(incoming, &checks).unwrap();
+        assert_eq!(request.id, "_post-req-1");
+        assert_eq!(request.session_indexes, ["_s1"]);
+        assert_eq!(
+            unverified_issuer(&posted, false, 64 * 1024)
+                .unwrap()
+                .as_deref(),
+            Some(IDP)
+        );
+        let response =
+            read_logout_response(Incoming::Redirect(RESPONSE_QUERY), &checks, "_sp-logout-1")
+                .unwrap();
+        assert_eq!(response.id, "_redirect-res-1");
+        let posted = post(RESPONSE_XML);
+        let incoming = Incoming::Post {
+            message: &posted,
+            relay_state: None,
+        };
+        let response = read_logout_response(incoming, &checks, "_sp-logout-1").unwrap();
+        assert_eq!(response.id, "_post-res-1");
+    }
+
+    #[test]
+    fn the_seeds_are_refused_when_changed_or_late() {
+        let certs = [CertificateDer::from(CERT.to_vec())];
+        let checks = checks(&certs, "2026-11-22T10:00:00Z");
+        // Another RelayState under the same Redirect signature.
+        let moved = REQUEST_QUERY.replace("%2Fdashboards%2Fops", "%2Fdashboards%2Fopz");
+        assert_ne!(moved, REQUEST_QUERY);
+        assert!(read_logout_request(Incoming::Redirect(&moved), &checks).is_err());
+        // Another user in the signed XML.
+        let other = String::from_utf8_lossy(REQUEST_XML).replace(">alice<", ">mallory<");
+        let posted = post(other.as_bytes());
+        let incoming = Incoming::Post {
+            message: &posted,
+            relay_state: None,
+        };
+        assert!(read_logout_request(incoming, &checks).is_err());
+        // Ten minutes after it was issued (at most 5 minutes and 3 of skew).
+        let late = self::checks(&certs, "2026-11-22T10:10:00Z");
+        assert!(read_logout_request(Incoming::Redirect(REQUEST_QUERY), &late).is_err());
+        // An answer to another request.
+        assert!(
+            read_logout_response(Incoming::Redirect(RESPONSE_QUERY), &checks, "_other").is_err()
+        );
+    }
+}
