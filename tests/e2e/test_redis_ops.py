@@ -307,6 +307,15 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     # Each refusal is counted; the log warns of the first only (at most once a minute).
     assert log().count("is not sealed with a key of sessions.redis_record_key_file") == 1
     assert refused() == 2
+    # The audit log has each, with the client and the hash of the ID it sent, and nothing
+    # taken from the record (not even its user).
+    forged = [r for r in sealed.audit_since(0) if r["event"] == "session_refused"]
+    assert [r["reason"] for r in forged] == ["record_not_sealed"] * 2, forged
+    for r, client in zip(forged, [copied, plain]):
+        cookie = client.cookies.get("saml-session")
+        assert r["session"] == hashlib.sha256(cookie.encode()).hexdigest()[:24], r
+        assert r["client_ip"] == "127.0.0.1" and r["path"] == "/_stcore/health", r
+        assert "user" not in r and "idp" not in r, r
     # alice herself is still signed in; a replica without the key warns at start-up, and
     # reads both records (so what was refused above was the seal, not the records).
     assert health(alice, sealed) == 200
@@ -343,11 +352,20 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     hang_up_after_writing(sealed, keys, "short\n", lambda: "session record keys reload "
                           "refused; the keys in force stay" in log(), "a bad key file refused")
     assert health(alice, sealed) == 200
+    # alice's app is open: its WebSocket is watched, and closes with the old key removed.
+    stream = open_stream(sealed.url, {"Cookie": cookie_header(alice)},
+                         origin=deployment.public_url)
+    mark = sealed.audit_mark()
     hang_up_after_writing(sealed, keys, new_key + "\n", lambda: log().count(reloaded) == 2,
                           "the old key removed")
     assert health(carol, sealed) == 200
     # alice's record (sealed with the old key; younger than a refresh interval) no longer
     # opens, once her entry in the session cache (2 s) is gone.
     statuses_until(lambda: health(alice, sealed), 401, 10, "alice signed out with the old key")
+    seconds_until_closed(stream, 10)
+    ends = [(r["event"], r["reason"]) for r in sealed.audit_since(mark)
+            if r.get("session") == hash]
+    assert ("session_revoked", "session_refused") in ends, ends
+    assert ("session_refused", "record_not_sealed") in ends, ends
     for key in [new_key, *old_keys]:
         assert key not in log()

@@ -64,6 +64,10 @@ pub enum Event {
     /// The IdP's trusted certificates or endpoints changed: a metadata refresh or a SIGHUP
     /// brought a different document (`detail`: what was added and removed).
     IdpTrustChanged,
+    /// A request named a session whose record in Redis no key of
+    /// `sessions.redis_record_key_file` sealed (`reason`: `record_not_sealed`): a record
+    /// written or copied there without the key. Read as signed out.
+    SessionRefused,
 }
 
 /// One audit record; empty fields are left out of the JSON.

@@ -28,7 +28,9 @@ use crate::state::{audit_record, session_hash, unix_now, SharedState};
 
 /// The session named by the request's session cookie, when live and made for this SP; the
 /// lookup counts as use. The lookup that finds the session expired writes `session_expired`
-/// (the store reports an expiry to one lookup only, so this happens once per session).
+/// (the store reports an expiry to one lookup only, so this happens once per session); one
+/// that finds a record no key sealed writes `session_refused`, each time: the client that
+/// holds such a cookie is what an investigation looks for.
 pub async fn current_session(
     state: &SharedState,
     headers: &HeaderMap,
@@ -63,6 +65,17 @@ async fn session_named(
             record.session = Some(session_hash(id.expose()));
             if let Err(e) = state.audit.record(record).await {
                 tracing::error!(error = %e, "audit log write failed for session_expired");
+            }
+            return Ok(None);
+        }
+        SessionState::Refused => {
+            // Nothing of the record is believed, not even whose it says it is.
+            let mut record = audit_record(peer, headers, path);
+            record.event = Some(Event::SessionRefused);
+            record.reason = Some("record_not_sealed".to_string());
+            record.session = Some(session_hash(id.expose()));
+            if let Err(e) = state.audit.record(record).await {
+                tracing::error!(error = %e, "audit log write failed for session_refused");
             }
             return Ok(None);
         }

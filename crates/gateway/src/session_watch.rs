@@ -165,6 +165,9 @@ impl SessionWatch {
                     return Ending::Expired(expiry_reason(&self.session, now));
                 }
                 Ok(SessionState::Gone) => return Ending::Ended("session_gone"),
+                // Its record in Redis no longer opens (a record key removed, or a record
+                // rewritten without the key).
+                Ok(SessionState::Refused) => return Ending::Ended("session_refused"),
                 Err(e) => {
                     // What is known already still counts: a session past its time is over.
                     if now >= self.deadline {

@@ -145,6 +145,10 @@ pub enum SessionState {
     Ended(EndReason),
     /// Nothing is known of this ID (never issued, long gone, or of an unknown record format).
     Gone,
+    /// A record is stored under this ID, but no key of `sessions.redis_record_key_file`
+    /// sealed it there (written without the key, or copied from another ID): signed out, and
+    /// worth an audit record. Only a Redis store with record keys reports it.
+    Refused,
 }
 
 impl SessionState {

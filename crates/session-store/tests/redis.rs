@@ -224,6 +224,17 @@ async fn sealed_records_are_read_refreshed_listed_and_ended_and_forged_ones_are_
     let _: () = c.set(session_key(&sealed, &chosen), &stored).await.unwrap();
     assert!(sealed.get_session(&chosen, 12).await.unwrap().is_none());
     assert_eq!(sealed.counters().records_refused, 2);
+    // Told apart from a session that is not there, for the audit log.
+    let refused = sealed.use_session(&forged, 1).await.unwrap();
+    assert_eq!(refused, SessionState::Refused);
+    let refused = sealed.session_alive(&chosen, 12).await.unwrap();
+    assert_eq!(refused, SessionState::Refused);
+    let unknown = SessionId::generate().unwrap();
+    assert_eq!(
+        sealed.use_session(&unknown, 12).await.unwrap(),
+        SessionState::Gone
+    );
+    assert_eq!(sealed.counters().records_refused, 4);
     let listed = sealed.list_sessions(12).await.unwrap();
     let users: Vec<&str> = listed.iter().map(|s| s.record.user.as_str()).collect();
     assert_eq!(users, ["alice"]);

@@ -37,6 +37,21 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A stored session record that no key sealed.
+struct Refused;
+
+/// A session record and its end marker, as [`RedisStore::look`] read them.
+pub(super) struct Looked {
+    /// The record, when it opened and decoded.
+    pub(super) record: Option<SessionRecord>,
+    /// The value as stored, when there is one.
+    pub(super) stored: Option<String>,
+    /// Whether the value stored failed its seal check.
+    refused: bool,
+    /// Why the session was ended, when a marker says.
+    ended: Option<EndReason>,
+}
+
 impl RedisStore {
     /// What to store for the record JSON `json` under the session `hash`: sealed when keys are set.
     pub(super) fn sealed(&self, hash: &str, json: String) -> String {
@@ -50,6 +65,12 @@ impl RedisStore {
     /// The session record stored under `hash`, when its seal checks (or no keys are set) and
     /// it decodes; otherwise `None`, as for a record of an unknown version.
     pub(super) fn opened(&self, hash: &str, stored: &str) -> Option<SessionRecord> {
+        self.open_record(hash, stored).ok().flatten()
+    }
+
+    /// [`RedisStore::opened`], telling a refused seal (`Err`) from a record that does not
+    /// decode (`Ok(None)`).
+    fn open_record(&self, hash: &str, stored: &str) -> Result<Option<SessionRecord>, Refused> {
         let key = self.session_key(hash);
         let Some(json) = seal::open(self.record_keys.load().as_deref(), &key, stored) else {
             let refused = self
@@ -74,31 +95,29 @@ impl RedisStore {
                     "a session record in Redis is not sealed; signed out"
                 );
             }
-            return None;
+            return Err(Refused);
         };
-        decode::<SessionRecord>(json, "session")
+        Ok(decode::<SessionRecord>(json, "session"))
     }
 
-    /// Reads a session record and its end marker in one round trip: the record when it opens
-    /// and decodes, the value as stored, and the end reason.
-    pub(super) async fn look(
-        &self,
-        hash: &str,
-    ) -> Result<(Option<SessionRecord>, Option<String>, Option<EndReason>), StoreError> {
+    /// Reads a session record and its end marker in one round trip.
+    pub(super) async fn look(&self, hash: &str) -> Result<Looked, StoreError> {
         let mut c = self.connection();
-        let (record, ended): (Option<String>, Option<String>) = redis::cmd("MGET")
+        let (stored, ended): (Option<String>, Option<String>) = redis::cmd("MGET")
             .arg(self.session_key(hash))
             .arg(self.ended_key(hash))
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        Ok((
-            record
-                .as_deref()
-                .and_then(|stored| self.opened(hash, stored)),
-            record,
-            ended.as_deref().and_then(EndReason::from_code),
-        ))
+        let opened = stored
+            .as_deref()
+            .map(|stored| self.open_record(hash, stored));
+        Ok(Looked {
+            refused: matches!(opened, Some(Err(Refused))),
+            record: opened.and_then(Result::ok).flatten(),
+            stored,
+            ended: ended.as_deref().and_then(EndReason::from_code),
+        })
     }
 
     /// Whether `record` is live at `now` under this store's timeouts.
@@ -112,21 +131,19 @@ impl RedisStore {
         self.timeouts.deadline(record).saturating_sub(now)
     }
 
-    /// What a record and end marker read by [`RedisStore::look`] mean at `now`.
-    pub(super) fn classify(
-        &self,
-        (record, present, ended): (Option<SessionRecord>, bool, Option<EndReason>),
-        now: UnixTime,
-    ) -> SessionState {
-        match record {
+    /// What a record and end marker read by [`RedisStore::look`] mean at `now`; the record is
+    /// taken out of `looked` (the value as stored stays, for a refresh).
+    pub(super) fn classify(&self, looked: &mut Looked, now: UnixTime) -> SessionState {
+        match looked.record.take() {
             Some(record) if self.live(&record, now) => SessionState::Live(Arc::new(record)),
             Some(record) if record.version == SESSION_VERSION => {
                 SessionState::Expired(Arc::new(record))
             }
             // Another format (a newer replica) or undecodable: logged out, left in place.
             Some(_) => SessionState::Gone,
-            None if present => SessionState::Gone,
-            None => ended.map_or(SessionState::Gone, SessionState::Ended),
+            None if looked.refused => SessionState::Refused,
+            None if looked.stored.is_some() => SessionState::Gone,
+            None => looked.ended.map_or(SessionState::Gone, SessionState::Ended),
         }
     }
 

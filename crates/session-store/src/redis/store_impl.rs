@@ -115,8 +115,8 @@ impl Store for RedisStore {
         }
         let key = self.session_key(&hash);
         let ticket = self.cache.ticket();
-        let (looked, stored, ended) = self.look(&hash).await?;
-        let mut record = match self.classify((looked, stored.is_some(), ended), now) {
+        let mut looked = self.look(&hash).await?;
+        let mut record = match self.classify(&mut looked, now) {
             SessionState::Live(record) => record,
             SessionState::Expired(record) => {
                 self.cache.remove(&hash);
@@ -148,7 +148,7 @@ impl Store for RedisStore {
             // while the stored value is the one read, so that a logout in between is not undone
             // and another replica's write is not lost (it refreshed the session already).
             // A live record was read from a stored value.
-            let Some(stored) = stored else {
+            let Some(stored) = looked.stored else {
                 return Ok(SessionState::Gone);
             };
             let json = seal::open(self.record_keys.load().as_deref(), &key, &stored)
@@ -182,8 +182,8 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<SessionState, StoreError> {
         let hash = sha256_hex(id.expose());
-        let (record, stored, ended) = self.look(&hash).await?;
-        Ok(self.classify((record, stored.is_some(), ended), now))
+        let mut looked = self.look(&hash).await?;
+        Ok(self.classify(&mut looked, now))
     }
 
     async fn delete_session(
