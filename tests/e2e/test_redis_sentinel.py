@@ -93,12 +93,13 @@ def test_the_gateway_follows_a_failover_and_keeps_the_sessions(deployment, senti
     [channel] = channels()
 
     # The gateway looks every second, on the connection kept from its last look: in 3.5 s the
-    # sentinel accepts only the connection of the second `INFO` below.
+    # sentinel accepts the connection of the second `INFO` below (and at most one more, should
+    # another sentinel connect again); without keeping it, three or four more.
     accepted = lambda: int(watchers[1].cli("info", "stats").stdout
                            .split("total_connections_received:")[1].split()[0])
     before = accepted()
     time.sleep(3.5)
-    assert accepted() - before == 1
+    assert accepted() - before <= 2
 
     moved = "Redis Sentinel: the master moved; connected to the new master"
     assert moved not in log()

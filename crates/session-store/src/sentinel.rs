@@ -16,8 +16,9 @@
 //!
 //! The connection to the sentinel that answered is kept for the next look, so that a replica
 //! does not open a connection (and, over TLS, make a handshake) every second. It is used only
-//! with the same password and TLS settings, and dropped at its first failure; the look then
-//! goes on as if there were none.
+//! with the same password and TLS settings and for [`KEEP_FOR`] at most, and dropped when it
+//! fails or takes longer than [`KEPT_TIMEOUT`]; the sentinel is then asked on a new
+//! connection, within what is left of its [`SENTINEL_TIMEOUT`].
 //!
 //! With `rediss+sentinel://`, the sentinels and the master are both reached over TLS, with the
 //! same CA and client certificate, and each one's certificate is checked against the address
@@ -28,7 +29,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode_str;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -41,6 +42,13 @@ pub(crate) const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// A sentinel's port when the URL gives none.
 const DEFAULT_PORT: u16 = 26379;
+/// How long a look on a kept connection may take before a new connection is tried, within
+/// the sentinel's [`SENTINEL_TIMEOUT`]: a connection whose peer went silent (a host gone
+/// without a reset) must not cost the sentinel its turn.
+const KEPT_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a connection to a sentinel is kept: then a new one signs in again, so that a
+/// password the sentinel no longer takes shows at once, not at the next failover.
+const KEEP_FOR: Duration = Duration::from_secs(300);
 
 /// A parsed `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]`.
 /// No `Debug`: `redis` holds the password, and its own `Debug` shows it.
@@ -66,6 +74,8 @@ struct Kept {
     connection: MultiplexedConnection,
     /// The password and TLS settings it was made with; another look reuses it only with these.
     access: RedisAccess,
+    /// When it was made: it is used for [`KEEP_FOR`] at most.
+    made: Instant,
 }
 
 /// How a sentinel is signed in to.
@@ -181,6 +191,7 @@ impl SentinelUrl {
                         *slot = Some(Kept {
                             connection,
                             access: access.clone(),
+                            made: Instant::now(),
                         });
                     }
                     return Ok(answer);
@@ -224,21 +235,22 @@ impl SentinelUrl {
     }
 
     /// The answer of the sentinel at `index` on the connection kept from its last answer,
-    /// when there is one made with `access`; `None` when there is none, or it failed (it is
-    /// then dropped). The connection is out of its slot while in use, so a look cut short by
+    /// when there is one made with `access` less than [`KEEP_FOR`] ago; `None` when there is
+    /// none, or it failed or did not answer within [`KEPT_TIMEOUT`] (it is then dropped). The connection is out of its slot while in use, so a look cut short by
     /// its time limit leaves none behind.
     async fn ask_kept(&self, index: usize, access: &RedisAccess) -> Option<Option<(String, u16)>> {
         let kept = self.kept_slot(index)?.take()?;
-        if kept.access != *access {
+        if kept.access != *access || kept.made.elapsed() >= KEEP_FOR {
             return None;
         }
         let mut connection = kept.connection;
-        let answer = self.get_master_addr(&mut connection).await.ok()?;
+        let asking = self.get_master_addr(&mut connection);
+        let answer = tokio::time::timeout(KEPT_TIMEOUT, asking)
+            .await
+            .ok()?
+            .ok()?;
         if let Some(mut slot) = self.kept_slot(index) {
-            *slot = Some(Kept {
-                connection,
-                access: kept.access,
-            });
+            *slot = Some(Kept { connection, ..kept });
         }
         Some(answer)
     }
@@ -608,6 +620,9 @@ mod tests {
         /// When set, the next command is not answered: its connection is closed (and this
         /// cleared).
         hang_up: std::sync::atomic::AtomicBool,
+        /// When set, the next command is not answered and its connection stays open, silent
+        /// from then on (and this cleared): a peer gone without a reset.
+        fall_silent: std::sync::atomic::AtomicBool,
     }
 
     /// A server that answers RESP commands by their name (`answer(name)`), treating `AUTH` as
@@ -636,6 +651,9 @@ mod tests {
                             buffer.drain(..used);
                             if counted.hang_up.swap(false, Ordering::SeqCst) {
                                 return;
+                            }
+                            if counted.fall_silent.swap(false, Ordering::SeqCst) {
+                                std::future::pending::<()>().await;
                             }
                             let name = args[0].to_ascii_uppercase();
                             let reply = match (auth, name.as_str()) {
@@ -844,6 +862,25 @@ mod tests {
         assert_eq!(url.master(&other).await.unwrap().1, 6399);
         assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
         assert!(!seen.hang_up.load(Ordering::SeqCst));
+        // It falls silent without closing: within the sentinel's second, a new connection
+        // answers.
+        seen.fall_silent.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert!(
+            started.elapsed() < SENTINEL_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 5);
+        assert!(!seen.fall_silent.load(Ordering::SeqCst));
+        // Kept for five minutes at most: then it signs in anew.
+        if let Some(kept) = url.kept_slot(0).unwrap().as_mut() {
+            kept.made = Instant::now().checked_sub(KEEP_FOR).unwrap();
+        }
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert_eq!(url.master(&other).await.unwrap().1, 6399);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 6);
     }
 
     #[tokio::test]
