@@ -308,7 +308,11 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     assert log().count("is not sealed with a key of sessions.redis_record_key_file") == 1
     assert refused() == 2
     # The audit log has each, with the client and the hash of the ID it sent, and nothing
-    # taken from the record (not even its user).
+    # taken from the record (not even its user). More requests of the same cookie are
+    # counted, for a summary (each minute, and at shutdown, below), not written one by one.
+    assert health(copied, sealed) == 401
+    assert health(copied, sealed) == 401
+    assert refused() == 4
     forged = [r for r in sealed.audit_since(0) if r["event"] == "session_refused"]
     assert [r["reason"] for r in forged] == ["record_not_sealed"] * 2, forged
     for r, client in zip(forged, [copied, plain]):
@@ -369,3 +373,11 @@ def test_sealed_session_records_sign_nobody_in_when_forged_or_copied(deployment)
     assert ("session_refused", "record_not_sealed") in ends, ends
     for key in [new_key, *old_keys]:
         assert key not in log()
+
+    # At shutdown, the summary of the copied cookie's later requests.
+    mark = sealed.audit_mark()
+    sealed.gateway.stop()
+    copied_hash = hashlib.sha256(copied.cookies.get("saml-session").encode()).hexdigest()[:24]
+    summaries = [r for r in sealed.audit_since(mark)
+                 if r["event"] == "session_refused" and r.get("session") == copied_hash]
+    assert [(r["count"], r["client_ip"]) for r in summaries] == [(2, "127.0.0.1")], summaries

@@ -29,8 +29,9 @@ use crate::state::{audit_record, session_hash, unix_now, SharedState};
 /// The session named by the request's session cookie, when live and made for this SP; the
 /// lookup counts as use. The lookup that finds the session expired writes `session_expired`
 /// (the store reports an expiry to one lookup only, so this happens once per session); one
-/// that finds a record no key sealed writes `session_refused`, each time: the client that
-/// holds such a cookie is what an investigation looks for.
+/// that finds a record no key sealed writes `session_refused` with its client (what an
+/// investigation looks for), for the first such request of the session in a minute, the later
+/// ones summarized ([`crate::session_refusals`]).
 pub async fn current_session(
     state: &SharedState,
     headers: &HeaderMap,
@@ -71,11 +72,17 @@ async fn session_named(
         SessionState::Refused => {
             // Nothing of the record is believed, not even whose it says it is.
             let mut record = audit_record(peer, headers, path);
-            record.event = Some(Event::SessionRefused);
-            record.reason = Some("record_not_sealed".to_string());
-            record.session = Some(session_hash(id.expose()));
-            if let Err(e) = state.audit.record(record).await {
-                tracing::error!(error = %e, "audit log write failed for session_refused");
+            let hash = session_hash(id.expose());
+            if state
+                .session_refusals
+                .first(&hash, record.client_ip.as_deref())
+            {
+                record.event = Some(Event::SessionRefused);
+                record.reason = Some(crate::session_refusals::REASON.to_string());
+                record.session = Some(hash);
+                if let Err(e) = state.audit.record(record).await {
+                    tracing::error!(error = %e, "audit log write failed for session_refused");
+                }
             }
             return Ok(None);
         }

@@ -31,6 +31,7 @@ pub mod routing;
 pub mod saml;
 pub mod server;
 pub mod session_admin;
+pub mod session_refusals;
 pub mod session_watch;
 pub mod slo;
 pub mod state;

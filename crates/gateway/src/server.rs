@@ -788,6 +788,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     tokio::spawn(reload_on_hangup(state.clone()));
     tokio::spawn(crate::refusals::summarize(state.clone()));
+    if state.config.sessions.redis_record_key_file.is_some() {
+        tokio::spawn(crate::session_refusals::summarize(state.clone()));
+    }
     if let Some(tls) = &tls {
         tokio::spawn(reload_tls_on_hangup(tls.clone()));
     }
@@ -822,6 +825,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     serve_public(listener, state.clone(), tls, shutdown_signal()).await;
     // The refusals counted since the last summary would be lost with the process.
     crate::refusals::last_pass(&state).await;
+    crate::session_refusals::last_pass(&state).await;
     tracing::info!("saml-gateway stopped");
     Ok(())
 }

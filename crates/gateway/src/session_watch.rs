@@ -166,7 +166,10 @@ impl SessionWatch {
                 }
                 Ok(SessionState::Gone) => return Ending::Ended("session_gone"),
                 // Its record in Redis no longer opens (a record key removed, or a record
-                // rewritten without the key).
+                // rewritten without the key); past its time, it is over anyway.
+                Ok(SessionState::Refused) if now >= self.deadline => {
+                    return Ending::Expired(expiry_reason(&self.session, now));
+                }
                 Ok(SessionState::Refused) => return Ending::Ended("session_refused"),
                 Err(e) => {
                     // What is known already still counts: a session past its time is over.

@@ -57,6 +57,8 @@ pub struct AppState {
     pub trace: Option<crate::trace::TraceLog>,
     /// The budget of login starts per client address, unless switched off.
     pub login_limit: Option<crate::login_limit::LoginLimiter>,
+    /// Requests with refused sessions not yet audited one by one (`session_refused`).
+    pub session_refusals: crate::session_refusals::SessionRefusals,
 }
 
 /// The state as handlers receive it.
@@ -277,6 +279,7 @@ impl AppState {
             login_limit: config
                 .login_starts_per_minute
                 .map(crate::login_limit::LoginLimiter::new),
+            session_refusals: Default::default(),
             sp_cert_not_after,
             routes: ArcSwap::from_pointee(config.routes.clone()),
             tokens,
