@@ -32,10 +32,11 @@ def log_in(replica, user):
 
 
 @contextlib.contextmanager
-def redis_set(work, tls=None, user=None):
+def redis_set(work, tls=None, user=None, sentinel_password=None):
     """A master, its replica and three sentinels, yielded once every sentinel knows the replica
     and the two others. With `user`, it is the servers' one user, the replica's and the
-    sentinels' way in, and its password the sentinels' own."""
+    sentinels' way in, and its password the sentinels' own unless `sentinel_password` is
+    given."""
     servers = []
     try:
         master = testbed.Redis(work / "master", tls=tls, user=user).start()
@@ -45,7 +46,8 @@ def redis_set(work, tls=None, user=None):
         servers.append(replica)
         for i in range(3):
             servers.append(testbed.Sentinel(
-                work / f"sentinel-{i}", master.port, tls=tls, password=user and user[1],
+                work / f"sentinel-{i}", master.port, tls=tls,
+                password=sentinel_password or (user and user[1]),
                 master_user=user and user[:2]).start())
         watchers = servers[2:]
         for w in watchers:
@@ -160,6 +162,47 @@ def test_over_tls_with_an_acl_user_and_sentinels_that_ask_for_a_password(deploym
         bob = log_in(a, "bob")
         assert health(bob, a) == 200
         assert user[1] not in log() + a.audit_path.read_text()
+
+
+def test_sentinels_with_a_password_of_their_own_never_see_the_masters(deployment):
+    work = testbed.fresh_work(deployment.work, "sentinel-own-password")
+    user = ("saml-gateway", "pw-" + secrets.token_hex(12), ["~*", "&*", "+@all"])
+    sentinel_password = "sentinel-" + secrets.token_hex(12)
+    with redis_set(work, user=user, sentinel_password=sentinel_password) as (master, _, watchers):
+        password_file = work / "redis-password"
+        sentinel_file = work / "sentinel-password"
+        for f in (password_file, sentinel_file):
+            f.touch(mode=0o600)
+        password_file.write_text(user[1] + "\n")
+        hosts = ",".join(f"127.0.0.1:{w.port}" for w in watchers)
+        url = f"redis+sentinel://saml-gateway@{hosts}/gateway/0"
+        files = f"  redis_password_file: {password_file}\n"
+        with_sentinel_file = files + f"  redis_sentinel_password_file: {sentinel_file}\n"
+
+        def refused_at_start(name, sessions):
+            with pytest.raises(testbed.StartError) as failed:
+                deployment.started(deployment.gateway(name, url, sessions=sessions))
+            said = str(failed.value)
+            assert "no sentinel named the master" in said, said
+            assert user[1] not in said and sentinel_password not in said, said
+            return said
+
+        # Without the sentinels' password, the master's does not open them.
+        said = refused_at_start("sentinel-without-its-password", files)
+        assert "it asks for a password; with the master's" in said, said
+        # A wrong one is named as theirs, with its file.
+        sentinel_file.write_text("not-" + sentinel_password + "\n")
+        said = refused_at_start("sentinel-wrong-password", with_sentinel_file)
+        assert "with the sentinels' own password" in said, said
+        assert f"sessions.redis_sentinel_password_file: {sentinel_file}" in said, said
+        # Theirs opens them; the master's opens the master.
+        sentinel_file.write_text(sentinel_password + "\n")
+        a = deployment.replica("sentinel-own-password", url, sessions=with_sentinel_file)
+        alice = log_in(a, "alice")
+        assert health(alice, a) == 200
+        assert len(master.cli("--scan", "--pattern", "saml-gw:*:session:*").stdout.split()) == 1
+        said = a.gateway.log_path.read_text() + a.audit_path.read_text()
+        assert user[1] not in said and sentinel_password not in said
 
 
 def test_start_up_names_the_sentinels_that_did_not_answer(deployment, sentinels):

@@ -1,5 +1,6 @@
-//! What the Redis connection signs in with and trusts beyond its URL: the password of
-//! `sessions.redis_password_file` and the files of `sessions.redis_tls`, read and checked when
+//! What the Redis connection signs in with and trusts beyond its URL: the passwords of
+//! `sessions.redis_password_file` and `sessions.redis_sentinel_password_file` and the files of
+//! `sessions.redis_tls`, read and checked when
 //! the store is opened (by `serve`, the session commands and `check-config`) and handed to the
 //! store as what was checked. `serve` reads them again on SIGHUP ([`renew_on_hangup`]): a
 //! rotated password or a renewed client certificate goes in force without a restart.
@@ -15,20 +16,33 @@ use crate::state::unix_now;
 /// Longest password read from `sessions.redis_password_file`.
 const MAX_PASSWORD_BYTES: usize = 4096;
 
-/// Reads and checks `sessions.redis_password_file` and the files of `sessions.redis_tls` (for
-/// `serve`, the session commands and `check-config`). Errors name the file, the setting and
-/// the path, never the password or the key.
+/// Reads and checks `sessions.redis_password_file`, `sessions.redis_sentinel_password_file`
+/// and the files of `sessions.redis_tls` (for `serve`, the session commands and
+/// `check-config`). Errors name the file, the setting and the path, never the password or the
+/// key.
 pub fn load(config: &Config) -> Result<RedisAccess, ConfigError> {
-    let password = match &config.sessions.redis_password_file {
-        None => None,
-        Some(path) => Some(read_password(path).map_err(|message| ConfigError {
-            file: config.file.clone(),
-            key: "sessions.redis_password_file".to_string(),
-            message,
-        })?),
+    let password_in = |path: &Option<std::path::PathBuf>, key: &str, what: &str| {
+        path.as_deref()
+            .map(|path| read_password(path, what))
+            .transpose()
+            .map_err(|message| ConfigError {
+                file: config.file.clone(),
+                key: key.to_string(),
+                message,
+            })
     };
+    let sessions = &config.sessions;
     let access = RedisAccess {
-        password,
+        password: password_in(
+            &sessions.redis_password_file,
+            "sessions.redis_password_file",
+            "the Redis password file (sessions.redis_password_file)",
+        )?,
+        sentinel_password: password_in(
+            &sessions.redis_sentinel_password_file,
+            "sessions.redis_sentinel_password_file",
+            "the sentinels' password file (sessions.redis_sentinel_password_file)",
+        )?,
         tls: load_tls(config)?,
     };
     if let StoreKind::Redis { url, .. } = &config.sessions.store {
@@ -47,8 +61,9 @@ pub fn load(config: &Config) -> Result<RedisAccess, ConfigError> {
 
 /// The password in `path`: its one line, without the line end. The error names the path and
 /// what is wrong, never the content. Only a regular file is read (a FIFO would block), and no
-/// more of it than a password can take.
-fn read_password(path: &Path) -> Result<String, String> {
+/// more of it than a password can take. `what` names the file in the warning that others may
+/// read it.
+fn read_password(path: &Path, what: &str) -> Result<String, String> {
     // The longest password and a line end, and one byte more to tell a longer file.
     let bytes = read_small_file(path, MAX_PASSWORD_BYTES + 3)?;
     let text = bytes
@@ -74,10 +89,7 @@ fn read_password(path: &Path) -> Result<String, String> {
     }
     let password =
         String::from_utf8(text.to_vec()).map_err(|_| format!("is not UTF-8 text: {shown}"))?;
-    crate::tls::key_file_warning(
-        path,
-        "the Redis password file (sessions.redis_password_file)",
-    );
+    crate::tls::key_file_warning(path, what);
     Ok(password)
 }
 
@@ -252,7 +264,10 @@ pub async fn renew_on_hangup(config: Config, store: RedisStore, mut in_force: Re
         if sessions.redis_record_key_file.is_some() {
             reload_record_keys(&config, &store).await;
         }
-        if sessions.redis_tls.is_some() || sessions.redis_password_file.is_some() {
+        if sessions.redis_tls.is_some()
+            || sessions.redis_password_file.is_some()
+            || sessions.redis_sentinel_password_file.is_some()
+        {
             renew_access(&config, &store, &mut in_force).await;
         }
     }
@@ -299,21 +314,30 @@ async fn renew_access(config: &Config, store: &RedisStore, in_force: &mut RedisA
             return;
         }
     };
-    let what = match (
-        renewed.password != in_force.password,
-        renewed.tls != in_force.tls,
-    ) {
-        (false, false) => {
-            tracing::info!("the Redis password and TLS files are unchanged");
-            return;
-        }
-        (true, false) => "the new password (sessions.redis_password_file)",
-        (false, true) => "the renewed TLS files (sessions.redis_tls)",
-        (true, true) => {
-            "the new password and the renewed TLS files (sessions.redis_password_file, \
-             sessions.redis_tls)"
-        }
-    };
+    let changes = [
+        (
+            renewed.password != in_force.password,
+            "the new password (sessions.redis_password_file)",
+        ),
+        (
+            renewed.sentinel_password != in_force.sentinel_password,
+            "the sentinels' new password (sessions.redis_sentinel_password_file)",
+        ),
+        (
+            renewed.tls != in_force.tls,
+            "the renewed TLS files (sessions.redis_tls)",
+        ),
+    ];
+    let changed: Vec<&str> = changes
+        .iter()
+        .filter(|(changed, _)| *changed)
+        .map(|(_, what)| *what)
+        .collect();
+    if changed.is_empty() {
+        tracing::info!("the Redis passwords and TLS files are unchanged");
+        return;
+    }
+    let what = changed.join(" and ");
     match store.renew(&renewed).await {
         Ok(()) => {
             tracing::info!("reconnected to Redis with {what}");
@@ -334,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("redis-password");
         std::fs::write(&path, content).unwrap();
-        let result = read_password(&path);
+        let result = read_password(&path, "the test file");
         if let Err(message) = &result {
             assert!(message.contains("redis-password"), "{message}");
             assert!(!message.contains("s3cret"), "{message}");
@@ -414,9 +438,10 @@ mod tests {
         let big = vec![b'a'; 1 << 20];
         assert!(read(&big).unwrap_err().contains("more than 4096 bytes"));
         let dir = tempfile::tempdir().unwrap();
-        let not_a_file = read_password(dir.path()).unwrap_err();
+        let not_a_file = read_password(dir.path(), "the test file").unwrap_err();
         assert!(not_a_file.contains("is not a regular file"), "{not_a_file}");
-        let missing = read_password(Path::new("/nonexistent/redis-password")).unwrap_err();
+        let missing =
+            read_password(Path::new("/nonexistent/redis-password"), "the test file").unwrap_err();
         assert!(
             missing.contains("cannot read /nonexistent/redis-password"),
             "{missing}"

@@ -874,6 +874,14 @@ pub async fn connect_redis(
                     path.display()
                 ));
             }
+            let sentinel_file = &config.sessions.redis_sentinel_password_file;
+            if let (true, Some(path)) = (retryable, sentinel_file) {
+                message.push_str(&format!(
+                    " (the sentinels asked with the password in \
+                     sessions.redis_sentinel_password_file: {})",
+                    path.display()
+                ));
+            }
             if retryable && !retry.is_zero() {
                 message.push_str(&format!(
                     " (gave up after {attempts} attempts in sessions.redis_connect_retry: {}s)",

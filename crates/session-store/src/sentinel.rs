@@ -25,7 +25,8 @@
 //! the URL or the sentinels give. Sentinels are asked without credentials; one that answers
 //! `NOAUTH` (it has a password) is asked again with the master's user and password (the URL's,
 //! or the password file's), or the password alone (the sentinel's `requirepass`) when it has
-//! no such user.
+//! no such user. Given the sentinels' own password (`sessions.redis_sentinel_password_file`),
+//! they are asked with it alone, and never see the master's.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,10 +139,11 @@ impl SentinelUrl {
         })
     }
 
-    /// Asks the sentinel at `index` for the master's address: without credentials and, when it
-    /// answers `NOAUTH`, again with the master's user and password, then (should it have no
-    /// such user) with the password alone, as its `requirepass`. The way that worked is tried
-    /// first next time. The error is safe to show (no password).
+    /// Asks the sentinel at `index` for the master's address: with the sentinels' own password
+    /// when `access` has one; otherwise without credentials and, when it answers `NOAUTH`,
+    /// again with the master's user and password, then (should it have no such user) with the
+    /// password alone, as its `requirepass`. The way that worked is tried first next time. The
+    /// error is safe to show (no password).
     async fn ask(
         &self,
         index: usize,
@@ -152,6 +154,23 @@ impl SentinelUrl {
         };
         if let Some(answer) = self.ask_kept(index, access).await {
             return Ok(answer);
+        }
+        if let Some(password) = &access.sentinel_password {
+            let redis = redis::RedisConnectionInfo {
+                password: Some(password.clone()),
+                ..Default::default()
+            };
+            return match self.ask_as(host, *port, redis, access).await {
+                Ok((answer, connection)) => {
+                    self.keep(index, connection, access);
+                    Ok(answer)
+                }
+                Err(e) => {
+                    let detail = redact(&e.detail(), Some(password));
+                    let detail = redact(&detail, access.password.as_deref());
+                    Err(format!("with the sentinels' own password: {detail}"))
+                }
+            };
         }
         let master = self.master_info((host.clone(), *port), access).redis;
         let password = master.password.clone();
@@ -187,13 +206,7 @@ impl SentinelUrl {
                     if let Some(slot) = self.sign_ins.get(index) {
                         slot.store(sign_in as u8, Ordering::Relaxed);
                     }
-                    if let Some(mut slot) = self.kept_slot(index) {
-                        *slot = Some(Kept {
-                            connection,
-                            access: access.clone(),
-                            made: Instant::now(),
-                        });
-                    }
+                    self.keep(index, connection, access);
                     return Ok(answer);
                 }
                 Err(e) => {
@@ -253,6 +266,17 @@ impl SentinelUrl {
             *slot = Some(Kept { connection, ..kept });
         }
         Some(answer)
+    }
+
+    /// Keeps `connection`, made with `access`, for the next look at the sentinel at `index`.
+    fn keep(&self, index: usize, connection: MultiplexedConnection, access: &RedisAccess) {
+        if let Some(mut slot) = self.kept_slot(index) {
+            *slot = Some(Kept {
+                connection,
+                access: access.clone(),
+                made: Instant::now(),
+            });
+        }
     }
 
     /// The slot of the connection kept for the sentinel at `index` (a lock held only to take
@@ -559,7 +583,7 @@ mod tests {
         assert_eq!(plain.redis.password, None);
         let access = RedisAccess {
             password: Some("from-file".to_string()),
-            tls: None,
+            ..RedisAccess::default()
         };
         let info = plain.master_info(("10.0.0.9".to_string(), 6380), &access);
         assert_eq!(info.redis.password.as_deref(), Some("from-file"));
@@ -615,6 +639,8 @@ mod tests {
     struct Seen {
         /// `AUTH` commands received.
         auths: std::sync::atomic::AtomicUsize,
+        /// Their arguments.
+        auth_args: std::sync::Mutex<Vec<String>>,
         /// Connections accepted.
         connections: std::sync::atomic::AtomicUsize,
         /// When set, the next command is not answered: its connection is closed (and this
@@ -659,6 +685,7 @@ mod tests {
                             let reply = match (auth, name.as_str()) {
                                 (_, "AUTH") => {
                                     counted.auths.fetch_add(1, Ordering::SeqCst);
+                                    counted.auth_args.lock().unwrap().push(args[1..].join(" "));
                                     signed_in = matches!(auth, FakeAuth::Open)
                                         || args[1..] == ["pw".to_string()];
                                     if signed_in {
@@ -801,7 +828,7 @@ mod tests {
         // used) signs in the way that worked, at once.
         let same_password = RedisAccess {
             password: Some("pw".to_string()),
-            tls: None,
+            ..RedisAccess::default()
         };
         assert_eq!(url.master(&same_password).await.unwrap().1, 6399);
         assert_eq!(locked_seen.auths.load(Ordering::SeqCst), 3);
@@ -811,7 +838,7 @@ mod tests {
         assert_eq!(url.master(&access).await.unwrap().1, 6399);
         let rotated = RedisAccess {
             password: Some("s3cret-old".to_string()),
-            tls: None,
+            ..RedisAccess::default()
         };
         let e = url.master(&rotated).await.unwrap_err().to_string();
         assert!(
@@ -851,7 +878,7 @@ mod tests {
         // Other settings: a connection of their own, kept in place of the first.
         let other = RedisAccess {
             password: Some("pw".to_string()),
-            tls: None,
+            ..RedisAccess::default()
         };
         assert_eq!(url.master(&other).await.unwrap().1, 6399);
         assert_eq!(url.master(&other).await.unwrap().1, 6399);
@@ -881,6 +908,31 @@ mod tests {
         assert_eq!(url.master(&other).await.unwrap().1, 6399);
         assert_eq!(url.master(&other).await.unwrap().1, 6399);
         assert_eq!(seen.connections.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn the_sentinels_own_password_is_all_they_see() {
+        let (locked, seen) = fake_server(FakeAuth::RequirePass, sentinel_at_6399).await;
+        let url = parsed(&format!(
+            "redis+sentinel://saml-gateway:master-s3cret@127.0.0.1:{locked}/m"
+        ));
+        let access = RedisAccess {
+            sentinel_password: Some("pw".to_string()),
+            ..RedisAccess::default()
+        };
+        assert_eq!(url.master(&access).await.unwrap().1, 6399);
+        assert_eq!(*seen.auth_args.lock().unwrap(), ["pw"]);
+        // A password the sentinel refuses is named as the sentinels' own, and not shown; the
+        // master's is not tried.
+        let refused = RedisAccess {
+            sentinel_password: Some("wrong-s3cret".to_string()),
+            ..RedisAccess::default()
+        };
+        let e = url.master(&refused).await.unwrap_err().to_string();
+        assert!(e.contains("with the sentinels' own password"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let sent = seen.auth_args.lock().unwrap().clone();
+        assert_eq!(sent, ["pw", "wrong-s3cret"]);
     }
 
     #[tokio::test]

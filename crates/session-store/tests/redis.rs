@@ -847,8 +847,8 @@ async fn a_renewal_refused_by_its_checks_changes_nothing_and_one_that_connects_k
         client: None,
     };
     let access = RedisAccess {
-        password: None,
         tls: Some(tls),
+        ..RedisAccess::default()
     };
     let refused = s.renew(&access).await.unwrap_err();
     assert_eq!(

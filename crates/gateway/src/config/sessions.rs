@@ -22,6 +22,7 @@ pub(super) struct RawSessions {
     redis_connect_retry: Option<String>,
     redis_tls: Option<RawRedisTls>,
     redis_password_file: Option<PathBuf>,
+    redis_sentinel_password_file: Option<PathBuf>,
     redis_record_key_file: Option<PathBuf>,
 }
 
@@ -36,6 +37,11 @@ struct RawRedisTls {
 /// Whether the store is a Redis whose URL carries a password.
 fn store_url_has_password(store: &StoreKind) -> bool {
     matches!(store, StoreKind::Redis { url, .. } if session_store::RedisStore::url_has_password(url))
+}
+
+/// Whether the store is a Redis behind Sentinel (`redis+sentinel://`, `rediss+sentinel://`).
+fn store_url_names_sentinels(store: &StoreKind) -> bool {
+    matches!(store, StoreKind::Redis { url, .. } if session_store::RedisStore::url_names_sentinels(url))
 }
 
 /// Whether the store is a Redis reached over TLS (`rediss://`), as the store's client reads
@@ -84,6 +90,10 @@ pub struct SessionConfig {
     /// A file holding the Redis password, in place of the URL's (`sessions.redis_password_file`);
     /// read when the store is opened and on SIGHUP ([`crate::redis_access::load`]).
     pub redis_password_file: Option<PathBuf>,
+    /// Behind Sentinel, a file holding the sentinels' own password
+    /// (`sessions.redis_sentinel_password_file`), sent to them in place of the master's; read
+    /// when the store is opened and on SIGHUP ([`crate::redis_access::load`]).
+    pub redis_sentinel_password_file: Option<PathBuf>,
     /// A file of secrets that seal session records in Redis
     /// (`sessions.redis_record_key_file`); read when the store is opened
     /// ([`crate::redis_access::load_record_keys`]).
@@ -153,6 +163,10 @@ pub(super) fn check_sessions(
                 raw.redis_password_file.is_some(),
             ),
             (
+                "sessions.redis_sentinel_password_file",
+                raw.redis_sentinel_password_file.is_some(),
+            ),
+            (
                 "sessions.redis_record_key_file",
                 raw.redis_record_key_file.is_some(),
             ),
@@ -210,10 +224,21 @@ pub(super) fn check_sessions(
         }
         Some(path) => Some(resolve(&path)),
     };
+    let redis_sentinel_password_file = match raw.redis_sentinel_password_file {
+        None => None,
+        Some(_) if !store_url_names_sentinels(&store) => {
+            return Err(err(
+                "sessions.redis_sentinel_password_file",
+                "applies only to a redis+sentinel:// or rediss+sentinel:// sessions.redis_url                  (Redis behind Sentinel)",
+            ))
+        }
+        Some(path) => Some(resolve(&path)),
+    };
     let redis_record_key_file = raw.redis_record_key_file.as_deref().map(resolve);
     Ok(SessionConfig {
         redis_tls,
         redis_password_file,
+        redis_sentinel_password_file,
         redis_record_key_file,
         redis_connect_retry,
         store,
@@ -334,6 +359,32 @@ mod tests {
             "{GOOD}sessions:\n  redis_password_file: /run/secrets/redis\n"
         ));
         assert_eq!(e.key, "sessions.redis_password_file");
+        assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_sentinel_password_file_needs_sentinels() {
+        let sentinel =
+            format!("{GOOD}sessions:\n  store: redis\n  redis_url: redis+sentinel://s1,s2/m/0\n");
+        let (_dir, result) = load(&format!(
+            "{sentinel}  redis_sentinel_password_file: secrets/sentinel\n"
+        ));
+        let path = result
+            .unwrap()
+            .sessions
+            .redis_sentinel_password_file
+            .unwrap();
+        assert!(path.is_absolute() && path.ends_with("secrets/sentinel"));
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  store: redis\n  redis_url: redis://db:6379/0\n  \
+             redis_sentinel_password_file: secrets/sentinel\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_sentinel_password_file");
+        assert!(e.message.contains("redis+sentinel://"), "{}", e.message);
+        let e = error_of(&format!(
+            "{GOOD}sessions:\n  redis_sentinel_password_file: secrets/sentinel\n"
+        ));
+        assert_eq!(e.key, "sessions.redis_sentinel_password_file");
         assert!(e.message.contains("sessions.store: redis"), "{}", e.message);
     }
 

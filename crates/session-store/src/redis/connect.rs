@@ -60,6 +60,9 @@ pub struct RedisAccess {
     pub password: Option<String>,
     /// For a `rediss://` URL: what the connection trusts and shows beyond the defaults.
     pub tls: Option<RedisTls>,
+    /// Behind Sentinel: the sentinels' own password (their `requirepass`), sent to them in
+    /// place of the master's, which they then never see.
+    pub sentinel_password: Option<String>,
 }
 
 impl std::fmt::Debug for RedisAccess {
@@ -67,6 +70,7 @@ impl std::fmt::Debug for RedisAccess {
         f.debug_struct("RedisAccess")
             .field("password", &self.password.is_some())
             .field("tls", &self.tls)
+            .field("sentinel_password", &self.sentinel_password.is_some())
             .finish()
     }
 }
@@ -105,6 +109,12 @@ impl RedisStore {
         }
         url.into_connection_info()
             .is_ok_and(|info| matches!(info.addr, ConnectionAddr::TcpTls { .. }))
+    }
+
+    /// Whether `url` names sentinels (`redis+sentinel://` or `rediss+sentinel://`) rather than
+    /// a server.
+    pub fn url_names_sentinels(url: &str) -> bool {
+        SentinelUrl::parse(url).is_some()
     }
 
     /// Whether `url` carries a password (`redis://[USER]:PASSWORD@...`), as the client reads it.
@@ -271,12 +281,15 @@ mod tests {
         assert!(!RedisStore::url_takes_tls("redis://h:6379"));
         assert!(!RedisStore::url_takes_tls("unix:///run/redis.sock"));
         assert!(!RedisStore::url_takes_tls("rediss://[::1"));
+        assert!(RedisStore::url_names_sentinels("REDIS+SENTINEL://s1/m"));
+        assert!(RedisStore::url_names_sentinels("rediss+sentinel://s1,s2/m"));
+        assert!(!RedisStore::url_names_sentinels("rediss://h:6380"));
     }
 
     fn with_tls(tls: RedisTls) -> RedisAccess {
         RedisAccess {
-            password: None,
             tls: Some(tls),
+            ..RedisAccess::default()
         }
     }
 
@@ -284,7 +297,7 @@ mod tests {
     fn a_password_given_apart_replaces_the_urls_and_is_never_shown() {
         let access = RedisAccess {
             password: Some("from-file-s3cret".to_string()),
-            tls: None,
+            ..RedisAccess::default()
         };
         let client = open_client("redis://gw@127.0.0.1:6390/2", &access).unwrap();
         let info = client.get_connection_info();
@@ -298,7 +311,10 @@ mod tests {
         let described = RedisStore::check_url("redis://gw@127.0.0.1:6390/2", &access).unwrap();
         assert!(!described.contains("s3cret"), "{described}");
         let shown = format!("{access:?}");
-        assert_eq!(shown, "RedisAccess { password: true, tls: None }");
+        assert_eq!(
+            shown,
+            "RedisAccess { password: true, tls: None, sentinel_password: false }"
+        );
     }
 
     #[test]
