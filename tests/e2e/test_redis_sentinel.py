@@ -11,6 +11,7 @@ and the session cache's invalidation subscription follows.
 
 import contextlib
 import secrets
+import signal
 import time
 
 import pytest
@@ -201,8 +202,31 @@ def test_sentinels_with_a_password_of_their_own_never_see_the_masters(deployment
         alice = log_in(a, "alice")
         assert health(alice, a) == 200
         assert len(master.cli("--scan", "--pattern", "saml-gw:*:session:*").stdout.split()) == 1
-        said = a.gateway.log_path.read_text() + a.audit_path.read_text()
-        assert user[1] not in said and sentinel_password not in said
+        log = lambda: a.gateway.log_path.read_text()
+
+        # Rotation: the sentinels take both passwords; the file gets the new one; SIGHUP.
+        new_password = "sentinel-" + secrets.token_hex(12)
+        for w in watchers:
+            assert w.cli("acl", "setuser", "default", f">{new_password}").stdout.strip() == "OK"
+        sentinel_file.write_text(new_password + "\n")
+        a.gateway.proc.send_signal(signal.SIGHUP)
+        until(lambda: "reconnected to Redis with the sentinels' new password "
+              "(sessions.redis_sentinel_password_file)" in log(), 20, "the renewal")
+        # The old one goes, and every connection to the sentinels is cut: the next looks sign
+        # in with the new one, without a word in the log.
+        for w in watchers:
+            w.password = new_password
+            assert w.cli("acl", "setuser", "default", f"<{sentinel_password}").stdout.strip() \
+                == "OK"
+            w.cli("client", "kill", "type", "normal")
+        problems = "Redis Sentinel"
+        before = log().count(problems)
+        time.sleep(3)
+        assert log().count(problems) == before, log()
+        assert health(alice, a) == 200
+        said = log() + a.audit_path.read_text()
+        for secret in (user[1], sentinel_password, new_password):
+            assert secret not in said
 
 
 def test_start_up_names_the_sentinels_that_did_not_answer(deployment, sentinels):

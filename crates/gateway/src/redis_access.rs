@@ -246,7 +246,8 @@ fn load_tls(config: &Config) -> Result<Option<RedisTls>, ConfigError> {
 }
 
 /// On SIGHUP, reads `sessions.redis_record_key_file` again and puts its keys in force, and
-/// reads `sessions.redis_password_file` and the files of `sessions.redis_tls` again and, when
+/// reads `sessions.redis_password_file`, `sessions.redis_sentinel_password_file` and the files
+/// of `sessions.redis_tls` again and, when
 /// they changed and pass the checks of start-up, connects to Redis with them and uses that
 /// connection from then on; `in_force` is what the store connected with. Files that fail the
 /// checks, or a server that refuses them, change nothing (the next SIGHUP tries again).

@@ -874,8 +874,10 @@ pub async fn connect_redis(
                     path.display()
                 ));
             }
+            // Only where the sentinels were asked in vain: not for a master that refused.
+            let sentinels_refused = message.contains("no sentinel named the master");
             let sentinel_file = &config.sessions.redis_sentinel_password_file;
-            if let (true, Some(path)) = (retryable, sentinel_file) {
+            if let (true, Some(path)) = (sentinels_refused, sentinel_file) {
                 message.push_str(&format!(
                     " (the sentinels asked with the password in \
                      sessions.redis_sentinel_password_file: {})",
@@ -907,7 +909,8 @@ pub async fn connect_redis(
 }
 
 /// Opens the configured store; the memory store gets its periodic purge, a Redis store with
-/// a password file or `sessions.redis_tls` its renewal on SIGHUP.
+/// a password file, a sentinel password file, `sessions.redis_tls` or a record key file its
+/// renewal on SIGHUP.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let timeouts = store_timeouts(config);
     match &config.sessions.store {
@@ -936,6 +939,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let renewable = [
                 sessions.redis_tls.is_some(),
                 sessions.redis_password_file.is_some(),
+                sessions.redis_sentinel_password_file.is_some(),
                 sessions.redis_record_key_file.is_some(),
             ];
             if renewable.contains(&true) {

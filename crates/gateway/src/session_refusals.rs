@@ -9,6 +9,10 @@
 //! record per session says how many there were, with the last client. Then the count starts
 //! again: a session refused all day costs two records a minute. At most [`MAX_SESSIONS`]
 //! sessions are told apart in a minute; requests for any other are counted in one record.
+//!
+//! A pass writes its records 256 at a time (they share the writer's syncs); records
+//! that fail to be written wait for the next pass ([`MAX_WAITING`] at most). Shutdown's last
+//! pass comes after one under way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,10 +31,20 @@ pub const LAST_PASS_DEADLINE: Duration = Duration::from_secs(5);
 /// The reason of every `session_refused` record.
 pub const REASON: &str = "record_not_sealed";
 
+/// Records handed to the audit writer at once (they share its syncs).
+const AT_ONCE: usize = 256;
+
+/// Summaries kept for the next pass after failed writes, at most.
+pub const MAX_WAITING: usize = 4 * MAX_SESSIONS;
+
 /// The refused sessions seen since the last summary.
 #[derive(Debug, Default)]
 pub struct SessionRefusals {
     table: Mutex<Table>,
+    /// Summaries a pass could not write, for the next one.
+    waiting: Mutex<Vec<Record>>,
+    /// Held by a pass while it writes.
+    pass: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +119,33 @@ impl SessionRefusals {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The records a failed pass left, then those of [`SessionRefusals::take`].
+    fn take_with_waiting(&self) -> Vec<Record> {
+        let mut records = std::mem::take(&mut *self.waiting());
+        records.extend(self.take());
+        records
+    }
+
+    /// Keeps `records`, which could not be written, for the next pass; beyond [`MAX_WAITING`]
+    /// they are dropped (the metric still counted their requests).
+    fn keep_waiting(&self, records: Vec<Record>) {
+        let mut waiting = self.waiting();
+        let room = MAX_WAITING.saturating_sub(waiting.len());
+        if records.len() > room {
+            tracing::warn!(
+                dropped = records.len() - room,
+                "summaries of refused sessions dropped: the audit log has failed for a while"
+            );
+        }
+        waiting.extend(records.into_iter().take(room));
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// What every summary record says.
@@ -123,14 +164,14 @@ pub async fn summarize(state: SharedState) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        write(&state.audit, state.session_refusals.take()).await;
+        write_pass(&state.session_refusals, &state.audit).await;
     }
 }
 
-/// The last pass, at shutdown, within [`LAST_PASS_DEADLINE`].
+/// The last pass, at shutdown: after the one under way, within [`LAST_PASS_DEADLINE`].
 pub async fn last_pass(state: &SharedState) {
-    let records = state.session_refusals.take();
-    if tokio::time::timeout(LAST_PASS_DEADLINE, write(&state.audit, records))
+    let pass = write_pass(&state.session_refusals, &state.audit);
+    if tokio::time::timeout(LAST_PASS_DEADLINE, pass)
         .await
         .is_err()
     {
@@ -141,12 +182,41 @@ pub async fn last_pass(state: &SharedState) {
     }
 }
 
-/// Writes `records`; the first failure stops the pass (the audit log is failing, and said so
-/// once), and the rest are lost, still counted by the metric.
-async fn write(audit: &AuditLog, records: Vec<Record>) {
-    for record in records {
-        if let Err(e) = audit.record(record).await {
-            tracing::error!(error = %e, reason = REASON, "audit log write failed");
+/// One pass: writes what waits, [`AT_ONCE`] records at a time. After the first failure (the
+/// audit log is failing, and said so once) the rest waits for the next pass.
+async fn write_pass(refusals: &SessionRefusals, audit: &AuditLog) {
+    let _pass = refusals.pass.lock().await;
+    let mut records = refusals.take_with_waiting().into_iter();
+    let mut failed = Vec::new();
+    loop {
+        let chunk: Vec<Record> = records.by_ref().take(AT_ONCE).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let mut writes = tokio::task::JoinSet::new();
+        for record in chunk {
+            let audit = audit.clone();
+            writes.spawn(async move {
+                let kept = record.clone();
+                audit.record(record).await.map_err(|e| (e, kept))
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err((e, record))) => {
+                    if failed.is_empty() {
+                        tracing::error!(error = %e, reason = REASON, "audit log write failed");
+                    }
+                    failed.push(record);
+                }
+                // A write task cannot panic; if it did, its record's fate is unknown.
+                Err(e) => tracing::error!(error = %e, "a summary write stopped"),
+            }
+        }
+        if !failed.is_empty() {
+            failed.extend(records);
+            refusals.keep_waiting(failed);
             return;
         }
     }
@@ -176,6 +246,38 @@ mod tests {
         assert!(refusals.take().is_empty());
         assert!(refusals.first("aaa", Some("10.0.0.1")));
         assert!(refusals.first("bbb", Some("10.0.0.1")));
+    }
+
+    #[tokio::test]
+    async fn summaries_that_fail_to_be_written_wait_for_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&path).unwrap();
+        let refusals = SessionRefusals::default();
+        for hash in ["aaa", "bbb"] {
+            assert!(refusals.first(hash, Some("10.0.0.1")));
+            assert!(!refusals.first(hash, Some("10.0.0.2")));
+        }
+        // The audit log cannot be written: a folder where the file was.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        write_pass(&refusals, &audit).await;
+        assert_eq!(refusals.waiting().len(), 2);
+        assert!(refusals.take().is_empty());
+        // It can again: both are written by the next pass, with one that came meanwhile.
+        std::fs::remove_dir(&path).unwrap();
+        assert!(refusals.first("ccc", None));
+        assert!(!refusals.first("ccc", None));
+        write_pass(&refusals, &audit).await;
+        assert!(refusals.waiting().is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut sessions: Vec<String> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .map(|r| r["session"].as_str().unwrap().to_string())
+            .collect();
+        sessions.sort();
+        assert_eq!(sessions, ["aaa", "bbb", "ccc"]);
     }
 
     #[test]

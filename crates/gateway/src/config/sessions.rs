@@ -229,7 +229,8 @@ pub(super) fn check_sessions(
         Some(_) if !store_url_names_sentinels(&store) => {
             return Err(err(
                 "sessions.redis_sentinel_password_file",
-                "applies only to a redis+sentinel:// or rediss+sentinel:// sessions.redis_url                  (Redis behind Sentinel)",
+                "applies only to a redis+sentinel:// or rediss+sentinel:// sessions.redis_url \
+                 (Redis behind Sentinel)",
             ))
         }
         Some(path) => Some(resolve(&path)),
