@@ -250,6 +250,37 @@ impl AuditLog {
             .map_err(|_| stopped())?
             .map_err(error)
     }
+
+    /// Writes `records` durably, handed to the writer together so that they share its syncs
+    /// (a pass of summaries); the outcome of each, in order.
+    pub async fn record_all(&self, records: Vec<Record>) -> Vec<Result<(), AuditError>> {
+        let count = records.len();
+        let mut writes = tokio::task::JoinSet::new();
+        for (index, record) in records.into_iter().enumerate() {
+            let audit = self.clone();
+            writes.spawn(async move { (index, audit.record(record).await) });
+        }
+        let mut outcomes: Vec<Option<Result<(), AuditError>>> = (0..count).map(|_| None).collect();
+        while let Some(done) = writes.join_next().await {
+            // A write task cannot panic; if one did, its record counts as not written.
+            if let Ok((index, outcome)) = done {
+                if let Some(slot) = outcomes.get_mut(index) {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    Err(AuditError {
+                        path: self.path.clone(),
+                        source: io::Error::other("the write stopped"),
+                    })
+                })
+            })
+            .collect()
+    }
 }
 
 /// How audit records write a time: UTC with milliseconds, `2026-12-07T10:00:00.000Z`.

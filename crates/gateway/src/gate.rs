@@ -71,17 +71,17 @@ async fn session_named(
         }
         SessionState::Refused => {
             // Nothing of the record is believed, not even whose it says it is.
-            let mut record = audit_record(peer, headers, path);
             let hash = session_hash(id.expose());
-            if state
-                .session_refusals
-                .first(&hash, record.client_ip.as_deref())
-            {
+            let refusals = &state.session_refusals;
+            if refusals.first(&hash, &peer.ip().to_string()) {
+                let mut record = audit_record(peer, headers, path);
                 record.event = Some(Event::SessionRefused);
                 record.reason = Some(crate::session_refusals::REASON.to_string());
-                record.session = Some(hash);
+                record.session = Some(hash.clone());
                 if let Err(e) = state.audit.record(record).await {
                     tracing::error!(error = %e, "audit log write failed for session_refused");
+                    // Not lost: counted in the session's next summary.
+                    refusals.audit_failed(&hash, &peer.ip().to_string());
                 }
             }
             return Ok(None);

@@ -70,26 +70,17 @@ async fn write_pass(limiter: &LoginLimiter, audit: &AuditLog) {
             chunk.iter().for_each(|s| limiter.summary_failed(s));
             continue;
         }
-        let mut writes = tokio::task::JoinSet::new();
-        for (index, summary) in chunk.iter().enumerate() {
-            let audit = audit.clone();
-            let record = summary_record(summary, per_minute);
-            writes.spawn(async move { (index, audit.record(record).await) });
-        }
-        while let Some(done) = writes.join_next().await {
-            match done {
-                Ok((_, Ok(()))) => {}
-                Ok((index, Err(e))) => {
-                    if !failed {
-                        tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
-                    }
-                    failed = true;
-                    if let Some(summary) = chunk.get(index) {
-                        limiter.summary_failed(summary);
-                    }
+        let records = chunk
+            .iter()
+            .map(|s| summary_record(s, per_minute))
+            .collect();
+        for (summary, outcome) in chunk.iter().zip(audit.record_all(records).await) {
+            if let Err(e) = outcome {
+                if !failed {
+                    tracing::error!(error = %e, reason = "rate_limited", "audit log write failed");
                 }
-                // A write task cannot panic; if it did, its summary's fate is unknown.
-                Err(e) => tracing::error!(error = %e, "a summary write stopped"),
+                failed = true;
+                limiter.summary_failed(summary);
             }
         }
     }

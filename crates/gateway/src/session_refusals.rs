@@ -64,11 +64,11 @@ struct Later {
 impl SessionRefusals {
     /// Notes a request that sent the refused session `hash` from `client_ip`; true when it is
     /// the session's first since the last summary, to be audited at once.
-    pub fn first(&self, hash: &str, client_ip: Option<&str>) -> bool {
+    pub fn first(&self, hash: &str, client_ip: &str) -> bool {
         let mut table = self.lock();
         if let Some(later) = table.sessions.get_mut(hash) {
             later.count += 1;
-            later.client_ip = client_ip.map(str::to_string);
+            later.client_ip = Some(client_ip.to_string());
             return false;
         }
         if table.sessions.len() >= MAX_SESSIONS {
@@ -81,6 +81,18 @@ impl SessionRefusals {
         };
         table.sessions.insert(hash.to_string(), later);
         true
+    }
+
+    /// The first request of `hash`, from `client_ip`, could not be audited: it is counted for
+    /// the session's summary instead.
+    pub fn audit_failed(&self, hash: &str, client_ip: &str) {
+        let mut table = self.lock();
+        if let Some(later) = table.sessions.get_mut(hash) {
+            later.count += 1;
+            later.client_ip = Some(client_ip.to_string());
+        } else {
+            table.others += 1;
+        }
     }
 
     /// The summary records of what was counted since the last call, which starts anew.
@@ -186,39 +198,24 @@ pub async fn last_pass(state: &SharedState) {
 /// audit log is failing, and said so once) the rest waits for the next pass.
 async fn write_pass(refusals: &SessionRefusals, audit: &AuditLog) {
     let _pass = refusals.pass.lock().await;
-    let mut records = refusals.take_with_waiting().into_iter();
-    let mut failed = Vec::new();
-    loop {
-        let chunk: Vec<Record> = records.by_ref().take(AT_ONCE).collect();
-        if chunk.is_empty() {
-            break;
+    let records = refusals.take_with_waiting();
+    let mut failed: Vec<Record> = Vec::new();
+    for chunk in records.chunks(AT_ONCE) {
+        if !failed.is_empty() {
+            failed.extend_from_slice(chunk);
+            continue;
         }
-        let mut writes = tokio::task::JoinSet::new();
-        for record in chunk {
-            let audit = audit.clone();
-            writes.spawn(async move {
-                let kept = record.clone();
-                audit.record(record).await.map_err(|e| (e, kept))
-            });
-        }
-        while let Some(done) = writes.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err((e, record))) => {
-                    if failed.is_empty() {
-                        tracing::error!(error = %e, reason = REASON, "audit log write failed");
-                    }
-                    failed.push(record);
+        for (record, outcome) in chunk.iter().zip(audit.record_all(chunk.to_vec()).await) {
+            if let Err(e) = outcome {
+                if failed.is_empty() {
+                    tracing::error!(error = %e, reason = REASON, "audit log write failed");
                 }
-                // A write task cannot panic; if it did, its record's fate is unknown.
-                Err(e) => tracing::error!(error = %e, "a summary write stopped"),
+                failed.push(record.clone());
             }
         }
-        if !failed.is_empty() {
-            failed.extend(records);
-            refusals.keep_waiting(failed);
-            return;
-        }
+    }
+    if !failed.is_empty() {
+        refusals.keep_waiting(failed);
     }
 }
 
@@ -229,10 +226,10 @@ mod tests {
     #[test]
     fn the_first_request_of_a_session_is_audited_and_later_ones_summarized() {
         let refusals = SessionRefusals::default();
-        assert!(refusals.first("aaa", Some("10.0.0.1")));
-        assert!(!refusals.first("aaa", Some("10.0.0.2")));
-        assert!(!refusals.first("aaa", Some("10.0.0.3")));
-        assert!(refusals.first("bbb", Some("10.0.0.4")));
+        assert!(refusals.first("aaa", "10.0.0.1"));
+        assert!(!refusals.first("aaa", "10.0.0.2"));
+        assert!(!refusals.first("aaa", "10.0.0.3"));
+        assert!(refusals.first("bbb", "10.0.0.4"));
         let records = refusals.take();
         // Only "aaa" had later requests.
         assert_eq!(records.len(), 1, "{records:?}");
@@ -244,8 +241,8 @@ mod tests {
         assert_eq!(r.count, Some(2));
         // Counted anew: the next request of either is audited again.
         assert!(refusals.take().is_empty());
-        assert!(refusals.first("aaa", Some("10.0.0.1")));
-        assert!(refusals.first("bbb", Some("10.0.0.1")));
+        assert!(refusals.first("aaa", "10.0.0.1"));
+        assert!(refusals.first("bbb", "10.0.0.1"));
     }
 
     #[tokio::test]
@@ -255,8 +252,8 @@ mod tests {
         let audit = AuditLog::open(&path).unwrap();
         let refusals = SessionRefusals::default();
         for hash in ["aaa", "bbb"] {
-            assert!(refusals.first(hash, Some("10.0.0.1")));
-            assert!(!refusals.first(hash, Some("10.0.0.2")));
+            assert!(refusals.first(hash, "10.0.0.1"));
+            assert!(!refusals.first(hash, "10.0.0.2"));
         }
         // The audit log cannot be written: a folder where the file was.
         std::fs::remove_file(&path).unwrap();
@@ -266,8 +263,8 @@ mod tests {
         assert!(refusals.take().is_empty());
         // It can again: both are written by the next pass, with one that came meanwhile.
         std::fs::remove_dir(&path).unwrap();
-        assert!(refusals.first("ccc", None));
-        assert!(!refusals.first("ccc", None));
+        assert!(refusals.first("ccc", "10.0.0.9"));
+        assert!(!refusals.first("ccc", "10.0.0.9"));
         write_pass(&refusals, &audit).await;
         assert!(refusals.waiting().is_empty());
         let text = std::fs::read_to_string(&path).unwrap();
@@ -281,15 +278,26 @@ mod tests {
     }
 
     #[test]
+    fn a_first_request_that_could_not_be_audited_is_counted_for_the_summary() {
+        let refusals = SessionRefusals::default();
+        assert!(refusals.first("aaa", "10.0.0.1"));
+        refusals.audit_failed("aaa", "10.0.0.1");
+        let records = refusals.take();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].count, Some(1));
+        assert_eq!(records[0].client_ip.as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
     fn sessions_past_the_limit_are_counted_together() {
         let refusals = SessionRefusals::default();
         for i in 0..MAX_SESSIONS {
-            assert!(refusals.first(&format!("{i:x}"), None));
+            assert!(refusals.first(&format!("{i:x}"), "10.0.0.9"));
         }
-        assert!(!refusals.first("one-more", Some("10.0.0.9")));
-        assert!(!refusals.first("and-another", Some("10.0.0.9")));
+        assert!(!refusals.first("one-more", "10.0.0.9"));
+        assert!(!refusals.first("and-another", "10.0.0.9"));
         // Known sessions are still counted one by one.
-        assert!(!refusals.first("0", None));
+        assert!(!refusals.first("0", "10.0.0.9"));
         let records = refusals.take();
         assert_eq!(records.len(), 2, "{records:?}");
         let others = records.iter().find(|r| r.session.is_none()).unwrap();

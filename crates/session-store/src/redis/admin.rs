@@ -118,13 +118,18 @@ impl RedisStore {
         flat.chunks_exact(2)
             .filter_map(|pair| {
                 let hash = String::from_utf8_lossy(&pair[0]);
-                let record = self.opened(&hash, &String::from_utf8_lossy(&pair[1]))?;
-                self.timeouts.is_live(&record, now).then(|| StoredSession {
-                    hash: hash.into_owned(),
-                    record,
-                })
+                self.live_session(&hash, &String::from_utf8_lossy(&pair[1]), now)
             })
             .collect()
+    }
+
+    /// The session stored as `stored` under `hash`, when it opens and is live at `now`.
+    fn live_session(&self, hash: &str, stored: &str, now: UnixTime) -> Option<StoredSession> {
+        let record = self.opened(hash, stored)?;
+        self.timeouts.is_live(&record, now).then(|| StoredSession {
+            hash: hash.to_string(),
+            record,
+        })
     }
 
     /// Ends every session of the user with this NameID (an administrator's revocation) and
@@ -156,15 +161,7 @@ impl RedisStore {
                 .await
                 .map_err(unavailable)?;
             for (hash, value) in batch.iter().zip(values) {
-                let Some(record) = value.and_then(|stored| self.opened(hash, &stored)) else {
-                    continue;
-                };
-                if self.timeouts.is_live(&record, now) {
-                    out.push(StoredSession {
-                        hash: hash.clone(),
-                        record,
-                    });
-                }
+                out.extend(value.and_then(|stored| self.live_session(hash, &stored, now)));
             }
         }
         Ok(out)

@@ -46,6 +46,9 @@ pub(super) struct Looked {
     pub(super) record: Option<SessionRecord>,
     /// The value as stored, when there is one.
     pub(super) stored: Option<String>,
+    /// Where the record's JSON starts in `stored`, once its seal checked: a refresh edits it
+    /// there without checking the seal again.
+    pub(super) json_at: usize,
     /// Whether the value stored failed its seal check.
     refused: bool,
     /// Why the session was ended, when a marker says.
@@ -65,12 +68,19 @@ impl RedisStore {
     /// The session record stored under `hash`, when its seal checks (or no keys are set) and
     /// it decodes; otherwise `None`, as for a record of an unknown version.
     pub(super) fn opened(&self, hash: &str, stored: &str) -> Option<SessionRecord> {
-        self.open_record(hash, stored).ok().flatten()
+        self.open_record(hash, stored)
+            .ok()
+            .flatten()
+            .map(|(record, _)| record)
     }
 
     /// [`RedisStore::opened`], telling a refused seal (`Err`) from a record that does not
-    /// decode (`Ok(None)`).
-    fn open_record(&self, hash: &str, stored: &str) -> Result<Option<SessionRecord>, Refused> {
+    /// decode (`Ok(None)`); with where its JSON starts in `stored`.
+    fn open_record(
+        &self,
+        hash: &str,
+        stored: &str,
+    ) -> Result<Option<(SessionRecord, usize)>, Refused> {
         let key = self.session_key(hash);
         let Some(json) = seal::open(self.record_keys.load().as_deref(), &key, stored) else {
             let refused = self
@@ -97,7 +107,9 @@ impl RedisStore {
             }
             return Err(Refused);
         };
-        Ok(decode::<SessionRecord>(json, "session"))
+        // The JSON is the end of `stored` (after the seal, when there is one).
+        let json_at = stored.len().saturating_sub(json.len());
+        Ok(decode::<SessionRecord>(json, "session").map(|record| (record, json_at)))
     }
 
     /// Reads a session record and its end marker in one round trip.
@@ -112,9 +124,15 @@ impl RedisStore {
         let opened = stored
             .as_deref()
             .map(|stored| self.open_record(hash, stored));
+        let refused = matches!(opened, Some(Err(Refused)));
+        let (record, json_at) = match opened {
+            Some(Ok(Some((record, json_at)))) => (Some(record), json_at),
+            _ => (None, 0),
+        };
         Ok(Looked {
-            refused: matches!(opened, Some(Err(Refused))),
-            record: opened.and_then(Result::ok).flatten(),
+            refused,
+            record,
+            json_at,
             stored,
             ended: ended.as_deref().and_then(EndReason::from_code),
         })
