@@ -274,7 +274,7 @@ pub fn metrics_text(state: &SharedState) -> String {
              # TYPE saml_gateway_redis_master_changes_total counter\n\
              saml_gateway_redis_master_changes_total {}\n\
              # HELP saml_gateway_redis_renewals_total Connections put in force with a new Redis \
-             password or new TLS files (SIGHUP).\n\
+             or sentinel password or new TLS files (SIGHUP).\n\
              # TYPE saml_gateway_redis_renewals_total counter\n\
              saml_gateway_redis_renewals_total {}",
             counters.records_refused, counters.master_changes, counters.renewals
